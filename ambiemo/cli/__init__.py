@@ -1,0 +1,42 @@
+"""The ``ambiemo`` console command.
+
+Each subcommand group lives in its own module beside this one and is mounted here:
+``data`` (corpora and manifests), ``models``, ``strategies``, ``cache``, ``infer``,
+``score``, and ``profile`` (which params profile the pipeline runs).
+"""
+
+from __future__ import annotations
+
+import typer
+
+import ambiemo
+from ambiemo.cli import cache, data, infer, models, profile, score, strategies
+
+app = typer.Typer(help="ambiemo: ambiguous speech emotion recognition with audio-language models.",
+                  no_args_is_help=True, add_completion=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ambiemo {ambiemo.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Datasets with per-annotator votes, audio-language models, test-time scaling, and scoring
+    against the human vote distribution."""
+
+
+app.add_typer(data.app, name="data")
+app.add_typer(models.app, name="models")
+app.add_typer(strategies.app, name="strategies")
+app.add_typer(cache.app, name="cache")
+app.add_typer(score.app, name="score")
+app.add_typer(profile.app, name="profile")
+app.command("infer")(infer.infer)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,49 @@
+"""`ambiemo profile`: which params profile the pipeline runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ambiemo.config import load_params
+
+app = typer.Typer(help="Show or switch the params profile (demo, paper, ...).", no_args_is_help=True)
+
+
+@app.command("show")
+def show(params: Path = typer.Option(Path("params.yaml"), help="Params file.")) -> None:
+    """Print the active run block and the profiles it can be switched to."""
+    p = load_params(params)
+    run = p.get("run", {})
+    typer.echo(f"active profile: {run.get('profile')}")
+    for key in ("datasets", "models", "strategies", "limit"):
+        typer.echo(f"  {key}: {run.get(key)}")
+    typer.echo(f"profiles: {', '.join(p.get('profiles', {}))}")
+
+
+@app.command("use")
+def use(name: str, params: Path = typer.Option(Path("params.yaml"), help="Params file.")) -> None:
+    """Copy ``profiles.NAME`` into the ``run`` block of params.yaml (comments elsewhere are kept)."""
+    p = load_params(params)
+    profiles = p.get("profiles", {})
+    if name not in profiles:
+        raise typer.BadParameter(f"no profile {name!r} in {params}; profiles: {', '.join(profiles)}")
+    text = params.read_text()
+    lines = text.splitlines(keepends=True)
+    try:
+        start = next(i for i, ln in enumerate(lines) if ln.rstrip() == "run:")
+    except StopIteration:
+        raise typer.BadParameter(f"{params} has no top-level 'run:' block to rewrite") from None
+    end = start + 1
+    while end < len(lines) and (lines[end].startswith((" ", "\t")) or not lines[end].strip()):
+        end += 1
+    # keep the blank lines that separate the block from the next one
+    while end > start + 1 and not lines[end - 1].strip():
+        end -= 1
+    block = ["run:\n", f"  profile: {name}\n"]
+    for key, value in profiles[name].items():
+        rendered = "[" + ", ".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
+        block.append(f"  {key}: {rendered}\n")
+    params.write_text("".join(lines[:start] + block + lines[end:]))
+    typer.echo(f"{params}: run block now follows profile {name!r}; `dvc repro` runs it")

@@ -1,0 +1,46 @@
+"""Audio-language model adapters, registered by route name.
+
+``params.yaml`` maps a short model key (``qwen2-audio-7b``) to a spec whose ``adapter`` names
+a registered route (``hf-qwen2-audio``); ``load_model`` builds it. Adapter modules import
+their heavy dependencies lazily, so listing models is cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ambiemo.models.base import (  # noqa: F401  (re-exported: the contract)
+    AudioLanguageModel,
+    AudioRequest,
+    Candidate,
+    Capabilities,
+    CapabilityError,
+    GenerationConfig,
+    Message,
+    Usage,
+)
+from ambiemo.registry import Registry
+
+MODELS: Registry[type[AudioLanguageModel]] = Registry("model adapter")
+register_model = MODELS.register
+
+
+def _import_adapters() -> None:
+    """Import every adapter module so that each registers itself."""
+    import importlib
+    import pkgutil
+
+    import ambiemo.models as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name != "base":
+            importlib.import_module(f"ambiemo.models.{info.name}")
+
+
+def load_model(key: str, spec: dict[str, Any], **kwargs: Any) -> AudioLanguageModel:
+    """Build the model ``key`` from its ``params.yaml`` spec (``models.<key>``)."""
+    _import_adapters()
+    if "adapter" not in spec:
+        raise KeyError(f"params.yaml models.{key} has no 'adapter'; known adapters: {', '.join(MODELS.names())}")
+    cls = MODELS.get(spec["adapter"])
+    return cls.from_spec(key, spec, **kwargs)  # type: ignore[attr-defined]

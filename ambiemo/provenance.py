@@ -1,0 +1,61 @@
+"""What every result file records about the run that made it."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import ambiemo
+
+# Packages whose versions change results; recorded in every output.
+TRACKED_PACKAGES = (
+    "numpy", "pandas", "scipy", "scikit-learn", "statsmodels", "torch", "transformers",
+    "tokenizers", "opensmile", "ctranslate2", "openai", "google-genai", "vllm",
+)
+
+
+def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    """The commit of the working tree, with ``-dirty`` if it has uncommitted changes."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha + ("-dirty" if dirty else "")
+
+
+def provenance(params: dict[str, Any] | None = None, seed: int | None = None, **extra: Any) -> dict[str, Any]:
+    """A provenance record: params, seed, package versions, git commit, and ``extra``
+    (for example ``model=model.identity``).
+
+    The timestamp is kept out on purpose: outputs of an unchanged rerun must be
+    byte-identical so that DVC sees nothing to do.
+    """
+    return {
+        "ambiemo_version": ambiemo.__version__,
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "packages": package_versions(),
+        "seed": seed,
+        "params": params or {},
+        **extra,
+    }
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
