@@ -35,7 +35,10 @@ dag: $(STAMP)
 
 # Regenerate the pins after changing dependencies (review the diff before committing).
 lock: $(STAMP)
-	$(BIN)/python -m pip freeze --exclude-editable --exclude ambiemo | grep -v -e '^-e' > requirements/constraints.txt
+	{ sed -n '1,2p' requirements/constraints.txt; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v -e '^-e' -e '^ambiemo' \
+	  | sed 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/'; } > requirements/constraints.new
+	mv requirements/constraints.new requirements/constraints.txt
 
 clean-results:
 	rm -rf results figures/*.pdf figures/*.png paper/generated
