@@ -1,0 +1,3 @@
+from ambiemo.cli import main
+
+main()
