@@ -1,0 +1,124 @@
+"""Small synthetic manifests, predictions and scores for the scoring, stats and plot tests.
+
+Built here rather than with ``ambiemo.manifest``/``ambiemo.predictions`` so that these tests
+check scoring against frames whose every number the test controls.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+LABELS = ("neutral", "happy", "angry", "sad")
+BIN_ORDER = ("clear", "low", "medium", "high")
+
+
+def entropy_bits(p: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.where(p > 0, p * np.log2(np.where(p > 0, p, 1)), 0).sum(axis=1)
+
+
+def ambiguity_bin(h: float) -> str:
+    if h <= 1e-9:
+        return "clear"
+    return "low" if h <= 1.0 else "medium" if h <= 1.5 else "high"
+
+
+def manifest_df(n: int = 32, n_speakers: int = 8, seed: int = 0, labels=LABELS, dataset: str = "demo",
+                speakers: bool = True) -> pd.DataFrame:
+    """A manifest-shaped frame: 3–7 raters per utterance, votes concentrated on one label."""
+    rng = np.random.default_rng(seed)
+    k = len(labels)
+    votes = np.zeros((n, k))
+    for i in range(n):
+        raters = rng.integers(3, 8)
+        main = rng.integers(k)
+        conc = rng.uniform(0.2, 1.0)  # how much raters agree on `main`
+        probs = np.full(k, (1 - conc) / k)
+        probs[main] += conc
+        votes[i] = rng.multinomial(raters, probs / probs.sum())
+    p = votes / votes.sum(axis=1, keepdims=True)
+    top = np.isclose(p, p.max(axis=1, keepdims=True))
+    tie = top.sum(axis=1) > 1
+    majority = np.where(tie, "", np.asarray(labels)[p.argmax(axis=1)])
+    h = entropy_bits(p)
+    df = pd.DataFrame({
+        "utt_id": [f"u{i:03d}" for i in range(n)],
+        "dataset": dataset,
+        "audio_path": "",
+        "duration_s": 2.0,
+        "speaker": [f"s{i % n_speakers}" if speakers else "" for i in range(n)],
+        "gender": "",
+        "split": "",
+        "transcript": "",
+        "intended": "",
+    })
+    for j, x in enumerate(labels):
+        df[f"votes_{x}"] = votes[:, j]
+    for j, x in enumerate(labels):
+        df[f"p_{x}"] = p[:, j]
+    df["n_raters"] = votes.sum(axis=1).astype(int)
+    df["majority"] = majority
+    df["majority_tie"] = tie
+    df["entropy_bits"] = h
+    df["max_share"] = p.max(axis=1)
+    df["n_distinct"] = (votes > 0).sum(axis=1)
+    df["ambiguity"] = [ambiguity_bin(x) for x in h]
+    return df
+
+
+def predictions_df(manifest: pd.DataFrame, model: str, strategy: str, budget: int = 1, seed: int = 0,
+                   quality: float = 0.5, fail_rate: float = 0.1, n_candidates: int = 3,
+                   labels=LABELS, on_failure: str = "uniform") -> pd.DataFrame:
+    """One prediction cell in the schema of ``ambiemo.predictions``: each candidate mixes the human
+    distribution (weight ``quality``) with noise; the first candidate is the prediction."""
+    rng = np.random.default_rng(seed)
+    p = manifest[[f"p_{x}" for x in labels]].to_numpy()
+    n, k = p.shape
+    rows = []
+    for i in range(n):
+        cands = []
+        for c in range(n_candidates):
+            noise = rng.dirichlet(np.ones(k))
+            d = quality * p[i] + (1 - quality) * noise
+            parsed = rng.random() > fail_rate
+            cands.append({"text": f"cand {c}", "logprob": float(-rng.random() * 5), "n_tokens": 12,
+                          "p": [float(v) for v in d] if parsed else None,
+                          "verifier_score": None, "weight": None, "selected": c == 0})
+        first = cands[0]["p"]
+        ok = first is not None
+        q = np.array(first) if ok else np.full(k, 1 / k if on_failure == "uniform" else np.nan)
+        q = q / q.sum()
+        row = {"utt_id": manifest["utt_id"].iloc[i], "dataset": manifest["dataset"].iloc[i], "model": model,
+               "strategy": strategy, "budget": budget}
+        row.update({f"p_{x}": q[j] for j, x in enumerate(labels)})
+        row.update(pred_label=labels[int(np.argmax(q))] if ok else "", parsed_ok=ok, n_candidates=n_candidates,
+                   model_calls=budget, verifier_calls=0, prompt_tokens=100 * budget, gen_tokens=12 * n_candidates,
+                   wall_s=0.1 * budget, candidates=json.dumps(cands))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+PARAMS = {
+    "models": {"small": {"params_b": 0.5}, "large": {"params_b": 7.0}},
+    "scoring": {"js_base": "e", "kl_epsilon": 1e-6, "ece_bins": 5, "tie_policy": "exclude",
+                "ambiguity_from": "manifest", "bootstrap_resamples": 200, "ci_level": 0.95},
+    "stats": {"baseline": "baseline", "permutation_resamples": 500, "alpha": 0.05,
+              "holm_family": ["dataset", "model"], "mixed_model_metric": "js"},
+}
+
+
+def cells(manifest: pd.DataFrame, strategies=("baseline", "bon", "w-bon"), models=("small", "large"),
+          budgets=None) -> list[pd.DataFrame]:
+    """Prediction cells for every model × strategy; the large model and weighted strategies are better."""
+    budgets = budgets or {}
+    out = []
+    for mi, model in enumerate(models):
+        for si, strategy in enumerate(strategies):
+            for budget in budgets.get(strategy, [1]):
+                quality = 0.3 + 0.3 * mi + 0.1 * si
+                out.append(predictions_df(manifest, model, strategy, budget, seed=100 * mi + 10 * si + budget,
+                                          quality=min(quality, 0.95)))
+    return out

@@ -1,0 +1,283 @@
+"""Scoring predictions against a manifest, summaries, gains and the `ambiemo score` command."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy.spatial.distance import jensenshannon
+from sklearn.metrics import accuracy_score, f1_score, recall_score
+from synthetic import LABELS, PARAMS, cells, manifest_df, predictions_df
+from typer.testing import CliRunner
+
+from ambiemo import scoring
+
+
+@pytest.fixture(scope="module")
+def manifest():
+    return manifest_df(n=40, seed=3)
+
+
+@pytest.fixture(scope="module")
+def scores(manifest):
+    return scoring.score_predictions(manifest, cells(manifest, budgets={"bon": [2, 4]}), PARAMS)
+
+
+def test_scores_have_one_row_per_utterance_and_cell(scores, manifest):
+    n_cells = 2 * (1 + 2 + 1)
+    assert len(scores) == n_cells * len(manifest)
+    assert not scores.duplicated(["dataset", "model", "strategy", "budget", "utt_id"]).any()
+    assert scores.attrs["missing"] == {}
+    assert scores.attrs["labels"] == list(LABELS)
+
+
+def test_per_utterance_metrics_against_references(scores, manifest):
+    truth = manifest.set_index("utt_id")
+    row = scores.iloc[17]
+    p = truth.loc[row["utt_id"], [f"p_{x}" for x in LABELS]].to_numpy(float)
+    q = row[[f"p_{x}" for x in LABELS]].to_numpy(float)
+    assert row["js"] == pytest.approx(jensenshannon(p, q))
+    assert row["bc"] == pytest.approx(np.sqrt(p * q).sum())
+    expected = np.array([jensenshannon(a, b) for a, b in zip(
+        scores[[f"true_{x}" for x in LABELS]].to_numpy(), scores[[f"p_{x}" for x in LABELS]].to_numpy())])
+    np.testing.assert_allclose(scores["js"], expected, atol=1e-12)
+
+
+def test_context_from_manifest_and_params(scores, manifest):
+    merged = scores.merge(manifest[["utt_id", "speaker", "entropy_bits", "ambiguity"]], on="utt_id", suffixes=("", "_m"))
+    assert (merged["speaker"] == merged["speaker_m"]).all()
+    assert (merged["ambiguity"] == merged["ambiguity_m"]).all()
+    np.testing.assert_allclose(merged["entropy_bits"], merged["entropy_bits_m"])
+    assert set(scores.loc[scores["model"] == "large", "params_b"]) == {7.0}
+    np.testing.assert_allclose(scores["log10_params"], np.log10(scores["params_b"]))
+    order = ["clear", "low", "medium", "high"]
+    assert (scores["ambiguity_rank"] == scores["ambiguity"].map({b: i for i, b in enumerate(order)})).all()
+
+
+def test_correctness_parse_failures_and_ties(scores, manifest):
+    tie = scores["majority_tie"].to_numpy()
+    assert scores.loc[tie, "correct"].isna().all()            # tie policy "exclude"
+    assert (scores.loc[tie, "majority_used"] == "").all()
+    ok = ~tie
+    expected = (scores.loc[ok, "pred_label"] == scores.loc[ok, "majority"]).astype(float)
+    np.testing.assert_array_equal(scores.loc[ok, "correct"], expected)
+    failed = ~scores["parsed_ok"]
+    assert failed.any(), "the synthetic cells should contain parse failures"
+    assert (scores.loc[failed, "pred_label"] == "").all()
+    assert (scores.loc[failed & ok, "correct"] == 0).all()
+    assert (scores.loc[failed, "plausible"] == 0).all()
+
+
+def test_tie_policies_change_the_hard_label_count(manifest):
+    preds = cells(manifest, strategies=("baseline",), models=("small",))
+    n_ties = int(manifest["majority_tie"].sum())
+    assert n_ties > 0
+    got = {}
+    for policy in ("exclude", "first", "any"):
+        params = {**PARAMS, "scoring": {**PARAMS["scoring"], "tie_policy": policy}}
+        s = scoring.score_predictions(manifest, preds, params)
+        got[policy] = scoring.summarise(s, params=params, per_bin=False).iloc[0]
+    assert got["exclude"]["n_hard"] == len(manifest) - n_ties
+    assert got["first"]["n_hard"] == got["any"]["n_hard"] == len(manifest)
+    assert got["any"]["accuracy"] >= got["first"]["accuracy"]
+
+
+def test_oracle_picks_the_candidate_closest_to_the_humans():
+    man = manifest_df(n=3, seed=1)
+    preds = predictions_df(man, "small", "bon", budget=3, seed=0)
+    p0 = man[[f"p_{x}" for x in LABELS]].to_numpy()[0]
+    far = np.roll(p0, 1)
+    cands = [
+        {"text": "a", "parsed": {x: float(v) for x, v in zip(LABELS, far)}},
+        {"text": "b", "parsed": None},
+        {"text": "c", "parsed": [float(v) * 2 for v in p0]},   # a list in label order, not normalised
+    ]
+    preds.loc[0, "candidates"] = json.dumps(cands)
+    preds.loc[1, "candidates"] = json.dumps([{"text": "x", "parsed": None}])
+    s = scoring.score_predictions(man, preds, PARAMS).set_index("utt_id")
+    first = s.loc[man["utt_id"][0]]
+    assert first["oracle_js"] == pytest.approx(0, abs=1e-7)
+    assert first["oracle_bc"] == pytest.approx(1)
+    assert first["oracle_n_parsed"] == 2
+    if man["majority"][0]:
+        assert first["oracle_correct"] == 1 and first["pass_at_n"] == 1
+    second = s.loc[man["utt_id"][1]]
+    assert second["oracle_n_parsed"] == 0 and math.isnan(second["oracle_js"])
+
+
+def test_summary_matches_independent_computation(scores):
+    summary = scoring.summarise(scores, params=PARAMS)
+    row = summary[(summary["model"] == "large") & (summary["strategy"] == "w-bon") & (summary["ambiguity"] == "all")]
+    assert len(row) == 1
+    row = row.iloc[0]
+    cell = scores[(scores["model"] == "large") & (scores["strategy"] == "w-bon")]
+    hard = cell[cell["majority"] != ""]
+    y_true, y_pred = hard["majority"], hard["pred_label"].replace("", "none")
+    assert row["n"] == len(cell) and row["n_hard"] == len(hard)
+    assert row["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
+    assert row["f1_weighted"] == pytest.approx(f1_score(y_true, y_pred, labels=sorted(set(y_true)), average="weighted"))
+    assert row["uar"] == pytest.approx(recall_score(y_true, y_pred, labels=sorted(set(y_true)), average="macro"))
+    assert row["js"] == pytest.approx(cell["js"].mean())
+    assert row["parse_failure_rate"] == pytest.approx(1 - cell["parsed_ok"].mean())
+    assert row["gen_tokens"] == pytest.approx(cell["gen_tokens"].mean())
+    p = cell[[f"true_{x}" for x in LABELS]].to_numpy().ravel()
+    q = cell[[f"p_{x}" for x in LABELS]].to_numpy().ravel()
+    assert row["r2"] == pytest.approx(np.corrcoef(p, q)[0, 1] ** 2)
+    # the per-bin rows partition the utterances
+    bins = summary[(summary["model"] == "large") & (summary["strategy"] == "w-bon") & (summary["ambiguity"] != "all")]
+    assert bins["n"].sum() == row["n"]
+    assert list(bins["ambiguity_rank"]) == sorted(bins["ambiguity_rank"])
+    assert scoring.levels(summary) == [b for b in ["clear", "low", "medium", "high"] if b in set(bins["ambiguity"])]
+
+
+def test_better_cells_score_better(scores):
+    s = scoring.summarise(scores, params=PARAMS, per_bin=False).set_index(["model", "strategy", "budget"])
+    # the synthetic large model mixes in more of the human distribution
+    assert s.loc[("large", "baseline", 1), "js"] < s.loc[("small", "baseline", 1), "js"]
+    assert s.loc[("large", "baseline", 1), "bc"] > s.loc[("small", "baseline", 1), "bc"]
+
+
+def test_gain_over_baseline_is_signed_so_positive_is_better(scores):
+    summary = scoring.summarise(scores, params=PARAMS)
+    gains = scoring.gain_over_baseline(summary, "js")
+    one = gains[(gains["model"] == "small") & (gains["strategy"] == "w-bon") & (gains["ambiguity"] == "all")].iloc[0]
+    base = summary[(summary["model"] == "small") & (summary["strategy"] == "baseline") & (summary["ambiguity"] == "all")]
+    assert one["gain"] == pytest.approx(base["js"].iloc[0] - one["value"])
+    acc = scoring.gain_over_baseline(summary, "accuracy")
+    one = acc[(acc["model"] == "small") & (acc["strategy"] == "w-bon") & (acc["ambiguity"] == "all")].iloc[0]
+    assert one["gain"] == pytest.approx(one["value"] - one["baseline_value"])
+    with pytest.raises(ValueError, match="baseline"):
+        scoring.gain_over_baseline(summary[summary["strategy"] != "baseline"], "js")
+
+
+def test_reliability_table(scores):
+    table = scoring.reliability(scores, by=["model"], params=PARAMS)
+    assert len(table) == 2 * PARAMS["scoring"]["ece_bins"]
+    per_model = table.groupby("model")["n"].sum()
+    assert per_model["small"] == scores.loc[scores["model"] == "small", "correct"].notna().sum()
+
+
+def test_ambiguity_from_entropy(manifest):
+    params = {**PARAMS, "scoring": {**PARAMS["scoring"], "ambiguity_from": "entropy"}}
+    s = scoring.score_predictions(manifest, cells(manifest, strategies=("baseline",), models=("small",)), params)
+    assert set(s["ambiguity"]) == {f"{h:.3f}" for h in np.round(manifest["entropy_bits"], 3)}
+    ranked = s.sort_values("ambiguity_rank")["entropy_bits"].to_numpy()
+    assert (np.diff(ranked) >= -1e-3).all()
+
+
+def test_missing_utterances_are_counted(manifest):
+    preds = cells(manifest, strategies=("baseline",), models=("small",))[0].iloc[:-3]
+    s = scoring.score_predictions(manifest, preds, PARAMS)
+    assert s.attrs["missing"] == {"demo/small/baseline/1": 3}
+
+
+def test_missing_capacity_warns(manifest):
+    preds = cells(manifest, strategies=("baseline",), models=("small",))
+    with pytest.warns(UserWarning, match="params_b is missing for \\['small'\\]"):
+        s = scoring.score_predictions(manifest, preds, {"scoring": PARAMS["scoring"]})
+    assert s["params_b"].isna().all()
+
+
+def test_errors_name_the_utterance_and_cell(manifest):
+    preds = cells(manifest, strategies=("baseline",), models=("small",))[0]
+    stray = preds.copy()
+    stray.loc[0, "utt_id"] = "nope"
+    with pytest.raises(scoring.ScoringError, match="nope"):
+        scoring.score_predictions(manifest, stray, PARAMS)
+    with pytest.raises(scoring.ScoringError, match="passed twice"):
+        scoring.score_predictions(manifest, [preds, preds], PARAMS)
+    bad = preds.copy()
+    bad.loc[5, "p_happy"] += 0.5
+    with pytest.raises(scoring.ScoringError, match=f"{preds.loc[5, 'utt_id']}.*demo/small/baseline/1"):
+        scoring.score_predictions(manifest, bad, PARAMS)
+    with pytest.raises(scoring.ScoringError, match="labels"):
+        scoring.score_predictions(manifest, preds.drop(columns=["p_sad"]), PARAMS)
+    with pytest.raises(scoring.ScoringError, match="gen_tokens"):
+        scoring.score_predictions(manifest, preds.drop(columns=["gen_tokens"]), PARAMS)
+    with pytest.raises(ValueError, match="tie_policy"):
+        scoring.score_predictions(manifest, preds, {"scoring": {"tie_policy": "coin"}})
+
+
+def test_label_order_of_predictions_does_not_matter(manifest):
+    preds = cells(manifest, strategies=("baseline",), models=("small",))[0]
+    shuffled = preds[[c for c in preds.columns if not c.startswith("p_")] + [f"p_{x}" for x in reversed(LABELS)]]
+    a = scoring.score_predictions(manifest, preds, PARAMS)
+    b = scoring.score_predictions(manifest, shuffled, PARAMS)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_manifest_object_is_accepted(manifest):
+    mm = pytest.importorskip("ambiemo.manifest")
+    meta = {"label_set": {"name": "four", "labels": list(LABELS)},
+            "ambiguity": {"method": "fixed", "edges": [1.0, 1.5], "bins": ["clear", "low", "medium", "high"]}}
+    obj = mm.Manifest(manifest, meta)
+    preds = cells(manifest, strategies=("baseline",), models=("small",))
+    a = scoring.score_predictions(obj, preds, PARAMS)
+    b = scoring.score_predictions(manifest, preds, PARAMS)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_write_read_scores_round_trip_is_byte_identical(scores, tmp_path):
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    scoring.write_scores(scores, a, PARAMS)
+    scoring.write_scores(scores, b, PARAMS)
+    assert a.read_bytes() == b.read_bytes()
+    back, meta = scoring.read_scores(a)
+    pd.testing.assert_frame_equal(back, scores, check_dtype=False)
+    assert meta["parse_failures"] == int((~scores["parsed_ok"]).sum())
+    assert scoring.params_of(meta)["scoring"]["tie_policy"] == "exclude"
+
+
+def test_cli_scores_and_summarises(manifest, tmp_path):
+    mm = pytest.importorskip("ambiemo.manifest")
+    from ambiemo.cli import app
+    from ambiemo.labels import LabelSet
+    from ambiemo.tables import write_table
+
+    man_path = tmp_path / "manifest.parquet"
+    mm.write_manifest(manifest, man_path, label_set=LabelSet("four", LABELS),
+                      ambiguity={"method": "fixed", "edges": [1.0, 1.5], "bins": ["clear", "low", "medium", "high"]},
+                      exclusions={})
+    pred_dir = tmp_path / "predictions"
+    pred_dir.mkdir()
+    for df in cells(manifest):
+        write_table(df, pred_dir / f"{df['model'][0]}-{df['strategy'][0]}.parquet", {"label_set": {"labels": list(LABELS)}})
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(PARAMS))
+    out = tmp_path / "scores.parquet"
+    runner = CliRunner()
+    res = runner.invoke(app, ["score", "--manifest", str(man_path), "--predictions", str(pred_dir),
+                              "--out", str(out), "--params", str(params_path)])
+    assert res.exit_code == 0, res.output
+    assert f"{6 * len(manifest)} rows, 6 cells" in res.output
+    res = runner.invoke(app, ["score", "summary", str(out), "--by-bin", "--out", str(tmp_path / "s.csv")])
+    assert res.exit_code == 0, res.output
+    assert "w-bon" in res.output and "parse_failure_rate" in res.output
+    table = pd.read_csv(tmp_path / "s.csv")
+    assert set(table["ambiguity"]) >= {"all", "clear"}
+    res = runner.invoke(app, ["score", "--manifest", str(man_path), "--out", str(out)])
+    assert res.exit_code != 0 and "--predictions" in res.output
+
+
+def test_failures_without_a_distribution_are_left_out_of_distributional_means(manifest):
+    preds = predictions_df(manifest, "small", "baseline", seed=4, fail_rate=0.3, on_failure="nan")
+    preds["gen_tokens"] = pd.array([pd.NA] * len(preds), dtype="Int64")  # a route that reports no tokens
+    failed = ~preds["parsed_ok"]
+    assert failed.any() and preds.loc[failed, "p_happy"].isna().all()
+    s = scoring.score_predictions(manifest, preds, PARAMS)
+    assert s.loc[~s["parsed_ok"], "js"].isna().all()
+    assert (s.loc[~s["parsed_ok"] & ~s["majority_tie"], "correct"] == 0).all()
+    row = scoring.summarise(s, params=PARAMS, per_bin=False).iloc[0]
+    ok = s[s["parsed_ok"]]
+    assert row["n"] == len(s) and row["n_dist"] == len(ok)
+    assert row["js"] == pytest.approx(ok["js"].mean())
+    p = ok[[f"true_{x}" for x in LABELS]].to_numpy().ravel()
+    q = ok[[f"p_{x}" for x in LABELS]].to_numpy().ravel()
+    assert row["r2"] == pytest.approx(np.corrcoef(p, q)[0, 1] ** 2)
+    assert np.isnan(row["gen_tokens"])
+    hard = s[~s["majority_tie"]]
+    assert row["accuracy"] == pytest.approx((hard["pred_label"] == hard["majority"]).mean())
