@@ -1,0 +1,58 @@
+"""Reading audio: soundfile decodes, librosa resamples. No torchaudio.
+
+Every model receives the same thing: a float32 mono waveform in [-1, 1] at the model's
+sample rate (16 kHz for every ALM in the study).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_SAMPLE_RATE = 16000
+
+
+class AudioError(ValueError):
+    """An audio file that is missing, empty or cannot be decoded."""
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int | None = DEFAULT_SAMPLE_RATE) -> np.ndarray:
+    """The waveform of ``path`` as float32 mono, resampled to ``sample_rate`` (None: keep the file's).
+
+    Channels are averaged. Raises ``AudioError`` naming the file when it is missing,
+    unreadable (for example a Git LFS pointer saved as ``.wav``) or holds no samples.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: audio file not found")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        hint = ""
+        with path.open("rb") as f:
+            if f.read(40).startswith(b"version https://git-lfs"):
+                hint = " (it is a Git LFS pointer, not audio: fetch the real file, e.g. `git lfs pull`)"
+        raise AudioError(f"{path}: cannot decode audio{hint}: {e}") from e
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: audio file has no samples")
+    wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if sample_rate is not None and sr != sample_rate:
+        import librosa
+
+        wav = librosa.resample(wav, orig_sr=sr, target_sr=sample_rate)
+    return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def audio_duration(path: str | os.PathLike) -> float:
+    """Duration in seconds from the file header (no decoding); ``AudioError`` if unreadable."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioError(f"{path}: cannot read audio header: {e}") from e
+    return info.frames / info.samplerate

@@ -1,0 +1,242 @@
+"""Corpora -> manifests.
+
+Each corpus has a loader module registered by name in ``DATASETS`` (``iemocap``,
+``msp-podcast``, ``crema-d``, ``demo``). A loader reads the corpus in the layout its owners
+distribute and returns a ``Corpus``: one ``Utterance`` per clip with its raters' categories
+as lowercase English words, plus what the loader itself left out and why. It knows nothing
+about label sets. ``prepare_dataset`` does the rest, the same way for every corpus:
+
+    loader(root, spec) -> Corpus
+      -> label set and vote policy (params)   -> votes per label, exclusions counted
+      -> audio checked (missing / unreadable) -> durations
+      -> manifest written (``ambiemo.manifest``)
+
+To add a corpus: write ``ambiemo/data/<name>.py`` with a function decorated
+``@register_dataset("<name>")`` taking ``(root: Path, spec: dict)`` and returning a
+``Corpus``; import it in ``_import_loaders``; add an entry under ``datasets:`` in params.yaml.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ambiemo.labels import OTHER, AmbiguityBins, label_set_from_params, tally_votes
+from ambiemo.manifest import Manifest, build_manifest, read_manifest, validate, write_manifest
+from ambiemo.registry import Registry
+
+
+@dataclass
+class Utterance:
+    """One clip as a loader sees it. ``ratings`` has one tuple of categories per rater."""
+
+    utt_id: str
+    ratings: list[tuple[str, ...]]
+    audio_path: str = ""          # where the audio should be (checked later)
+    speaker: str = ""
+    gender: str = ""              # "female" | "male" | ""
+    split: str = ""
+    transcript: str = ""
+    intended: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Corpus:
+    """What a loader returns.
+
+    ``vocabulary``: every category the corpus can produce (so that a label set naming
+    something the corpus never uses is caught). ``excluded``: reason -> utterance ids the
+    loader left out. ``dropped_votes``: reason -> votes the loader did not pass on (for
+    example IEMOCAP self-evaluations).
+    """
+
+    utterances: list[Utterance]
+    vocabulary: frozenset[str]
+    excluded: dict[str, list[str]] = field(default_factory=dict)
+    dropped_votes: dict[str, float] = field(default_factory=dict)
+
+
+Loader = Callable[[Path, Mapping[str, Any]], Corpus]
+DATASETS: Registry[Loader] = Registry("dataset")
+register_dataset = DATASETS.register
+
+_LOADER_MODULES = ("demo",)
+
+
+def _import_loaders() -> None:
+    for module in _LOADER_MODULES:
+        importlib.import_module(f"ambiemo.data.{module}")
+
+
+def get_loader(name: str) -> Loader:
+    _import_loaders()
+    return DATASETS.get(name)
+
+
+class DataError(ValueError):
+    """A corpus or a params entry that cannot be turned into a manifest as it is."""
+
+
+def _first(ids: list[str], n: int = 5) -> str:
+    return ", ".join(ids[:n]) + (f" ... ({len(ids)} in all)" if len(ids) > n else "")
+
+
+def dataset_spec(params: Mapping[str, Any], name: str) -> dict[str, Any]:
+    datasets = params.get("datasets") or {}
+    if name not in datasets:
+        known = ", ".join(sorted(datasets)) or "(none)"
+        raise KeyError(f"params.yaml datasets has no {name!r}; defined: {known}")
+    spec = dict(datasets[name] or {})
+    if "loader" not in spec:
+        raise DataError(f"params.yaml datasets.{name} needs `loader:` (one of {', '.join(DATASETS.names()) or 'the registered loaders'})")
+    return spec
+
+
+def prepare_dataset(name: str, params: Mapping[str, Any], root: str | os.PathLike | None = None,
+                    out: str | os.PathLike | None = None, label_set: str | None = None,
+                    allow_missing_audio: bool = False, base_dir: str | os.PathLike | None = None) -> Manifest:
+    """Build (and with ``out``, write) the manifest of dataset ``name`` from params.
+
+    ``params`` is the whole params.yaml (this reads ``datasets.<name>``, ``label_sets``,
+    ``ambiguity`` and ``seed``). ``root`` overrides ``datasets.<name>.root``; a relative root
+    is taken relative to ``base_dir`` (default: the working directory, the repository root
+    for DVC). ``label_set`` overrides ``datasets.<name>.label_set``. Missing audio is an
+    error unless ``allow_missing_audio``, which builds a labels-only manifest.
+    """
+    from ambiemo.audio import AudioError, audio_duration
+    from ambiemo.provenance import provenance
+
+    spec = dataset_spec(params, name)
+    loader = get_loader(spec["loader"])
+    root_path = Path(root if root is not None else spec.get("root", ""))
+    if not root_path.is_absolute():
+        root_path = Path(base_dir or Path.cwd()) / root_path
+    if spec["loader"] != "demo" and not root_path.is_dir():
+        raise DataError(f"{root_path}: dataset root for {name!r} does not exist; set params.yaml "
+                        f"datasets.{name}.root to where the corpus is, or pass --root")
+    if spec.get("seed") is None:  # a dataset's own seed, else the study's
+        spec["seed"] = params.get("seed")
+
+    ls_name = label_set or spec.get("label_set")
+    if not ls_name:
+        raise DataError(f"params.yaml datasets.{name} needs `label_set:` (one of {sorted(params.get('label_sets') or {})})")
+    ls = label_set_from_params(params, ls_name)
+    policy = spec.get("votes", "drop_utterance")
+    multi = spec.get("multi_label", "split")
+    if policy == OTHER:
+        ls = ls.with_other()
+
+    corpus = loader(root_path.resolve(), spec)
+    excluded: dict[str, list[str]] = {k: list(v) for k, v in corpus.excluded.items() if v}
+    dropped_votes = {k: float(v) for k, v in corpus.dropped_votes.items() if v}
+
+    never_used = [x for x in ls.labels if x != OTHER and x not in corpus.vocabulary
+                  and not any(ls.canonical(c) == x for c in corpus.vocabulary)]
+    if never_used:
+        raise DataError(f"label set {ls.name!r} {list(ls.labels)} has label(s) {never_used} that dataset {name!r} "
+                        f"never uses; its categories are {sorted(corpus.vocabulary)}")
+
+    ids = [u.utt_id for u in corpus.utterances]
+    dupes = sorted(k for k, n in Counter(ids).items() if n > 1)
+    if dupes:
+        raise DataError(f"dataset {name!r}: {len(dupes)} duplicate utterance id(s): {_first(dupes)}")
+
+    utts = sorted(corpus.utterances, key=lambda u: u.utt_id)
+    tally = tally_votes([u.ratings for u in utts], ls, policy=policy, multi_label=multi)
+    if tally.dropped_votes:
+        dropped_votes["outside_label_set"] = dropped_votes.get("outside_label_set", 0.0) + tally.dropped_votes
+    keep = np.ones(len(utts), dtype=bool)
+    for i, u in enumerate(utts):
+        if not u.ratings:
+            reason = "no_ratings"
+        elif policy == "drop_utterance" and tally.out_of_set[i]:
+            reason = "votes_outside_label_set"
+        elif tally.votes[i].sum() <= 0:
+            reason = "all_votes_outside_label_set"
+        else:
+            continue
+        keep[i] = False
+        excluded.setdefault(reason, []).append(u.utt_id)
+    kept = [u for u, k in zip(utts, keep) if k]
+
+    # Out-of-set categories seen, whatever the policy did with them (for the stats report).
+    outside: Counter[str] = Counter()
+    for seen in tally.out_of_set:
+        outside.update(seen)
+
+    paths = [u.audio_path for u in kept]
+    exists = np.array([bool(p) and os.path.isfile(p) for p in paths], dtype=bool)
+    missing = [u.utt_id for u, ok in zip(kept, exists) if not ok]
+    if missing and not allow_missing_audio:
+        example = next((u.audio_path for u in kept if u.utt_id == missing[0]), "")
+        raise DataError(f"dataset {name!r}: audio missing for {len(missing)} of {len(kept)} utterances under "
+                        f"{root_path} (first: {_first(missing)}; expected e.g. {example}). Fix the root, or pass "
+                        "--allow-missing-audio to build a labels-only manifest for annotation statistics")
+    durations = np.full(len(kept), np.nan)
+    unreadable: list[str] = []
+    for i, (u, ok) in enumerate(zip(kept, exists)):
+        if ok:
+            try:
+                durations[i] = audio_duration(u.audio_path)
+            except AudioError:
+                unreadable.append(u.utt_id)
+    if unreadable:
+        raise DataError(f"dataset {name!r}: {len(unreadable)} audio file(s) cannot be read: {_first(unreadable)}; "
+                        "replace them, or list them under the dataset's `exclude:` in params.yaml")
+
+    info = pd.DataFrame({
+        "utt_id": [u.utt_id for u in kept],
+        "dataset": name,
+        "audio_path": [str(Path(p).resolve()) if ok else "" for p, ok in zip(paths, exists)],
+        "duration_s": durations,
+        "speaker": [u.speaker for u in kept],
+        "gender": [u.gender for u in kept],
+        "split": [u.split for u in kept],
+        "transcript": [u.transcript for u in kept],
+        "intended": [u.intended for u in kept],
+    })
+    for key in sorted({k for u in kept for k in u.extra}):
+        info[key] = [u.extra.get(key, "") for u in kept]
+    bins = AmbiguityBins.from_params({**(params.get("ambiguity") or {}), **(spec.get("ambiguity") or {})})
+    df, amb_meta = build_manifest(info, tally.votes[keep], tally.n_raters[keep], ls, bins)
+
+    used_params = {"datasets": {name: dict(params["datasets"][name])},
+                   "label_sets": {ls_name: params["label_sets"][ls_name]},
+                   "ambiguity": params.get("ambiguity") or {}}
+    meta = {
+        "dataset": name,
+        "vote_policy": policy,
+        "multi_label": multi,
+        "excluded_ids": {k: sorted(v) for k, v in sorted(excluded.items())},
+        "dropped_votes": {k: round(v, 6) for k, v in sorted(dropped_votes.items())},
+        "categories_outside_label_set": {k: round(v, 6) for k, v in sorted(outside.items())},
+        "audio": {"missing": len(missing), "labels_only": bool(missing)},
+    }
+    exclusions = {k: len(v) for k, v in excluded.items()}
+    prov = provenance(used_params, seed=spec.get("seed") if spec["loader"] == "demo" else None,
+                      root=_portable(root_path))
+    full_meta = {"label_set": ls.to_meta(), "ambiguity": amb_meta,
+                 "exclusions": dict(sorted(exclusions.items())), "provenance": prov, **meta}
+    if out is None:
+        validate(df, full_meta, where=f"dataset {name!r}")
+        return Manifest(df, full_meta)
+    write_manifest(df, out, label_set=ls, ambiguity=amb_meta, exclusions=exclusions, provenance=prov, **meta)
+    return read_manifest(out)
+
+
+def _portable(path: Path) -> str:
+    """A root inside the working directory is recorded relative to it, so that a manifest's
+    provenance does not differ between two checkouts of the same repository."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
