@@ -69,7 +69,7 @@ Loader = Callable[[Path, Mapping[str, Any]], Corpus]
 DATASETS: Registry[Loader] = Registry("dataset")
 register_dataset = DATASETS.register
 
-_LOADER_MODULES = ("demo",)
+_LOADER_MODULES = ("crema_d", "demo")
 
 
 def _import_loaders() -> None:
