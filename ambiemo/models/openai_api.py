@@ -1,0 +1,152 @@
+"""OpenAI chat completions with audio input: GPT-4o-class audio models, and any model that
+``vllm serve`` exposes through the same API (Ultravox, Qwen2-Audio, ...).
+
+Routes:
+
+* ``openai-chat``: OpenAI itself. The key comes from ``OPENAI_API_KEY`` (or the variables
+  named by ``api_key_env``), the endpoint from ``base_url`` in params, else ``OPENAI_BASE_URL``,
+  else api.openai.com. OpenAI's audio chat models return no log-probabilities (the API refuses
+  ``logprobs`` for them), so entries default to ``logprobs: false``.
+* ``openai-compatible``: a ``vllm serve`` (or other OpenAI-compatible) server. ``base_url``
+  (or ``OPENAI_BASE_URL``) is required; the key is optional (vLLM's ``--api-key``). vLLM
+  returns log-probabilities, so entries default to ``logprobs: true``; it also continues an
+  assistant prefix (label scoring with ``prefix``) and, with ``beam_search: true`` in the entry,
+  runs beam search (``use_beam_search``).
+
+The clip goes as a base64 16-bit PCM WAV ``input_audio`` part, before the text of the user
+turn marked ``audio=True``. Greedy decoding sends ``temperature: 0``; sampling sends ``n``,
+``temperature``, ``top_p`` and ``seed``. With log-probabilities on, each candidate carries
+its per-token log-probabilities and their sum. Label scoring asks for one token with
+``top_logprobs`` and reads each label's log-probability off the alternatives of that first
+token (``_http.option_logprobs_from_top``).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any
+
+from ambiemo.models import register_model
+from ambiemo.models._http import ApiModel, CallUsage, ConfigurationError, api_key_from_env, audio_turns, wav_bytes
+from ambiemo.models.base import AudioRequest, Candidate, Capabilities, GenerationConfig
+
+
+@register_model("openai-chat")
+@register_model("openai-compatible")
+class OpenAIChatModel(ApiModel):
+    default_key_env = ("OPENAI_API_KEY",)
+
+    @property
+    def is_openai(self) -> bool:
+        return self.route == "openai-chat"
+
+    @property
+    def assistant_prefill(self) -> bool:
+        return not self.is_openai  # OpenAI answers after a prefix instead of continuing it
+
+    @classmethod
+    def spec_capabilities(cls, spec: dict[str, Any]) -> Capabilities:
+        served = spec.get("adapter") != "openai-chat"
+        logprobs = bool(spec.get("logprobs", served))
+        beam = bool(spec.get("beam_search", False)) and served
+        if served:
+            needs = f"a vllm serve endpoint ({spec.get('base_url') or 'OPENAI_BASE_URL'}), extra: api"
+        else:
+            names = spec.get("api_key_env", list(cls.default_key_env))
+            needs = f"{' or '.join([names] if isinstance(names, str) else names)}, extra: api"
+        return Capabilities(logprobs=logprobs, beam_search=beam, option_scoring=logprobs, needs=needs)
+
+    def _make_client(self) -> Any:
+        try:
+            import openai
+        except ImportError as e:
+            raise ImportError(f"model {self.key!r} needs the openai package: pip install -e '.[api]'") from e
+        base_url = self.base_url or os.environ.get("OPENAI_BASE_URL") or None
+        if self.is_openai:
+            self._secret = api_key_from_env(self.key_names, self.key)
+        else:
+            if not base_url:
+                raise ConfigurationError(f"model {self.key!r} ({self.route}) needs the server's URL: set base_url in "
+                                         "its params entry (e.g. http://localhost:8000/v1) or OPENAI_BASE_URL")
+            # A vLLM server started without --api-key accepts any key; the SDK insists on one.
+            self._secret = next((os.environ[n] for n in self.key_names if os.environ.get(n)), None)
+        # max_retries=0: _http.call_with_retries is the one retry loop.
+        return openai.OpenAI(api_key=self._secret or "EMPTY", base_url=base_url, timeout=self.timeout_s,
+                             max_retries=0)
+
+    def messages(self, request: AudioRequest, prefix: str = "") -> list[dict[str, Any]]:
+        """The chat messages for ``request`` (and an assistant turn to continue, if ``prefix``)."""
+        audio_turns(request)
+        data = base64.b64encode(wav_bytes(request.waveform, request.sample_rate)).decode("ascii")
+        out: list[dict[str, Any]] = []
+        for m in request.messages:
+            if m.audio:
+                parts: list[dict[str, Any]] = [{"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}]
+                if m.text:
+                    parts.append({"type": "text", "text": m.text})
+                out.append({"role": "user", "content": parts})
+            else:
+                out.append({"role": m.role, "content": m.text})
+        if prefix:
+            out.append({"role": "assistant", "content": prefix})
+        return out
+
+    def _generate_once(self, request: AudioRequest, config: GenerationConfig, n: int,
+                       seed: int) -> tuple[list[Candidate], CallUsage]:
+        kwargs: dict[str, Any] = {"model": self.model_id, "messages": self.messages(request),
+                                  "max_completion_tokens": config.max_new_tokens, "seed": seed}
+        if config.mode == "greedy":
+            kwargs.update(temperature=0.0, n=1)
+        elif config.mode == "sample":
+            kwargs.update(temperature=config.temperature, top_p=config.top_p, n=n)
+        else:  # beam, on a vLLM server: it returns num_beams beams; the best n are kept
+            kwargs.update(temperature=0.0, n=config.num_beams, extra_body={"use_beam_search": True})
+        if self.capabilities.logprobs:
+            kwargs["logprobs"] = True
+        response = self.client.chat.completions.create(**kwargs)
+        u = _usage(response)
+        cands = []
+        for choice in response.choices:
+            content = choice.logprobs.content if choice.logprobs is not None else None
+            token_lps = [float(t.logprob) for t in content] if content else None
+            cands.append(Candidate(
+                text=choice.message.content or "",
+                logprob=sum(token_lps) if token_lps is not None else None,
+                token_logprobs=token_lps,
+                n_tokens=len(token_lps) if token_lps is not None else 0,
+                meta={"finish_reason": choice.finish_reason}))
+        if config.mode == "beam":
+            cands.sort(key=lambda c: -(c.logprob if c.logprob is not None else float("-inf")))
+        cands = cands[:n]
+        if len(cands) != n:
+            raise ValueError(f"{self._what(request)}: asked for {n} choices, the server returned {len(cands)}")
+        if any(c.token_logprobs is None for c in cands):
+            # Without log-probabilities the per-choice length is unknown: share the reported total.
+            for c in cands:
+                c.n_tokens = round(u.gen_tokens / len(response.choices))
+                c.meta["n_tokens_estimated"] = True
+        return cands, u
+
+    def _first_token_top(self, request: AudioRequest, prefix: str) -> tuple[list[tuple[str, float]], CallUsage]:
+        kwargs: dict[str, Any] = {"model": self.model_id, "messages": self.messages(request, prefix),
+                                  "max_completion_tokens": 1, "temperature": 0.0, "n": 1,
+                                  "logprobs": True, "top_logprobs": self.top_logprobs}
+        if prefix:  # vLLM: continue the assistant turn instead of starting a new one
+            kwargs["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
+        response = self.client.chat.completions.create(**kwargs)
+        content = response.choices[0].logprobs.content if response.choices[0].logprobs else None
+        if not content:
+            raise ValueError(f"{self._what(request)}: the server returned no log-probabilities although they were "
+                             "requested; set logprobs: false in this model's params entry")
+        return [(t.token, float(t.logprob)) for t in content[0].top_logprobs], _usage(response)
+
+
+def _usage(response: Any) -> CallUsage:
+    u = getattr(response, "usage", None)
+    if u is None:
+        return CallUsage()
+    details = getattr(u, "prompt_tokens_details", None)
+    audio = getattr(details, "audio_tokens", None) or 0
+    return CallUsage(prompt_tokens=int(u.prompt_tokens or 0), audio_tokens=int(audio),
+                     gen_tokens=int(u.completion_tokens or 0))
