@@ -1,8 +1,46 @@
-"""`ambiemo infer`: filled in by the strategies issue."""
+"""`ambiemo infer`: run one model and strategy over a manifest and write the predictions table.
+
+    ambiemo infer --model cascade-smollm2 --strategy w-bon --manifest results/manifests/demo.parquet \\
+                  --out results/predictions/demo/cascade-smollm2/w-bon.parquet [--budget 3] [--limit 8]
+
+The DVC inference stage calls the same function (``ambiemo.inference.run_inference``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
-def infer(model: str = typer.Option(..., help="Model key from params.yaml.")) -> None:
-    """Run a model and strategy over a manifest."""
-    raise typer.Exit(2)
+def infer(
+    model: Annotated[str, typer.Option("--model", help="Model key from params.yaml `models` (or `fake`).")],
+    manifest: Annotated[Path, typer.Option("--manifest", help="The dataset's manifest (parquet).")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the predictions (parquet).")],
+    strategy: Annotated[str, typer.Option("--strategy", help="A registered strategy; see `ambiemo strategies "
+                                          "list`.")] = "baseline",
+    budget: Annotated[list[int] | None, typer.Option("--budget", help="Run this budget (B, N or K) instead of the "
+                                                     "params grid; repeatable.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Only the first N utterances (0: all).")] = 0,
+    params_path: Annotated[Path, typer.Option("--params", help="The params file.")] = Path("params.yaml"),
+) -> None:
+    """Run a model and a test-time scaling strategy over a manifest; write one predictions parquet."""
+    from ambiemo.config import load_params
+    from ambiemo.inference import run_inference
+    from ambiemo.models.base import CapabilityError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    params = load_params(params_path)
+    try:
+        df = run_inference(params, model, strategy, manifest, out, limit=limit or None, budgets=budget or None)
+    except (KeyError, ValueError, CapabilityError, FileNotFoundError) as e:
+        typer.echo(f"error: {e.args[0] if isinstance(e, KeyError) else e}", err=True)
+        raise typer.Exit(2) from None
+    meta, usage = df.attrs["meta"], df.attrs["usage"]
+    typer.echo(f"{out}: {len(df)} rows over {meta['n_utterances']} utterances; model failures "
+               f"{len(meta['model_failures'])}; live model calls {usage['calls']}, cache hits {usage['cache_hits']}")
+    failed = (1.0 - df.groupby(["strategy", "budget"])["parsed_ok"].mean()).items()
+    for (name, b), rate in failed:
+        typer.echo(f"  {name} @ {b}: parse failures {rate:.1%}")

@@ -1,0 +1,167 @@
+"""The predictions table: one parquet per model x strategy x dataset cell.
+
+One row per utterance x strategy readout x budget. Columns, in this order:
+
+    utt_id, dataset, model      the utterance, its dataset, the model's params key
+    strategy                    the readout: the strategy's name (``self-consistency`` also writes
+                                ``self-consistency-vote``, the histogram of its samples' labels)
+    budget                      B (beams / candidates), N (samples) or K (prompts); 1 for one-shot strategies
+    p_<label> ...               the predicted distribution in label-set order, after the parse-failure
+                                policy (params ``parsing.on_failure``: ``uniform`` fills 1/L, ``nan`` leaves NaN)
+    pred_label                  argmax of p (ties go to the first label in label-set order); "" when
+                                nothing parsed, so that a failure is wrong for accuracy
+    parsed_ok                   False when no candidate's answer could be read (or the model failed)
+    n_candidates                candidates behind the prediction (label-scoring: options scored; 0 when
+                                the model failed)
+    model_calls                 requests sent to the model for this row (one request may return many
+                                candidates); counted the same whether answered by the model or the cache
+    verifier_calls              requests sent to the verifier
+    prompt_tokens, gen_tokens   tokens as the routes report them, model and verifier together;
+                                <NA> where a route reports none (option scoring gives no token counts)
+    wall_s                      seconds the calls took when they were made (stored with each candidate,
+                                so a rerun from the cache writes the same value); NaN where unknown
+    candidates                  JSON list, one object per candidate: text, logprob, n_tokens,
+                                p (its parsed distribution in label-set order, or null), verifier_score
+                                (or null), weight (its share in a weighted readout, or null), selected,
+                                prompt (template id) and label_order (as asked)
+
+Metadata (``ambiemo.tables``): ``label_set`` {name, labels}; ``provenance`` (model identity,
+strategy, its settings, candidate source ``beam``/``sampled``/``greedy``/``options``, selection
+method, prompts, verifier); ``parse_failures`` (rows that did not parse, model failures excluded)
+with ``parse_failures_by`` {"<strategy>@<budget>": count}; ``model_failures`` {utt_id: error};
+``n_utterances``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ambiemo.tables import read_table, write_table
+
+HEAD_COLUMNS = ("utt_id", "dataset", "model", "strategy", "budget")
+TAIL_COLUMNS = ("pred_label", "parsed_ok", "n_candidates", "model_calls", "verifier_calls", "prompt_tokens",
+                "gen_tokens", "wall_s", "candidates")
+CANDIDATE_KEYS = ("text", "logprob", "n_tokens", "p", "verifier_score", "weight", "selected", "prompt",
+                  "label_order")
+
+
+def prediction_columns(labels: Sequence[str]) -> list[str]:
+    """The columns, in order, for a label set."""
+    return [*HEAD_COLUMNS, *(f"p_{x}" for x in labels), *TAIL_COLUMNS]
+
+
+class PredictionsError(ValueError):
+    """A predictions table that does not follow the schema above."""
+
+
+def predicted_label(p: np.ndarray, parsed_ok: bool, labels: Sequence[str]) -> str:
+    """argmax of ``p`` (first label on ties), or "" for a failed answer."""
+    if not parsed_ok or not np.isfinite(p).all():
+        return ""
+    return labels[int(np.argmax(p))]
+
+
+def _coerce(df: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
+    """Fixed dtypes, so that equal content gives byte-identical parquet files."""
+    df = df.copy()
+    for c in ("utt_id", "dataset", "model", "strategy", "pred_label", "candidates"):
+        df[c] = df[c].astype(str).astype(object)
+    for c in ("budget", "n_candidates", "model_calls", "verifier_calls"):
+        df[c] = df[c].astype("int64")
+    for c in ("prompt_tokens", "gen_tokens"):
+        df[c] = df[c].astype("Int64")
+    for c in (*(f"p_{x}" for x in labels), "wall_s"):
+        df[c] = df[c].astype("float64")
+    df["parsed_ok"] = df["parsed_ok"].astype(bool)
+    return df[prediction_columns(labels)]
+
+
+def validate(df: pd.DataFrame, meta: Mapping[str, Any], where: str = "predictions") -> None:
+    """Raise ``PredictionsError`` naming the file, the column and the rows at fault."""
+    ls = meta.get("label_set")
+    if not isinstance(ls, Mapping) or not ls.get("labels"):
+        raise PredictionsError(f"{where}: metadata has no label_set {{name, labels}}; rewrite it with `ambiemo infer`")
+    labels = list(ls["labels"])
+    missing = [c for c in prediction_columns(labels) if c not in df.columns]
+    if missing:
+        raise PredictionsError(f"{where}: missing column(s) {missing} for label set {labels}")
+    if len(df) == 0:
+        return
+
+    def bad(mask: Any, what: str) -> None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.any():
+            rows = df.loc[mask, ["utt_id", "strategy", "budget"]].astype(str).agg("/".join, axis=1).tolist()
+            raise PredictionsError(f"{where}: {mask.sum()} row(s) {what}: {rows[:5]}{' ...' if len(rows) > 5 else ''}")
+
+    bad(df.duplicated(["utt_id", "strategy", "budget"], keep=False), "repeat (utt_id, strategy, budget)")
+    bad(df["budget"].to_numpy() < 1, "have a budget below 1")
+    p = df[[f"p_{x}" for x in labels]].to_numpy(dtype=float)
+    finite = np.isfinite(p).all(axis=1)
+    ok = df["parsed_ok"].to_numpy(dtype=bool)
+    bad(ok & ~finite, "parsed but have NaN in p_*")
+    bad(finite & ((p < -1e-9).any(axis=1) | ~np.isclose(p.sum(axis=1), 1.0, atol=1e-6)),
+        "have p_* that are not a distribution")
+    bad(~df["pred_label"].isin([*labels, ""]), f"have a pred_label outside the label set {labels}")
+    bad(ok & (df["pred_label"] == "").to_numpy(), "parsed but have no pred_label")
+    for i, text in enumerate(df["candidates"]):
+        try:
+            cands = json.loads(text)
+            assert isinstance(cands, list) and all(isinstance(c, dict) for c in cands)
+        except (ValueError, AssertionError):
+            raise PredictionsError(f"{where}: row {i} ({df['utt_id'].iloc[i]}): `candidates` is not a JSON list "
+                                   "of objects") from None
+
+
+def write_predictions(df: pd.DataFrame, path: str | os.PathLike, *, labels: Sequence[str], label_set: str,
+                      provenance: Mapping[str, Any], **meta: Any) -> Path:
+    """Check ``df`` against the schema and write it atomically with its metadata."""
+    full_meta = {"label_set": {"name": label_set, "labels": list(labels)}, "provenance": dict(provenance), **meta}
+    df = _coerce(df, labels)
+    validate(df, full_meta, where=str(path))
+    return write_table(df, path, full_meta)
+
+
+@dataclass
+class Predictions:
+    """A predictions table read and checked by ``read_predictions``."""
+
+    df: pd.DataFrame
+    meta: dict[str, Any]
+    path: Path | None = None
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.meta["label_set"]["labels"])
+
+    def distributions(self) -> np.ndarray:
+        """The predicted distributions, shape (n_rows, n_labels), in label-set order."""
+        return self.df[[f"p_{x}" for x in self.labels]].to_numpy(dtype=float)
+
+    def candidates(self, row: int) -> list[dict[str, Any]]:
+        return json.loads(self.df["candidates"].iloc[row])
+
+    def parse_failure_rate(self) -> pd.Series:
+        """Share of rows that did not parse, per (strategy, budget)."""
+        return 1.0 - self.df.groupby(["strategy", "budget"])["parsed_ok"].mean()
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+
+def read_predictions(path: str | os.PathLike) -> Predictions:
+    """Read a predictions table and check its schema; the one way stages read predictions."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no predictions here; write them with `ambiemo infer ... --out {path}`")
+    df, meta = read_table(path)
+    validate(df, meta, where=str(path))
+    return Predictions(df, meta, path)

@@ -1,0 +1,205 @@
+"""End to end: a tiny manifest with real audio files, the fake model, the generation cache, the
+predictions table; reruns from the cache, resumption, failures and refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from ambiemo.cache import CachedModel, GenerationCache
+from ambiemo.inference import run_inference
+from ambiemo.labels import AmbiguityBins, LabelSet
+from ambiemo.manifest import build_manifest, write_manifest
+from ambiemo.models.base import CapabilityError
+from ambiemo.models.fake import FakeModel
+from ambiemo.predictions import prediction_columns, read_predictions
+
+FOUR = ("neutral", "happy", "angry", "sad")
+N = 5
+
+
+@pytest.fixture(scope="session")
+def manifest(tmp_path_factory) -> Path:
+    """Five utterances of half a second of noise, with votes; written with the manifest helpers."""
+    folder = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(N):
+        path = folder / f"u{i}.wav"
+        sf.write(path, (0.1 * rng.standard_normal(8000)).astype("float32"), 16000)
+        paths.append(str(path))
+    info = pd.DataFrame({"utt_id": [f"u{i}" for i in range(N)], "dataset": "tiny", "audio_path": paths,
+                         "duration_s": 0.5, "speaker": [f"s{i % 2}" for i in range(N)]})
+    votes = np.array([[3, 0, 0, 0], [1, 2, 0, 0], [0, 0, 2, 1], [1, 1, 1, 0], [0, 0, 0, 3]], dtype=float)
+    label_set = LabelSet("four", FOUR)
+    df, ambiguity = build_manifest(info, votes, votes.sum(axis=1).astype(int), label_set, AmbiguityBins())
+    return write_manifest(df, folder / "manifest.parquet", label_set=label_set, ambiguity=ambiguity, exclusions={})
+
+
+def make_params(tmp_path: Path, **fake_spec) -> dict:
+    return {
+        "seed": 11,
+        "paths": {"cache_dir": str(tmp_path / "cache")},
+        "prompts": {"label_order": "canonical"},
+        "parsing": {"on_failure": "uniform"},
+        "models": {"fake": {"adapter": "fake", **fake_spec}},
+        "strategies": {"verifier": {"model": "fake"}, "bon": {"budgets": [2, 3]}, "w-bon": {"budgets": [2, 3]},
+                       "self-consistency": {"budgets": [1, 2, 4]}, "prompt-ensemble": {"budgets": [1, 3]},
+                       "alm-v": {"budgets": [3]}, "w-alm-v": {"budgets": [3]}},
+    }
+
+
+ANSWERS = {"*": ['{"neutral": 0.7, "happy": 0.1, "angry": 0.1, "sad": 0.1}'],
+           "u3": ["I cannot tell."], "u4": ['Final answer: {"sad": 60, "angry": 40}']}
+
+
+def test_baseline_end_to_end(manifest: Path, tmp_path: Path) -> None:
+    params = make_params(tmp_path, answers=ANSWERS, wall_s=0.5)
+    out = tmp_path / "pred.parquet"
+    df = run_inference(params, "fake", "baseline", manifest, out)
+    pred = read_predictions(out)
+    assert list(pred.df.columns) == prediction_columns(FOUR)
+    assert pred.df["utt_id"].tolist() == [f"u{i}" for i in range(N)]
+    assert (pred.df["strategy"] == "baseline").all() and (pred.df["budget"] == 1).all()
+    p = pred.distributions()
+    np.testing.assert_allclose(p[0], [0.7, 0.1, 0.1, 0.1])
+    np.testing.assert_allclose(p[3], [0.25] * 4)          # the failure policy: uniform
+    np.testing.assert_allclose(p[4], [0, 0, 0.4, 0.6])    # percentages renormalised
+    assert pred.df["parsed_ok"].tolist() == [True, True, True, False, True]
+    assert pred.df["pred_label"].tolist() == ["neutral", "neutral", "neutral", "", "sad"]
+    assert pred.meta["parse_failures"] == 1 and pred.meta["parse_failures_by"] == {"baseline@1": 1}
+    assert pred.meta["model_failures"] == {}
+    assert pred.meta["provenance"]["model"]["route"] == "FakeModel"
+    assert pred.meta["provenance"]["strategy"]["candidate_source"] == "greedy"
+    # compute from the candidates' meta: one call, the fake's wall time, its token counts
+    assert (pred.df["model_calls"] == 1).all() and (pred.df["verifier_calls"] == 0).all()
+    np.testing.assert_allclose(pred.df["wall_s"], 0.5)
+    cand = pred.candidates(0)[0]
+    assert cand["selected"] and cand["p"] == pytest.approx([0.7, 0.1, 0.1, 0.1]) and cand["prompt"] == "distribution@1"
+    assert pred.df["gen_tokens"].iloc[0] == cand["n_tokens"] == len(ANSWERS["*"][0]) // 4
+    assert df.attrs["usage"]["calls"] == N
+
+
+def test_rerun_from_cache_is_free_and_identical(manifest: Path, tmp_path: Path) -> None:
+    params = make_params(tmp_path, answers=ANSWERS)
+    first = run_inference(params, "fake", "self-consistency", manifest, tmp_path / "a.parquet")
+    second = run_inference(params, "fake", "self-consistency", manifest, tmp_path / "b.parquet")
+    assert first.attrs["usage"]["calls"] == N and second.attrs["usage"]["calls"] == 0
+    assert second.attrs["usage"]["cache_hits"] == N
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+
+
+def test_interrupted_run_resumes_from_the_cache(manifest: Path, tmp_path: Path) -> None:
+    params = make_params(tmp_path)
+    run_inference(params, "fake", "baseline", manifest, tmp_path / "partial.parquet", limit=2)
+    full = run_inference(params, "fake", "baseline", manifest, tmp_path / "full.parquet")
+    assert full.attrs["usage"]["calls"] == N - 2 and full.attrs["usage"]["cache_hits"] == 2
+    assert len(full) == N
+
+
+def test_one_failure_is_recorded_all_failures_are_fatal(manifest: Path, tmp_path: Path) -> None:
+    params = make_params(tmp_path, fail=["u2"])
+    df = run_inference(params, "fake", "bon", manifest, tmp_path / "p.parquet")
+    failed = df[df["utt_id"] == "u2"]
+    assert len(failed) == 2 and not failed["parsed_ok"].any() and (failed["n_candidates"] == 0).all()
+    assert (failed["model_calls"] == 0).all() and (failed["candidates"] == "[]").all()
+    assert list(df.attrs["meta"]["model_failures"]) == ["u2"]
+    assert "scripted failure" in df.attrs["meta"]["model_failures"]["u2"]
+    assert df.attrs["meta"]["parse_failures"] == 0, "a model failure is not counted as a parse failure"
+    assert df[df["utt_id"] != "u2"]["parsed_ok"].all()
+
+    params = make_params(tmp_path, fail=[f"u{i}" for i in range(N)])
+    with pytest.raises(RuntimeError, match="every utterance failed"):
+        run_inference(params, "fake", "baseline", manifest, tmp_path / "q.parquet")
+
+
+def test_capability_refused_before_any_call(manifest: Path, tmp_path: Path) -> None:
+    fake = FakeModel(option_scoring=False)
+    with pytest.raises(CapabilityError, match="option scoring"):
+        run_inference(make_params(tmp_path), "fake", "label-scoring", manifest, tmp_path / "p.parquet", model=fake)
+    assert fake.requests_seen == []
+    fake = FakeModel(logprobs_available=False)
+    with pytest.raises(CapabilityError, match="logprobs"):
+        run_inference(make_params(tmp_path), "fake", "w-bon", manifest, tmp_path / "p.parquet", model=fake)
+
+
+def test_budgets_from_one_call_where_sound(manifest: Path, tmp_path: Path) -> None:
+    """Samples: one call at the largest N serves every N. Beams: one call per width; w-bon and
+    alm-v reuse bon's calls through the cache."""
+    params = make_params(tmp_path)
+    cache = GenerationCache(tmp_path / "cache")
+    fake = FakeModel()
+    model = CachedModel(fake, cache)
+    df = run_inference(params, "fake", "self-consistency", manifest, tmp_path / "sc.parquet", model=model)
+    configs = [c for kind, _, c in fake.requests_seen]
+    assert {(c.mode, c.n) for c in configs} == {("sample", 4)} and len(configs) == N
+    assert sorted(df["strategy"].unique()) == ["self-consistency", "self-consistency-vote"]
+    assert sorted(df["budget"].unique()) == [1, 2, 4]
+    sc = df[df["strategy"] == "self-consistency"].set_index(["utt_id", "budget"])
+    # the 2-sample row holds the first two of the 4-sample row's candidates
+    c2, c4 = json.loads(sc.loc[("u0", 2), "candidates"]), json.loads(sc.loc[("u0", 4), "candidates"])
+    assert c2 == c4[:2]
+    assert sc.loc[("u0", 2), "gen_tokens"] == sum(c["n_tokens"] for c in c4[:2])
+    assert sc.loc[("u0", 2), "model_calls"] == 1
+
+    fake.requests_seen.clear()
+    run_inference(params, "fake", "bon", manifest, tmp_path / "bon.parquet", model=model)
+    assert sorted({(c.mode, c.num_beams, c.n) for _, _, c in fake.requests_seen}) == [("beam", 2, 2), ("beam", 3, 3)]
+    fake.requests_seen.clear()
+    run_inference(params, "fake", "w-bon", manifest, tmp_path / "wbon.parquet", model=model)
+    assert fake.requests_seen == [], "w-bon asks exactly bon's beam calls: all from the cache"
+    run_inference(params, "fake", "alm-v", manifest, tmp_path / "almv.parquet", model=model)
+    kinds = [kind for kind, _, _ in fake.requests_seen]
+    assert kinds == ["score_options"] * (3 * N), "alm-v's B=3 candidates come from bon's cache; only the verifier ran"
+
+
+def test_without_beam_search_samples_stand_in(manifest: Path, tmp_path: Path) -> None:
+    params = make_params(tmp_path, beam_search=False)
+    df = run_inference(params, "fake", "bon", manifest, tmp_path / "p.parquet")
+    assert df.attrs["usage"]["calls"] == N, "one sampling call per utterance serves B = 2 and 3"
+    assert df.attrs["meta"]["provenance"]["strategy"]["candidate_source"] == "sampled"
+
+
+def test_every_strategy_writes_a_valid_table(manifest: Path, tmp_path: Path) -> None:
+    from ambiemo.strategies import STRATEGIES
+
+    params = make_params(tmp_path)
+    for name in STRATEGIES.names():
+        df = run_inference(params, "fake", name, manifest, tmp_path / f"{name}.parquet")
+        assert set(df["utt_id"]) == {f"u{i}" for i in range(N)}, name
+        assert df["parsed_ok"].all(), name  # the fake's default answers are well-formed
+        verifier = df["verifier_calls"].to_numpy()
+        assert (verifier > 0).all() if name in ("alm-v", "w-alm-v") else (verifier == 0).all(), name
+    assert STRATEGIES.names() == sorted(["baseline", "cot", "bon", "w-bon", "alm-v", "w-alm-v", "self-consistency",
+                                         "label-scoring", "prompt-ensemble"])
+
+
+def test_cli(manifest: Path, tmp_path: Path) -> None:
+    import yaml
+
+    from ambiemo.cli import app
+
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(make_params(tmp_path, answers=ANSWERS)))
+    out = tmp_path / "cli.parquet"
+    runner = CliRunner()
+    result = runner.invoke(app, ["infer", "--model", "fake", "--strategy", "bon", "--budget", "2",
+                                 "--manifest", str(manifest), "--out", str(out), "--limit", "3",
+                                 "--params", str(params_path)])
+    assert result.exit_code == 0, result.output
+    df = read_predictions(out).df
+    assert len(df) == 3 and (df["budget"] == 2).all()
+    assert "bon @ 2: parse failures 0.0%" in result.output
+
+    result = runner.invoke(app, ["infer", "--model", "nope", "--manifest", str(manifest), "--out", str(out),
+                                 "--params", str(params_path)])
+    assert result.exit_code == 2 and "no 'nope'" in result.output
+
+    result = runner.invoke(app, ["strategies", "list", "--params", str(params_path)])
+    assert result.exit_code == 0 and "w-alm-v" in result.output and "B in [2, 3]" in result.output
