@@ -296,3 +296,37 @@ def test_threads_share_one_cache(folder):
     assert texts == [f"u{i % 5}|Which emotion?|t=0.7|0" for i in range(40)]
     assert cache.stats()["entries"] == 5 * SAMPLE.n
     assert cache.stats()["hits"] + cache.stats()["misses"] == 40
+
+
+# -- `ambiemo cache stats` / `clear` ------------------------------------------------------------
+def test_cache_cli(folder, monkeypatch, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from ambiemo.cli import app
+
+    params = tmp_path / "params.yaml"
+    params.write_text(f"paths:\n  cache_dir: {tmp_path / 'from-params'}\n")
+    runner = CliRunner()
+    monkeypatch.delenv("AMBIEMO_CACHE_DIR", raising=False)
+    assert "no generation cache yet" in runner.invoke(app, ["cache", "stats", "--params", str(params)]).output
+    assert not (tmp_path / "from-params").exists()  # looking does not create it
+
+    monkeypatch.setenv("AMBIEMO_CACHE_DIR", str(folder))  # the environment wins over params
+    cache = GenerationCache(folder)
+    CachedModel(CountingModel("m1"), cache).generate([make_request("a")], SAMPLE)
+    CachedModel(CountingModel("m1"), cache).generate([make_request("a"), make_request("b", seed=1)], SAMPLE)
+    CachedModel(CountingModel("m2"), cache).score_options(make_request("a"), ["x"])
+
+    out = json.loads(runner.invoke(app, ["cache", "stats", "--json", "--params", str(params)]).output)
+    assert out["folder"] == str(folder) and out["entries"] == 2 * SAMPLE.n + 1
+    assert {m["model"]: (m["hits"], m["misses"]) for m in out["models"]} == {"m1": (1, 2), "m2": (0, 1)}
+    table = runner.invoke(app, ["cache", "stats", "--params", str(params)]).output
+    assert "m1" in table and "33.3%" in table
+
+    assert runner.invoke(app, ["cache", "clear", "--params", str(params)], input="n\n").exit_code == 1
+    assert GenerationCache(folder).stats()["entries"] == 2 * SAMPLE.n + 1
+    result = runner.invoke(app, ["cache", "clear", "--model", "m1", "--yes", "--params", str(params)])
+    assert f"deleted {2 * SAMPLE.n} entries" in result.output
+    assert GenerationCache(folder).stats()["entries"] == 1

@@ -582,3 +582,36 @@ def test_option_scores_sum_every_spelling_of_a_label(entries):
         lps = [lp for w, _s, _c, lp in entries if w == o]
         expected = logsumexp(lps) if lps else -np.inf
         np.testing.assert_allclose(scores[i], expected, rtol=1e-12)
+
+
+# -- `ambiemo models list` -------------------------------------------------------------------------
+def test_models_list_reads_params_and_adapter_capabilities(tmp_path):
+    from pathlib import Path
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from ambiemo.cli import app
+
+    repo_params = Path(__file__).resolve().parents[1] / "params.yaml"
+    params = yaml.safe_load(repo_params.read_text())
+    params["models"]["mystery"] = {"adapter": "no-such-route", "params_b": 1}
+    params["run"]["models"] = ["gpt-4o"]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    result = CliRunner().invoke(app, ["models", "list", "--json", "--params", str(path)])
+    assert result.exit_code == 0, result.output
+    rows = {r["key"]: r for r in json.loads(result.output)}
+    assert {"gpt-4o", "gemini-2.0-flash", "gemini-2.5-pro", "vllm-served"} <= set(rows)
+    assert (rows["gpt-4o"]["route"], rows["gpt-4o"]["logprobs"], rows["gpt-4o"]["option_scoring"],
+            rows["gpt-4o"]["beam_search"], rows["gpt-4o"]["params_b"], rows["gpt-4o"]["in_run"]) == (
+        "openai-chat", False, False, False, None, True)
+    assert "OPENAI_API_KEY" in rows["gpt-4o"]["needs"]
+    assert rows["gemini-2.0-flash"]["logprobs"] is True and rows["gemini-2.5-pro"]["logprobs"] is False
+    assert rows["vllm-served"]["logprobs"] is True and "vllm serve" in rows["vllm-served"]["needs"]
+    assert rows["mystery"]["needs"] == "unknown adapter 'no-such-route'" and rows["mystery"]["logprobs"] is None
+    assert all(r["logprobs"] is not None for k, r in rows.items() if k != "mystery"), "every entry's adapter exists"
+
+    table = CliRunner().invoke(app, ["models", "list", "--params", str(path)]).output
+    line = next(x for x in table.splitlines() if " gpt-4o " in x)
+    assert line.startswith("*") and "undisclosed" in line and " no " in line

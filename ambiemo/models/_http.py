@@ -305,6 +305,8 @@ class ApiModel(AudioLanguageModel):
     million tokens, see ``cost_usd``).
     """
 
+    # What the route can do before a params entry says more (``spec_capabilities`` per entry).
+    capabilities = Capabilities(logprobs=False, beam_search=False, option_scoring=False, needs="API key, extra: api")
     default_key_env: tuple[str, ...] = ()
     default_logprobs: bool = False
     assistant_prefill: bool = False  # can continue an assistant turn (label scoring with a prefix)
