@@ -55,13 +55,16 @@ class Corpus:
 
     ``vocabulary``: every category the corpus can produce (so that a label set naming
     something the corpus never uses is caught). ``excluded``: reason -> utterance ids the
-    loader left out. ``dropped_votes``: reason -> votes the loader did not pass on (for
-    example IEMOCAP self-evaluations).
+    loader left out. ``filtered``: reason -> how many utterances a selection in params
+    left out, where listing their ids would say nothing (MSP-Podcast's other splits).
+    ``dropped_votes``: reason -> votes the loader did not pass on (for example IEMOCAP
+    self-evaluations).
     """
 
     utterances: list[Utterance]
     vocabulary: frozenset[str]
     excluded: dict[str, list[str]] = field(default_factory=dict)
+    filtered: dict[str, int] = field(default_factory=dict)
     dropped_votes: dict[str, float] = field(default_factory=dict)
 
 
@@ -69,7 +72,7 @@ Loader = Callable[[Path, Mapping[str, Any]], Corpus]
 DATASETS: Registry[Loader] = Registry("dataset")
 register_dataset = DATASETS.register
 
-_LOADER_MODULES = ("crema_d", "demo")
+_LOADER_MODULES = ("crema_d", "demo", "iemocap", "msp_podcast")
 
 
 def _import_loaders() -> None:
@@ -221,7 +224,7 @@ def prepare_dataset(name: str, params: Mapping[str, Any], root: str | os.PathLik
         "categories_outside_label_set": {k: round(v, 6) for k, v in sorted(outside.items())},
         "audio": {"missing": len(missing), "labels_only": bool(missing)},
     }
-    exclusions = {k: len(v) for k, v in excluded.items()}
+    exclusions = {**{k: len(v) for k, v in excluded.items()}, **{k: int(v) for k, v in corpus.filtered.items() if v}}
     prov = provenance(used_params, seed=spec.get("seed") if spec["loader"] == "demo" else None,
                       root=_portable(root_path))
     full_meta = {"label_set": ls.to_meta(), "ambiguity": amb_meta,

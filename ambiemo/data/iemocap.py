@@ -1,0 +1,146 @@
+"""IEMOCAP (Busso et al. 2008), from the layout of ``IEMOCAP_full_release``.
+
+    <root>/Session{1..5}/dialog/EmoEvaluation/<dialog>.txt        evaluations of every turn
+    <root>/Session{1..5}/dialog/transcriptions/<dialog>.txt       transcripts (optional)
+    <root>/Session{1..5}/sentences/wav/<dialog>/<utt_id>.wav      audio
+
+An evaluation file is a sequence of turns separated by blank lines::
+
+    [6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]
+    C-E2:<TAB>Neutral;<TAB>()
+    C-E3:<TAB>Frustration; Anger;<TAB>(annoyed)
+    C-F1:<TAB>Neutral;<TAB>(curious)
+    A-E3:<TAB>val 3; act 2; dom  2;<TAB>()
+
+The header carries the turn's time span, id, the consensus label (``xxx`` when the raters
+did not agree) and mean valence/activation/dominance. ``C-E*`` lines are the external
+raters' categorical labels, several ``;``-separated categories possible; ``C-F*`` and
+``C-M*`` are the actors' own evaluations of themselves (counted only with params
+``self_evaluations: true``); ``A-*`` lines are dimensional ratings (not used here). Every
+other line is an error naming file and line.
+
+Categories become lowercase words: Neutral (state) -> neutral, Happiness -> happy, Excited
+-> excited (the label set ``four`` merges it into happy), Anger -> angry, Sadness -> sad,
+Frustration -> frustrated, Surprise -> surprised, Fear -> fear, Disgust -> disgust,
+Other (with or without a description) -> other. IEMOCAP has no acted emotion per
+utterance, so ``intended`` is empty; the header's consensus code is kept as ``consensus``.
+``split`` is the session (``Session1`` ... ``Session5``), the usual cross-validation fold.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ambiemo.data import Corpus, DataError, Utterance, register_dataset
+
+CATEGORIES = {
+    "neutral": "neutral", "neutral state": "neutral",
+    "happiness": "happy", "excited": "excited",
+    "anger": "angry", "sadness": "sad", "frustration": "frustrated",
+    "surprise": "surprised", "fear": "fear", "disgust": "disgust", "other": "other",
+}
+HEADER = re.compile(r"^\[\s*(?P<start>[\d.]+)\s*-\s*(?P<end>[\d.]+)\s*\]\s+(?P<utt>\S+)\s+(?P<emo>\S+)\s+\[[^\]]*\]\s*$")
+RATER = re.compile(r"^C-(?P<rater>[EFM]\d+):$")
+TRANSCRIPT = re.compile(r"^(?P<utt>Ses\d\d[FM]_\S+_[FM]\d+)\s+\[[\d.]+-[\d.]+\]:\s*(?P<text>.*)$")
+
+
+def parse_category(raw: str, where: str) -> str:
+    name = raw.strip().lower()
+    if name.startswith("other"):  # "Other" or "Other: <free text>"
+        return "other"
+    if name not in CATEGORIES:
+        raise DataError(f"{where}: unknown IEMOCAP category {raw.strip()!r}; known: "
+                        f"{sorted({k.title() for k in CATEGORIES})}")
+    return CATEGORIES[name]
+
+
+def parse_evaluation(path: Path, self_evaluations: bool = False) -> tuple[list[dict[str, Any]], int]:
+    """Turns of one EmoEvaluation file: [{utt_id, consensus, ratings}], and self-evaluations skipped."""
+    turns: list[dict[str, Any]] = []
+    skipped_self = 0
+    current: dict[str, Any] | None = None
+    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        where = f"{path}:{lineno}"
+        if not line.strip() or line.startswith("%"):
+            continue
+        if line.startswith("["):
+            m = HEADER.match(line)
+            if not m:
+                raise DataError(f"{where}: malformed turn header {line!r}; expected "
+                                "'[start - end]<TAB>utt_id<TAB>emo<TAB>[V, A, D]'")
+            current = {"utt_id": m["utt"], "consensus": m["emo"], "ratings": [], "where": where}
+            turns.append(current)
+        elif line.startswith("C-"):
+            fields = line.split("\t")  # rater, categories, (comment)
+            m = RATER.match(fields[0].strip())
+            if not m or len(fields) < 2:
+                raise DataError(f"{where}: malformed categorical line {line!r}; expected 'C-E1:<TAB>Cat; Cat;<TAB>(comment)'")
+            if current is None:
+                raise DataError(f"{where}: categorical line before any turn header")
+            cats = tuple(parse_category(c, where) for c in fields[1].split(";") if c.strip())
+            if not cats:
+                raise DataError(f"{where}: rater C-{m['rater']} gives no category")
+            if m["rater"][0] != "E" and not self_evaluations:
+                skipped_self += 1
+                continue
+            current["ratings"].append(cats)
+        elif line.startswith("A-"):
+            continue  # dimensional ratings
+        else:
+            raise DataError(f"{where}: unexpected line {line!r} (not a turn header, C- or A- line)")
+    return turns, skipped_self
+
+
+def read_transcripts(path: Path) -> dict[str, str]:
+    """utt_id -> text from a transcriptions file; lines for other ids (MX*, FX*) are skipped."""
+    if not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        m = TRANSCRIPT.match(line.strip())
+        if m:
+            out[m["utt"]] = m["text"].strip()
+    return out
+
+
+@register_dataset("iemocap")
+def load_iemocap(root: Path, spec: Mapping[str, Any]) -> Corpus:
+    """params ``datasets.iemocap``: ``self_evaluations`` (bool), ``exclude`` (utterance ids)."""
+    self_eval = bool(spec.get("self_evaluations", False))
+    exclude = {str(x) for x in spec.get("exclude") or []}
+    sessions = sorted(p for p in root.glob("Session*") if p.is_dir())
+    files = [f for s in sessions for f in sorted((s / "dialog" / "EmoEvaluation").glob("*.txt"))]
+    if not files:
+        raise DataError(f"{root}: no Session*/dialog/EmoEvaluation/*.txt; root should be the IEMOCAP_full_release folder")
+    utterances: list[Utterance] = []
+    excluded: list[str] = []
+    skipped = 0
+    for path in files:
+        session = path.parents[2].name
+        dialog = path.stem
+        transcripts = read_transcripts(path.parents[1] / "transcriptions" / f"{dialog}.txt")
+        turns, n_self = parse_evaluation(path, self_eval)
+        skipped += n_self
+        for t in turns:
+            utt = t["utt_id"]
+            if not utt.startswith(dialog + "_"):
+                raise DataError(f"{t['where']}: turn {utt} does not belong to dialog {dialog}")
+            if utt in exclude:
+                excluded.append(utt)
+                continue
+            letter = utt.rsplit("_", 1)[1][0]  # F000 / M012: who speaks this turn
+            utterances.append(Utterance(
+                utt_id=utt, ratings=t["ratings"],
+                audio_path=str(root / session / "sentences" / "wav" / dialog / f"{utt}.wav"),
+                speaker=f"{utt[:5]}{letter}", gender={"F": "female", "M": "male"}.get(letter, ""),
+                split=session, transcript=transcripts.get(utt, ""), extra={"consensus": t["consensus"]},
+            ))
+    unknown = sorted(exclude - {u.utt_id for u in utterances} - set(excluded))
+    if unknown:
+        raise DataError(f"params datasets.iemocap.exclude names utterance(s) not in {root}: {unknown[:5]}")
+    return Corpus(utterances, vocabulary=frozenset(CATEGORIES.values()),
+                  excluded={"excluded_in_params": excluded},
+                  dropped_votes={"self_evaluations": float(skipped)} if skipped else {})
