@@ -243,18 +243,21 @@ def test_vllm_beam_search_keeps_the_most_likely_beams(fake_api):
     assert [c.text for c in cands] == ["happy", "angry"]
 
 
-TOP = [("Happy", -0.4), (" happy", -1.9), ("sad", -1.2), ("ne", -3.0), ("neutral", -2.2), ("Ang", -2.9),
-       ("I", -4.0), ("dis", -5.0), ("disgust", -6.0)]
+TOP = [("Happy", -0.4), (" happy", -1.9), ("happy", -2.5), ("sad", -1.2), ("ne", -3.0), ("neutral", -2.2),
+       ("Ang", -2.9), ("I", -4.0), ("dis", -5.0), ("disgust", -6.0), ("sad", -1.2)]
+OPTIONS = ["happy", "Happy", "sad", "neutral", "angry", "Angry", "fear"]
 
 
 def expected_scores():
-    return np.array([logsumexp([-0.4, -1.9]), -1.2, logsumexp([-2.2]), -2.9, -np.inf])
+    """By hand: spellings with and without a space summed, case kept apart, a 3-letter start counts
+    ("Ang"), 2 letters do not ("ne"), a repeated entry counts once, unlisted options get -inf."""
+    return np.array([logsumexp([-1.9, -2.5]), -0.4, -1.2, -2.2, -np.inf, -2.9, -np.inf])
 
 
 def test_vllm_scores_options_from_first_token_top_logprobs(fake_api):
     api = fake_api(lambda i, p, b, h: (200, chat_response([("Happy", [("Happy", -0.4)])], top=TOP)))
     model = load_model("v", vllm_spec(api.url, top_logprobs=15))
-    options = ["happy", "sad", "neutral", "angry", "fear"]
+    options = OPTIONS
     scores = model.score_options(make_request(), options)
     np.testing.assert_allclose(scores, expected_scores())
     body = api.requests[0]["body"]
@@ -271,7 +274,7 @@ def test_vllm_scores_options_from_first_token_top_logprobs(fake_api):
 def test_openai_cannot_continue_a_prefix(fake_api):
     api = fake_api(lambda i, p, b, h: (200, chat_response([("happy", [("happy", -0.1)])], top=TOP)))
     model = load_model("gpt-4o", openai_spec(api.url, logprobs=True))
-    np.testing.assert_allclose(model.score_options(make_request(), ["happy", "sad"]), expected_scores()[:2])
+    np.testing.assert_allclose(model.score_options(make_request(), OPTIONS[:3]), expected_scores()[:3])
     with pytest.raises(CapabilityError, match="prefix"):
         model.score_options(make_request(), ["happy", "sad"], prefix="Answer:")
     assert len(api.requests) == 1
@@ -514,7 +517,7 @@ def test_gemini_without_logprobs(fake_api):
 def test_gemini_scores_options(fake_api):
     api = fake_api(lambda i, p, b, h: (200, gemini_response(["Happy"], tokens=[[("Happy", -0.4)]], top=TOP)))
     model = load_model("g", gemini_spec(api.url, top_logprobs=9))
-    options = ["happy", "sad", "neutral", "angry", "fear"]
+    options = OPTIONS
     np.testing.assert_allclose(model.score_options(make_request(), options), expected_scores())
     gc = api.requests[0]["body"]["generationConfig"]
     assert (gc["responseLogprobs"], gc["logprobs"], gc["maxOutputTokens"], gc["temperature"]) == (True, 9, 1, 0.0)
@@ -571,47 +574,77 @@ def test_backoff_grows_with_jitter_and_is_capped():
         RetryPolicy.from_spec({"retry": {"attempts": 3}})
 
 
-@given(st.lists(st.tuples(st.sampled_from(["happy", "sad", "angry", "neutral"]),
-                          st.sampled_from(["", " ", "  "]), st.booleans(), st.floats(-20, 0)),
+@given(st.lists(st.tuples(st.sampled_from(["happy", "sad", "angry", "neutral"]), st.sampled_from(["", " ", "  "]),
+                          st.booleans(), st.floats(-20, 0)),
                 min_size=1, max_size=12, unique_by=lambda t: (t[0], t[1], t[2])))
-def test_option_scores_sum_every_spelling_of_a_label(entries):
+def test_option_scores_sum_the_spellings_of_each_option(entries):
     top = [(space + (w.capitalize() if cap else w), lp) for w, space, cap, lp in entries]
-    options = ["happy", "sad", "angry", "neutral", "fear"]
+    options = ["happy", "sad", "angry", "neutral", "fear", "Happy", "Sad", "Angry", "Neutral"]
     scores = option_logprobs_from_top(top, options)
     for i, o in enumerate(options):
-        lps = [lp for w, _s, _c, lp in entries if w == o]
+        lps = [lp for w, _s, cap, lp in entries if (w.capitalize() if cap else w) == o]
         expected = logsumexp(lps) if lps else -np.inf
         np.testing.assert_allclose(scores[i], expected, rtol=1e-12)
 
 
-# -- `ambiemo models list` -------------------------------------------------------------------------
-def test_models_list_reads_params_and_adapter_capabilities(tmp_path):
-    from pathlib import Path
+def test_option_scores_refuse_ambiguous_options():
+    with pytest.raises(ValueError, match="distinct"):
+        option_logprobs_from_top([("a", -1.0)], ["happy", " happy"])
 
-    import yaml
-    from typer.testing import CliRunner
 
-    from ambiemo.cli import app
+# -- end to end: `ambiemo infer` machinery with a served model ------------------------------------
+def test_inference_over_a_served_model(fake_api, tmp_path):
+    """Baseline, W-BoN and label scoring through run_inference against a fake vLLM server; a rerun
+    is answered from the cache without a request; GPT-4o (no log-probabilities) refuses W-BoN."""
+    import pandas as pd
 
-    repo_params = Path(__file__).resolve().parents[1] / "params.yaml"
-    params = yaml.safe_load(repo_params.read_text())
-    params["models"]["mystery"] = {"adapter": "no-such-route", "params_b": 1}
-    params["run"]["models"] = ["gpt-4o"]
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    result = CliRunner().invoke(app, ["models", "list", "--json", "--params", str(path)])
-    assert result.exit_code == 0, result.output
-    rows = {r["key"]: r for r in json.loads(result.output)}
-    assert {"gpt-4o", "gemini-2.0-flash", "gemini-2.5-pro", "vllm-served"} <= set(rows)
-    assert (rows["gpt-4o"]["route"], rows["gpt-4o"]["logprobs"], rows["gpt-4o"]["option_scoring"],
-            rows["gpt-4o"]["beam_search"], rows["gpt-4o"]["params_b"], rows["gpt-4o"]["in_run"]) == (
-        "openai-chat", False, False, False, None, True)
-    assert "OPENAI_API_KEY" in rows["gpt-4o"]["needs"]
-    assert rows["gemini-2.0-flash"]["logprobs"] is True and rows["gemini-2.5-pro"]["logprobs"] is False
-    assert rows["vllm-served"]["logprobs"] is True and "vllm serve" in rows["vllm-served"]["needs"]
-    assert rows["mystery"]["needs"] == "unknown adapter 'no-such-route'" and rows["mystery"]["logprobs"] is None
-    assert all(r["logprobs"] is not None for k, r in rows.items() if k != "mystery"), "every entry's adapter exists"
+    from ambiemo.inference import run_inference
+    from ambiemo.labels import AmbiguityBins, LabelSet
+    from ambiemo.manifest import build_manifest, write_manifest
+    from ambiemo.predictions import read_predictions
 
-    table = CliRunner().invoke(app, ["models", "list", "--params", str(path)]).output
-    line = next(x for x in table.splitlines() if " gpt-4o " in x)
-    assert line.startswith("*") and "undisclosed" in line and " no " in line
+    labels = ("neutral", "happy", "angry", "sad")
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f"u{i}.wav"))
+        sf.write(paths[-1], (0.1 * np.random.default_rng(i).standard_normal(8000)).astype("float32"), 16000)
+    info = pd.DataFrame({"utt_id": ["u0", "u1", "u2"], "dataset": "tiny", "audio_path": paths, "duration_s": 0.5,
+                         "speaker": ["s0", "s1", "s0"]})
+    votes = np.array([[3, 0, 0, 0], [1, 2, 0, 0], [0, 0, 2, 1]], dtype=float)
+    label_set = LabelSet("four", labels)
+    df, ambiguity = build_manifest(info, votes, votes.sum(axis=1).astype(int), label_set, AmbiguityBins())
+    manifest = write_manifest(df, tmp_path / "manifest.parquet", label_set=label_set, ambiguity=ambiguity,
+                              exclusions={})
+
+    def server(i, path, body, headers):
+        if body.get("top_logprobs"):  # label scoring
+            return 200, chat_response([("happy", [("happy", -0.5)])],
+                                      top=[("happy", -0.5), ("Happy", -1.5), ("neutral", -1.0), ("sad", -2.5),
+                                           ("angry", -3.0), ("Neutral", -4.0), ("Sad", -5.0), ("Angry", -6.0)])
+        answers = ['{"neutral": 0.1, "happy": 0.7, "angry": 0.1, "sad": 0.1}',
+                   '{"neutral": 0.5, "happy": 0.5, "angry": 0.0, "sad": 0.0}']
+        return 200, chat_response([(answers[k % 2], [("x", -0.5 - k)] * 4) for k in range(body["n"])])
+
+    api = fake_api(server)
+    params = {"seed": 11, "paths": {"cache_dir": str(tmp_path / "cache")}, "prompts": {"label_order": "canonical"},
+              "parsing": {"on_failure": "uniform"},
+              "models": {"served": vllm_spec(api.url), "gpt-4o": openai_spec(api.url)},
+              "strategies": {"w-bon": {"budgets": [2]}}}
+    base = run_inference(params, "served", "baseline", manifest, tmp_path / "baseline.parquet")
+    assert base["parsed_ok"].all() and (base["pred_label"] == "happy").all()
+    run_inference(params, "served", "w-bon", manifest, tmp_path / "wbon.parquet")
+    wbon = read_predictions(tmp_path / "wbon.parquet")
+    # weights exp(mean log-prob): candidate 0 has -0.5 per token, candidate 1 -1.5
+    w = np.exp([-0.5, -1.5]) / np.exp([-0.5, -1.5]).sum()
+    np.testing.assert_allclose(wbon.distributions()[0], w[0] * np.array([0.1, 0.7, 0.1, 0.1])
+                               + w[1] * np.array([0.5, 0.5, 0, 0]), atol=1e-9)
+    scored = run_inference(params, "served", "label-scoring", manifest, tmp_path / "ls.parquet")
+    p = np.exp([np.logaddexp(-1.0, -4.0), np.logaddexp(-0.5, -1.5), np.logaddexp(-3.0, -6.0), np.logaddexp(-2.5, -5.0)])
+    np.testing.assert_allclose(scored[[f"p_{x}" for x in labels]].to_numpy()[0], p / p.sum())
+
+    n_requests = len(api.requests)
+    again = run_inference(params, "served", "w-bon", manifest, tmp_path / "wbon2.parquet")
+    assert len(api.requests) == n_requests and again.attrs["usage"]["calls"] == 0
+    assert (tmp_path / "wbon.parquet").read_bytes() == (tmp_path / "wbon2.parquet").read_bytes()
+    with pytest.raises(CapabilityError, match="gpt-4o"):
+        run_inference(params, "gpt-4o", "w-bon", manifest, tmp_path / "x.parquet")
