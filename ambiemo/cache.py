@@ -28,8 +28,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -155,20 +157,33 @@ class GenerationCache:
         # isolation_level=None: no implicit transactions; every write below is its own explicit one.
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=True)
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        # The journal mode is a property of the file; switching it takes a lock, which busy_timeout waits for.
+        # NORMAL is durable against application crashes in WAL mode; only a power cut may lose the last commits.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._setup(conn)
+                break
+            except sqlite3.OperationalError as e:
+                # Processes that create the file at the same moment can see "locked" while switching it to WAL,
+                # which SQLite reports at once instead of waiting: wait and try again.
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.01, 0.1))
+        self._local.conn = conn
+        self._local.pid = os.getpid()
+        return conn
+
+    def _setup(self, conn: sqlite3.Connection) -> None:
+        # The journal mode is a property of the file: the first connection switches it, later ones see "wal".
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise RuntimeError(f"{self.path}: SQLite refused WAL mode (got {mode!r}); is the cache on a network "
                                "file system? Point AMBIEMO_CACHE_DIR at a local folder")
-        # NORMAL is durable against application crashes in WAL mode; only a power cut may lose the last commits.
-        conn.execute("PRAGMA synchronous = NORMAL")
         with _transaction(conn):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
-        self._local.conn = conn
-        self._local.pid = os.getpid()
-        return conn
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

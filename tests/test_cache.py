@@ -330,3 +330,27 @@ def test_cache_cli(folder, monkeypatch, tmp_path):
     result = runner.invoke(app, ["cache", "clear", "--model", "m1", "--yes", "--params", str(params)])
     assert f"deleted {2 * SAMPLE.n} entries" in result.output
     assert GenerationCache(folder).stats()["entries"] == 1
+
+
+def _create_and_write(folder, i: int, queue) -> None:
+    try:
+        GenerationCache(folder).put_many("m", "generate", [(f"k{i}", "1")])
+        queue.put("ok")
+    except Exception as e:  # noqa: BLE001  (reported to the parent, which fails the test)
+        queue.put(repr(e))
+
+
+def test_processes_creating_the_cache_at_once(tmp_path):
+    """Switching a new file to WAL can fail with 'locked' without waiting; creation retries it."""
+    ctx = multiprocessing.get_context("fork")
+    for trial in range(10):
+        folder = tmp_path / f"c{trial}"
+        queue = ctx.Queue()
+        procs = [ctx.Process(target=_create_and_write, args=(folder, i, queue)) for i in range(8)]
+        for p in procs:
+            p.start()
+        results = [queue.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+        assert results == ["ok"] * 8
+        assert GenerationCache(folder).stats()["entries"] == 8
