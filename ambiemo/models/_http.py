@@ -13,10 +13,11 @@ Failures. A request that still fails, or fails with a client error that a retry 
 
 * for ``generate``: ``n`` candidates ``Candidate(text="", logprob=None, token_logprobs=None,
   n_tokens=0, meta={"error": reason, "attempts": k, "prompt_tokens": 0, "wall_s": ...})``.
-  Strategies see an empty answer, which fails to parse and is counted as a parse failure; the
-  ``"error"`` key tells the two apart and keeps the cache from storing it (the next run tries
-  again).
-* for ``score_options``: an array of NaN (never cached either).
+  The ``"error"`` key is what callers test: ``ambiemo.strategies`` records the utterance as a
+  model failure (not a parse failure), and ``ambiemo.cache`` does not store it, so the next
+  run tries it again. Code that ignores ``meta`` sees an empty answer, which does not parse.
+* for ``score_options``: an array of NaN (never cached either; label scoring treats a
+  non-finite score as a model failure of that utterance).
 
 and ``usage.failures`` counts it. Errors that would fail every request the same way
 (401, 403, 404: a wrong key, no access, an unknown model id) raise ``ConfigurationError``
