@@ -332,6 +332,33 @@ def test_client_errors_are_not_retried_and_config_errors_stop(fake_api):
     assert len(api.requests) == 1
 
 
+def test_short_answers_and_refusals_are_recorded(fake_api):
+    def reply(i, path, body, headers):
+        if i == 0:  # one choice where three were asked for
+            return 200, chat_response([("happy", [("happy", -0.1)])])
+        out = chat_response([(None, [])])
+        out["choices"][0]["message"]["refusal"] = "I can't help with that."
+        return 200, out
+
+    api = fake_api(reply)
+    model = load_model("v", vllm_spec(api.url, concurrency=1))
+    [short] = model.generate([make_request("a")], GenerationConfig(mode="sample", n=3))
+    assert len(short) == 3 and short[0].meta["error"] == "asked for 3 choices, the server returned 1"
+    assert len(api.requests) == 1  # not retried: the same request would come back short again
+    [[refused]] = model.generate([make_request("b")], GenerationConfig())
+    assert refused.text == "" and refused.meta["refusal"] == "I can't help with that."
+    assert "error" not in refused.meta and model.usage.failures == 1
+
+
+def test_gemini_blocked_prompt_is_a_recorded_failure(fake_api):
+    api = fake_api(lambda i, p, b, h: (200, {"promptFeedback": {"blockReason": "SAFETY"},
+                                             "usageMetadata": {"promptTokenCount": 80}}))
+    model = load_model("g", gemini_spec(api.url))
+    [[c]] = model.generate([make_request()], GenerationConfig())
+    assert c.meta["error"] == "asked for 1 candidates, Gemini returned 0 (prompt blocked: SAFETY)"
+    assert model.usage.failures == 1 and len(api.requests) == 1
+
+
 def test_timeouts_are_retried(fake_api):
     def slow_first(i, path, body, headers):
         if i == 0:

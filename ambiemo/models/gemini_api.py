@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from ambiemo.models import register_model
-from ambiemo.models._http import ApiModel, CallUsage, api_key_from_env, audio_turns, wav_bytes
+from ambiemo.models._http import ApiModel, CallUsage, RequestFailed, api_key_from_env, audio_turns, wav_bytes
 from ambiemo.models.base import AudioRequest, Candidate, GenerationConfig
 
 
@@ -94,7 +94,11 @@ class GeminiModel(ApiModel):
         u = _usage(response)
         cands = [_candidate(c) for c in (response.candidates or [])]
         if len(cands) != n:
-            raise ValueError(f"{self._what(request)}: asked for {n} candidates, Gemini returned {len(cands)}")
+            # Gemini drops candidates (all of them when it blocks the prompt); recorded as a failed request.
+            feedback = getattr(response, "prompt_feedback", None)
+            block = getattr(feedback, "block_reason", None)
+            why = f" (prompt blocked: {getattr(block, 'value', block)})" if block else ""
+            raise RequestFailed(f"asked for {n} candidates, Gemini returned {len(cands)}{why}", attempts=1)
         for c in cands:
             if c.n_tokens == 0 and c.text:
                 # No per-candidate count: share the reported total.

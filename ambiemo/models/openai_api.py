@@ -28,7 +28,15 @@ import os
 from typing import Any
 
 from ambiemo.models import register_model
-from ambiemo.models._http import ApiModel, CallUsage, ConfigurationError, api_key_from_env, audio_turns, wav_bytes
+from ambiemo.models._http import (
+    ApiModel,
+    CallUsage,
+    ConfigurationError,
+    RequestFailed,
+    api_key_from_env,
+    audio_turns,
+    wav_bytes,
+)
 from ambiemo.models.base import AudioRequest, Candidate, Capabilities, GenerationConfig
 
 
@@ -116,11 +124,15 @@ class OpenAIChatModel(ApiModel):
                 token_logprobs=token_lps,
                 n_tokens=len(token_lps) if token_lps is not None else 0,
                 meta={"finish_reason": choice.finish_reason}))
+            refusal = getattr(choice.message, "refusal", None)
+            if refusal:  # the model declined: no content, a reason instead; it does not parse, like any non-answer
+                cands[-1].meta["refusal"] = refusal
         if config.mode == "beam":
             cands.sort(key=lambda c: -(c.logprob if c.logprob is not None else float("-inf")))
         cands = cands[:n]
         if len(cands) != n:
-            raise ValueError(f"{self._what(request)}: asked for {n} choices, the server returned {len(cands)}")
+            # Recorded as a failed request (see _http), not a crash: the other utterances go on.
+            raise RequestFailed(f"asked for {n} choices, the server returned {len(cands)}", attempts=1)
         if any(c.token_logprobs is None for c in cands):
             # Without log-probabilities the per-choice length is unknown: share the reported total.
             for c in cands:
