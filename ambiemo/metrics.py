@@ -197,10 +197,16 @@ def r2(p, q) -> float:
     return float(np.corrcoef(x, y)[0, 1] ** 2)
 
 
+def entropy_for_ranking(p) -> np.ndarray:
+    """Entropies rounded to 10 decimals: equal distributions in a different label order must tie
+    when ranked, and summation order leaves them 1e-16 apart otherwise."""
+    return np.round(entropy_bits(p), 10)
+
+
 def entropy_spearman(p, q) -> float:
     """Spearman's rho between the human and the model entropies across utterances (NaN if
     either is constant or there are fewer than 3 utterances)."""
-    hp, hq = entropy_bits(p), entropy_bits(q)
+    hp, hq = entropy_for_ranking(p), entropy_for_ranking(q)
     if hp.size < 3 or np.ptp(hp) == 0 or np.ptp(hq) == 0:
         return float("nan")
     return float(stats.spearmanr(hp, hq).statistic)

@@ -371,7 +371,8 @@ def summarise(scores: pd.DataFrame, by: Sequence[str] = KEYS, params: Mapping[st
 
     Columns: the keys, ``ambiguity``, ``ambiguity_rank`` (-1 for "all"), ``n`` utterances,
     ``n_dist`` (those with a predicted distribution: all unless params ``parsing.on_failure`` is nan), ``n_hard`` (those with a majority label under the tie policy), ``n_tie_excluded``,
-    ``parse_failure_rate``, the metrics, ``oracle_js``, ``oracle_bc``, ``pass_at_n``, ``params_b`` and
+    ``parse_failure_rate``, the metrics, ``entropy_mean`` (mean vote entropy in bits, an x position for
+    the bin), ``oracle_js``, ``oracle_bc``, ``pass_at_n``, ``params_b`` and
     compute per utterance: ``model_calls``, ``verifier_calls``, ``prompt_tokens``, ``gen_tokens``, ``wall_s``.
     """
     sp = scoring_params(params)
@@ -394,7 +395,8 @@ def summarise(scores: pd.DataFrame, by: Sequence[str] = KEYS, params: Mapping[st
                        n_tie_excluded=int((part["majority_used"] == "").sum()),
                        parse_failure_rate=float(1 - part["parsed_ok"].mean()))
             row.update(group_metrics(part, labels, int(sp["ece_bins"])))
-            row.update(oracle_js=_nanmean(part["oracle_js"]), oracle_bc=_nanmean(part["oracle_bc"]),
+            row.update(entropy_mean=float(part["entropy_bits"].mean()), oracle_js=_nanmean(part["oracle_js"]),
+                       oracle_bc=_nanmean(part["oracle_bc"]),
                        pass_at_n=_nanmean(part["pass_at_n"]), params_b=float(part["params_b"].iloc[0])
                        if "params_b" in part and part["params_b"].nunique(dropna=False) == 1 else float("nan"))
             row.update({c: float(part[c].mean()) for c in COMPUTE_COLUMNS})

@@ -118,7 +118,7 @@ def cells(manifest: pd.DataFrame, strategies=("baseline", "bon", "w-bon"), model
     for mi, model in enumerate(models):
         for si, strategy in enumerate(strategies):
             for budget in budgets.get(strategy, [1]):
-                quality = 0.3 + 0.3 * mi + 0.1 * si
+                quality = 0.2 + 0.3 * mi + 0.2 * si
                 out.append(predictions_df(manifest, model, strategy, budget, seed=100 * mi + 10 * si + budget,
                                           quality=min(quality, 0.95)))
     return out
