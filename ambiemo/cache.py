@@ -53,6 +53,9 @@ DB_NAME = "generations.sqlite"
 # Seconds a writer waits for another process's write lock before giving up.
 BUSY_TIMEOUT_S = 120.0
 
+# Connections a forked child inherited from its parent, kept referenced so they are never closed.
+_INHERITED: list[sqlite3.Connection] = []
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     key   TEXT PRIMARY KEY,      -- sha256 of the canonical JSON of everything that determines the value
@@ -147,8 +150,12 @@ class GenerationCache:
     def _connect(self) -> sqlite3.Connection:
         """One connection per thread and per process (a forked child opens its own)."""
         conn = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid == os.getpid():
-            return conn
+        if conn is not None:
+            if self._local.pid == os.getpid():
+                return conn
+            # Inherited through fork: never close it here. Closing it would let this process think it is
+            # the file's last user (it does not hold the parent's locks) and checkpoint or delete the WAL.
+            _INHERITED.append(conn)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
