@@ -117,6 +117,9 @@ def test_prepare_demo_manifest(demo_root, tmp_path):
     assert set(df["ambiguity"]) == {"clear", "low", "medium", "high"}
     assert m.meta["provenance"]["seed"] == SEED
     assert read_manifest(tmp_path / "demo.parquet").df.equals(df)
+    # an unchanged rerun writes the same bytes (DVC then sees nothing to do downstream)
+    prepare_dataset("demo", PARAMS, root=demo_root, out=tmp_path / "again.parquet")
+    assert (tmp_path / "again.parquet").read_bytes() == (tmp_path / "demo.parquet").read_bytes()
 
 
 def test_cli_prepare_and_stats(demo_root, tmp_path, monkeypatch):
@@ -141,5 +144,7 @@ def test_cli_prepare_and_stats(demo_root, tmp_path, monkeypatch):
     assert s["share_unanimous"] == pytest.approx((m.df["n_distinct"] == 1).mean(), abs=1e-4)
     assert sum(s["ambiguity"]["counts"].values()) == 32
     assert s["raters_per_utterance"]["min"] >= RATERS[0]
+    r = runner.invoke(app, ["data", "list", "--params", str(params)])
+    assert r.exit_code == 0 and r.output.split()[:2] == ["demo", "loader=demo"], r.output
     r = runner.invoke(app, ["data", "prepare", "nope", "--params", str(params)])
     assert r.exit_code == 1 and "datasets has no 'nope'" in r.output

@@ -12,8 +12,10 @@ about label sets. ``prepare_dataset`` does the rest, the same way for every corp
       -> manifest written (``ambiemo.manifest``)
 
 To add a corpus: write ``ambiemo/data/<name>.py`` with a function decorated
-``@register_dataset("<name>")`` taking ``(root: Path, spec: dict)`` and returning a
-``Corpus``; import it in ``_import_loaders``; add an entry under ``datasets:`` in params.yaml.
+``@register_dataset("<name>")`` taking ``(root: Path, spec: dict)`` (``spec`` is the
+dataset's params entry) and returning a ``Corpus``; add the module to ``_LOADER_MODULES``;
+add an entry under ``datasets:`` in params.yaml. A loader that builds its corpus (the demo)
+sets ``creates_root = True`` on the function, so that a missing root is not an error.
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ def prepare_dataset(name: str, params: Mapping[str, Any], root: str | os.PathLik
     root_path = Path(root if root is not None else spec.get("root", ""))
     if not root_path.is_absolute():
         root_path = Path(base_dir or Path.cwd()) / root_path
-    if spec["loader"] != "demo" and not root_path.is_dir():
+    if not getattr(loader, "creates_root", False) and not root_path.is_dir():
         raise DataError(f"{root_path}: dataset root for {name!r} does not exist; set params.yaml "
                         f"datasets.{name}.root to where the corpus is, or pass --root")
     if spec.get("seed") is None:  # a dataset's own seed, else the study's
@@ -225,8 +227,7 @@ def prepare_dataset(name: str, params: Mapping[str, Any], root: str | os.PathLik
         "audio": {"missing": len(missing), "labels_only": bool(missing)},
     }
     exclusions = {**{k: len(v) for k, v in excluded.items()}, **{k: int(v) for k, v in corpus.filtered.items() if v}}
-    prov = provenance(used_params, seed=spec.get("seed") if spec["loader"] == "demo" else None,
-                      root=_portable(root_path))
+    prov = provenance(used_params, seed=spec.get("seed"), root=_portable(root_path))
     full_meta = {"label_set": ls.to_meta(), "ambiguity": amb_meta,
                  "exclusions": dict(sorted(exclusions.items())), "provenance": prov, **meta}
     if out is None:

@@ -259,10 +259,9 @@ def synthesise(jobs: list[Job]) -> tuple[int, list[np.ndarray]]:
 
 
 def _to_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    import librosa
+    from ambiemo.audio import resample
 
-    wav = samples.astype(np.float32) / 32768.0
-    wav = librosa.resample(wav, orig_sr=sample_rate, target_sr=SAMPLE_RATE)
+    wav = resample(samples.astype(np.float32) / 32768.0, sample_rate, SAMPLE_RATE)
     return np.clip(wav, -1.0, 1.0)
 
 
@@ -348,3 +347,6 @@ def load_demo(root: Path, spec: Mapping[str, Any]) -> Corpus:
         for c in clips
     ]
     return Corpus(utterances, vocabulary=frozenset(EMOTIONS))
+
+
+load_demo.creates_root = True  # the prepare stage builds the corpus; its root need not exist yet
