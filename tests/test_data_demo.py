@@ -148,3 +148,19 @@ def test_cli_prepare_and_stats(demo_root, tmp_path, monkeypatch):
     assert r.exit_code == 0 and r.output.split()[:2] == ["demo", "loader=demo"], r.output
     r = runner.invoke(app, ["data", "prepare", "nope", "--params", str(params)])
     assert r.exit_code == 1 and "datasets has no 'nope'" in r.output
+
+
+def test_quantile_bins_from_params(demo_root):
+    p = {**PARAMS, "ambiguity": {"method": "quantile", "bins": ["lower", "upper"], "quantiles": [0.5]}}
+    m = prepare_dataset("demo", p, root=demo_root)
+    h = m.df["entropy_bits"].to_numpy()
+    edge = float(np.median(h[h > 0]))
+    assert m.meta["ambiguity"] == {"method": "quantile", "edges": [edge], "bins": ["clear", "lower", "upper"],
+                                   "quantiles": [0.5]}
+    assert (m.df.loc[h > edge, "ambiguity"] == "upper").all()
+    assert (m.df.loc[(h > 0) & (h <= edge), "ambiguity"] == "lower").all()
+    # a dataset's own `ambiguity` entry overrides the shared one
+    p["datasets"] = {"demo": {**PARAMS["datasets"]["demo"], "ambiguity": {"method": "fixed", "bins": ["some"],
+                                                                           "edges_bits": []}}}
+    m = prepare_dataset("demo", p, root=demo_root)
+    assert set(m.df["ambiguity"]) == {"clear", "some"}

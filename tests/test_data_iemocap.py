@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ambiemo.data import DataError, prepare_dataset
-from ambiemo.data.iemocap import parse_evaluation
+from ambiemo.data.iemocap import parse_category, parse_evaluation
 
 FIXTURE = Path(__file__).parent / "fixtures" / "iemocap"
 LABELS = ["neutral", "happy", "angry", "sad"]
@@ -147,3 +149,31 @@ def test_parse_evaluation_counts_self_evaluations():
     turns, skipped = parse_evaluation(FIXTURE / "Session1" / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt")
     assert len(turns) == 7 and skipped == 2
     assert turns[1]["ratings"] == [("frustrated", "angry"), ("angry",), ("frustrated",)]
+
+
+RAW = ["Neutral", "Happiness", "Excited", "Anger", "Sadness", "Frustration", "Surprise", "Fear", "Disgust", "Other"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(st.tuples(st.sampled_from("EEEFM"), st.lists(st.sampled_from(RAW), min_size=1, max_size=3)),
+                         max_size=5), min_size=1, max_size=6))
+def test_parser_round_trips_generated_files(tmp_path, turns):
+    """Any file written in the EmoEvaluation format parses back to the ratings that were written."""
+    lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
+    expected, expected_self = [], 0
+    for k, raters in enumerate(turns):
+        lines.append(f"[{k}.0000 - {k}.5000]\tSes01F_impro01_F{k:03d}\txxx\t[2.5000, 2.5000, 2.5000]")
+        kept = []
+        for j, (kind, cats) in enumerate(raters):
+            lines.append(f"C-{kind}{j + 1}:\t{'; '.join(cats)};\t(comment {j})")
+            if kind == "E":
+                kept.append(tuple(parse_category(c, "") for c in cats))
+            else:
+                expected_self += 1
+        lines += [f"A-E{k}:\tval 3; act 2; dom  2;\t()", ""]
+        expected.append(kept)
+    path = tmp_path / "Ses01F_impro01.txt"
+    path.write_text("\n".join(lines))
+    parsed, skipped = parse_evaluation(path)
+    assert [t["ratings"] for t in parsed] == expected and skipped == expected_self
+    assert [t["utt_id"] for t in parsed] == [f"Ses01F_impro01_F{k:03d}" for k in range(len(turns))]

@@ -141,3 +141,24 @@ def test_label_set_from_params():
         LabelSet("x", ("a", "b"), {"c": "d"})
     with pytest.raises(ValueError, match="repeats"):
         LabelSet("x", ("a", "a"))
+
+
+CATS = ["neutral", "happy", "angry", "sad", "excited", "frustrated", "other"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.lists(st.sampled_from(CATS), min_size=1, max_size=3), max_size=6), min_size=1, max_size=5))
+def test_tally_conserves_every_rater_vote(ratings):
+    """Under `split`, each rater carries exactly one vote: counted in the set or dropped, never lost."""
+    t = tally_votes(ratings, FOUR, policy="drop_votes")
+    for i, raters in enumerate(ratings):
+        kept = t.votes[i].sum()
+        dropped = sum(t.out_of_set[i].values())
+        assert kept + dropped == pytest.approx(len(raters))
+        in_set = [any(FOUR.canonical(c) in FOUR.labels for c in r) for r in raters]
+        assert t.n_raters[i] == sum(in_set)
+    other = tally_votes(ratings, FOUR.with_other(), policy="other")
+    np.testing.assert_allclose(other.votes.sum(axis=1), [len(r) for r in ratings])
+    full = tally_votes(ratings, FOUR.with_other(), policy="other", multi_label="full")
+    np.testing.assert_allclose(full.votes.sum(axis=1),
+                               [sum(len({FOUR.canonical(c) for c in r}) for r in raters) for raters in ratings])
