@@ -138,6 +138,13 @@ def test_label_set_with_a_label_iemocap_never_uses():
         prepare_dataset("iemocap", p, allow_missing_audio=True)
 
 
+def test_bad_policy_params_are_named():
+    with pytest.raises(DataError, match=r"datasets.iemocap.votes must be one of \['drop_utterance'"):
+        prepare_dataset("iemocap", params(votes="keep"), allow_missing_audio=True)
+    with pytest.raises(DataError, match=r"datasets.iemocap.multi_label must be one of"):
+        prepare_dataset("iemocap", params(multi_label="half"), allow_missing_audio=True)
+
+
 def test_root_errors(tmp_path):
     with pytest.raises(DataError, match="does not exist; set params.yaml datasets.iemocap.root"):
         prepare_dataset("iemocap", params(tmp_path / "nowhere"))

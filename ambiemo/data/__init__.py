@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ambiemo.labels import OTHER, AmbiguityBins, label_set_from_params, tally_votes
+from ambiemo.labels import MULTI_LABEL_RULES, OTHER, VOTE_POLICIES, AmbiguityBins, label_set_from_params, tally_votes
 from ambiemo.manifest import Manifest, build_manifest, read_manifest, validate, write_manifest
 from ambiemo.registry import Registry
 
@@ -117,7 +117,6 @@ def prepare_dataset(name: str, params: Mapping[str, Any], root: str | os.PathLik
     for DVC). ``label_set`` overrides ``datasets.<name>.label_set``. Missing audio is an
     error unless ``allow_missing_audio``, which builds a labels-only manifest.
     """
-    from ambiemo.audio import AudioError, audio_duration
     from ambiemo.provenance import provenance
 
     spec = dataset_spec(params, name)
@@ -137,6 +136,10 @@ def prepare_dataset(name: str, params: Mapping[str, Any], root: str | os.PathLik
     ls = label_set_from_params(params, ls_name)
     policy = spec.get("votes", "drop_utterance")
     multi = spec.get("multi_label", "split")
+    if policy not in VOTE_POLICIES:
+        raise DataError(f"params.yaml datasets.{name}.votes must be one of {list(VOTE_POLICIES)}, got {policy!r}")
+    if multi not in MULTI_LABEL_RULES:
+        raise DataError(f"params.yaml datasets.{name}.multi_label must be one of {list(MULTI_LABEL_RULES)}, got {multi!r}")
     if policy == OTHER:
         ls = ls.with_other()
 
@@ -178,30 +181,11 @@ def prepare_dataset(name: str, params: Mapping[str, Any], root: str | os.PathLik
     for seen in tally.out_of_set:
         outside.update(seen)
 
-    paths = [u.audio_path for u in kept]
-    exists = np.array([bool(p) and os.path.isfile(p) for p in paths], dtype=bool)
-    missing = [u.utt_id for u, ok in zip(kept, exists) if not ok]
-    if missing and not allow_missing_audio:
-        example = next((u.audio_path for u in kept if u.utt_id == missing[0]), "")
-        raise DataError(f"dataset {name!r}: audio missing for {len(missing)} of {len(kept)} utterances under "
-                        f"{root_path} (first: {_first(missing)}; expected e.g. {example}). Fix the root, or pass "
-                        "--allow-missing-audio to build a labels-only manifest for annotation statistics")
-    durations = np.full(len(kept), np.nan)
-    unreadable: list[str] = []
-    for i, (u, ok) in enumerate(zip(kept, exists)):
-        if ok:
-            try:
-                durations[i] = audio_duration(u.audio_path)
-            except AudioError:
-                unreadable.append(u.utt_id)
-    if unreadable:
-        raise DataError(f"dataset {name!r}: {len(unreadable)} audio file(s) cannot be read: {_first(unreadable)}; "
-                        "replace them, or list them under the dataset's `exclude:` in params.yaml")
-
+    audio_paths, durations, missing = _check_audio(kept, name, root_path, allow_missing_audio)
     info = pd.DataFrame({
         "utt_id": [u.utt_id for u in kept],
         "dataset": name,
-        "audio_path": [str(Path(p).resolve()) if ok else "" for p, ok in zip(paths, exists)],
+        "audio_path": audio_paths,
         "duration_s": durations,
         "speaker": [u.speaker for u in kept],
         "gender": [u.gender for u in kept],
@@ -235,6 +219,36 @@ def prepare_dataset(name: str, params: Mapping[str, Any], root: str | os.PathLik
         return Manifest(df, full_meta)
     write_manifest(df, out, label_set=ls, ambiguity=amb_meta, exclusions=exclusions, provenance=prov, **meta)
     return read_manifest(out)
+
+
+def _check_audio(kept: list[Utterance], name: str, root: Path,
+                 allow_missing: bool) -> tuple[list[str], np.ndarray, list[str]]:
+    """Absolute audio paths ("" where missing), durations from the headers, and missing ids.
+
+    Missing files are an error unless ``allow_missing``; unreadable files always are.
+    """
+    from ambiemo.audio import AudioError, audio_duration
+
+    exists = [bool(u.audio_path) and os.path.isfile(u.audio_path) for u in kept]
+    missing = [u.utt_id for u, ok in zip(kept, exists) if not ok]
+    if missing and not allow_missing:
+        example = next(u.audio_path for u in kept if u.utt_id == missing[0])
+        raise DataError(f"dataset {name!r}: audio missing for {len(missing)} of {len(kept)} utterances under "
+                        f"{root} (first: {_first(missing)}; expected e.g. {example}). Fix the root, or pass "
+                        "--allow-missing-audio to build a labels-only manifest for annotation statistics")
+    durations = np.full(len(kept), np.nan)
+    unreadable: list[str] = []
+    for i, (u, ok) in enumerate(zip(kept, exists)):
+        if ok:
+            try:
+                durations[i] = audio_duration(u.audio_path)
+            except AudioError:
+                unreadable.append(u.utt_id)
+    if unreadable:
+        raise DataError(f"dataset {name!r}: {len(unreadable)} audio file(s) cannot be read: {_first(unreadable)}; "
+                        "replace them, or list them under the dataset's `exclude:` in params.yaml")
+    paths = [str(Path(u.audio_path).resolve()) if ok else "" for u, ok in zip(kept, exists)]
+    return paths, durations, missing
 
 
 def _portable(path: Path) -> str:
