@@ -409,14 +409,16 @@ def _nanmean(s: pd.Series) -> float:
 
 
 def reliability(scores: pd.DataFrame, by: Sequence[str] = KEYS, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """Reliability-diagram bins (``ambiemo.metrics.reliability_bins``) per group of ``by``."""
+    """Reliability-diagram bins (``ambiemo.metrics.reliability_bins``) per group of ``by``, with the
+    group's ``params_b`` (so that plots can order models by capacity)."""
     n_bins = int(scoring_params(params)["ece_bins"])
     by = list(by)
     parts = []
     for key, g in scores.groupby(by, sort=True):
         key = key if isinstance(key, tuple) else (key,)
         table = M.reliability_bins(g["confidence"].to_numpy(), g["correct"].to_numpy(), n_bins)
-        parts.append(table.assign(**dict(zip(by, key))))
+        capacity = g["params_b"].iloc[0] if "params_b" in g and g["params_b"].nunique() == 1 else np.nan
+        parts.append(table.assign(**dict(zip(by, key)), params_b=capacity))
     if not parts:
         raise ValueError("reliability: no score rows")
     out = pd.concat(parts, ignore_index=True)

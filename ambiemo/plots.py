@@ -1,0 +1,390 @@
+"""The study's figures, in one style: headless, fixed sizes, a colour-blind-safe palette.
+
+Each figure function takes the tidy tables of ``ambiemo.scoring`` / ``ambiemo.stats`` and returns a
+matplotlib ``Figure``; ``save_figure`` writes it as a vector PDF (for the paper) and a PNG (for a
+quick look) into ``figures/``. The six figures:
+
+1. ``metric_heatmap``: a metric by model × strategy, one panel per dataset (``summarise`` rows
+   with ``ambiguity == "all"``; optional ``bootstrap_ci`` table for ± half-widths).
+2. ``metric_by_ambiguity``: a metric against the ambiguity bin, one line per strategy, one panel
+   per model (and dataset).
+3. ``interaction``: gain over the baseline against model capacity, one panel per ambiguity level
+   (``scoring.gain_over_baseline``).
+4. ``compute_curves``: a metric against generated tokens and against model calls per utterance,
+   one line per strategy through its budgets.
+5. ``reliability_diagram``: accuracy against confidence per model (``scoring.reliability``).
+6. ``entropy_distribution``: the annotators' vote entropy per dataset (a manifest or scores).
+
+Colours are Okabe & Ito's palette (distinguishable with the common colour-vision deficiencies),
+combined with line styles and markers so that nine strategies stay apart in grey scale too;
+heatmaps use viridis. Outputs are deterministic: no timestamps in the PDF.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")  # headless: the pipeline and CI have no display
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ambiemo.metrics import METRICS
+
+# Okabe & Ito (2008), "Color Universal Design", without its black, which marks the baseline.
+PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442", "#999999")
+MARKERS = ("s", "^", "D", "v", "P", "X", "*", "h")
+LINESTYLES = ("-", "--", "-.", ":")
+BASELINE_COLOUR = "#000000"
+
+# Figure widths in inches: one column and two columns of a two-column paper.
+SINGLE, DOUBLE = 3.5, 7.2
+
+FIGURE_DEFAULTS: dict[str, Any] = {"folder": "figures", "formats": ["pdf", "png"], "dpi": 200}
+
+RC = {
+    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
+    "legend.fontsize": 7, "legend.frameon": False, "axes.spines.top": False, "axes.spines.right": False,
+    "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5, "lines.linewidth": 1.2, "lines.markersize": 4,
+    "pdf.fonttype": 42, "ps.fonttype": 42,   # embed TrueType: editable text, accepted by publishers
+    "svg.hashsalt": "ambiemo", "figure.dpi": 100, "savefig.bbox": "tight",
+}
+
+
+def figure_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """params ``figures`` over the defaults."""
+    return {**FIGURE_DEFAULTS, **dict((params or {}).get("figures") or {})}
+
+
+def save_figure(fig: Figure, stem: str, folder: str | os.PathLike | None = None,
+                formats: Sequence[str] | None = None, dpi: int | None = None,
+                params: Mapping[str, Any] | None = None) -> list[Path]:
+    """Write ``fig`` as ``<folder>/<stem>.<format>`` for each format (PDF and PNG by default) and
+    close it. Arguments left out come from params ``figures``. Returns the paths written."""
+    fp = figure_params(params)
+    folder = Path(folder if folder is not None else fp["folder"])
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats or fp["formats"]:
+        path = folder / f"{stem}.{fmt}"
+        # No creation date or software version in the file: an unchanged rerun is byte-identical.
+        meta = {"pdf": {"CreationDate": None, "Producer": None, "Creator": None},
+                "png": {"Software": None}, "svg": {"Date": None, "Creator": None}}.get(fmt)
+        with plt.rc_context(RC):
+            fig.savefig(path, format=fmt, dpi=int(dpi or fp["dpi"]), metadata=meta, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _label(metric: str) -> str:
+    info = METRICS.get(metric)
+    if info is None:
+        return metric
+    return f"{info.label} ({'↑' if info.higher_is_better else '↓'})"
+
+
+def _overall(summary: pd.DataFrame) -> pd.DataFrame:
+    return summary[summary["ambiguity"] == "all"] if "ambiguity" in summary else summary
+
+
+def _model_order(frame: pd.DataFrame) -> list[str]:
+    """Models from smallest to largest capacity (name order among equals or unknowns)."""
+    cap = frame.groupby("model")["params_b"].first() if "params_b" in frame else pd.Series(dtype=float)
+    models = sorted(frame["model"].unique())
+    return sorted(models, key=lambda m: (np.nan_to_num(cap.get(m, np.nan), nan=np.inf), m))
+
+
+def _strategy_order(frame: pd.DataFrame, baseline: str = "baseline") -> list[str]:
+    names = sorted(frame["strategy"].unique())
+    return ([baseline] if baseline in names else []) + [s for s in names if s != baseline]
+
+
+def _styles(strategies: Sequence[str], baseline: str = "baseline") -> dict[str, dict[str, Any]]:
+    """Line styles by strategy name: the baseline black, the others in name order through the
+    palette, so a strategy looks the same in every figure of one run."""
+    out = {baseline: {"color": BASELINE_COLOUR, "marker": "o", "linestyle": "-", "linewidth": 1.6}}
+    for i, s in enumerate(sorted(x for x in strategies if x != baseline)):
+        out[s] = {"color": PALETTE[i % len(PALETTE)], "marker": MARKERS[i % len(MARKERS)],
+                  "linestyle": LINESTYLES[(i // 2) % len(LINESTYLES)]}
+    return out
+
+
+def _one_budget(frame: pd.DataFrame, keys: Sequence[str] = ("dataset", "model", "strategy")) -> pd.DataFrame:
+    """Each strategy at its largest budget (its headline setting)."""
+    top = frame.groupby(list(keys))["budget"].transform("max")
+    return frame[frame["budget"] == top]
+
+
+def _columns(frame: pd.DataFrame) -> list[tuple[str, Any]]:
+    """Heatmap columns: (strategy, budget), baseline first; budgets shown only where a strategy has several."""
+    out = []
+    for s in _strategy_order(frame):
+        out += [(s, b) for b in sorted(frame.loc[frame["strategy"] == s, "budget"].unique())]
+    return out
+
+
+def _grid(n_rows: int, n_cols: int, width: float, panel_h: float, **kw) -> tuple[Figure, np.ndarray]:
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, panel_h * n_rows + 0.6), squeeze=False, **kw)
+    return fig, axes
+
+
+# --------------------------------------------------------------------------- 1. heatmap
+
+def metric_heatmap(summary: pd.DataFrame, metric: str = "js", ci: pd.DataFrame | None = None) -> Figure:
+    """``metric`` for every model (rows, by capacity) × strategy (columns), one panel per dataset.
+
+    Brighter is better whichever way the metric points. With a ``bootstrap_ci`` table, each cell
+    also shows the half-width of its interval.
+    """
+    data = _overall(summary)
+    datasets = sorted(data["dataset"].unique())
+    higher = METRICS[metric].higher_is_better if metric in METRICS else True
+    with plt.rc_context(RC):
+        cols_all = _columns(data)
+        width = min(DOUBLE, 1.6 + 0.62 * len(cols_all))
+        n_models = data["model"].nunique()
+        fig, axes = _grid(len(datasets), 1, width, 0.45 * n_models + 1.1)
+        values = data[metric].to_numpy(dtype=float)
+        vmin, vmax = (np.nanmin(values), np.nanmax(values)) if np.isfinite(values).any() else (0, 1)
+        image = None
+        for ax, dataset in zip(axes[:, 0], datasets):
+            d = data[data["dataset"] == dataset]
+            models, cols = _model_order(d), _columns(d)
+            grid = np.full((len(models), len(cols)), np.nan)
+            half = np.full_like(grid, np.nan)
+            for i, m in enumerate(models):
+                for j, (s, b) in enumerate(cols):
+                    hit = d[(d["model"] == m) & (d["strategy"] == s) & (d["budget"] == b)]
+                    if len(hit):
+                        grid[i, j] = hit[metric].iloc[0]
+                    if ci is not None:
+                        c = ci[(ci["dataset"] == dataset) & (ci["model"] == m) & (ci["strategy"] == s)
+                               & (ci["budget"] == b) & (ci["metric"] == metric)]
+                        if "ambiguity" in c:
+                            c = c[c["ambiguity"] == "all"]
+                        if len(c):
+                            half[i, j] = (c["ci_high"].iloc[0] - c["ci_low"].iloc[0]) / 2
+            image = ax.imshow(grid, cmap="viridis" if higher else "viridis_r", vmin=vmin, vmax=vmax, aspect="auto")
+            multi = {s for s, _ in cols if sum(1 for t, _ in cols if t == s) > 1}
+            ax.set_xticks(range(len(cols)), [f"{s}\nB={b}" if s in multi else s for s, b in cols],
+                          rotation=45, ha="right")
+            ax.set_yticks(range(len(models)), models)
+            ax.grid(False)
+            ax.set_title(dataset)
+            mid = (vmin + vmax) / 2
+            for (i, j), v in np.ndenumerate(grid):
+                if np.isnan(v):
+                    continue
+                text = f"{v:.2f}" + (f"\n±{half[i, j]:.2f}" if np.isfinite(half[i, j]) else "")
+                dark = (v < mid) if higher else (v > mid)
+                ax.text(j, i, text, ha="center", va="center", fontsize=6, color="white" if dark else "black")
+        if image is not None:
+            fig.colorbar(image, ax=axes[:, 0].tolist(), label=_label(metric), shrink=0.9)
+    return fig
+
+
+# --------------------------------------------------------------------------- 2. metric vs ambiguity
+
+def metric_by_ambiguity(summary: pd.DataFrame, metric: str = "js", baseline: str = "baseline") -> Figure:
+    """``metric`` per ambiguity bin (least to most ambiguous), one line per strategy (at its largest
+    budget), one panel per model; one row of panels per dataset."""
+    data = _one_budget(summary[summary["ambiguity"] != "all"])
+    datasets = sorted(data["dataset"].unique())
+    models = _model_order(data)
+    strategies = _strategy_order(data, baseline)
+    styles = _styles(strategies, baseline)
+    with plt.rc_context(RC):
+        fig, axes = _grid(len(datasets), len(models), min(DOUBLE, 0.4 + 2.4 * len(models)), 1.9, sharey=True)
+        for r, dataset in enumerate(datasets):
+            d = data[data["dataset"] == dataset]
+            bins = d[["ambiguity", "ambiguity_rank"]].drop_duplicates().sort_values("ambiguity_rank")
+            pos = {b: i for i, b in enumerate(bins["ambiguity"])}
+            for c, model in enumerate(models):
+                ax = axes[r, c]
+                for s in strategies:
+                    line = d[(d["model"] == model) & (d["strategy"] == s)].sort_values("ambiguity_rank")
+                    if len(line):
+                        ax.plot(line["ambiguity"].map(pos), line[metric], label=s, **styles[s])
+                ax.set_xticks(range(len(pos)), list(pos))
+                ax.set_title(f"{model}" + (f" · {dataset}" if len(datasets) > 1 else ""))
+                ax.set_xlabel("ambiguity (vote entropy bin)")
+                if c == 0:
+                    ax.set_ylabel(_label(metric))
+        _legend(fig, axes)
+    return fig
+
+
+def _legend(fig: Figure, axes: np.ndarray) -> None:
+    handles, labels = {}, []
+    for ax in axes.ravel():
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in handles:
+                handles[lab] = h
+                labels.append(lab)
+    if handles:
+        fig.legend([handles[x] for x in labels], labels, loc="lower center", ncol=min(len(labels), 5),
+                   bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout()
+
+
+# --------------------------------------------------------------------------- 3. interaction
+
+def interaction(gains: pd.DataFrame, baseline: str = "baseline") -> Figure:
+    """Gain over the baseline (positive = better) against model capacity (log scale), one line per
+    strategy (at its largest budget), one panel per ambiguity level, one row per dataset. Takes
+    ``scoring.gain_over_baseline(summary, metric)``."""
+    data = _one_budget(gains)
+    metric = str(data["metric"].iloc[0]) if len(data) else ""
+    datasets = sorted(data["dataset"].unique())
+    levels = data[["ambiguity", "ambiguity_rank"]].drop_duplicates().sort_values("ambiguity_rank")["ambiguity"].tolist()
+    strategies = _strategy_order(data, baseline)
+    styles = _styles(strategies, baseline)
+    with plt.rc_context(RC):
+        fig, axes = _grid(len(datasets), len(levels), min(DOUBLE, 0.4 + 1.8 * len(levels)), 1.9, sharey=True)
+        for r, dataset in enumerate(datasets):
+            for c, level in enumerate(levels):
+                ax = axes[r, c]
+                d = data[(data["dataset"] == dataset) & (data["ambiguity"] == level)]
+                for s in strategies:
+                    line = d[d["strategy"] == s].sort_values("params_b")
+                    if len(line):
+                        ax.plot(line["params_b"], line["gain"], label=s, **styles[s])
+                ax.axhline(0, color=BASELINE_COLOUR, linewidth=0.8)
+                caps = np.sort(d["params_b"].dropna().unique())
+                if len(caps) and (caps > 0).all():
+                    ax.set_xscale("log")
+                    ax.set_xticks(caps, [f"{c:g}" for c in caps])  # the models' own sizes, not decades
+                    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+                    ax.set_xlim(caps[0] / 1.6, caps[-1] * 1.6)
+                ax.set_title(("all utterances" if level == "all" else f"ambiguity: {level}")
+                             + (f" · {dataset}" if len(datasets) > 1 else ""))
+                if c == 0:
+                    name = METRICS[metric].label if metric in METRICS else metric
+                    ax.set_ylabel(f"gain in {name} over {baseline}\n(positive = better)")
+        fig.supxlabel("model capacity (billions of parameters, log scale)", fontsize=RC["axes.labelsize"])
+        _legend(fig, axes)
+    return fig
+
+
+# --------------------------------------------------------------------------- 4. compute-matched curves
+
+def compute_curves(summary: pd.DataFrame, metric: str = "js", baseline: str = "baseline") -> Figure:
+    """``metric`` against generated tokens and against model calls per utterance: one line per
+    strategy through its budgets, one row per model (and dataset)."""
+    data = _overall(summary)
+    rows = [(d, m) for d in sorted(data["dataset"].unique()) for m in _model_order(data[data["dataset"] == d])]
+    strategies = _strategy_order(data, baseline)
+    styles = _styles(strategies, baseline)
+    xs = (("gen_tokens", "generated tokens per utterance"), ("model_calls", "model calls per utterance"))
+    with plt.rc_context(RC):
+        fig, axes = _grid(len(rows), 2, DOUBLE * 0.75, 1.9, sharey="row")
+        for r, (dataset, model) in enumerate(rows):
+            d = data[(data["dataset"] == dataset) & (data["model"] == model)]
+            for c, (x, xlabel) in enumerate(xs):
+                ax = axes[r, c]
+                for s in strategies:
+                    line = d[d["strategy"] == s].sort_values("budget")
+                    line = line[np.isfinite(line[x].to_numpy(dtype=float))]
+                    if len(line):
+                        ax.plot(line[x], line[metric], label=s, **styles[s])
+                finite = d[x].to_numpy(dtype=float)
+                finite = finite[np.isfinite(finite)]
+                if finite.size and (finite > 0).all() and finite.max() / finite.min() > 20:
+                    ax.set_xscale("log")
+                ax.set_xlabel(xlabel)
+                if c == 0:
+                    several = data["dataset"].nunique() > 1
+                    ax.set_ylabel(f"{_label(metric)}\n{model}" + (f" · {dataset}" if several else ""))
+        _legend(fig, axes)
+    return fig
+
+
+# --------------------------------------------------------------------------- 5. reliability
+
+def reliability_diagram(rel: pd.DataFrame, baseline: str = "baseline", strategies: Sequence[str] | None = None) -> Figure:
+    """Reliability diagrams: per confidence bin, the accuracy against the majority label (bars)
+    beside the diagonal of perfect calibration, with the bin's mean confidence marked and the
+    ECE in the title; one row per model (and dataset), one column per strategy (at its largest
+    budget, or only ``strategies``). Takes ``scoring.reliability(scores)``."""
+    data = _one_budget(rel)
+    if strategies is not None:
+        data = data[data["strategy"].isin(strategies)]
+    rows = [(d, m) for d in sorted(data["dataset"].unique()) for m in _model_order(data[data["dataset"] == d])]
+    cols = _strategy_order(data, baseline)
+    styles = _styles(cols, baseline)
+    several = data["dataset"].nunique() > 1
+    panel = min(1.45, (DOUBLE - 0.4) / max(len(cols), 1))
+    with plt.rc_context(RC):
+        fig, axes = _grid(len(rows), len(cols), 0.4 + panel * len(cols), panel + 0.25, sharex=True, sharey=True)
+        for r, (dataset, model) in enumerate(rows):
+            for c, s in enumerate(cols):
+                ax = axes[r, c]
+                d = data[(data["dataset"] == dataset) & (data["model"] == model) & (data["strategy"] == s)]
+                width = float((d["upper"] - d["lower"]).iloc[0]) if len(d) else 0.2
+                used = d[d["n"] > 0]
+                ax.bar(used["lower"], used["accuracy"], width=width, align="edge", color=styles[s]["color"],
+                       alpha=0.8, edgecolor="white", linewidth=0.5)
+                ax.scatter(used["confidence"], used["accuracy"], s=6, color="black", zorder=3)
+                ax.plot([0, 1], [0, 1], color="#555555", linewidth=0.7, linestyle=":")
+                total = used["n"].sum()
+                ece = float((used["n"] * (used["accuracy"] - used["confidence"]).abs()).sum() / total) if total else np.nan
+                ax.set_xlim(0, 1)
+                ax.set_ylim(0, 1)
+                ax.set_aspect("equal")
+                ax.grid(False)
+                name = s.replace("-", "-\n", 1) if len(s) > 12 else s  # long names would collide
+                ax.set_title(f"{name}\nECE {ece:.2f}" if r == 0 else f"ECE {ece:.2f}", fontsize=6.5)
+                if c == 0:
+                    ax.set_ylabel(model + (f" · {dataset}" if several else ""))
+        fig.supxlabel("confidence (probability of the predicted label)", fontsize=RC["axes.labelsize"])
+        fig.supylabel("accuracy against the majority label", fontsize=RC["axes.labelsize"])
+        fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- 6. ambiguity distribution
+
+def entropy_distribution(frame: pd.DataFrame, max_levels: int = 15) -> Figure:
+    """How ambiguous each dataset is: the count of utterances per vote-entropy value (a histogram
+    when there are more than ``max_levels`` distinct values), coloured by ambiguity bin. Takes a
+    manifest's frame or scores (one row per utterance is kept)."""
+    utts = frame.drop_duplicates(["dataset", "utt_id"])
+    datasets = sorted(utts["dataset"].unique())
+    if "ambiguity_rank" in utts:
+        bins = utts[["ambiguity", "ambiguity_rank"]].drop_duplicates().sort_values("ambiguity_rank")["ambiguity"]
+    else:
+        bins = utts.groupby("ambiguity")["entropy_bits"].mean().sort_values().index
+    colour = {b: PALETTE[[4, 1, 0, 5, 6, 2, 3, 7, 8][i % 9]] for i, b in enumerate(bins)}
+    with plt.rc_context(RC):
+        fig, axes = _grid(1, len(datasets), min(DOUBLE, 0.4 + 2.6 * len(datasets)), 2.0)
+        for ax, dataset in zip(axes[0], datasets):
+            d = utts[utts["dataset"] == dataset]
+            h = np.round(d["entropy_bits"].to_numpy(dtype=float), 3)
+            distinct = np.unique(h)
+            if len(distinct) <= max_levels:
+                width = 0.035 * max(float(h.max()), 1.0)  # visible bars; close values may overlap a little
+                for b in bins:
+                    sub = np.round(d.loc[d["ambiguity"] == b, "entropy_bits"].to_numpy(dtype=float), 3)
+                    if sub.size:
+                        vals, counts = np.unique(sub, return_counts=True)
+                        ax.bar(vals, counts, width=width, color=colour[b], label=b)
+            else:
+                edges = np.linspace(0, max(h.max(), 1e-6), 21)
+                ax.hist([d.loc[d["ambiguity"] == b, "entropy_bits"] for b in bins], bins=edges, stacked=True,
+                        color=[colour[b] for b in bins], label=list(bins))
+            ax.set_xlabel("vote entropy (bits)")
+            ax.set_ylabel("utterances")
+            ax.set_title(f"{dataset} (n = {len(d)}, mean {d['entropy_bits'].mean():.2f} bits)")
+        _legend(fig, axes)
+    return fig
