@@ -6,14 +6,14 @@ quick look) into ``figures/``. The six figures:
 
 1. ``metric_heatmap``: a metric by model × strategy, one panel per dataset (``summarise`` rows
    with ``ambiguity == "all"``; optional ``bootstrap_ci`` table for ± half-widths).
-2. ``metric_by_ambiguity``: a metric against the ambiguity bin, one line per strategy, one panel
+2. ``metric_vs_ambiguity``: a metric against the ambiguity bin, one line per strategy, one panel
    per model (and dataset).
 3. ``interaction``: gain over the baseline against model capacity, one panel per ambiguity level
    (``scoring.gain_over_baseline``).
 4. ``compute_curves``: a metric against generated tokens and against model calls per utterance,
    one line per strategy through its budgets.
-5. ``reliability_diagram``: accuracy against confidence per model (``scoring.reliability``).
-6. ``entropy_distribution``: the annotators' vote entropy per dataset (a manifest or scores).
+5. ``reliability_diagrams``: accuracy against confidence per model × strategy (``scoring.reliability``).
+6. ``ambiguity_distribution``: the annotators' vote entropy per dataset (manifests or scores).
 
 Colours are Okabe & Ito's palette (distinguishable with the common colour-vision deficiencies),
 combined with line styles and markers so that nine strategies stay apart in grey scale too;
@@ -64,12 +64,26 @@ def figure_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     return {**FIGURE_DEFAULTS, **dict((params or {}).get("figures") or {})}
 
 
-def save_figure(fig: Figure, stem: str, folder: str | os.PathLike | None = None,
-                formats: Sequence[str] | None = None, dpi: int | None = None,
-                params: Mapping[str, Any] | None = None) -> list[Path]:
+def use_style() -> None:
+    """Apply the figures' style to every later matplotlib figure (for a notebook's own plots);
+    the figure functions here apply it themselves."""
+    plt.rcParams.update(RC)
+
+
+def save_figure(fig: Figure, stem: str | os.PathLike, params: Mapping[str, Any] | None = None, *,
+                folder: str | os.PathLike | None = None, formats: Sequence[str] | None = None,
+                dpi: int | None = None) -> list[Path]:
     """Write ``fig`` as ``<folder>/<stem>.<format>`` for each format (PDF and PNG by default) and
-    close it. Arguments left out come from params ``figures``. Returns the paths written."""
-    fp = figure_params(params)
+    close it. Returns the paths written.
+
+    ``params`` is the params mapping or its ``figures`` section; arguments left out come from it
+    (``folder``, ``formats``, ``dpi``). A ``stem`` with a folder in it (``figures/fig1``) is
+    written there.
+    """
+    fp = figure_params(params if params is None or "figures" in params else {"figures": params})
+    stem = Path(stem)
+    if stem.parent != Path("."):
+        folder, stem = stem.parent, Path(stem.name)
     folder = Path(folder if folder is not None else fp["folder"])
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -196,7 +210,7 @@ def metric_heatmap(summary: pd.DataFrame, metric: str = "js", ci: pd.DataFrame |
 
 # --------------------------------------------------------------------------- 2. metric vs ambiguity
 
-def metric_by_ambiguity(summary: pd.DataFrame, metric: str = "js", baseline: str = "baseline") -> Figure:
+def metric_vs_ambiguity(summary: pd.DataFrame, metric: str = "js", baseline: str = "baseline") -> Figure:
     """``metric`` per ambiguity bin (least to most ambiguous), one line per strategy (at its largest
     budget), one panel per model; one row of panels per dataset."""
     data = _one_budget(summary[summary["ambiguity"] != "all"])
@@ -312,7 +326,7 @@ def compute_curves(summary: pd.DataFrame, metric: str = "js", baseline: str = "b
 
 # --------------------------------------------------------------------------- 5. reliability
 
-def reliability_diagram(rel: pd.DataFrame, baseline: str = "baseline", strategies: Sequence[str] | None = None) -> Figure:
+def reliability_diagrams(rel: pd.DataFrame, baseline: str = "baseline", strategies: Sequence[str] | None = None) -> Figure:
     """Reliability diagrams: per confidence bin, the accuracy against the majority label (bars)
     beside the diagonal of perfect calibration, with the bin's mean confidence marked and the
     ECE in the title; one row per model (and dataset), one column per strategy (at its largest
@@ -355,10 +369,16 @@ def reliability_diagram(rel: pd.DataFrame, baseline: str = "baseline", strategie
 
 # --------------------------------------------------------------------------- 6. ambiguity distribution
 
-def entropy_distribution(frame: pd.DataFrame, max_levels: int = 15) -> Figure:
+def ambiguity_distribution(frame: pd.DataFrame | Mapping[str, Any], max_levels: int = 15) -> Figure:
     """How ambiguous each dataset is: the count of utterances per vote-entropy value (a histogram
-    when there are more than ``max_levels`` distinct values), coloured by ambiguity bin. Takes a
-    manifest's frame or scores (one row per utterance is kept)."""
+    when there are more than ``max_levels`` distinct values), coloured by ambiguity bin. Takes
+    manifests ({dataset: Manifest}), a manifest's frame, or scores (one row per utterance is kept)."""
+    if isinstance(frame, Mapping):
+        parts = []
+        for m in frame.values():
+            order = {b: i for i, b in enumerate(m.ambiguity_order())}
+            parts.append(m.df.assign(ambiguity_rank=m.df["ambiguity"].map(order)))
+        frame = pd.concat(parts, ignore_index=True)
     utts = frame.drop_duplicates(["dataset", "utt_id"])
     datasets = sorted(utts["dataset"].unique())
     if "ambiguity_rank" in utts:

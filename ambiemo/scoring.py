@@ -375,6 +375,9 @@ def summarise(scores: pd.DataFrame, by: Sequence[str] = KEYS, params: Mapping[st
     the bin), ``oracle_js``, ``oracle_bc``, ``pass_at_n``, ``params_b`` and
     compute per utterance: ``model_calls``, ``verifier_calls``, ``prompt_tokens``, ``gen_tokens``, ``wall_s``.
     """
+    if isinstance(by, Mapping):
+        raise TypeError("summarise(scores, by=..., params=...): the second argument is the grouping columns; "
+                        "pass the params mapping as params=")
     sp = scoring_params(params)
     by = list(by)
     missing = [c for c in by if c not in scores.columns]
@@ -402,6 +405,31 @@ def summarise(scores: pd.DataFrame, by: Sequence[str] = KEYS, params: Mapping[st
             row.update({c: float(part[c].mean()) for c in COMPUTE_COLUMNS})
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def compute_table(scores: pd.DataFrame, by: Sequence[str] = KEYS) -> pd.DataFrame:
+    """Compute spent per group: utterances, then per utterance the model calls, verifier calls,
+    prompt and generated tokens and wall seconds (means), and the totals of each."""
+    by = list(by)
+    grouped = scores.groupby(by, sort=True)
+    per_utt = grouped[list(COMPUTE_COLUMNS)].mean()
+    totals = grouped[list(COMPUTE_COLUMNS)].sum(min_count=1).add_prefix("total_")
+    out = pd.concat([grouped["utt_id"].nunique().rename("n"), per_utt, totals], axis=1)
+    return out.reset_index()
+
+
+def metrics_json(summary: pd.DataFrame, metrics: Sequence[str] = ("js", "bc", "r2", "accuracy", "f1_weighted", "uar",
+                                                                  "ece", "parse_failure_rate")) -> dict[str, Any]:
+    """A nested {dataset: {model: {strategy@budget: {metric: value}}}} of the overall summary rows,
+    for DVC's ``metrics`` (``dvc metrics show``); NaN becomes None so that the JSON stays valid."""
+    out: dict[str, Any] = {}
+    rows = summary[summary["ambiguity"] == ALL] if "ambiguity" in summary else summary
+    for row in rows.itertuples(index=False):
+        cell = out.setdefault(str(row.dataset), {}).setdefault(str(row.model), {})
+        values = {m: getattr(row, m) for m in metrics}
+        cell[f"{row.strategy}@{row.budget}"] = {m: (None if v is None or not np.isfinite(v) else round(float(v), 6))
+                                                 for m, v in values.items()}
+    return out
 
 
 def _nanmean(s: pd.Series) -> float:

@@ -21,7 +21,9 @@ Three questions, three tools:
   centred at their means, so main effects are read at the average capacity and ambiguity;
   the strategy reference level is the baseline.
 
-Every function returns a tidy table. Cases where a model cannot be estimated as asked (one
+Every function takes the scores and the params mapping first (``f(scores, params, ...)``),
+reads its defaults from params (``scoring`` for resamples and CI level, ``stats`` for the rest,
+``seed``), and returns a tidy table. Cases where a model cannot be estimated as asked (one
 model, one strategy, no ambiguity variation, too few rows) drop the terms that are not
 identifiable, or return a one-row table, and say so in a ``note`` column instead of raising.
 """
@@ -193,9 +195,9 @@ def weighted_metrics(frame: pd.DataFrame, w: np.ndarray, labels: Sequence[str],
 
 # --------------------------------------------------------------------------- bootstrap
 
-def bootstrap_ci(scores: pd.DataFrame, by: Sequence[str] = KEYS, metrics: Sequence[str] | None = None,
-                 params: Mapping[str, Any] | None = None, n_resamples: int | None = None,
-                 ci_level: float | None = None, seed: int | None = None, per_bin: bool = False) -> pd.DataFrame:
+def bootstrap_ci(scores: pd.DataFrame, params: Mapping[str, Any] | None = None, *, by: Sequence[str] = KEYS,
+                 metrics: Sequence[str] | None = None, per_bin: bool = False, n_resamples: int | None = None,
+                 ci_level: float | None = None, seed: int | None = None) -> pd.DataFrame:
     """Speaker-clustered percentile bootstrap intervals, one row per group × metric.
 
     Columns: the ``by`` keys (plus ``ambiguity`` and ``ambiguity_rank`` when ``per_bin``;
@@ -272,9 +274,9 @@ def _baseline_rows(g: pd.DataFrame, baseline: str) -> pd.DataFrame:
     return base[base["budget"] == base["budget"].min()]
 
 
-def paired_comparisons(scores: pd.DataFrame, metrics: Sequence[str] | None = None, baseline: str | None = None,
-                       params: Mapping[str, Any] | None = None, n_resamples: int | None = None,
-                       seed: int | None = None) -> pd.DataFrame:
+def paired_comparisons(scores: pd.DataFrame, params: Mapping[str, Any] | None = None, *,
+                       metrics: Sequence[str] | None = None, baseline: str | None = None,
+                       n_resamples: int | None = None, seed: int | None = None) -> pd.DataFrame:
     """Each strategy × budget against the baseline on the same utterances, per dataset × model.
 
     ``metrics`` are per-utterance score columns (params ``stats.paired_metrics``: e.g. ``js``,
@@ -498,7 +500,7 @@ def _tidy(result, kind: str, outcome: str, n_obs: int, n_groups: int, notes: lis
     return table[TABLE_COLUMNS]
 
 
-def interaction_model(scores: pd.DataFrame, params: Mapping[str, Any] | None = None, metric: str | None = None,
+def interaction_model(scores: pd.DataFrame, params: Mapping[str, Any] | None = None, *, metric: str | None = None,
                       baseline: str | None = None) -> pd.DataFrame:
     """Linear mixed model of a per-utterance metric (params ``stats.mixed_model_metric``, JS
     distance by default) on log10 capacity × strategy × vote entropy.
@@ -548,7 +550,7 @@ def interaction_model(scores: pd.DataFrame, params: Mapping[str, Any] | None = N
     return pd.concat([table, extra], ignore_index=True)
 
 
-def correctness_model(scores: pd.DataFrame, params: Mapping[str, Any] | None = None,
+def correctness_model(scores: pd.DataFrame, params: Mapping[str, Any] | None = None, *,
                       baseline: str | None = None) -> pd.DataFrame:
     """GEE (binomial, logit link, exchangeable correlation within utterance) of correctness
     against the majority label on log10 capacity × strategy × vote entropy. Estimates are

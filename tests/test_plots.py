@@ -26,11 +26,11 @@ def tables():
 FIGURES = {
     "heatmap": lambda t: plots.metric_heatmap(t["summary"], "js", t["ci"]),
     "heatmap_accuracy": lambda t: plots.metric_heatmap(t["summary"], "accuracy"),
-    "by_ambiguity": lambda t: plots.metric_by_ambiguity(t["summary"], "bc"),
+    "by_ambiguity": lambda t: plots.metric_vs_ambiguity(t["summary"], "bc"),
     "interaction": lambda t: plots.interaction(t["gains"]),
     "compute": lambda t: plots.compute_curves(t["summary"], "js"),
-    "reliability": lambda t: plots.reliability_diagram(t["reliability"]),
-    "entropy": lambda t: plots.entropy_distribution(t["manifest"]),
+    "reliability": lambda t: plots.reliability_diagrams(t["reliability"]),
+    "entropy": lambda t: plots.ambiguity_distribution(t["manifest"]),
 }
 
 
@@ -43,7 +43,7 @@ def test_figure_renders_to_pdf_and_png(tables, tmp_path, name):
     fig = FIGURES[name](tables)
     assert isinstance(fig, Figure)
     assert any(ax.has_data() for ax in fig.axes)
-    paths = plots.save_figure(fig, name, tmp_path, params=PARAMS)
+    paths = plots.save_figure(fig, tmp_path / name, PARAMS)
     assert [p.suffix for p in paths] == [".pdf", ".png"]
     pdf, png = paths
     assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 5_000
@@ -54,8 +54,8 @@ def test_figure_renders_to_pdf_and_png(tables, tmp_path, name):
 
 
 def test_save_figure_is_byte_identical_on_rerun(tables, tmp_path):
-    a = plots.save_figure(FIGURES["by_ambiguity"](tables), "a", tmp_path / "one")
-    b = plots.save_figure(FIGURES["by_ambiguity"](tables), "a", tmp_path / "two")
+    a = plots.save_figure(FIGURES["by_ambiguity"](tables), "a", folder=tmp_path / "one")
+    b = plots.save_figure(FIGURES["by_ambiguity"](tables), "a", {"formats": ["pdf", "png"]}, folder=tmp_path / "two")
     for x, y in zip(a, b):
         assert x.read_bytes() == y.read_bytes(), x.suffix
 
@@ -82,6 +82,14 @@ def test_interaction_plots_gain_against_capacity(tables):
 
 
 def test_entropy_distribution_counts_each_utterance_once(tables):
-    fig = plots.entropy_distribution(tables["scores"])  # scores repeat utterances per cell
+    fig = plots.ambiguity_distribution(tables["scores"])  # scores repeat utterances per cell
     total = sum(p.get_height() for p in fig.axes[0].patches)
     assert total == len(tables["manifest"])
+
+
+def test_ambiguity_distribution_takes_manifests(tables):
+    mm = pytest.importorskip("ambiemo.manifest")
+    meta = {"label_set": {"name": "four", "labels": ["neutral", "happy", "angry", "sad"]},
+            "ambiguity": {"method": "fixed", "edges": [1.0, 1.5], "bins": ["clear", "low", "medium", "high"]}}
+    fig = plots.ambiguity_distribution({"demo": mm.Manifest(tables["manifest"], meta)})
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["clear", "low", "medium", "high"]

@@ -281,3 +281,23 @@ def test_failures_without_a_distribution_are_left_out_of_distributional_means(ma
     assert np.isnan(row["gen_tokens"])
     hard = s[~s["majority_tie"]]
     assert row["accuracy"] == pytest.approx((hard["pred_label"] == hard["majority"]).mean())
+
+
+def test_compute_table_and_metrics_json(scores):
+    compute = scoring.compute_table(scores)
+    row = compute[(compute["model"] == "large") & (compute["strategy"] == "bon") & (compute["budget"] == 4)].iloc[0]
+    cell = scores[(scores["model"] == "large") & (scores["strategy"] == "bon") & (scores["budget"] == 4)]
+    assert row["n"] == cell["utt_id"].nunique()
+    assert row["model_calls"] == pytest.approx(cell["model_calls"].mean())
+    assert row["total_gen_tokens"] == pytest.approx(cell["gen_tokens"].sum())
+    summary = scoring.summarise(scores, params=PARAMS)
+    doc = scoring.metrics_json(summary)
+    one = summary[(summary["model"] == "small") & (summary["strategy"] == "bon") & (summary["budget"] == 2)
+                  & (summary["ambiguity"] == "all")].iloc[0]
+    assert doc["demo"]["small"]["bon@2"]["js"] == pytest.approx(one["js"], abs=1e-6)
+    json.dumps(doc, allow_nan=False)  # valid JSON for DVC
+
+
+def test_summarise_rejects_params_in_place_of_the_grouping(scores):
+    with pytest.raises(TypeError, match="params="):
+        scoring.summarise(scores, PARAMS)

@@ -36,7 +36,7 @@ def test_weighted_metrics_equal_metrics_on_repeated_rows(scores):
 
 
 def test_bootstrap_point_estimates_match_summary(scores):
-    ci = stats.bootstrap_ci(scores, params=PARAMS, n_resamples=50)
+    ci = stats.bootstrap_ci(scores, PARAMS, n_resamples=50)
     summary = scoring.summarise(scores, params=PARAMS, per_bin=False)
     merged = ci.merge(summary, on=list(scoring.KEYS))
     for metric in ("js", "r2", "ece", "f1_weighted", "uar", "entropy_spearman", "accuracy"):
