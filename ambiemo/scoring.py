@@ -93,20 +93,19 @@ def labels_of(df: pd.DataFrame, prefix: str = "p_") -> list[str]:
 
 # --------------------------------------------------------------------------- scoring
 
-def score_predictions(manifest: Any, predictions: pd.DataFrame | Sequence[pd.DataFrame],
-                      params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+def score_predictions(manifest: Any, predictions: Any, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Per-utterance scores of ``predictions`` against ``manifest`` (see the module docstring).
 
     ``manifest`` is an ``ambiemo.manifest.Manifest`` or a DataFrame with the manifest's columns;
-    ``predictions`` one prediction table or several (for example one per cell). ``params`` is the
+    ``predictions`` one prediction table or a list of them (for example one per cell), each an
+    ``ambiemo.predictions.Predictions`` or a DataFrame. ``params`` is the
     whole params mapping: its ``scoring`` section and ``models.<key>.params_b`` are used.
     Utterances of the manifest that a cell has no prediction for are counted in
     ``scores.attrs["missing"]``; predictions for utterances the manifest lacks are an error.
     """
     sp = scoring_params(params)
     mdf, labels, order = _manifest_frame(manifest)
-    preds = pd.concat(list(predictions), ignore_index=True) if not isinstance(predictions, pd.DataFrame) \
-        else predictions.reset_index(drop=True)
+    preds = _prediction_frame(predictions)
     _check_predictions(preds, labels)
 
     unknown = ~preds["utt_id"].isin(mdf["utt_id"])
@@ -184,6 +183,17 @@ def score_predictions(manifest: Any, predictions: pd.DataFrame | Sequence[pd.Dat
     out.attrs["missing"] = _missing(preds, mdf)
     out.attrs["scoring"] = {k: sp[k] for k in ("js_base", "kl_epsilon", "tie_policy", "ambiguity_from")}
     return out
+
+
+def _prediction_frame(predictions: Any) -> pd.DataFrame:
+    """One DataFrame from a predictions table, a DataFrame, or a list of either."""
+    if isinstance(predictions, pd.DataFrame) or hasattr(predictions, "df"):
+        predictions = [predictions]
+    frames = [p.df if hasattr(p, "df") else p for p in predictions]
+    bad = [type(f).__name__ for f in frames if not isinstance(f, pd.DataFrame)]
+    if bad or not frames:
+        raise TypeError(f"predictions must be ambiemo Predictions or DataFrames (or a list of them), got {bad or 'nothing'}")
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
 
 
 def _cell(df: pd.DataFrame, row: int) -> str:
@@ -505,6 +515,7 @@ def read_predictions(paths: Iterable[Any]) -> list[pd.DataFrame]:
         else:
             frames.append(read_table(path)[0])
     return frames
+
 
 
 # --------------------------------------------------------------------------- files

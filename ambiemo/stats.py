@@ -188,7 +188,8 @@ def weighted_metrics(frame: pd.DataFrame, w: np.ndarray, labels: Sequence[str],
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = np.where(support > 0, tp / support, np.nan)
         f1 = np.where(support > 0, 2 * tp / (support + pred), 0.0)
-        out["uar"] = np.nanmean(np.where(support > 0, recall, np.nan), axis=1) if k else np.nan
+        present = (support > 0).sum(axis=1)   # classes among the resample's true labels
+        out["uar"] = np.where(support > 0, recall, 0.0).sum(axis=1) / present
         out["f1_weighted"] = (support * f1).sum(axis=1) / support.sum(axis=1)
     return out
 
