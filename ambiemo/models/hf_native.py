@@ -11,8 +11,8 @@ causal LM needs:
   prompt from one prefill, by greedy decoding, sampling or beam search;
 - per-token log-probabilities of each candidate under the model (the raw logits at temperature 1,
   so that likelihoods are comparable across decoding settings), via ``compute_transition_scores``
-  with ``beam_indices`` for beams; a candidate's tokens run up to and including its end-of-turn
-  token;
+  with ``beam_indices`` for beams; a candidate's tokens (``meta["token_ids"]``) run up to and
+  including its end-of-turn token;
 - ``score_options``: ``log p(prefix + option | prompt)`` summed over the option's tokens, for all
   options in one forward pass (prompt repeated per row, right padding);
 - audio features computed once per utterance (memoised by the audio's content hash), so several
@@ -182,8 +182,9 @@ class TransformersALM(AudioLanguageModel):
             "pad_token_id": self._pad_id(),
             "bos_token_id": self.model.generation_config.bos_token_id,
             "return_dict_in_generate": True,
+            # Raw logits only: the per-token log-probs are computed from them (processed scores
+            # would be a second vocabulary-sized copy per step that nothing reads).
             "output_logits": True,
-            "output_scores": True,
         }
         if config.mode == "greedy":
             return HFGenerationConfig(do_sample=False, num_beams=1, **common)
@@ -253,7 +254,7 @@ class TransformersALM(AudioLanguageModel):
                     logprob=float(np.sum(lp)),
                     token_logprobs=lp,
                     n_tokens=int(n),
-                    meta={"finished": stop is not None},
+                    meta={"finished": stop is not None, "token_ids": [int(t) for t in tokens]},
                 )
             )
         return cands
