@@ -104,22 +104,32 @@ def log_base(base: float | str | None) -> float:
     return value
 
 
+class DistributionError(ValueError):
+    """Row ``row`` of array ``name`` is not a probability distribution, for ``reason``."""
+
+    def __init__(self, name: str, row: int, reason: str):
+        super().__init__(f"{name}: row {row} {reason}")
+        self.name, self.row, self.reason = name, row, reason
+
+
 def check_distributions(p: np.ndarray, name: str = "p") -> np.ndarray:
-    """``p`` as a float (n, k) array of probability rows, or a ValueError naming the first bad row."""
+    """``p`` as a float (n, k) array of probability rows, or a DistributionError naming the first bad row."""
     arr = np.asarray(p, dtype=float)
     if arr.ndim != 2:
         raise ValueError(f"{name}: expected an (n_utterances, n_labels) array, got shape {arr.shape}")
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
-        raise ValueError(f"{name}: row {int(np.argmax(bad))} has a NaN or infinite probability")
+        i = int(np.argmax(bad))
+        raise DistributionError(name, i, "has a NaN or infinite probability")
     bad = (arr < 0).any(axis=1)
     if bad.any():
-        raise ValueError(f"{name}: row {int(np.argmax(bad))} has a negative probability")
+        i = int(np.argmax(bad))
+        raise DistributionError(name, i, "has a negative probability")
     sums = arr.sum(axis=1)
     bad = np.abs(sums - 1) > _SUM_ATOL
     if bad.any():
         i = int(np.argmax(bad))
-        raise ValueError(f"{name}: row {i} sums to {sums[i]:.6g}, not 1; normalise it before scoring")
+        raise DistributionError(name, i, f"sums to {sums[i]:.6g}, not 1; normalise it before scoring")
     return arr
 
 

@@ -131,9 +131,10 @@ def score_predictions(manifest: Any, predictions: Any, params: Mapping[str, Any]
     for name, arr, rows in (("predictions", q, np.flatnonzero(has_q)), ("manifest", p_true, np.arange(len(df)))):
         try:
             M.check_distributions(arr[rows], name)
-        except ValueError as err:  # name the utterance and cell, not a row number
-            row = rows[int(str(err).split("row ")[1].split(" ")[0])]
-            raise ScoringError(f"{err} (utterance {df.loc[row, 'utt_id']!r}, cell {_cell(df, row)})") from None
+        except M.DistributionError as err:  # name the utterance and cell, not a row number
+            row = rows[err.row]
+            raise ScoringError(f"{name}: utterance {df.loc[row, 'utt_id']!r} in cell {_cell(df, row)} "
+                               f"{err.reason}") from None
 
     y_pred = _predicted_index(df, labels)
     y_true = M.majority_label(p_true, sp["tie_policy"], y_pred)
@@ -179,7 +180,7 @@ def score_predictions(manifest: Any, predictions: Any, params: Mapping[str, Any]
 
     out = out.sort_values([*KEYS, "utt_id"], kind="stable").reset_index(drop=True)
     out.attrs["labels"] = list(labels)
-    out.attrs["ambiguity_order"] = list(order)
+    out.attrs["ambiguity_order"] = levels(out)
     out.attrs["missing"] = _missing(preds, mdf)
     out.attrs["scoring"] = {k: sp[k] for k in ("js_base", "kl_epsilon", "tie_policy", "ambiguity_from")}
     return out
