@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -301,3 +302,72 @@ def test_compute_table_and_metrics_json(scores):
 def test_summarise_rejects_params_in_place_of_the_grouping(scores):
     with pytest.raises(TypeError, match="params="):
         scoring.summarise(scores, PARAMS)
+
+
+# --------------------------------------------------------------------------- real votes (CREMA-D)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+CREMA = SHARED / "data" / "crema-d" / "processedResults"
+CODES = {"A": "angry", "D": "disgust", "F": "fear", "H": "happy", "N": "neutral", "S": "sad"}
+INTENDED = {"ANG": "angry", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
+
+
+@pytest.fixture(scope="module")
+def crema():
+    if not (CREMA / "tabulatedVotes.csv").exists():
+        pytest.skip(f"real CREMA-D vote tables not found under {SHARED} (the shared folder beside the checkout)")
+    votes = pd.read_csv(CREMA / "tabulatedVotes.csv", index_col=0)
+    votes = votes[votes.index // 100000 == 1]  # voice-only ratings
+    labels = list(CODES.values())
+    counts = votes[list(CODES)].to_numpy(dtype=float)
+    p = counts / counts.sum(axis=1, keepdims=True)
+    top = np.isclose(p, p.max(axis=1, keepdims=True))
+    h = -np.where(p > 0, p * np.log2(np.where(p > 0, p, 1)), 0).sum(axis=1)
+    man = pd.DataFrame({"utt_id": votes["fileName"].to_numpy(), "dataset": "crema-d",
+                        "speaker": votes["fileName"].str[:4].to_numpy(), "n_raters": counts.sum(axis=1).astype(int),
+                        "majority": np.where(top.sum(axis=1) > 1, "", np.asarray(labels)[p.argmax(axis=1)]),
+                        "majority_tie": top.sum(axis=1) > 1, "entropy_bits": h,
+                        "ambiguity": np.where(h < 1e-9, "clear", np.where(h <= 1.0, "low", np.where(h <= 1.5, "medium", "high")))})
+    for j, x in enumerate(labels):
+        man[f"p_{x}"] = p[:, j]
+    intended = man["utt_id"].str.split("_").str[2].map(INTENDED).to_numpy()
+    onehot = (np.asarray(labels)[None, :] == intended[:, None]).astype(float)
+    preds = pd.DataFrame({"utt_id": man["utt_id"], "dataset": "crema-d", "model": "intended", "strategy": "baseline",
+                          "budget": 1, **{f"p_{x}": onehot[:, j] for j, x in enumerate(labels)},
+                          "pred_label": intended, "parsed_ok": True, "n_candidates": 1, "model_calls": 0,
+                          "verifier_calls": 0, "prompt_tokens": 0, "gen_tokens": 0, "wall_s": 0.0, "candidates": "[]"})
+    summary_table = pd.read_csv(CREMA / "summaryTable.csv", index_col=0).set_index("FileName")
+    return man, preds, summary_table, intended
+
+
+def test_real_crema_d_votes_against_the_corpus_own_majority_table(crema):
+    man, preds, table, _ = crema
+    params = {"models": {"intended": {"params_b": 1.0}}, "scoring": {"tie_policy": "exclude"}}
+    s = scoring.score_predictions(man, preds, params)
+    assert len(s) == 7442
+    # the corpus's own summary table names the voice majority (ties as "A:D"): an independent reference
+    vote = table.loc[s["utt_id"], "VoiceVote"].to_numpy()
+    single = np.array([":" not in v for v in vote])
+    assert s["correct"].isna().sum() == (~single).sum()
+    expected = np.mean([CODES[v] == i for v, i, ok in zip(vote, s["pred_label"], single) if ok])
+    row = scoring.summarise(s, params=params, per_bin=False).iloc[0]
+    assert row["accuracy"] == pytest.approx(expected)
+    any_policy = {**params, "scoring": {"tie_policy": "any"}}
+    s_any = scoring.score_predictions(man, preds, any_policy)
+    expected_any = np.mean([i in {CODES[c] for c in v.split(":")} for v, i in zip(vote, s_any["pred_label"])])
+    assert scoring.summarise(s_any, params=any_policy, per_bin=False).iloc[0]["accuracy"] == pytest.approx(expected_any)
+    # a one-hot prediction: BC = sqrt(share of votes for that label); plausible = it got any vote
+    share = np.array([man.set_index("utt_id").loc[u, f"p_{x}"] for u, x in zip(s["utt_id"][:200], s["pred_label"][:200])])
+    np.testing.assert_allclose(s["bc"][:200], np.sqrt(share))
+    assert row["plausible_accuracy"] == pytest.approx((s["bc"] > 0).mean())
+
+
+def test_real_crema_d_bootstrap_clusters_by_actor(crema):
+    from ambiemo import stats
+
+    man, preds, _, _ = crema
+    params = {"models": {"intended": {"params_b": 1.0}}, "seed": 1}
+    s = scoring.score_predictions(man, preds, params)
+    ci = stats.bootstrap_ci(s, params, metrics=["js", "accuracy", "f1_weighted"], n_resamples=200)
+    assert (ci["n_clusters"] == 91).all() and (ci["cluster_unit"] == "speaker").all()
+    assert ((ci["ci_low"] < ci["estimate"]) & (ci["estimate"] < ci["ci_high"])).all()
