@@ -221,6 +221,10 @@ def test_degenerate_designs_give_notes_not_crashes():
     assert table.set_index("term").loc["log10_capacity × entropy", "estimate"] > 0
     no_speakers = stats.interaction_model(_simulate(n_utts=30, speakers=False), PARAMS)
     assert "speaker not identifiable" in no_speakers["note"].iloc[0]
+    small_limit = {**PARAMS, "stats": {**PARAMS["stats"], "speaker_component_max_utterances": 20}}
+    big = stats.interaction_model(_simulate(n_utts=30), small_limit)
+    assert "speaker variance component skipped for size" in big["note"].iloc[0]
+    assert "var(speaker)" not in set(big["term"])
     all_right = _simulate(n_utts=20).assign(correct=1.0)
     table = stats.correctness_model(all_right, PARAMS)
     assert table["term"].tolist() == ["(not fitted)"] and "no variation" in table["note"].iloc[0]
