@@ -103,13 +103,20 @@ def clusters(frame: pd.DataFrame) -> tuple[np.ndarray, str]:
     return codes, unit
 
 
-def resample_weights(codes: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_resamples, n_rows) integer weights: how often each row's cluster was drawn."""
-    n_clusters = int(codes.max()) + 1
+def cluster_counts(n_clusters: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_resamples, n_clusters): how often each cluster was drawn in each resample."""
     draws = rng.integers(0, n_clusters, size=(n_resamples, n_clusters))
     offset = draws + n_clusters * np.arange(n_resamples)[:, None]   # one bincount for all resamples
-    counts = np.bincount(offset.ravel(), minlength=n_resamples * n_clusters).reshape(n_resamples, n_clusters)
-    return counts[:, codes].astype(float)
+    return np.bincount(offset.ravel(), minlength=n_resamples * n_clusters).reshape(n_resamples, n_clusters)
+
+
+def resample_weights(codes: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_resamples, n_rows) integer weights: how often each row's cluster was drawn."""
+    return cluster_counts(int(codes.max()) + 1, n_resamples, rng)[:, codes].astype(float)
+
+
+# Resamples evaluated at once: bounds memory at (chunk × rows) floats per array for large corpora.
+_CHUNK = 200
 
 
 # --------------------------------------------------------------------------- weighted metrics
@@ -161,8 +168,16 @@ def weighted_metrics(frame: pd.DataFrame, w: np.ndarray, labels: Sequence[str],
     has_q = np.isfinite(q).all(axis=1)
     wq, p, q = w[:, has_q], p[has_q], q[has_q]
     k = len(labels)
-    # R²: every (utterance, label) cell carries its utterance's weight.
-    out["r2"] = _wpearson(np.repeat(wq, k, axis=1), p.ravel(), q.ravel()) ** 2
+    # R²: every (utterance, label) cell carries its utterance's weight; the pooled moments are
+    # weighted sums of per-utterance sums, so no (B, n·k) array is needed.
+    n_cells = k * wq.sum(axis=1)
+    sx, sy = wq @ p.sum(axis=1), wq @ q.sum(axis=1)
+    sxx, syy, sxy = wq @ (p * p).sum(axis=1), wq @ (q * q).sum(axis=1), wq @ (p * q).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cov, vx, vy = sxy - sx * sy / n_cells, sxx - sx * sx / n_cells, syy - sy * sy / n_cells
+        r2 = cov * cov / (vx * vy)
+    r2[(vx <= 1e-12 * n_cells) | (vy <= 1e-12 * n_cells)] = np.nan
+    out["r2"] = r2
     if has_q.sum() >= 1:
         hp, hq = M.entropy_for_ranking(p), M.entropy_for_ranking(q)
         out["entropy_spearman"] = _wpearson(wq, _wranks(wq, hp), _wranks(wq, hq))
@@ -227,9 +242,11 @@ def bootstrap_ci(scores: pd.DataFrame, params: Mapping[str, Any] | None = None, 
                       for b, gb in sorted(g.groupby("ambiguity"), key=lambda t: int(t[1]["ambiguity_rank"].iloc[0]))]
         for bin_name, rank, part in parts:
             codes, unit = clusters(part)
-            w = resample_weights(codes, n_resamples, _rng(seed, (*key, bin_name)))
+            counts = cluster_counts(int(codes.max()) + 1, n_resamples, _rng(seed, (*key, bin_name)))
             point = weighted_metrics(part, np.ones((1, len(part))), labels, int(sp["ece_bins"]))
-            boot = weighted_metrics(part, w, labels, int(sp["ece_bins"]))
+            chunks = [weighted_metrics(part, counts[i:i + _CHUNK, codes].astype(float), labels, int(sp["ece_bins"]))
+                      for i in range(0, n_resamples, _CHUNK)]
+            boot = {m: np.concatenate([c[m] for c in chunks]) for m in chunks[0]}
             for metric in metrics:
                 if metric not in boot:
                     raise KeyError(f"bootstrap_ci: unknown metric {metric!r}; choose from {sorted(boot)}")
