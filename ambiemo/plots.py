@@ -254,12 +254,23 @@ def _legend(fig: Figure, axes: np.ndarray) -> None:
 
 # --------------------------------------------------------------------------- 3. interaction
 
+def _message_figure(text: str) -> Figure:
+    """A small figure that says why there is nothing to plot (the pipeline still writes the file)."""
+    with plt.rc_context(RC):
+        fig, ax = plt.subplots(figsize=(SINGLE, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    return fig
+
+
 def interaction(gains: pd.DataFrame, baseline: str = "baseline") -> Figure:
     """Gain over the baseline (positive = better) against model capacity (log scale), one line per
     strategy (at its largest budget), one panel per ambiguity level, one row per dataset. Takes
     ``scoring.gain_over_baseline(summary, metric)``."""
     data = _one_budget(gains)
-    metric = str(data["metric"].iloc[0]) if len(data) else ""
+    if data.empty:
+        return _message_figure("no gain to show: the run has no strategy besides the baseline")
+    metric = str(data["metric"].iloc[0])
     datasets = sorted(data["dataset"].unique())
     levels = data[["ambiguity", "ambiguity_rank"]].drop_duplicates().sort_values("ambiguity_rank")["ambiguity"].tolist()
     strategies = _strategy_order(data, baseline)

@@ -296,6 +296,12 @@ def _baseline_rows(g: pd.DataFrame, baseline: str) -> pd.DataFrame:
     return base[base["budget"] == base["budget"].min()]
 
 
+PAIRED_COLUMNS = ["dataset", "model", "strategy", "budget", "metric", "n_pairs", "n_dropped", "baseline_mean",
+                  "strategy_mean", "mean_diff", "diff_ci_low", "diff_ci_high", "gain", "wilcoxon_stat", "p_wilcoxon",
+                  "p_permutation", "rank_biserial", "p_wilcoxon_holm", "p_permutation_holm", "significant", "family",
+                  "note"]
+
+
 def paired_comparisons(scores: pd.DataFrame, params: Mapping[str, Any] | None = None, *,
                        metrics: Sequence[str] | None = None, baseline: str | None = None,
                        n_resamples: int | None = None, seed: int | None = None) -> pd.DataFrame:
@@ -336,7 +342,9 @@ def paired_comparisons(scores: pd.DataFrame, params: Mapping[str, Any] | None = 
                 rows.append(_paired_row(dataset, model, strategy, budget, metric, base.loc[common], cell.loc[common],
                                         n_perm, seed, int(sp["bootstrap_resamples"]), float(sp["ci_level"])))
     out = pd.DataFrame(rows)
-    if out.empty or "p_permutation" not in out:
+    if out.empty:  # one strategy only: nothing to compare, but the table keeps its columns
+        return pd.DataFrame(columns=PAIRED_COLUMNS)
+    if "p_permutation" not in out:
         return out
     family_keys = [*st["holm_family"], "metric"]
     out["family"] = out[family_keys].astype(str).agg("/".join, axis=1)
@@ -346,10 +354,7 @@ def paired_comparisons(scores: pd.DataFrame, params: Mapping[str, Any] | None = 
         out.loc[idx, "p_wilcoxon_holm"] = holm(out.loc[idx, "p_wilcoxon"], st["alpha"])
         out.loc[idx, "p_permutation_holm"] = holm(out.loc[idx, "p_permutation"], st["alpha"])
     out["significant"] = out["p_permutation_holm"] < float(st["alpha"])
-    order = ["dataset", "model", "strategy", "budget", "metric", "n_pairs", "n_dropped", "baseline_mean",
-             "strategy_mean", "mean_diff", "diff_ci_low", "diff_ci_high", "gain", "wilcoxon_stat", "p_wilcoxon",
-             "p_permutation", "rank_biserial", "p_wilcoxon_holm", "p_permutation_holm", "significant", "family", "note"]
-    return out[order]
+    return out[PAIRED_COLUMNS]
 
 
 def _paired_row(dataset, model, strategy, budget, metric, base: pd.DataFrame, cell: pd.DataFrame,

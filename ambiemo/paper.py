@@ -1,0 +1,186 @@
+"""The manuscript's generated inputs: every table it ``\\input``s and every number its text quotes.
+
+``paper_outputs`` writes into ``paper/generated/``:
+
+    macros.tex          \\newcommand for each number quoted in the text (names listed in MACROS)
+    tab_datasets.tex    the corpora: utterances, speakers, raters, unanimity, entropy, bins
+    tab_main.tex        every metric per model × strategy (each strategy at its largest budget)
+    tab_paired.tex      each strategy against the baseline: mean JS difference, effect size, Holm p
+    tab_mixed.tex       the mixed model of JS distance on capacity × strategy × entropy
+    tab_compute.tex     compute per utterance, per model × strategy × budget
+
+Inputs are the pipeline's own tables (``results/summary/*.csv``, ``results/stats/*.csv``), so the
+paper can be rebuilt from them without rerunning inference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from ambiemo.report import format_value, latex_table, write_macros
+
+# The profile note printed in the abstract and the results; a demo build must never read as a finding.
+PROFILE_NOTES = {
+    "demo": ("These numbers come from the offline demo profile: synthetic speech with simulated annotators, "
+             "a 135M-parameter cascade and a randomly initialised tiny ALM. They demonstrate the method "
+             "and the pipeline, not the behaviour of real ALMs."),
+    "paper": "These numbers come from the study profile: the real corpora and the eight ALMs.",
+}
+
+MACROS = ("ProfileName", "ProfileNote", "NumDatasets", "NumModels", "NumStrategies", "NumUtterances",
+          "LargestModel", "BaselineJS", "BestStrategy", "BestJS", "BaselineParseFail", "NumComparisons",
+          "NumSignificant", "Alpha", "InteractionTerm", "InteractionCoef", "InteractionCILow",
+          "InteractionCIHigh", "InteractionP")
+
+MAIN_COLUMNS = {"model": "Model", "strategy": "Strategy", "budget": "$B$", "js": "JS$\\downarrow$",
+                "bc": "BC$\\uparrow$", "r2": "$R^2\\uparrow$", "ece": "ECE$\\downarrow$", "accuracy": "Acc$\\uparrow$",
+                "f1_weighted": "F1$\\uparrow$", "uar": "UAR$\\uparrow$", "parse_failure_rate": "Parse fail"}
+
+
+def _overall(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["ambiguity"] == "all"] if "ambiguity" in frame else frame
+
+
+def _largest_budget(summary: pd.DataFrame) -> pd.DataFrame:
+    """Each dataset × model × strategy at its largest budget."""
+    idx = summary.groupby(["dataset", "model", "strategy"])["budget"].idxmax()
+    return summary.loc[idx.sort_values()]
+
+
+def dataset_table(manifests: Mapping[str, Any]) -> pd.DataFrame:
+    rows = []
+    for name, m in manifests.items():
+        df = m.df
+        row = {"Dataset": name, "Labels": len(m.labels), "Utterances": len(df),
+               "Speakers": df["speaker"].replace("", np.nan).nunique(),
+               "Raters/utt.": df["n_raters"].mean(),
+               "Unanimous": (df["entropy_bits"] <= 1e-9).mean(),
+               "Tied majority": df["majority_tie"].mean(),
+               "Entropy (bits)": df["entropy_bits"].mean()}
+        for level in m.ambiguity_order():
+            row[level.capitalize()] = int((df["ambiguity"] == level).sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _with_order(frame: pd.DataFrame, strategies: list[str]) -> pd.DataFrame:
+    order = {s: i for i, s in enumerate(strategies)}
+    return frame.assign(_o=frame["strategy"].map(order).fillna(len(order))).sort_values(
+        ["dataset", "model", "_o", "budget"]).drop(columns="_o")
+
+
+def headline_numbers(summary: pd.DataFrame, paired: pd.DataFrame | None, mixed: pd.DataFrame | None,
+                     params: Mapping[str, Any], manifests: Mapping[str, Any]) -> dict[str, Any]:
+    """The numbers the text quotes, computed from the pipeline's tables (never typed by hand)."""
+    run = params["run"]
+    overall = _overall(summary)
+    models = overall.drop_duplicates("model").set_index("model")["params_b"].astype(float)
+    largest = models.fillna(-1).idxmax()
+    dataset = run["datasets"][0]
+    cell = _largest_budget(overall[(overall["model"] == largest) & (overall["dataset"] == dataset)])
+    base = cell[cell["strategy"] == "baseline"]
+    best = cell.loc[cell["js"].idxmin()]
+    alpha = float((params.get("stats") or {}).get("alpha", 0.05))
+    values: dict[str, Any] = {
+        "ProfileName": run["profile"],
+        "ProfileNote": PROFILE_NOTES.get(run["profile"], ""),
+        "NumDatasets": len(run["datasets"]), "NumModels": len(run["models"]),
+        "NumStrategies": len(run["strategies"]),
+        "NumUtterances": int(sum(len(m.df) for m in manifests.values())),
+        "LargestModel": largest,
+        "BaselineJS": float(base["js"].iloc[0]) if len(base) else float("nan"),
+        "BestStrategy": f"{best['strategy']} (B={int(best['budget'])})",
+        "BestJS": float(best["js"]),
+        "BaselineParseFail": 100 * float(base["parse_failure_rate"].iloc[0]) if len(base) else float("nan"),
+        "Alpha": alpha,
+    }
+    js_tests = paired[paired["metric"] == "js"] if paired is not None and len(paired) else pd.DataFrame()
+    values["NumComparisons"] = len(js_tests)
+    values["NumSignificant"] = int(js_tests["significant"].astype(bool).sum()) if len(js_tests) else 0
+    values.update(InteractionTerm="(not fitted)", InteractionCoef=None, InteractionCILow=None,
+                  InteractionCIHigh=None, InteractionP=None)
+    if mixed is not None and len(mixed) and "p" in mixed:
+        fitted = mixed.dropna(subset=["estimate"])
+        # The term the study asks about: capacity x entropy where capacity varies, else strategy x entropy.
+        for pattern in ("log10_params:entropy", "entropy"):
+            hits = fitted[fitted["term"].str.contains(pattern, regex=False) & fitted["term"].str.contains(":")]
+            if len(hits):
+                row = hits.iloc[0]
+                values.update(InteractionTerm=str(row["term"]), InteractionCoef=row["estimate"],
+                              InteractionCILow=row["ci_low"], InteractionCIHigh=row["ci_high"], InteractionP=row["p"])
+                break
+    return values
+
+
+def paper_outputs(manifests: Mapping[str, Any], tables: Mapping[str, pd.DataFrame],
+                  stats: Mapping[str, pd.DataFrame], params: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
+    """Write every generated input of the manuscript into ``out_dir``; return the paths written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    strategies = list(params["run"]["strategies"])
+    summary = _overall(tables["summary"])
+    written = []
+
+    datasets = dataset_table(manifests)
+    written.append(latex_table(datasets, out / "tab_datasets.tex", label="tab:datasets", digits=2,
+                               caption="The corpora of this run: annotators' votes and their ambiguity."))
+
+    main = _with_order(_largest_budget(summary), strategies)
+    cols = [c for c in MAIN_COLUMNS if c in main]
+    metric_cols = [c for c in cols if c not in ("model", "strategy", "budget")]
+    main[metric_cols] = main[metric_cols].astype(float)  # a CSV column of 0s and 1s reads back as integers
+    multi = main["dataset"].nunique() > 1
+    main_cols = (["dataset"] if multi else []) + cols
+    written.append(latex_table(main[main_cols].rename(columns={**MAIN_COLUMNS, "dataset": "Dataset"}),
+                               out / "tab_main.tex", label="tab:main", digits=3,
+                               escape_headers=False, caption="Every metric per model and strategy (each at its largest budget $B$). "
+                                       "JS distance uses the natural logarithm; parse failures count as a "
+                                       "uniform distribution and as wrong for accuracy."))
+
+    paired = stats.get("paired")
+    if paired is not None and len(paired):
+        js = _with_order(paired[paired["metric"] == "js"], strategies)
+        keep = {"model": "Model", "strategy": "Strategy", "budget": "$B$", "mean_diff": "$\\Delta$JS",
+                "diff_ci_low": "CI low", "diff_ci_high": "CI high", "rank_biserial": "$r_{rb}$",
+                "p_wilcoxon_holm": "$p_{Holm}$"}
+        table = js[list(keep)].rename(columns=keep)
+    else:
+        table = pd.DataFrame({"Note": ["no paired comparison (one strategy only)"]})
+    written.append(latex_table(table, out / "tab_paired.tex", label="tab:paired", digits=3, escape_headers=False,
+                               caption="Each strategy against the baseline on per-utterance JS distance "
+                                       "(negative $\\Delta$ = closer to the annotators): Wilcoxon signed-rank, "
+                                       "Holm-corrected per model, matched-pairs rank-biserial effect size."))
+
+    mixed = stats.get("mixed_model")
+    if mixed is not None and len(mixed):
+        keep = {"term": "Term", "estimate": "Estimate", "ci_low": "CI low", "ci_high": "CI high", "p": "$p$"}
+        table = mixed[list(keep)].rename(columns=keep)
+        note = str(mixed["note"].dropna().iloc[0]) if mixed["note"].notna().any() else None
+    else:
+        table, note = pd.DataFrame({"Note": ["not fitted"]}), None
+    written.append(latex_table(table, out / "tab_mixed.tex", label="tab:mixed", digits=3, notes=note, escape_headers=False,
+                               caption="Linear mixed model of per-utterance JS distance on log capacity, "
+                                       "strategy and vote entropy (centred), random intercept per utterance."))
+
+    compute = _with_order(tables["compute"], strategies)
+    keep = {"model": "Model", "strategy": "Strategy", "budget": "$B$", "model_calls": "Calls",
+            "verifier_calls": "Verifier calls", "prompt_tokens": "Prompt tok.", "gen_tokens": "Gen. tok.",
+            "wall_s": "Seconds"}
+    written.append(latex_table(compute[list(keep)].rename(columns=keep), out / "tab_compute.tex",
+                               label="tab:compute", digits=2, escape_headers=False,
+                               caption="Compute per utterance, per strategy and budget."))
+
+    values = headline_numbers(summary, paired, mixed, params, manifests)
+    missing = set(MACROS) - set(values)
+    if missing:  # the manuscript uses every name in MACROS
+        raise KeyError(f"paper macros not computed: {sorted(missing)}")
+    written.append(write_macros({k: values[k] for k in MACROS}, out / "macros.tex",
+                                digits={"BaselineParseFail": 1, "Alpha": 2}))
+    return written
+
+
+__all__ = ["paper_outputs", "headline_numbers", "dataset_table", "MACROS", "format_value"]
