@@ -7,8 +7,8 @@ is read by that final answer):
 
 1. an object ``{...}`` of ``label: value`` pairs: JSON, a Python dict, or unquoted keys;
 2. a ``label: value`` list outside braces (``happy: 0.6, sad: 0.4``, one pair per line, bullets);
-3. an explicit answer ``emotion: sad`` / ``{"answer": "sad"}`` / a bare label (``Sad.``), read as
-   one-hot.
+3. an explicit answer ``emotion: sad`` / ``The emotion is sad.`` / ``{"answer": "sad"}`` / a bare
+   label (``Sad.``), read as one-hot.
 
 Values may be probabilities, scores, percentages (``60%``, ``60 percent``) or simple number words
 (``zero``, ``twenty-five``, ``half``). Keys may use another case, an inflection or a common
@@ -83,10 +83,12 @@ _LIST_PAIR_RE = re.compile(
 )
 # What may separate two pairs of one list: spaces, commas, bullets, list numbers, "and".
 _LIST_GAP_RE = re.compile(r"[\s,;|*•·\-–\"'`]*(?:(?:and|\d+[.)])[\s,;|*•·\-–\"'`]*)?", re.IGNORECASE)
-# "Answer: sad", "**Emotion:** Sad." -- the word must end its clause.
+# "Answer: sad", "**Emotion:** Sad.", "The emotion is sad." -- the word must end its clause, so that
+# "the emotion is angry or sad" and "the emotion is not sad" are not read.
 _ANSWER_RE = re.compile(
     r"(?<![A-Za-z])(?P<key>final answer|predicted emotion|predicted label|final emotion|answer|emotion|label|"
-    r"prediction|class)[*_\s]*[:=][*_\s]*[\"'`]?(?P<word>[A-Za-z]+)[\"'`*_]*(?=\s*(?:[.!,;]|$))",
+    r"prediction|class)(?:[*_\s]*[:=][*_\s]*|\s+(?:is|would be)\s+)[\"'`]?(?P<word>[A-Za-z]+)[\"'`*_]*"
+    r"(?=\s*(?:[.!,;]|$))",
     re.IGNORECASE | re.MULTILINE,
 )
 _STRIP_CHARS = " \t\r\n.!,;:*_`\"'()[]"

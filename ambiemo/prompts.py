@@ -39,39 +39,43 @@ LABEL_ORDERS = ("canonical", "seeded", "per-utterance")
 SYSTEM = "You are an expert in how people perceive emotion in speech."
 
 # {labels}: "neutral, happy, angry or sad"; {schema}: {"neutral": <probability>, ...} in the asked order.
+# The wording was checked on the demo's 135M-parameter cascade LLM, the most fragile reader: asking
+# for "one line of JSON and nothing else, in this form" stopped it from wrapping the object in
+# prose and a code fence that the token limit then cut off.
+_ANSWER_FORM = "Answer with one line of JSON and nothing else, in this form: {schema}"
 DISTRIBUTION = (
-    "Listen to the speech. Listeners often disagree about the emotion they hear. Estimate the probability "
-    "that a listener perceives each of these emotions: {labels}. Reply with a JSON object only, mapping every "
-    "emotion to its probability, the probabilities summing to 1: {schema}"
+    "Listeners often disagree about the emotion they hear. Estimate the probability, summing to 1, that a "
+    "listener perceives each of these emotions: {labels}. " + _ANSWER_FORM
 )
-SINGLE = (
-    "Listen to the speech. Which emotion does the speaker express: {labels}? Reply with one word, the emotion."
-)
+SINGLE = "Which emotion does the speaker express: {labels}? Answer with one word."
 COT = (
-    "Listen to the speech. Listeners often disagree about the emotion they hear. First describe in two or three "
-    "sentences what you hear in the voice and the words (tone, pitch, energy, wording) and which of these emotions "
-    "it suggests: {labels}. Then, on the last line, give a JSON object mapping every emotion to its probability, "
-    "the probabilities summing to 1: {schema}"
+    "Listeners often disagree about the emotion they hear. Think step by step: in two or three sentences, say "
+    "what the words and the voice (tone, pitch, energy) suggest about these emotions: {labels}. Then, on a new "
+    "line, give the probability of each emotion, summing to 1, as one line of JSON in this form: {schema}"
 )
 PARAPHRASES: tuple[str, ...] = (
     DISTRIBUTION,
-    ("How likely is each of these emotions to be heard in this recording: {labels}? Answer only with a JSON object "
-     "giving each emotion's probability, the probabilities adding up to 1: {schema}"),
+    ("How likely is each of these emotions to be heard in this recording: {labels}? Give probabilities that add "
+     "up to 1. " + _ANSWER_FORM),
     ("Imagine that many people listened to this clip and each named the emotion they perceived, choosing from "
-     "{labels}. What share of them would choose each emotion? Reply only with a JSON object of these shares as "
-     "probabilities summing to 1: {schema}"),
-    ("Describe the emotional content of this utterance as a probability distribution over {labels}. Output a JSON "
-     "object and nothing else, with probabilities that sum to 1: {schema}"),
-    ("You hear a speaker. Give the probability of each emotion among {labels} as a JSON object whose values sum "
-     "to 1, with no other text: {schema}"),
+     "{labels}. What share of them would choose each emotion? Give the shares as probabilities summing to 1. "
+     + _ANSWER_FORM),
+    "Describe the emotional content of this utterance as a probability distribution over {labels}. " + _ANSWER_FORM,
+    "You hear a speaker. Give the probability of each emotion among {labels}, summing to 1. " + _ANSWER_FORM,
 )
-VERIFIER = (
-    "Listen to the speech again and judge the answer above. How well does it describe the emotions that "
-    "listeners would perceive in this speech? Reply with one whole number from 0 (completely wrong) to 10 "
-    "(perfect), and nothing else."
+# The verifier's question depends on how its answer is read (params strategies.verifier.method):
+# ``generate`` reads a 0-10 rating from its reply; ``options`` reads p(Yes) / (p(Yes) + p(No)) from
+# two option scores, one forward pass per option, where eleven ratings would cost eleven.
+VERIFIER_RATING = (
+    "Judge the answer above. How well does it describe the emotions that listeners would perceive in this "
+    "speech? Reply with one whole number from 0 (completely wrong) to 10 (perfect), and nothing else."
 )
-# The verifier's possible replies, scored as options when its route can (see ambiemo.strategies).
-VERIFIER_SCALE = tuple(str(i) for i in range(11))
+VERIFIER_YES_NO = (
+    "Judge the answer above. Does it describe well the emotions that listeners would perceive in this speech? "
+    "Answer Yes or No."
+)
+VERIFIER_YES = ("Yes", "yes")
+VERIFIER_NO = ("No", "no")
 
 TEMPLATES = {"distribution": DISTRIBUTION, "single": SINGLE, "cot": COT}
 
@@ -151,14 +155,16 @@ class PromptBook:
         return self._build(PARAPHRASES[k], f"paraphrase-{k}" if k else "distribution", self.label_order(utt_id, k))
 
     @staticmethod
-    def verifier(task: Prompt, answer: str) -> list[Message]:
+    def verifier(task: Prompt, answer: str, method: str = "generate") -> list[Message]:
         """The verifier's conversation: the task as the model heard it, the candidate answer as the
-        assistant's turn, then the question of how good it is."""
-        return [*task.messages, Message("assistant", answer), Message("user", VERIFIER)]
+        assistant's turn, then the question (a 0-10 rating for ``generate``, yes/no for ``options``)."""
+        question = VERIFIER_YES_NO if method == "options" else VERIFIER_RATING
+        return [*task.messages, Message("assistant", answer), Message("user", question)]
 
     def describe(self) -> dict[str, Any]:
         """For provenance: the version, the order setting, and the texts' fingerprint."""
-        texts = {"system": SYSTEM, **TEMPLATES, "paraphrases": list(PARAPHRASES), "verifier": VERIFIER}
+        texts = {"system": SYSTEM, **TEMPLATES, "paraphrases": list(PARAPHRASES),
+                 "verifier": [VERIFIER_RATING, VERIFIER_YES_NO]}
         return {
             "version": PROMPT_VERSION,
             "label_order": self.mode,

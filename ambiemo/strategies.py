@@ -53,7 +53,7 @@ import numpy as np
 
 from ambiemo.models.base import AudioLanguageModel, AudioRequest, Candidate, CapabilityError, GenerationConfig
 from ambiemo.parsing import parse_distribution
-from ambiemo.prompts import VERIFIER_SCALE, Prompt, PromptBook
+from ambiemo.prompts import VERIFIER_NO, VERIFIER_YES, Prompt, PromptBook
 from ambiemo.registry import Registry
 
 # Defaults of params ``strategies`` (params.yaml states them again for the reader; these hold when
@@ -393,8 +393,9 @@ class _Verified(CandidateStrategy):
     def rate(self, utt: Utterance, prompt: Prompt, cands: list[Candidate], dists: list, cost: Cost) -> list[float | None]:
         """A score in [0, 1] per parsed candidate (None for the others, and for an unreadable rating).
 
-        ``options``: the expected rating under the verifier's probabilities of the replies 0..10
-        (one forward pass per candidate); ``generate``: its greedy reply, read as a number.
+        ``options``: the verifier's p(Yes) / (p(Yes) + p(No)) to "does the answer describe the
+        emotions well?", case forms summed (one forward pass per option); ``generate``: its greedy
+        0-10 rating, divided by 10.
         """
         verifier = self.ctx.verifier
         method = self.verifier_method()
@@ -403,10 +404,12 @@ class _Verified(CandidateStrategy):
             if p is None:
                 scores.append(None)
                 continue
-            request = AudioRequest(utt.utt_id, utt.waveform, utt.sample_rate, self.ctx.prompts.verifier(prompt, c.text))
+            messages = self.ctx.prompts.verifier(prompt, c.text, method)
+            request = AudioRequest(utt.utt_id, utt.waveform, utt.sample_rate, messages)
             if method == "options":
-                probs = softmax(verifier.score_options(request, VERIFIER_SCALE))
-                scores.append(float(np.dot(probs, np.arange(len(VERIFIER_SCALE)))) / 10.0)
+                logp = np.asarray(verifier.score_options(request, [*VERIFIER_YES, *VERIFIER_NO]), dtype=float)
+                yes, no = np.logaddexp.reduce(logp[:len(VERIFIER_YES)]), np.logaddexp.reduce(logp[len(VERIFIER_YES):])
+                scores.append(float(1.0 / (1.0 + np.exp(no - yes))) if np.isfinite([yes, no]).all() else None)
                 cost.add_scoring(verifier=True)
             else:
                 config = GenerationConfig(mode="greedy", n=1, max_new_tokens=self.ctx.max_new_tokens("verifier"))
@@ -421,7 +424,7 @@ class _Verified(CandidateStrategy):
 @register_strategy("alm-v")
 class VerifierBest(_Verified):
     name = "alm-v"
-    summary = "B candidates; a verifier ALM rates each (0-10); keep the best"
+    summary = "B candidates; a verifier ALM scores each (p(Yes) or a 0-10 rating); keep the best"
     selection = "argmax verifier score among parsed candidates (no readable score: the first parsed)"
 
     def combine(self, utt, prompt, cands, cost, budget):

@@ -203,3 +203,42 @@ def test_cli(manifest: Path, tmp_path: Path) -> None:
 
     result = runner.invoke(app, ["strategies", "list", "--params", str(params_path)])
     assert result.exit_code == 0 and "w-alm-v" in result.output and "B in [2, 3]" in result.output
+
+
+@pytest.mark.slow
+def test_every_strategy_on_a_tiny_real_architecture(manifest: Path, tmp_path: Path) -> None:
+    """The real Qwen2-Audio code path (chat template, audio features, beam search with scores,
+    option scoring, the verifier's assistant turn), shrunk to a random ~0.3M-parameter instance.
+    Its answers are noise, so what is checked is the plumbing and the label-scoring arithmetic."""
+    pytest.importorskip("torch")
+    from ambiemo.inference import build_model
+    from ambiemo.strategies import STRATEGIES
+
+    params = make_params(tmp_path)
+    params["models"] = {"tiny": {"adapter": "hf-qwen2-audio", "checkpoint": "tiny:qwen2-audio", "dtype": "float32",
+                                 "cache_dir": str(tmp_path / "tiny")}}
+    params["strategies"].update({"verifier": {"model": "tiny"}, "bon": {"budgets": [2]}, "w-bon": {"budgets": [2]},
+                                 "alm-v": {"budgets": [2]}, "w-alm-v": {"budgets": [2]},
+                                 "self-consistency": {"budgets": [1, 2]}, "prompt-ensemble": {"budgets": [2]},
+                                 "max_new_tokens": {"base": 2, "per_label": 2, "reasoning": 4}})
+    model = build_model(params, "tiny")
+    for name in STRATEGIES.names():
+        df = run_inference(params, "tiny", name, manifest, tmp_path / f"{name}.parquet", limit=2, model=model)
+        assert len(df) == 2 * len(df[["strategy", "budget"]].drop_duplicates()), name
+        assert df.attrs["meta"]["model_failures"] == {}, name
+        for raw in df["candidates"]:
+            for c in json.loads(raw):
+                assert c["logprob"] is not None and np.isfinite(c["logprob"]), name
+        if name == "label-scoring":
+            # p = softmax over labels of logsumexp over each label's written forms (stored per option)
+            from scipy.special import logsumexp, softmax
+
+            cands = json.loads(df["candidates"].iloc[0])
+            lp = {c["text"]: c["logprob"] for c in cands}
+            expected = softmax([logsumexp([lp[x], lp[x.title()]]) for x in FOUR])
+            np.testing.assert_allclose(df[[f"p_{x}" for x in FOUR]].iloc[0], expected, rtol=1e-9)
+            assert df["parsed_ok"].all()
+        if name == "bon":
+            cands = json.loads(df["candidates"].iloc[0])
+            assert len(cands) == 2 and df.attrs["meta"]["provenance"]["strategy"]["candidate_source"] == "beam"
+    assert model.usage.calls > 0

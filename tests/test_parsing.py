@@ -43,8 +43,8 @@ CASES = [
     # prose around the answer, a markdown code fence
     ('Sure! Here is my estimate:\n```json\n{"angry": 0.7, "sad": 0.3}\n```\nHope this helps.', dist(angry=0.7, sad=0.3)),
     # a chain of thought that names several labels before its final answer
-    ("The voice is loud, which could mean angry or happy; the words are sad, though, and the pitch is flat, "
-     'more neutral. Final answer: {"neutral": 0.2, "happy": 0.1, "angry": 0.3, "sad": 0.4}',
+    (("The voice is loud, which could mean angry or happy; the words are sad, though, and the pitch is flat, "
+     'more neutral. Final answer: {"neutral": 0.2, "happy": 0.1, "angry": 0.3, "sad": 0.4}'),
      dist(neutral=0.2, happy=0.1, angry=0.3, sad=0.4)),
     ("I hear happy: 0.9 at first. But overall:\n- **Sad**: 70%\n- **Neutral**: 30%", dist(sad=0.7, neutral=0.3)),
     # nested object
@@ -61,6 +61,7 @@ CASES = [
     ('"anger"', dist(angry=1.0)),
     ("It might be angry, or neutral. Final answer: sad", dist(sad=1.0)),
     ('{"emotion": "sad", "confidence": 0.9}', dist(sad=1.0)),
+    ("The emotion is happy.", dist(happy=1.0)),
 ]
 
 
@@ -77,6 +78,9 @@ FAILURES = [
     "I am not sure what emotion this is.",
     "The speaker could be angry or sad.",          # prose only: not a guess
     "Emotion: angry or sad",                       # an answer key followed by two labels
+    "The emotion is angry or sad.",
+    "The emotion is not sad.",
+    "The speaker expresses sadness, which is neutral.",  # two labels in prose
     '{"happy": 0.5, "joy": 0.5}',                  # one label named twice through a synonym
     '{"happy": 0.5, "happy": 0.5}',                # one label named twice
     '{"happy": -0.1, "sad": 1.1}',                 # negative value

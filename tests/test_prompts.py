@@ -63,11 +63,13 @@ def test_variants_and_verifier() -> None:
     book = PromptBook(FOUR, seed=3, system=False)
     single, cot = book.ask("single", "u"), book.ask("cot", "u")
     assert len(single.messages) == 1 and "one word" in user_text(single)
-    assert "last line" in user_text(cot) and "JSON" in user_text(cot)
+    assert "step by step" in user_text(cot) and "JSON" in user_text(cot)
     answer = json.dumps({"happy": 1.0})
     conv = book.verifier(single, answer)
     assert [m.role for m in conv] == ["user", "assistant", "user"]
     assert conv[1].text == answer and conv[0].audio and not conv[2].audio
+    assert "0 (completely wrong) to 10" in conv[2].text
+    assert "Answer Yes or No" in book.verifier(single, answer, "options")[2].text
     with pytest.raises(KeyError, match="unknown prompt kind"):
         book.ask("poem", "u")
 

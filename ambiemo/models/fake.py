@@ -14,8 +14,8 @@ Spec (a ``params.yaml`` entry ``{adapter: fake, ...}``) or keyword arguments:
     logprobs_available, beam_search, option_scoring: capabilities (default true)
     wall_s          seconds reported per request (default 0.01), shared among its candidates
 
-``script`` (keyword only): ``script(request, config, index) -> str | (str, logprob)`` overrides
-``answers``/``logprobs`` for generation requests.
+``script`` (keyword only): ``script(request, config, index) -> str | (str, logprob) | (str, logprob,
+n_tokens)`` overrides ``answers``/``logprobs`` for generation requests.
 
 Without answers, candidate i of a request answers a JSON distribution drawn from a hash of the
 request, the config and i, and a verifier request is answered with a rating drawn the same way.
@@ -87,22 +87,24 @@ class FakeModel(AudioLanguageModel):
         p[-1] = round(1.0 - p[:-1].sum(), 2)
         return json.dumps({label: float(abs(v)) for label, v in zip(self.labels, p)})
 
-    def _answer(self, request: AudioRequest, config: GenerationConfig, index: int) -> tuple[str, float | None]:
+    def _answer(self, request: AudioRequest, config: GenerationConfig, index: int) -> tuple[str, float, int | None]:
         messages = request.messages
         if any(m.role == "assistant" for m in messages):  # a verifier request: rate the assistant's answer
             answer = [m.text for m in messages if m.role == "assistant"][-1]
             text = self.ratings.get(answer) or self._default_answer(request, config, index)
-            return text, -1.0
+            return text, -1.0, None
+        n_tokens = None
         if self.script is not None:
             out = self.script(request, config, index)
-            text, logprob = out if isinstance(out, tuple) else (out, None)
+            text, logprob, *rest = out if isinstance(out, tuple) else (out, None)
+            n_tokens = rest[0] if rest else None
         else:
             text, logprob = _pick(self.answers, request.utt_id, index), _pick(self.logprobs, request.utt_id, index)
             if text is None:
                 text = self._default_answer(request, config, index)
         if logprob is None:
             logprob = -float(_rng(text, index).uniform(0.5, 5.0))
-        return text, float(logprob)
+        return text, float(logprob), n_tokens
 
     def generate(self, requests: Sequence[AudioRequest], config: GenerationConfig) -> list[list[Candidate]]:
         if config.mode == "beam" and not self.capabilities.beam_search:
@@ -115,8 +117,8 @@ class FakeModel(AudioLanguageModel):
             prompt_tokens = sum(len(m.text.split()) for m in request.messages) + 25
             cands = []
             for i in range(config.n):
-                text, logprob = self._answer(request, config, i)
-                n_tokens = max(1, len(text) // 4)
+                text, logprob, n_tokens = self._answer(request, config, i)
+                n_tokens = n_tokens or max(1, len(text) // 4)
                 cands.append(Candidate(
                     text=text,
                     logprob=logprob if self.capabilities.logprobs else None,
