@@ -87,6 +87,7 @@ class TransformersALM(AudioLanguageModel):
     """
 
     capabilities = Capabilities(logprobs=True, beam_search=True, option_scoring=True, needs="")
+    shared_prefill = True  # one prefill per prompt for n > 1 (see _generate_batch)
 
     def __init__(
         self,
@@ -212,7 +213,7 @@ class TransformersALM(AudioLanguageModel):
             t0 = time.perf_counter()
             with torch.inference_mode():
                 torch.manual_seed(_batch_seed(config.seed, [requests[i].utt_id for i in idx]))
-                out = self.model.generate(**batch, generation_config=hf_config)
+                out = self._generate_batch(batch, hf_config, config)
                 token_lp = self.model.compute_transition_scores(
                     out.sequences, out.logits, getattr(out, "beam_indices", None), normalize_logits=True
                 )
@@ -228,6 +229,30 @@ class TransformersALM(AudioLanguageModel):
                 self.usage.prompt_tokens += len(encoded[i].input_ids)
                 self.usage.gen_tokens += sum(c.n_tokens for c in mine)
         return results
+
+    def _generate_batch(self, batch: dict[str, Any], hf_config, config: GenerationConfig):
+        """``generate`` with one prefill per prompt, however many candidates or beams.
+
+        transformers repeats every prompt (and its audio) ``num_return_sequences`` or
+        ``num_beams`` times before the first forward pass. Instead the prompt minus its last
+        token is run once, its KV cache repeated per candidate, and ``generate`` continues from
+        there (it feeds only the uncached last token, so the audio is not needed again).
+        """
+        expand = config.num_beams if config.mode == "beam" else config.n
+        if expand == 1 or not self.shared_prefill:
+            return self.model.generate(**batch, generation_config=hf_config)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        # The position ids generate() derives for left-padded rows, so both halves agree.
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        prefill = self.model(
+            **{**batch, "input_ids": ids[:, :-1], "attention_mask": mask[:, :-1]},
+            position_ids=positions[:, :-1],
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = prefill.cache
+        cache.batch_repeat_interleave(expand)
+        return self.model.generate(input_ids=ids, attention_mask=mask, cache=cache, generation_config=hf_config)
 
     def _candidates(self, generated, token_lp, out) -> list[Candidate]:
         """Cut each sequence after its first end-of-turn token and sum its log-probabilities."""
@@ -475,6 +500,9 @@ class Qwen25OmniALM(Qwen2AudioALM):
 
     model_class = "Qwen2_5OmniThinkerForConditionalGeneration"
     use_processor = False
+    # Its multimodal rotary offsets (rope_deltas) are set up inside generate() from the audio;
+    # a prefill outside generate() would leave them sized for the unrepeated batch.
+    shared_prefill = False
 
     def _load_model(self, source: str, rev: dict[str, Any]):
         import transformers
