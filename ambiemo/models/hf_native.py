@@ -520,7 +520,10 @@ class Qwen25OmniALM(Qwen2AudioALM):
 @register_model("hf-audio-flamingo-3")
 class AudioFlamingo3ALM(NativeAudioALM):
     """Audio Flamingo 3 (``nvidia/audio-flamingo-3-hf``): ``<sound>`` before the user text; audio
-    cut into 30 s windows (up to 10 min), one ``<sound>`` per 40 ms across all windows."""
+    cut into 30 s windows (up to 10 min), one ``<sound>`` per 40 ms across all windows.
+
+    Several candidates for a clip of several windows are correct only because of the shared
+    prefill: transformers' own row-wise expansion would interleave one clip's windows wrongly."""
 
     model_class = "AudioFlamingo3ForConditionalGeneration"
     audio_placeholder = "<sound>"
@@ -541,16 +544,3 @@ class AudioFlamingo3ALM(NativeAudioALM):
         return {"input_features": fe["input_features"], "input_features_mask": mask}, _whisper_token_count(
             int(mask.sum())
         )
-
-    def generate(self, requests: Sequence[AudioRequest], config: GenerationConfig) -> list[list[Candidate]]:
-        # transformers expands every input tensor row-wise for n > 1 or beams; with a clip of
-        # several 30 s windows that interleaves windows of one clip wrongly. Refuse, don't guess.
-        window_s = 30
-        expands = config.n > 1 or config.mode == "beam"
-        long = [r.utt_id for r in requests if len(r.waveform) / r.sample_rate > window_s]
-        if expands and long:
-            raise ValueError(
-                f"model {self.key!r}: utterances {long[:3]} are longer than {window_s} s; Audio Flamingo 3 "
-                "cannot return several candidates for multi-window audio; trim the audio or use n=1 greedy"
-            )
-        return super().generate(requests, config)
