@@ -187,17 +187,20 @@ def _brace_spans(text: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]
     The second list holds every matched span (outer ones too) and, for a ``{`` never closed
     (an answer cut off by the token limit), everything from it to the end.
     """
-    inner, masked, stack = [], [], []
+    inner, masked = [], []
+    stack: list[list] = []  # [start, whether a brace opened inside it]
     for i, ch in enumerate(text):
         if ch == "{":
-            stack.append(i)
+            if stack:
+                stack[-1][1] = True
+            stack.append([i, False])
         elif ch == "}" and stack:
-            start = stack.pop()
+            start, has_inner = stack.pop()
             masked.append((start, i + 1))
-            if "{" not in text[start + 1:i]:
+            if not has_inner:
                 inner.append((start, i + 1))
     if stack:
-        masked.append((stack[0], len(text)))
+        masked.append((stack[0][0], len(text)))
     return inner, masked
 
 
@@ -255,9 +258,15 @@ def parse_distribution(text: str | None, labels: Sequence[str]) -> np.ndarray | 
 
     # Lists and answers are read outside braces only: a malformed or truncated object is not
     # rescued by reading its inside as a list.
-    outside = list(text.replace("}", " "))
+    depth = [0] * (len(text) + 1)  # how many masked spans cover each character
     for start, end in masked:
-        outside[start:end] = " " * (end - start)
+        depth[start] += 1
+        depth[end] -= 1
+    covered = 0
+    outside = []
+    for ch, d in zip(text, depth):
+        covered += d
+        outside.append(" " if covered or ch == "}" else ch)
     prose = "".join(outside)
     for end, pairs in _list_runs(prose):
         dist = _distribution(pairs, lookup, n)

@@ -145,10 +145,10 @@ class Context:
         return {"distribution": answer, "cot": int(t["reasoning"]) + answer, "single": int(t["single"]),
                 "verifier": int(t["verifier"])}[kind]
 
-    def generate(self, utts: Sequence[Utterance], prompts: Sequence[Prompt], config: GenerationConfig,
-                 model: AudioLanguageModel | None = None) -> list[list[Candidate]]:
+    def generate(self, utts: Sequence[Utterance], prompts: Sequence[Prompt], config: GenerationConfig
+                 ) -> list[list[Candidate]]:
         """One request per utterance; a candidate carrying an ``error`` (a failed API request) fails its utterance."""
-        model = model or self.model
+        model = self.model
         requests = [AudioRequest(u.utt_id, u.waveform, u.sample_rate, list(p.messages)) for u, p in zip(utts, prompts)]
         out = model.generate(requests, config)
         for u, cands in zip(utts, out):
@@ -202,6 +202,7 @@ class Strategy:
     budget_name: ClassVar[str | None] = None   # "B", "N", "K"; None: one-shot (budget 1)
     uses_verifier: ClassVar[bool] = False
     readouts: ClassVar[tuple[str, ...]] = ()   # extra row labels besides ``name``
+    selection: ClassVar[str] = ""              # how the answer is chosen or combined, for provenance
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -229,8 +230,6 @@ class Strategy:
     def provenance(self) -> dict[str, Any]:
         return {"name": self.name, "settings": self.cfg, "candidate_source": self.candidate_source(),
                 "selection": self.selection}
-
-    selection: ClassVar[str] = ""
 
     def candidate_source(self) -> str:
         return "greedy"
@@ -290,11 +289,10 @@ class CandidateStrategy(Strategy):
     def candidate_source(self) -> str:
         return "beam" if self.ctx.model.capabilities.beam_search else "sampled"
 
-    def candidates(self, utts: Sequence[Utterance], budgets: Sequence[int]) -> dict[int, list[tuple[list[Candidate], Cost]]]:
+    def candidates(self, utts: Sequence[Utterance], prompts: Sequence[Prompt], budgets: Sequence[int]
+                   ) -> dict[int, list[tuple[list[Candidate], Cost]]]:
         """For each budget B, each utterance's B candidates and what they cost."""
         ctx = self.ctx
-        prompts = [ctx.prompts.ask("distribution", u.utt_id) for u in utts]
-        self._prompts = prompts
         max_tokens = ctx.max_new_tokens("distribution")
         out: dict[int, list[tuple[list[Candidate], Cost]]] = {}
         if self.candidate_source() == "beam":
@@ -314,11 +312,12 @@ class CandidateStrategy(Strategy):
         return out
 
     def run(self, utts: Sequence[Utterance], budgets: Sequence[int]) -> list[list[Row]]:
-        per_budget = self.candidates(utts, budgets)
+        prompts = [self.ctx.prompts.ask("distribution", u.utt_id) for u in utts]
+        per_budget = self.candidates(utts, prompts, budgets)
         rows: list[list[Row]] = [[] for _ in utts]
         for b in budgets:
             for i, (cands, cost) in enumerate(per_budget[b]):
-                rows[i].append(self.combine(utts[i], self._prompts[i], cands, cost, b))
+                rows[i].append(self.combine(utts[i], prompts[i], cands, cost, b))
         return rows
 
     def combine(self, utt: Utterance, prompt: Prompt, cands: list[Candidate], cost: Cost, budget: int) -> Row:
@@ -580,9 +579,9 @@ class PromptEnsemble(Strategy):
 def strategy_settings(params: dict[str, Any]) -> dict[str, Any]:
     """Params ``strategies`` with ``DEFAULTS`` under it, and per-profile values resolved.
 
-    ``budgets`` and ``verifier.model`` may be a mapping from profile name to value (the
-    verifier is ``cascade-smollm2`` in the demo and ``gpt-4o`` in the paper); ``run.profile``
-    picks one.
+    ``budgets``, ``verifier.model`` and each ``max_new_tokens`` entry may be a mapping from
+    profile name to value (the verifier is ``cascade-smollm2`` in the demo and ``gpt-4o`` in the
+    paper); ``run.profile`` picks one.
     """
     user = dict(params.get("strategies") or {})
     settings: dict[str, Any] = {}
@@ -592,6 +591,8 @@ def strategy_settings(params: dict[str, Any]) -> dict[str, Any]:
         settings.setdefault(key, value)
     profile = (params.get("run") or {}).get("profile")
     settings["verifier"]["model"] = by_profile(settings["verifier"].get("model"), profile, "strategies.verifier.model")
+    settings["max_new_tokens"] = {k: by_profile(v, profile, f"strategies.max_new_tokens.{k}")
+                                  for k, v in settings["max_new_tokens"].items()}
     for name, sec in settings.items():
         if isinstance(sec, dict) and "budgets" in sec:
             settings[name] = {**sec, "budgets": by_profile(sec["budgets"], profile, f"strategies.{name}.budgets")}

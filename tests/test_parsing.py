@@ -177,3 +177,13 @@ def test_round_trip(values: list[int], order: list[str], style: str, prose: str)
     got = parse_distribution(prose + " " + answer, FOUR)
     assert got is not None, answer
     np.testing.assert_allclose(got, p, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("text", ["{" * 20000 + "}" * 20000, "{" * 40000, "happy: 0.1, " * 5000,
+                                  "emotion is " * 10000, ("1" * 50 + ".") * 2000])
+def test_long_adversarial_text_is_fast(text: str) -> None:
+    import time
+
+    start = time.perf_counter()
+    parse_distribution(text, FOUR)
+    assert time.perf_counter() - start < 2.0, "parsing must stay linear in the text length"

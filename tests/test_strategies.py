@@ -214,9 +214,11 @@ def test_cost_accounting() -> None:
 def test_settings_by_profile_and_ratings() -> None:
     params = {"run": {"profile": "paper"},
               "strategies": {"verifier": {"model": {"demo": "cascade-smollm2", "paper": "gpt-4o"}},
-                             "bon": {"budgets": {"demo": [2], "paper": [5]}}, "cot": {"budgets": [1]}}}
+                             "bon": {"budgets": {"demo": [2], "paper": [5]}}, "cot": {"budgets": [1]},
+                             "max_new_tokens": {"reasoning": {"demo": 48, "paper": 256}}}}
     s = strategy_settings(params)
     assert s["verifier"]["model"] == "gpt-4o" and s["bon"]["budgets"] == [5]
+    assert s["max_new_tokens"]["reasoning"] == 256 and s["max_new_tokens"]["per_label"] == 10
     assert s["verifier"]["method"] == "auto" and s["batch_size"] == 8  # defaults filled in
     with pytest.raises(KeyError, match="profile 'x'"):
         by_profile({"demo": 1}, "x", "strategies.bon.budgets")
