@@ -214,8 +214,12 @@ class TransformersALM(AudioLanguageModel):
             with torch.inference_mode():
                 torch.manual_seed(_batch_seed(config.seed, [requests[i].utt_id for i in idx]))
                 out = self._generate_batch(batch, hf_config, config)
+                # float32 before the softmax: bf16 logits on a GPU would round the log-probs.
                 token_lp = self.model.compute_transition_scores(
-                    out.sequences, out.logits, getattr(out, "beam_indices", None), normalize_logits=True
+                    out.sequences,
+                    tuple(step.float() for step in out.logits),
+                    getattr(out, "beam_indices", None),
+                    normalize_logits=True,
                 )
             wall = time.perf_counter() - t0
             cands = self._candidates(out.sequences[:, batch["input_ids"].shape[1] :], token_lp, out)
