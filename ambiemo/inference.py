@@ -57,10 +57,6 @@ def build_model(params: dict[str, Any], key: str, cache: Any = None, **kwargs: A
     return CachedModel(load_model(key, model_spec(params, key), **kwargs), cache)
 
 
-def _batches(n: int, size: int) -> list[range]:
-    return [range(i, min(i + size, n)) for i in range(0, n, size)]
-
-
 def run_inference(params: dict[str, Any], model_key: str, strategy: str, manifest_path: str | os.PathLike,
                   out_path: str | os.PathLike, limit: int | None = None, *, budgets: Sequence[int] | None = None,
                   model: AudioLanguageModel | None = None, verifier: AudioLanguageModel | None = None
@@ -77,8 +73,8 @@ def run_inference(params: dict[str, Any], model_key: str, strategy: str, manifes
     (tests, notebooks that run several strategies with one loaded model); wrap them in
     ``ambiemo.cache.CachedModel`` yourself if they should be cached.
     """
-    from ambiemo.audio import load_audio
     from ambiemo.manifest import read_manifest
+    from ambiemo.predictions import read_predictions
     from ambiemo.provenance import provenance
 
     manifest = read_manifest(manifest_path)
@@ -93,24 +89,62 @@ def run_inference(params: dict[str, Any], model_key: str, strategy: str, manifes
         if not verifier_key:
             raise CapabilityError(f"strategy {strategy!r} needs a verifier: set params strategies.verifier.model")
         verifier = model if verifier_key == model_key else build_model(params, verifier_key, cache=getattr(model, "cache", None))
+    before = {"usage": model.usage.as_dict(), "verifier_usage": verifier.usage.as_dict() if verifier else None}
     prompts = PromptBook.from_params(params, labels)
     strat: Strategy = cls(Context(model, labels, prompts, settings, verifier))
     strat.check()
     budgets = sorted({int(b) for b in budgets}) if budgets else strat.default_budgets()
+    strat.check_budgets(budgets)
     policy = (params.get("parsing") or {}).get("on_failure", "uniform")
     apply_failure_policy(None, len(labels), policy)  # an unknown policy fails now, not after the run
 
+    results, failures = _run(strat, df, budgets, model.sample_rate, int(settings["batch_size"]), f"{model_key}/{strategy}")
+    if len(df) and not results:
+        first = next(iter(failures.items()))
+        raise RuntimeError(f"every utterance failed ({len(failures)}); the first, {first[0]}: {first[1]}")
+    out, parse_failures = _table(strat, df, budgets, results, failures, labels, model_key, policy)
+
+    relevant = {k: params[k] for k in ("seed", "prompts", "parsing", "strategies") if k in params}
+    meta_prov = provenance(relevant, params.get("seed"), model=model.identity,
+                           verifier=verifier.identity if verifier is not None else None,
+                           strategy={**strat.provenance(), "budgets": budgets}, prompts=prompts.describe(),
+                           dataset=manifest.dataset, manifest=Path(manifest_path).name, limit=limit or 0,
+                           parse_failure_policy=policy)
+    meta = {"parse_failures": int(sum(parse_failures.values())), "parse_failures_by": dict(sorted(parse_failures.items())),
+            "model_failures": dict(sorted(failures.items())), "n_utterances": len(df)}
+    path = write_predictions(out, out_path, labels=labels, label_set=manifest.label_set, provenance=meta_prov, **meta)
+    written = read_predictions(path)
+    df_out = written.df
+    usage = _delta(model.usage.as_dict(), before["usage"])
+    verifier_usage = None
+    if verifier is not None and verifier is not model:
+        verifier_usage = _delta(verifier.usage.as_dict(), before["verifier_usage"])
+    df_out.attrs = {"meta": written.meta, "usage": usage, "verifier_usage": verifier_usage}
+    log.info("%s: %d rows; %d parse failures, %d model failures; live calls %d, cache hits %d", path, len(df_out),
+             meta["parse_failures"], len(failures), usage["calls"], usage["cache_hits"])
+    return df_out
+
+
+def _run(strat: Strategy, df: pd.DataFrame, budgets: list[int], sample_rate: int, batch_size: int, name: str
+         ) -> tuple[dict[int, list[Row]], dict[str, str]]:
+    """Rows per manifest position, and the failures {utt_id: error}.
+
+    Utterances go to the strategy in batches (one model call serves a batch). When a batch
+    fails, each of its utterances is run alone, so that one bad utterance is recorded and the
+    others are answered (from the cache where the batch call got that far).
+    """
+    from ambiemo.audio import load_audio
+
     results: dict[int, list[Row]] = {}
     failures: dict[str, str] = {}
-    batch_size = int(settings["batch_size"])
-    for batch in _batches(len(df), batch_size):
-        utts = []
-        for i in batch:
+    for start in range(0, len(df), batch_size):
+        utts: list[tuple[int, Utterance]] = []
+        for i in range(start, min(start + batch_size, len(df))):
             utt_id, path = str(df.at[i, "utt_id"]), str(df.at[i, "audio_path"])
             try:
                 if not path:
                     raise ValueError("the manifest has no audio for it (a labels-only manifest); rebuild it with audio")
-                utts.append((i, Utterance(utt_id, load_audio(path, model.sample_rate), model.sample_rate)))
+                utts.append((i, Utterance(utt_id, load_audio(path, sample_rate), sample_rate)))
             except Exception as e:  # noqa: BLE001 -- recorded per utterance, see the module doc
                 failures[utt_id] = f"audio: {e}"
         try:
@@ -118,7 +152,7 @@ def run_inference(params: dict[str, Any], model_key: str, strategy: str, manifes
                 results[i] = rows
         except CapabilityError:
             raise
-        except Exception:  # noqa: BLE001 -- find which utterance failed; the others come from the cache
+        except Exception:  # noqa: BLE001 -- find which utterance failed
             for i, u in utts:
                 try:
                     results[i] = strat.run([u], budgets)[0]
@@ -127,21 +161,22 @@ def run_inference(params: dict[str, Any], model_key: str, strategy: str, manifes
                 except Exception as e:  # noqa: BLE001
                     failures[u.utt_id] = f"{type(e).__name__}: {e}"
                     log.warning("utterance %s failed: %s", u.utt_id, e)
-        log.info("%s/%s: %d of %d utterances done", model_key, strategy, batch.stop, len(df))
+        log.info("%s: %d of %d utterances done", name, min(start + batch_size, len(df)), len(df))
+    return results, failures
 
-    if len(df) and not results:
-        first = next(iter(failures.items()))
-        raise RuntimeError(f"every utterance failed ({len(failures)}); the first, {first[0]}: {first[1]}")
 
+def _table(strat: Strategy, df: pd.DataFrame, budgets: list[int], results: dict[int, list[Row]],
+           failures: dict[str, str], labels: tuple[str, ...], model_key: str, policy: str
+           ) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The predictions rows (readout, then budget, then manifest order) and parse failures per readout@budget."""
     rows = []
     parse_failures: dict[str, int] = {}
     for label in strat.row_labels():
         for b in budgets:
             for i in range(len(df)):
                 utt_id = str(df.at[i, "utt_id"])
-                row = next((r for r in results[i] if r.strategy == label and r.budget == b), None) if i in results else None
-                if row is None:
-                    row = Row(label, b, None, [], Cost())
+                found = [r for r in results.get(i, []) if r.strategy == label and r.budget == b]
+                row = found[0] if found else Row(label, b, None, [], Cost())  # a failed utterance
                 p, ok = apply_failure_policy(row.p, len(labels), policy)
                 if not ok and utt_id not in failures:
                     parse_failures[f"{label}@{b}"] = parse_failures.get(f"{label}@{b}", 0) + 1
@@ -156,24 +191,9 @@ def run_inference(params: dict[str, Any], model_key: str, strategy: str, manifes
                     "gen_tokens": c.gen_tokens, "wall_s": c.wall_s,
                     "candidates": json.dumps(row.candidates, sort_keys=True),
                 })
-    out = pd.DataFrame(rows, columns=prediction_columns(labels))
+    return pd.DataFrame(rows, columns=prediction_columns(labels)), parse_failures
 
-    relevant = {k: params[k] for k in ("seed", "prompts", "parsing", "strategies") if k in params}
-    meta_prov = provenance(relevant, params.get("seed"), model=model.identity,
-                           verifier=verifier.identity if verifier is not None else None,
-                           strategy={**strat.provenance(), "budgets": budgets}, prompts=prompts.describe(),
-                           dataset=manifest.dataset, manifest=Path(manifest_path).name,
-                           manifest_provenance_commit=(manifest.meta.get("provenance") or {}).get("git_commit"),
-                           limit=limit or 0, parse_failure_policy=policy)
-    meta = {"parse_failures": int(sum(parse_failures.values())), "parse_failures_by": dict(sorted(parse_failures.items())),
-            "model_failures": dict(sorted(failures.items())), "n_utterances": len(df)}
-    path = write_predictions(out, out_path, labels=labels, label_set=manifest.label_set, provenance=meta_prov, **meta)
-    from ambiemo.predictions import read_predictions
 
-    written = read_predictions(path)
-    df_out = written.df
-    df_out.attrs = {"meta": written.meta, "usage": model.usage.as_dict(),
-                    "verifier_usage": verifier.usage.as_dict() if verifier is not None and verifier is not model else None}
-    log.info("%s: %d rows; %d parse failures, %d model failures; live calls %d, cache hits %d", path, len(df_out),
-             meta["parse_failures"], len(failures), model.usage.calls, model.usage.cache_hits)
-    return df_out
+def _delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """Usage spent between two snapshots (a model object passed in may have served earlier runs)."""
+    return {k: v - before.get(k, 0) for k, v in after.items()}

@@ -53,7 +53,7 @@ import numpy as np
 
 from ambiemo.models.base import AudioLanguageModel, AudioRequest, Candidate, CapabilityError, GenerationConfig
 from ambiemo.parsing import parse_distribution
-from ambiemo.prompts import VERIFIER_NO, VERIFIER_YES, Prompt, PromptBook
+from ambiemo.prompts import PARAPHRASES, VERIFIER_NO, VERIFIER_YES, Prompt, PromptBook
 from ambiemo.registry import Registry
 
 # Defaults of params ``strategies`` (params.yaml states them again for the reader; these hold when
@@ -223,6 +223,13 @@ class Strategy:
         if not budgets:
             raise KeyError(f"params.yaml strategies.{self.name}.budgets is empty; give a list such as [2, 3]")
         return sorted({int(b) for b in budgets})
+
+    def check_budgets(self, budgets: Sequence[int]) -> None:
+        """Refuse budgets this strategy cannot run, before any work."""
+        if self.budget_name is None and list(budgets) != [1]:
+            raise ValueError(f"strategy {self.name!r} has no budget; got budgets {list(budgets)} (use 1)")
+        if any(int(b) < 1 for b in budgets):
+            raise ValueError(f"strategy {self.name!r}: budgets must be >= 1, got {list(budgets)}")
 
     def row_labels(self) -> tuple[str, ...]:
         return (self.name, *self.readouts)
@@ -510,6 +517,10 @@ class LabelScoring(Strategy):
     def candidate_source(self) -> str:
         return "options"
 
+    def check(self) -> None:
+        super().check()
+        self.variants(self.ctx.labels[0])  # an unknown variant name fails now, not per utterance
+
     def variants(self, label: str) -> list[str]:
         forms = {"lower": label.lower(), "title": label.title(), "upper": label.upper(), "as-is": label}
         names = self.cfg.get("variants", ["lower", "title"])
@@ -549,6 +560,12 @@ class PromptEnsemble(Strategy):
     summary = "K paraphrased prompts with permuted label orders, one greedy answer each, averaged"
     budget_name = "K"
     selection = "mean of parsed distributions over the first K paraphrases"
+
+    def check_budgets(self, budgets: Sequence[int]) -> None:
+        super().check_budgets(budgets)
+        if max(budgets) > len(PARAPHRASES):
+            raise ValueError(f"prompt-ensemble has {len(PARAPHRASES)} paraphrases; budget K={max(budgets)} is too "
+                             f"large (lower params strategies.prompt-ensemble.budgets)")
 
     def run(self, utts, budgets):
         ctx = self.ctx

@@ -129,6 +129,16 @@ def test_capability_refused_before_any_call(manifest: Path, tmp_path: Path) -> N
         run_inference(make_params(tmp_path), "fake", "w-bon", manifest, tmp_path / "p.parquet", model=fake)
 
 
+@pytest.mark.parametrize("strategy,budgets,match", [("baseline", [2], "no budget"), ("bon", [0, 2], ">= 1"),
+                                                     ("prompt-ensemble", [9], "paraphrases")])
+def test_impossible_budgets_refused_before_any_call(manifest: Path, tmp_path: Path, strategy, budgets, match) -> None:
+    fake = FakeModel()
+    with pytest.raises(ValueError, match=match):
+        run_inference(make_params(tmp_path), "fake", strategy, manifest, tmp_path / "p.parquet", budgets=budgets,
+                      model=fake)
+    assert fake.requests_seen == []
+
+
 def test_budgets_from_one_call_where_sound(manifest: Path, tmp_path: Path) -> None:
     """Samples: one call at the largest N serves every N. Beams: one call per width; w-bon and
     alm-v reuse bon's calls through the cache."""
@@ -152,8 +162,9 @@ def test_budgets_from_one_call_where_sound(manifest: Path, tmp_path: Path) -> No
     run_inference(params, "fake", "bon", manifest, tmp_path / "bon.parquet", model=model)
     assert sorted({(c.mode, c.num_beams, c.n) for _, _, c in fake.requests_seen}) == [("beam", 2, 2), ("beam", 3, 3)]
     fake.requests_seen.clear()
-    run_inference(params, "fake", "w-bon", manifest, tmp_path / "wbon.parquet", model=model)
+    wbon = run_inference(params, "fake", "w-bon", manifest, tmp_path / "wbon.parquet", model=model)
     assert fake.requests_seen == [], "w-bon asks exactly bon's beam calls: all from the cache"
+    assert wbon.attrs["usage"]["calls"] == 0 and wbon.attrs["usage"]["cache_hits"] == 2 * N, "this run's usage only"
     run_inference(params, "fake", "alm-v", manifest, tmp_path / "almv.parquet", model=model)
     kinds = [kind for kind, _, _ in fake.requests_seen]
     assert kinds == ["score_options"] * (3 * N), "alm-v's B=3 candidates come from bon's cache; only the verifier ran"
