@@ -268,6 +268,20 @@ def test_option_scores_match_one_forward_pass_per_option(arch, prefix, models, p
     assert len(set(np.round(scores, 6))) == len(scores)
 
 
+@pytest.mark.parametrize("arch", ["qwen2-audio", "qwen2.5-omni"])
+def test_single_token_options_score_from_the_prompt_alone(arch, models, processors):
+    model, request = models[arch], _request("one", 1.1, seed=9)
+    options = ["a", "b", "7"]
+    assert all(len(model.tokenizer(o, add_special_tokens=False)["input_ids"]) == 1 for o in options)
+    scores = model.score_options(request, options)
+    inputs = _reference_inputs(arch, model, processors, request)
+    ref = [
+        float(_forward_logprobs(model, inputs, model.tokenizer(o, add_special_tokens=False)["input_ids"])[0])
+        for o in options
+    ]
+    np.testing.assert_allclose(scores, ref, atol=2e-4)
+
+
 def test_option_scoring_rejects_empty_input(models):
     with pytest.raises(ValueError, match="at least one option"):
         models["qwen2-audio"].score_options(_request("e", 1.0), [])

@@ -13,8 +13,8 @@ causal LM needs:
   so that likelihoods are comparable across decoding settings), via ``compute_transition_scores``
   with ``beam_indices`` for beams; a candidate's tokens (``meta["token_ids"]``) run up to and
   including its end-of-turn token;
-- ``score_options``: ``log p(prefix + option | prompt)`` summed over the option's tokens, for all
-  options in one forward pass (prompt repeated per row, right padding);
+- ``score_options``: ``log p(prefix + option | prompt)`` summed over the option's tokens: the prompt
+  and its audio run once, then all options in one batched pass over its repeated KV cache;
 - audio features computed once per utterance (memoised by the audio's content hash), so several
   prompts on one clip (prompt ensembles, verifiers) reuse them;
 - ``torch.inference_mode``; ``dtype`` and ``device_map`` from the spec on a GPU, float32 on CPU.
@@ -300,29 +300,59 @@ class TransformersALM(AudioLanguageModel):
             raise ValueError(f"utterance {request.utt_id!r}: score_options needs at least one option")
         self._ensure_loaded()
         enc = self._encode(request)
-        p = len(enc.input_ids)
         conts = [self._option_ids(prefix, o) for o in options]
         empty = [o for o, c in zip(options, conts) if not c]
         if empty:
             raise ValueError(f"utterance {request.utt_id!r}: options {empty!r} (with prefix {prefix!r}) have no tokens")
-        width = max(len(c) for c in conts)
-        batch = self._collate([Encoded(enc.input_ids + c, enc.features) for c in conts], pad_left=False)
         with torch.inference_mode():
-            # Right padding: every row's continuation starts at position p, so the last width + 1
-            # positions' logits (from p - 1 on) predict all continuation tokens.
-            logits = self.model(**batch, logits_to_keep=width + 1).logits
-            logits = logits[:, -(width + 1) : -1] if logits.shape[1] > width else logits
-            logp = torch.log_softmax(logits.float(), dim=-1)
-        total = batch["input_ids"].shape[1]
-        offset = total - (width + 1)  # position of logits[:, 0]
-        assert offset == p - 1, (offset, p)
+            logp = (
+                self._continuation_logprobs(enc, conts) if self.shared_prefill else self._repeated_logprobs(enc, conts)
+            )
         scores = np.empty(len(options))
         for i, c in enumerate(conts):
             tok = torch.tensor(c, device=logp.device)
             scores[i] = float(logp[i, torch.arange(len(c), device=logp.device), tok].sum())
         self.usage.calls += 1
-        self.usage.prompt_tokens += p
+        self.usage.prompt_tokens += len(enc.input_ids)
         return scores
+
+    def _continuation_logprobs(self, enc: Encoded, conts: list[list[int]]):
+        """Log-softmax rows predicting each continuation token (``[option, t, vocab]``), the prompt
+        (and its audio) run once: its KV cache is repeated per option and the options run after it."""
+        import torch
+
+        prompt = self._collate([enc], pad_left=False)
+        out = self.model(**prompt, use_cache=True, logits_to_keep=1)
+        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # predicts every option's first token
+        width = max(len(c) for c in conts)
+        if width == 1:
+            return first.expand(len(conts), 1, -1)
+        cache = out.cache
+        cache.batch_repeat_interleave(len(conts))
+        p = prompt["input_ids"].shape[1]
+        ids = torch.full((len(conts), width - 1), self._pad_id(), dtype=torch.long)
+        for i, c in enumerate(conts):  # right padding: pads come after a row's tokens and see nothing of them
+            ids[i, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
+        device = prompt["input_ids"].device
+        rest = self.model(
+            input_ids=ids.to(device),
+            attention_mask=torch.ones((len(conts), p + width - 1), dtype=torch.long, device=device),
+            position_ids=torch.arange(p, p + width - 1, device=device).expand(len(conts), -1),
+            cache=cache,
+        ).logits
+        rest = torch.log_softmax(rest.float(), dim=-1)
+        return torch.cat([first.expand(len(conts), 1, -1), rest], dim=1)
+
+    def _repeated_logprobs(self, enc: Encoded, conts: list[list[int]]):
+        """The same rows from one forward pass over prompt + option per option (prompt repeated)."""
+        import torch
+
+        width = max(len(c) for c in conts)
+        batch = self._collate([Encoded(enc.input_ids + c, enc.features) for c in conts], pad_left=False)
+        # Right padding: every row's continuation starts at position p, so the last width + 1
+        # positions' logits (from p - 1 on) predict all continuation tokens.
+        logits = self.model(**batch, logits_to_keep=width + 1).logits[:, -(width + 1) : -1]
+        return torch.log_softmax(logits.float(), dim=-1)
 
 
 class NativeAudioALM(TransformersALM):
