@@ -229,3 +229,30 @@ def test_af2_option_scores_match_an_independent_forward_pass(af2):
         assert score == pytest.approx(
             sum(float(logp[len(prompt) - 1 + t, tok]) for t, tok in enumerate(cont)), abs=1e-4
         )
+
+
+def test_ultravox_encode_passes_the_processor_outputs_through(tmp_path):
+    from transformers import AutoTokenizer
+
+    from ambiemo.models.tiny import ensure_tiny
+
+    m = load_model("uv", {"adapter": "hf-ultravox", "checkpoint": "x/y", "trust_remote_code": True, "revision": PIN})
+    m.tokenizer = AutoTokenizer.from_pretrained(ensure_tiny("qwen2-audio", tmp_path))
+    seen = {}
+
+    def processor(text, audio, sampling_rate, return_tensors):
+        seen.update(text=text, n_samples=len(audio), sampling_rate=sampling_rate)
+        return {
+            "input_ids": torch.tensor([[5, 6, 7]]),
+            "attention_mask": torch.ones(1, 3, dtype=torch.long),
+            "audio_values": torch.zeros(1, 80, 100),
+            "audio_token_start_idx": torch.tensor([1]),
+        }
+
+    m.processor = processor
+    request = AudioRequest("u", np.zeros(8000, np.float32), 8000, [Message("user", "Emotion?", audio=True)])
+    enc = m._encode(request)
+    assert enc.input_ids == [5, 6, 7]
+    assert sorted(enc.features) == ["audio_token_start_idx", "audio_values"]
+    assert "<|im_start|>user\nEmotion?\n<|audio|><|im_end|>\n<|im_start|>assistant\n" in seen["text"]
+    assert (seen["n_samples"], seen["sampling_rate"]) == (16_000, 16_000)  # resampled for Whisper

@@ -110,6 +110,10 @@ class UltravoxALM(TransformersALM):
             self.chat_messages(request), tokenize=False, add_generation_prompt=True
         )
         wav = np.asarray(request.waveform, dtype=np.float32)
-        out = self.processor(text=text, audio=wav, sampling_rate=request.sample_rate, return_tensors="pt")
+        if request.sample_rate != self.sample_rate:  # Whisper's feature extractor takes 16 kHz only
+            import librosa
+
+            wav = librosa.resample(wav, orig_sr=request.sample_rate, target_sr=self.sample_rate).astype(np.float32)
+        out = self.processor(text=text, audio=wav, sampling_rate=self.sample_rate, return_tensors="pt")
         features = {k: v for k, v in out.items() if k not in ("input_ids", "attention_mask")}
         return Encoded(out["input_ids"][0].tolist(), features)
