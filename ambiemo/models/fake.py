@@ -74,7 +74,9 @@ class FakeModel(AudioLanguageModel):
 
     @classmethod
     def from_spec(cls, key: str, spec: dict[str, Any], **kwargs: Any) -> FakeModel:
-        options = {k: v for k, v in spec.items() if k not in ("adapter", "id", "revision", "params_b")}
+        # Keys every params.yaml model entry may carry, which say nothing about the fake's answers.
+        generic = ("adapter", "id", "checkpoint", "revision", "params_b", "needs", "dtype", "device_map", "batch_size")
+        options = {k: v for k, v in spec.items() if k not in generic}
         options.update(kwargs)
         return cls(key, model_id=spec.get("id", "fake"), revision=spec.get("revision"), **options)
 
