@@ -122,8 +122,9 @@ def _dvc_stages():
 def test_every_stage_runs_an_existing_notebook_or_script():
     for name, stage in _dvc_stages().items():
         body = stage.get("do", stage)
-        first = body["cmd"].split()[:2]
-        target = first[1]
+        words = body["cmd"].split()
+        runner = next(i for i, w in enumerate(words) if w in ("papermill", "bash"))
+        target = words[runner + 1]
         assert (ROOT / target).exists(), f"stage {name} runs {target}, which does not exist"
 
 
