@@ -54,6 +54,8 @@ def build_model(params: dict[str, Any], key: str, cache: Any = None, **kwargs: A
     from ambiemo.models import load_model
 
     cache = cache if cache is not None else GenerationCache(cache_dir(params))
+    # Local adapters keep built or converted weights (tiny models, the cascade's LLM) beside the cache.
+    kwargs.setdefault("cache_dir", cache_dir(params))
     return CachedModel(load_model(key, model_spec(params, key), **kwargs), cache)
 
 

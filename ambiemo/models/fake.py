@@ -77,7 +77,7 @@ class FakeModel(AudioLanguageModel):
         # Keys every params.yaml model entry may carry, which say nothing about the fake's answers.
         generic = ("adapter", "id", "checkpoint", "revision", "params_b", "needs", "dtype", "device_map", "batch_size")
         options = {k: v for k, v in spec.items() if k not in generic}
-        options.update(kwargs)
+        options.update({k: v for k, v in kwargs.items() if k != "cache_dir"})  # nothing to store
         return cls(key, model_id=spec.get("id", "fake"), revision=spec.get("revision"), **options)
 
     # -- generation -------------------------------------------------------------------------
