@@ -51,6 +51,18 @@ class AudioRequest:
     def conversation(self) -> list[dict[str, Any]]:
         return [asdict(m) for m in self.messages]
 
+    def audio_turn(self) -> int:
+        """Index of the turn that carries the clip: the one marked ``audio=True``, else the first
+        user turn (the usual ALM prompt: audio, then the instruction)."""
+        marked = [i for i, m in enumerate(self.messages) if m.audio]
+        if len(marked) > 1:
+            raise ValueError(f"utterance {self.utt_id!r}: {len(marked)} turns are marked audio=True; one clip per request")
+        if not marked:
+            marked = [i for i, m in enumerate(self.messages) if m.role == "user"][:1]
+        if not marked:
+            raise ValueError(f"utterance {self.utt_id!r}: the conversation has no user turn to attach the audio to")
+        return marked[0]
+
 
 @dataclass(frozen=True)
 class GenerationConfig:

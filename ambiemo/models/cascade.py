@@ -351,17 +351,9 @@ class CascadeALM(TransformersALM):
         return "\n".join(lines)
 
     def chat_messages(self, request: AudioRequest) -> list[dict[str, str]]:
-        marked = [i for i, m in enumerate(request.messages) if m.audio]
-        if len(marked) > 1:
-            raise ValueError(
-                f"utterance {request.utt_id!r}: {len(marked)} turns are marked audio=True; one clip per request"
-            )
-        if not marked:
-            marked = [i for i, m in enumerate(request.messages) if m.role == "user"][:1]
-        if not marked:
-            raise ValueError(f"utterance {request.utt_id!r}: the conversation has no user turn to attach the audio to")
+        audio_turn = request.audio_turn()
         return [
-            {"role": m.role, "content": f"{self.audio_as_text(request)}\n\n{m.text}" if i == marked[0] else m.text}
+            {"role": m.role, "content": f"{self.audio_as_text(request)}\n\n{m.text}" if i == audio_turn else m.text}
             for i, m in enumerate(request.messages)
         ]
 

@@ -441,21 +441,10 @@ class NativeAudioALM(TransformersALM):
         The turn marked ``audio=True`` carries the clip; if none is marked, the first user turn
         does (the usual ALM prompt: audio, then the instruction).
         """
-        marked = [i for i, m in enumerate(request.messages) if m.audio]
-        if len(marked) > 1:
-            raise ValueError(
-                f"utterance {request.utt_id!r}: {len(marked)} turns are marked audio=True; one clip per request"
-            )
-        if not marked:
-            users = [i for i, m in enumerate(request.messages) if m.role == "user"]
-            if not users:
-                raise ValueError(
-                    f"utterance {request.utt_id!r}: the conversation has no user turn to attach the audio to"
-                )
-            marked = users[:1]
+        audio_turn = request.audio_turn()
         out = []
         for i, m in enumerate(request.messages):
-            if i == marked[0]:
+            if i == audio_turn:
                 content: Any = [{"type": "audio", "audio": request.utt_id}, {"type": "text", "text": m.text}]
             else:
                 content = m.text

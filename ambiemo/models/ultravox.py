@@ -89,17 +89,9 @@ class UltravoxALM(TransformersALM):
 
     def chat_messages(self, request: AudioRequest) -> list[dict[str, str]]:
         """The conversation with ``<|audio|>`` after the text of the audio turn (first user turn if unmarked)."""
-        marked = [i for i, m in enumerate(request.messages) if m.audio]
-        if len(marked) > 1:
-            raise ValueError(
-                f"utterance {request.utt_id!r}: {len(marked)} turns are marked audio=True; one clip per request"
-            )
-        if not marked:
-            marked = [i for i, m in enumerate(request.messages) if m.role == "user"][:1]
-        if not marked:
-            raise ValueError(f"utterance {request.utt_id!r}: the conversation has no user turn to attach the audio to")
+        audio_turn = request.audio_turn()
         return [
-            {"role": m.role, "content": f"{m.text}\n{AUDIO_PLACEHOLDER}" if i == marked[0] else m.text}
+            {"role": m.role, "content": f"{m.text}\n{AUDIO_PLACEHOLDER}" if i == audio_turn else m.text}
             for i, m in enumerate(request.messages)
         ]
 
