@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from ambiemo.report import format_value, latex_table, write_macros
+from ambiemo.report import format_value, latex_escape, latex_table, write_macros
 
 # The profile note printed in the abstract and the results; a demo build must never read as a finding.
 PROFILE_NOTES = {
@@ -105,9 +105,9 @@ def headline_numbers(summary: pd.DataFrame, paired: pd.DataFrame | None, mixed: 
                   InteractionCIHigh=None, InteractionP=None)
     if mixed is not None and len(mixed) and "p" in mixed:
         fitted = mixed.dropna(subset=["estimate"])
-        # The term the study asks about: capacity x entropy where capacity varies, else strategy x entropy.
-        for pattern in ("log10_params:entropy", "entropy"):
-            hits = fitted[fitted["term"].str.contains(pattern, regex=False) & fitted["term"].str.contains(":")]
+        # The term the study asks about: capacity x entropy where capacity varies, else a strategy x entropy term.
+        terms = fitted["term"].astype(str)
+        for hits in (fitted[terms == "log10_capacity × entropy"], fitted[terms.str.endswith(" × entropy")]):
             if len(hits):
                 row = hits.iloc[0]
                 values.update(InteractionTerm=str(row["term"]), InteractionCoef=row["estimate"],
@@ -159,7 +159,7 @@ def paper_outputs(manifests: Mapping[str, Any], tables: Mapping[str, pd.DataFram
     if mixed is not None and len(mixed):
         keep = {"term": "Term", "estimate": "Estimate", "ci_low": "CI low", "ci_high": "CI high", "p": "$p$"}
         table = mixed[list(keep)].rename(columns=keep)
-        note = str(mixed["note"].dropna().iloc[0]) if mixed["note"].notna().any() else None
+        note = latex_escape(mixed["note"].dropna().iloc[0]) if mixed["note"].notna().any() else None
     else:
         table, note = pd.DataFrame({"Note": ["not fitted"]}), None
     written.append(latex_table(table, out / "tab_mixed.tex", label="tab:mixed", digits=3, notes=note, escape_headers=False,

@@ -10,10 +10,10 @@ cd "$root/paper"
 if command -v latexmk >/dev/null 2>&1; then
   latexmk -pdf -interaction=nonstopmode -halt-on-error -outdir="$out" main.tex >"$out/build.log" 2>&1 \
     || { tail -n 40 "$out/build.log"; exit 1; }
-  echo "built $out/main.pdf with latexmk" | tee "$out/BUILD.txt"
+  echo "built main.pdf with latexmk" | tee "$out/BUILD.txt"
 elif command -v tectonic >/dev/null 2>&1; then
   tectonic --outdir "$out" main.tex >"$out/build.log" 2>&1 || { tail -n 40 "$out/build.log"; exit 1; }
-  echo "built $out/main.pdf with tectonic" | tee "$out/BUILD.txt"
+  echo "built main.pdf with tectonic" | tee "$out/BUILD.txt"
 else
   echo "skipped: no LaTeX engine found (install latexmk, e.g. 'apt-get install latexmk texlive-latex-extra', or tectonic); every table and figure is still in paper/generated and figures/" \
     | tee "$out/BUILD.txt"
