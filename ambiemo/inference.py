@@ -26,7 +26,7 @@ import pandas as pd
 
 from ambiemo.models.base import AudioLanguageModel, CapabilityError
 from ambiemo.parsing import apply_failure_policy
-from ambiemo.predictions import predicted_label, prediction_columns, write_predictions
+from ambiemo.predictions import predicted_label, prediction_columns, read_predictions, write_predictions
 from ambiemo.prompts import PromptBook
 from ambiemo.strategies import STRATEGIES, Context, Cost, Row, Strategy, Utterance, strategy_settings
 
@@ -125,6 +125,28 @@ def run_inference(params: dict[str, Any], model_key: str, strategy: str, manifes
     log.info("%s: %d rows; %d parse failures, %d model failures; live calls %d, cache hits %d", path, len(df_out),
              meta["parse_failures"], len(failures), usage["calls"], usage["cache_hits"])
     return df_out
+
+
+def write_skipped(params: dict[str, Any], model_key: str, strategy: str, manifest_path: str | os.PathLike,
+                  out_path: str | os.PathLike, reason: str) -> pd.DataFrame:
+    """Write an empty predictions table that records why this cell cannot run.
+
+    A matrix of models × strategies contains cells a route cannot serve (W-BoN needs
+    log-probabilities, which OpenAI's audio models do not return). The pipeline writes such a
+    cell as skipped, with the reason in its metadata (``skipped``), instead of stopping; scoring
+    lists the skipped cells beside the results.
+    """
+    from ambiemo.manifest import read_manifest
+    from ambiemo.provenance import provenance
+
+    manifest = read_manifest(manifest_path)
+    prov = provenance({k: params[k] for k in ("seed", "strategies") if k in params}, params.get("seed"),
+                      model={"key": model_key}, strategy={"name": strategy}, dataset=manifest.dataset)
+    empty = pd.DataFrame(columns=prediction_columns(manifest.labels))
+    path = write_predictions(empty, out_path, labels=manifest.labels, label_set=manifest.label_set,
+                             provenance=prov, skipped=reason, parse_failures=0, n_utterances=0)
+    log.warning("%s/%s skipped: %s", model_key, strategy, reason)
+    return read_predictions(path).df
 
 
 def _run(strat: Strategy, df: pd.DataFrame, budgets: list[int], sample_rate: int, batch_size: int, name: str

@@ -253,3 +253,17 @@ def test_every_strategy_on_a_tiny_real_architecture(manifest: Path, tmp_path: Pa
             cands = json.loads(df["candidates"].iloc[0])
             assert len(cands) == 2 and df.attrs["meta"]["provenance"]["strategy"]["candidate_source"] == "beam"
     assert model.usage.calls > 0
+
+
+def test_a_cell_the_model_cannot_serve_is_written_as_skipped(manifest: Path, tmp_path: Path) -> None:
+    """The pipeline's infer notebook records an impossible cell instead of stopping the matrix."""
+    from ambiemo.inference import write_skipped
+
+    out = tmp_path / "w-bon.parquet"
+    with pytest.raises(CapabilityError, match="logprobs"):
+        run_inference(make_params(tmp_path), "fake", "w-bon", manifest, out, model=FakeModel(logprobs_available=False))
+    assert not out.exists()
+    df = write_skipped(make_params(tmp_path), "fake", "w-bon", manifest, out, reason="needs logprobs")
+    written = read_predictions(out)
+    assert len(df) == 0 and len(written) == 0 and written.meta["skipped"] == "needs logprobs"
+    assert list(written.df.columns) == prediction_columns(written.labels)
