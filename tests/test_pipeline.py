@@ -63,7 +63,8 @@ def test_repro_writes_every_figure_table_and_paper_input(pipeline_copy):
                  "tab_compute.tex"):
         assert (generated / name).is_file(), name
     macros = (generated / "macros.tex").read_text()
-    assert "\\newcommand{\\NumUtterances}{32}" in macros  # the demo corpus, not the inference limit
+    n_corpus = yaml.safe_load((dest / "params.yaml").read_text())["datasets"]["demo"]["n_utterances"]
+    assert f"\\newcommand{{\\NumUtterances}}{{{n_corpus}}}" in macros  # the corpus, not the inference limit
     for nb in ("03_score", "04_aggregate", "05_stats", "06_figures", "07_paper_tables"):
         assert (dest / "results" / "notebooks" / f"{nb}.ipynb").is_file()
     assert (dest / "results" / "paper" / "BUILD.txt").is_file()
