@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ambiemo.labels import CLEAR, AmbiguityBins, LabelSet, describe_votes
-from ambiemo.tables import read_table, write_table
+from ambiemo.tables import LabelledTable, read_table, write_table
 
 # Text columns describing an utterance; a loader fills what its corpus knows, "" otherwise.
 INFO_COLUMNS = ("utt_id", "dataset", "audio_path", "duration_s", "speaker", "gender", "split",
@@ -55,21 +54,8 @@ class ManifestError(ValueError):
     """A manifest that does not follow the schema above."""
 
 
-@dataclass
-class Manifest:
+class Manifest(LabelledTable):
     """A manifest read and checked by ``read_manifest``."""
-
-    df: pd.DataFrame
-    meta: dict[str, Any]
-    path: Path | None = None
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return tuple(self.meta["label_set"]["labels"])
-
-    @property
-    def label_set(self) -> str:
-        return self.meta["label_set"]["name"]
 
     @property
     def dataset(self) -> str:
@@ -79,19 +65,12 @@ class Manifest:
     def exclusions(self) -> dict[str, int]:
         return dict(self.meta.get("exclusions", {}))
 
-    def distributions(self) -> np.ndarray:
-        """The vote distributions, shape (n_utterances, n_labels), in label-set order."""
-        return self.df[[f"p_{x}" for x in self.labels]].to_numpy(dtype=float)
-
     def votes(self) -> np.ndarray:
-        return self.df[[f"votes_{x}" for x in self.labels]].to_numpy(dtype=float)
+        return self.matrix("votes_")
 
     def ambiguity_order(self) -> list[str]:
         """Bin names from least to most ambiguous."""
         return list(self.meta["ambiguity"]["bins"])
-
-    def __len__(self) -> int:
-        return len(self.df)
 
 
 def build_manifest(info: pd.DataFrame, votes: np.ndarray, n_raters: np.ndarray, label_set: LabelSet,

@@ -37,14 +37,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ambiemo.tables import read_table, write_table
+from ambiemo.tables import LabelledTable, read_table, write_table
 
 HEAD_COLUMNS = ("utt_id", "dataset", "model", "strategy", "budget")
 TAIL_COLUMNS = ("pred_label", "parsed_ok", "n_candidates", "model_calls", "verifier_calls", "prompt_tokens",
@@ -130,21 +129,8 @@ def write_predictions(df: pd.DataFrame, path: str | os.PathLike, *, labels: Sequ
     return write_table(df, path, full_meta)
 
 
-@dataclass
-class Predictions:
+class Predictions(LabelledTable):
     """A predictions table read and checked by ``read_predictions``."""
-
-    df: pd.DataFrame
-    meta: dict[str, Any]
-    path: Path | None = None
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return tuple(self.meta["label_set"]["labels"])
-
-    def distributions(self) -> np.ndarray:
-        """The predicted distributions, shape (n_rows, n_labels), in label-set order."""
-        return self.df[[f"p_{x}" for x in self.labels]].to_numpy(dtype=float)
 
     def candidates(self, row: int) -> list[dict[str, Any]]:
         return json.loads(self.df["candidates"].iloc[row])
@@ -152,9 +138,6 @@ class Predictions:
     def parse_failure_rate(self) -> pd.Series:
         """Share of rows that did not parse, per (strategy, budget)."""
         return 1.0 - self.df.groupby(["strategy", "budget"])["parsed_ok"].mean()
-
-    def __len__(self) -> int:
-        return len(self.df)
 
 
 def read_predictions(path: str | os.PathLike) -> Predictions:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -53,3 +55,32 @@ def read_table(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such table; has the stage that writes it run?")
     return pd.read_parquet(path), read_meta(path)
+
+
+@dataclass
+class LabelledTable:
+    """A checked table and its metadata whose per-label columns (``p_<label>``, ...) follow the
+    label set recorded in ``meta["label_set"]``. Manifests and predictions are such tables."""
+
+    df: pd.DataFrame
+    meta: dict[str, Any]
+    path: Path | None = None
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.meta["label_set"]["labels"])
+
+    @property
+    def label_set(self) -> str:
+        return self.meta["label_set"]["name"]
+
+    def matrix(self, prefix: str) -> np.ndarray:
+        """The columns ``<prefix><label>`` as an (n_rows, n_labels) array in label-set order."""
+        return self.df[[f"{prefix}{x}" for x in self.labels]].to_numpy(dtype=float)
+
+    def distributions(self) -> np.ndarray:
+        """The ``p_<label>`` distributions, shape (n_rows, n_labels), in label-set order."""
+        return self.matrix("p_")
+
+    def __len__(self) -> int:
+        return len(self.df)
