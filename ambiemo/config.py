@@ -18,7 +18,7 @@ def load_params(path: str | os.PathLike = DEFAULT_PARAMS) -> dict[str, Any]:
     with path.open() as f:
         params = yaml.safe_load(f) or {}
     if not isinstance(params, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level, got {type(params).__name__}")
+        raise TypeError(f"{path}: expected a mapping at the top level, got {type(params).__name__}")
     return params
 
 

@@ -15,8 +15,9 @@ paper can be rebuilt from them without rerunning inference.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -183,4 +184,4 @@ def paper_outputs(manifests: Mapping[str, Any], tables: Mapping[str, pd.DataFram
     return written
 
 
-__all__ = ["paper_outputs", "headline_numbers", "dataset_table", "MACROS", "format_value"]
+__all__ = ["MACROS", "dataset_table", "format_value", "headline_numbers", "paper_outputs"]

@@ -58,4 +58,4 @@ def provenance(params: dict[str, Any] | None = None, seed: int | None = None, **
 
 
 def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")

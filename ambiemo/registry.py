@@ -6,7 +6,8 @@ short module that registers itself by name, and ``params.yaml`` refers to it by 
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -12,7 +13,7 @@ app = typer.Typer(help="Show or switch the params profile (demo, paper, ...).", 
 
 
 @app.command("show")
-def show(params: Path = typer.Option(Path("params.yaml"), help="Params file.")) -> None:
+def show(params: Annotated[Path, typer.Option(help="Params file.")] = Path("params.yaml")) -> None:
     """Print the active run block and the profiles it can be switched to."""
     p = load_params(params)
     run = p.get("run", {})
@@ -23,7 +24,7 @@ def show(params: Path = typer.Option(Path("params.yaml"), help="Params file.")) 
 
 
 @app.command("use")
-def use(name: str, params: Path = typer.Option(Path("params.yaml"), help="Params file.")) -> None:
+def use(name: str, params: Annotated[Path, typer.Option(help="Params file.")] = Path("params.yaml")) -> None:
     """Copy ``profiles.NAME`` into the ``run`` block of params.yaml (comments elsewhere are kept)."""
     p = load_params(params)
     profiles = p.get("profiles", {})

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import abc
 import hashlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -119,7 +120,7 @@ class Usage:
     cache_hits: int = 0
     failures: int = 0
 
-    def add(self, other: "Usage") -> None:
+    def add(self, other: Usage) -> None:
         for k, v in asdict(other).items():
             setattr(self, k, getattr(self, k) + v)
 
