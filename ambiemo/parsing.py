@@ -32,6 +32,7 @@ applied by ``apply_failure_policy``, the same for every model and strategy. No r
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -78,11 +79,16 @@ _VALUE_RE = re.compile(rf"(?P<num>{_NUM}|\b{_WORDNUM}\b)(?P<pct>{_PCT})?", re.IG
 # `:` or `=`, then a numeric value.
 _LIST_PAIR_RE = re.compile(
     rf"(?<![A-Za-z])[*_\"'`]*(?P<key>[A-Za-z]+)[*_\"'`]*\s*[:=]\s*[*_\"'`]*"
-    rf"(?P<value>(?:{_NUM}|\b{_WORDNUM}\b)(?:{_PCT})?)",
+    rf"(?P<value>(?:{_NUM}|\b{_WORDNUM}\b)(?:{_PCT})?)(?!\s*/\s*\d)",  # "1/2" is no value we read
     re.IGNORECASE,
 )
-# What may separate two pairs of one list: spaces, commas, bullets, list numbers, "and".
-_LIST_GAP_RE = re.compile(r"[\s,;|*•·\-–\"'`]*(?:(?:and|\d+[.)])[\s,;|*•·\-–\"'`]*)?", re.IGNORECASE)
+# What may separate two pairs of one list: spaces, commas, bullets, list numbers, "and", a short
+# parenthetical ("happy: 0.6 (60%), sad: 0.4") or a dash comment to the end of the line
+# ("happy: 0.6 - upbeat tone\nsad: 0.4"). Atomic groups keep the match linear on long gaps.
+_LIST_GAP_RE = re.compile(
+    r"(?:(?>[-–—]\s[^\n:=]{0,80}(?=\n)|\([^()\n]{0,80}\)|and\b|\d+[.)]|[\s,;|*•·\-–—\"'`]))*",
+    re.IGNORECASE,
+)
 # "Answer: sad", "**Emotion:** Sad.", "The emotion is sad." -- the word must end its clause, so that
 # "the emotion is angry or sad" and "the emotion is not sad" are not read.
 _ANSWER_RE = re.compile(
@@ -204,16 +210,31 @@ def _brace_spans(text: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]
     return inner, masked
 
 
-def _read_object(body: str, lookup: dict[str, int], n: int) -> np.ndarray | None:
-    """The inside of one ``{...}``: comma/newline-separated ``key: value`` items."""
-    pairs, answers = [], []
+def _object_items(body: str) -> list[tuple[str | None, str]]:
+    """The ``(key, value)`` items of one ``{...}``: as JSON where it is JSON (string values may
+    hold commas), else split on commas, semicolons and newlines (a key of None marks an item
+    that is not ``key: value``)."""
+    try:  # pairs, not a dict: a label given twice must stay visible (and unreadable)
+        pairs = json.loads("{" + body + "}", object_pairs_hook=lambda kv: kv)
+    except ValueError:
+        pairs = None
+    if isinstance(pairs, list):
+        return [(str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in pairs]
+    items: list[tuple[str | None, str]] = []
     for item in re.split(r"[,;\n]", body):
         if not item.strip():
             continue  # a trailing comma
         m = re.match(r"\s*(?P<key>\"[^\"]*\"|'[^']*'|[^:=]+?)\s*[:=]\s*(?P<value>.*?)\s*$", item, re.DOTALL)
-        if m is None:
+        items.append((None, item) if m is None else (m.group("key").strip("\"'"), m.group("value")))
+    return items
+
+
+def _read_object(body: str, lookup: dict[str, int], n: int) -> np.ndarray | None:
+    """The inside of one ``{...}``: comma/newline-separated ``key: value`` items."""
+    pairs, answers = [], []
+    for key, value in _object_items(body):
+        if key is None:
             return None  # not `key: value` (for example a decimal comma, 0,5): do not guess
-        key, value = m.group("key").strip("\"'"), m.group("value")
         if _norm(key) in ANSWER_KEYS and _norm(value) in lookup:
             answers.append(lookup[_norm(value)])
         else:
@@ -278,7 +299,16 @@ def parse_distribution(text: str | None, labels: Sequence[str]) -> np.ndarray | 
             found.append((m.end(), _one_hot(index, n)))
 
     if found:
-        return max(found, key=lambda item: item[0])[1]
+        found.sort(key=lambda item: item[0])
+        last = found[-1][1]
+        # "... {"happy": 0.6, "sad": 0.4}. The predicted emotion is happy." restates the top label of
+        # the distribution just given; the distribution is the answer, not a one-hot of it.
+        earlier = [d for _, d in found[:-1] if np.count_nonzero(d) > 1]
+        if np.count_nonzero(last) == 1 and earlier:
+            top = earlier[-1]
+            if np.count_nonzero(top == top.max()) == 1 and int(np.argmax(top)) == int(np.argmax(last)):
+                return top
+        return last
     index = lookup.get(_norm(text))  # the whole answer is one label: "Sad."
     return _one_hot(index, n) if index is not None else None
 

@@ -187,3 +187,22 @@ def test_long_adversarial_text_is_fast(text: str) -> None:
     start = time.perf_counter()
     parse_distribution(text, FOUR)
     assert time.perf_counter() - start < 2.0, "parsing must stay linear in the text length"
+
+
+# Found in review: comments between list pairs, a restated top label, commas inside JSON strings.
+@pytest.mark.parametrize("text,expected", [
+    ("happy: 0.6 (mostly), sad: 0.4", [0, 0.6, 0, 0.4]),
+    ("Happy: 0.6 (60%)\nSad: 0.4 (40%)", [0, 0.6, 0, 0.4]),
+    ("happy: 0.6 - upbeat tone\nsad: 0.4 - low pitch", [0, 0.6, 0, 0.4]),
+    ('{"neutral": 0.1, "happy": 0.6, "angry": 0, "sad": 0.3}\nThe predicted emotion is happy.', [0.1, 0.6, 0, 0.3]),
+    ("Happy: 60%\nSad: 40%\n\nFinal answer: happy", [0, 0.6, 0, 0.4]),
+    ('{"reasoning": "high pitch, fast rate", "happy": 0.7, "sad": 0.3}', [0, 0.7, 0, 0.3]),
+    # a final label that is not the distribution's top is a different answer: the last one wins
+    ('{"happy": 0.6, "sad": 0.4}\nThe emotion is sad.', [0, 0, 0, 1]),
+])
+def test_reads_through_comments_and_restatements(text: str, expected: list[float]) -> None:
+    np.testing.assert_allclose(parse_distribution(text, FOUR), expected)
+
+
+def test_fractions_are_not_read_as_their_numerators() -> None:
+    assert parse_distribution("Happy: 1/2, Sad: 1/2", FOUR) is None
