@@ -79,12 +79,15 @@ def headline_numbers(summary: pd.DataFrame, paired: pd.DataFrame | None, mixed: 
     """The numbers the text quotes, computed from the pipeline's tables (never typed by hand)."""
     run = params["run"]
     overall = _overall(summary)
-    models = overall.drop_duplicates("model").set_index("model")["params_b"].astype(float)
-    largest = models.fillna(-1).idxmax()
     dataset = run["datasets"][0]
-    cell = _largest_budget(overall[(overall["model"] == largest) & (overall["dataset"] == dataset)])
+    first = overall[overall["dataset"] == dataset]
+    sizes = first.drop_duplicates("model").set_index("model")["params_b"].astype(float).dropna()
+    # The largest model whose capacity is known (API models have none), else the first model of the run.
+    largest = sizes.idxmax() if len(sizes) else (first["model"].iloc[0] if len(first) else run["models"][0])
+    cell = _largest_budget(first[first["model"] == largest]) if len(first) else first
     base = cell[cell["strategy"] == "baseline"]
-    best = cell.loc[cell["js"].idxmin()]
+    scored = cell.dropna(subset=["js"])
+    best = scored.loc[scored["js"].idxmin()] if len(scored) else None
     alpha = float((params.get("stats") or {}).get("alpha", 0.05))
     values: dict[str, Any] = {
         "ProfileName": run["profile"],
@@ -94,8 +97,8 @@ def headline_numbers(summary: pd.DataFrame, paired: pd.DataFrame | None, mixed: 
         "NumUtterances": int(sum(len(m.df) for m in manifests.values())),
         "LargestModel": largest,
         "BaselineJS": float(base["js"].iloc[0]) if len(base) else float("nan"),
-        "BestStrategy": f"{best['strategy']} (B={int(best['budget'])})",
-        "BestJS": float(best["js"]),
+        "BestStrategy": f"{best['strategy']} (B={int(best['budget'])})" if best is not None else "n/a",
+        "BestJS": float(best["js"]) if best is not None else float("nan"),
         "BaselineParseFail": 100 * float(base["parse_failure_rate"].iloc[0]) if len(base) else float("nan"),
         "Alpha": alpha,
     }
@@ -115,6 +118,16 @@ def headline_numbers(summary: pd.DataFrame, paired: pd.DataFrame | None, mixed: 
                               InteractionCILow=row["ci_low"], InteractionCIHigh=row["ci_high"], InteractionP=row["p"])
                 break
     return values
+
+
+def _main_caption(params: Mapping[str, Any]) -> str:
+    base = str((params.get("scoring") or {}).get("js_base", "e"))
+    policy = str((params.get("parsing") or {}).get("on_failure", "uniform"))
+    log = "the natural logarithm" if base == "e" else f"logarithms to base {base}"
+    failed = ("count as a uniform distribution and as wrong for accuracy" if policy == "uniform"
+              else "are left out of the distributional metrics and count as wrong for accuracy")
+    return (f"Every metric per model and strategy (each at its largest budget $B$). JS distance uses {log}; "
+            f"parse failures {failed}.")
 
 
 def paper_outputs(manifests: Mapping[str, Any], tables: Mapping[str, pd.DataFrame],
@@ -138,23 +151,24 @@ def paper_outputs(manifests: Mapping[str, Any], tables: Mapping[str, pd.DataFram
     main_cols = (["dataset"] if multi else []) + cols
     written.append(latex_table(main[main_cols].rename(columns={**MAIN_COLUMNS, "dataset": "Dataset"}),
                                out / "tab_main.tex", label="tab:main", digits=3,
-                               escape_headers=False, caption="Every metric per model and strategy (each at its largest budget $B$). "
-                                       "JS distance uses the natural logarithm; parse failures count as a "
-                                       "uniform distribution and as wrong for accuracy."))
+                               escape_headers=False, caption=_main_caption(params)))
 
     paired = stats.get("paired")
     if paired is not None and len(paired):
         js = _with_order(paired[paired["metric"] == "js"], strategies)
         keep = {"model": "Model", "strategy": "Strategy", "budget": "$B$", "mean_diff": "$\\Delta$JS",
                 "diff_ci_low": "CI low", "diff_ci_high": "CI high", "rank_biserial": "$r_{rb}$",
-                "p_wilcoxon_holm": "$p_{Holm}$"}
+                "p_wilcoxon_holm": "$p_{W}$", "p_permutation_holm": "$p_{perm}$", "significant": "Sig."}
+        keep = {**({"dataset": "Dataset"} if multi else {}), **keep}
         table = js[list(keep)].rename(columns=keep)
     else:
         table = pd.DataFrame({"Note": ["no paired comparison (one strategy only)"]})
     written.append(latex_table(table, out / "tab_paired.tex", label="tab:paired", digits=3, escape_headers=False,
                                caption="Each strategy against the baseline on per-utterance JS distance "
-                                       "(negative $\\Delta$ = closer to the annotators): Wilcoxon signed-rank, "
-                                       "Holm-corrected per model, matched-pairs rank-biserial effect size."))
+                                       "(negative $\\Delta$ = closer to the annotators): Wilcoxon signed-rank "
+                                       "($p_W$) and paired permutation ($p_{perm}$) tests, both Holm-corrected "
+                                       "within each dataset and model; significance (Sig.) is the permutation "
+                                       "test's; matched-pairs rank-biserial effect size $r_{rb}$."))
 
     mixed = stats.get("mixed_model")
     if mixed is not None and len(mixed):
@@ -168,7 +182,8 @@ def paper_outputs(manifests: Mapping[str, Any], tables: Mapping[str, pd.DataFram
                                        "strategy and vote entropy (centred), random intercept per utterance."))
 
     compute = _with_order(tables["compute"], strategies)
-    keep = {"model": "Model", "strategy": "Strategy", "budget": "$B$", "model_calls": "Calls",
+    keep = {**({"dataset": "Dataset"} if multi else {}),
+            "model": "Model", "strategy": "Strategy", "budget": "$B$", "model_calls": "Calls",
             "verifier_calls": "Verifier calls", "prompt_tokens": "Prompt tok.", "gen_tokens": "Gen. tok.",
             "wall_s": "Seconds"}
     written.append(latex_table(compute[list(keep)].rename(columns=keep), out / "tab_compute.tex",

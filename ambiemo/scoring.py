@@ -244,7 +244,7 @@ def _predicted_index(df: pd.DataFrame, labels: Sequence[str]) -> np.ndarray:
     idx = np.nan_to_num(q, nan=-1.0).argmax(axis=1)  # rows with NaN are failures, set to -1 below
     if "pred_label" in df.columns:
         lookup = {x: j for j, x in enumerate(labels)}
-        given = df["pred_label"].fillna("").astype(str).map(lambda s: lookup.get(s, -2)).to_numpy()
+        given = df["pred_label"].fillna("").astype(str).map(lambda s: lookup.get(s, -2)).to_numpy(dtype=int)
         idx = np.where(given >= 0, given, idx)
     idx[~df["parsed_ok"].astype(bool).to_numpy()] = -1
     return idx
