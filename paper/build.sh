@@ -15,6 +15,6 @@ elif command -v tectonic >/dev/null 2>&1; then
   tectonic --outdir "$out" main.tex >"$out/build.log" 2>&1 || { tail -n 40 "$out/build.log"; exit 1; }
   echo "built main.pdf with tectonic" | tee "$out/BUILD.txt"
 else
-  echo "skipped: no LaTeX engine found (install latexmk, e.g. 'apt-get install latexmk texlive-latex-extra', or tectonic); every table and figure is still in paper/generated and figures/" \
+  echo "skipped: no LaTeX engine found (install latexmk, e.g. 'apt-get install latexmk texlive-latex-recommended texlive-fonts-recommended', or tectonic); every table and figure is still in paper/generated and figures/" \
     | tee "$out/BUILD.txt"
 fi

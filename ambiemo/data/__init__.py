@@ -74,12 +74,13 @@ Loader = Callable[[Path, Mapping[str, Any]], Corpus]
 DATASETS: Registry[Loader] = Registry("dataset")
 register_dataset = DATASETS.register
 
-_LOADER_MODULES = ("crema_d", "demo", "iemocap", "msp_podcast")
-
-
 def _import_loaders() -> None:
-    for module in _LOADER_MODULES:
-        importlib.import_module(f"ambiemo.data.{module}")
+    """Import every module of this package, so that each loader registers itself (a new corpus
+    module needs no list to be added to)."""
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
 
 
 def get_loader(name: str) -> Loader:
