@@ -354,6 +354,13 @@ class WeightedBestOfN(CandidateStrategy):
     needs = ("logprobs",)
     selection = "softmax(likelihood / temperature) over parsed candidates"
 
+    def check(self) -> None:
+        super().check()
+        temperature = float(self.cfg.get("temperature", 1.0))
+        if not temperature > 0:
+            raise ValueError(f"params strategies.w-bon.temperature must be > 0, got {temperature} "
+                             "(use bon for the T -> 0 limit: the single most likely candidate)")
+
     def combine(self, utt, prompt, cands, cost, budget):
         temperature = float(self.cfg.get("temperature", 1.0))
         dists = [self.ctx.parse(c.text) for c in cands]
@@ -368,7 +375,7 @@ class WeightedBestOfN(CandidateStrategy):
         return Row(self.name, budget, p, recs, cost)
 
 
-_RATING_RE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)(?:\s*/\s*10)?")
+_RATING_RE = re.compile(r"(?<![\d.\-])(\d+(?:\.\d+)?)(?:\s*/\s*10)?")  # "-3" is no rating
 
 
 def parse_rating(text: str) -> float | None:

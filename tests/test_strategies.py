@@ -231,3 +231,14 @@ def test_verifier_strategies_need_a_verifier() -> None:
 
     with pytest.raises(CapabilityError, match="verifier"):
         run("alm-v", FakeModel(), [3], verifier=None)
+
+
+def test_w_bon_refuses_a_zero_temperature_before_any_call() -> None:
+    model = FakeModel()
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        run("w-bon", model, [2], **{"w-bon": {"temperature": 0}})
+    assert model.requests_seen == []
+
+
+def test_a_negative_number_is_no_rating() -> None:
+    assert parse_rating("-3") is None and parse_rating("7/10") == 0.7
