@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ambiemo.report import format_value, latex_escape, latex_table, write_macros
+from ambiemo.scoring import at_largest_budget, overall
 
 # The profile note printed in the abstract and the results; a demo build must never read as a finding.
 PROFILE_NOTES = {
@@ -40,16 +41,6 @@ MACROS = ("ProfileName", "ProfileNote", "NumDatasets", "NumModels", "NumStrategi
 MAIN_COLUMNS = {"model": "Model", "strategy": "Strategy", "budget": "$B$", "js": "JS$\\downarrow$",
                 "bc": "BC$\\uparrow$", "r2": "$R^2\\uparrow$", "ece": "ECE$\\downarrow$", "accuracy": "Acc$\\uparrow$",
                 "f1_weighted": "F1$\\uparrow$", "uar": "UAR$\\uparrow$", "parse_failure_rate": "Parse fail"}
-
-
-def _overall(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[frame["ambiguity"] == "all"] if "ambiguity" in frame else frame
-
-
-def _largest_budget(summary: pd.DataFrame) -> pd.DataFrame:
-    """Each dataset × model × strategy at its largest budget."""
-    idx = summary.groupby(["dataset", "model", "strategy"])["budget"].idxmax()
-    return summary.loc[idx.sort_values()]
 
 
 def dataset_table(manifests: Mapping[str, Any]) -> pd.DataFrame:
@@ -78,13 +69,13 @@ def headline_numbers(summary: pd.DataFrame, paired: pd.DataFrame | None, mixed: 
                      params: Mapping[str, Any], manifests: Mapping[str, Any]) -> dict[str, Any]:
     """The numbers the text quotes, computed from the pipeline's tables (never typed by hand)."""
     run = params["run"]
-    overall = _overall(summary)
+    rows = overall(summary)
     dataset = run["datasets"][0]
-    first = overall[overall["dataset"] == dataset]
+    first = rows[rows["dataset"] == dataset]
     sizes = first.drop_duplicates("model").set_index("model")["params_b"].astype(float).dropna()
     # The largest model whose capacity is known (API models have none), else the first model of the run.
     largest = sizes.idxmax() if len(sizes) else (first["model"].iloc[0] if len(first) else run["models"][0])
-    cell = _largest_budget(first[first["model"] == largest]) if len(first) else first
+    cell = at_largest_budget(first[first["model"] == largest]) if len(first) else first
     base = cell[cell["strategy"] == "baseline"]
     scored = cell.dropna(subset=["js"])
     best = scored.loc[scored["js"].idxmin()] if len(scored) else None
@@ -136,14 +127,14 @@ def paper_outputs(manifests: Mapping[str, Any], tables: Mapping[str, pd.DataFram
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     strategies = list(params["run"]["strategies"])
-    summary = _overall(tables["summary"])
+    summary = overall(tables["summary"])
     written = []
 
     datasets = dataset_table(manifests)
     written.append(latex_table(datasets, out / "tab_datasets.tex", label="tab:datasets", digits=2,
                                caption="The corpora of this run: annotators' votes and their ambiguity."))
 
-    main = _with_order(_largest_budget(summary), strategies)
+    main = _with_order(at_largest_budget(summary), strategies)
     cols = [c for c in MAIN_COLUMNS if c in main]
     metric_cols = [c for c in cols if c not in ("model", "strategy", "budget")]
     main[metric_cols] = main[metric_cols].astype(float)  # a CSV column of 0s and 1s reads back as integers

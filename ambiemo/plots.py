@@ -38,6 +38,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ambiemo.metrics import METRICS
+from ambiemo.scoring import at_largest_budget, overall
 
 # Okabe & Ito (2008), "Color Universal Design", without its black, which marks the baseline.
 PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442", "#999999")
@@ -108,10 +109,6 @@ def _label(metric: str) -> str:
     return f"{info.label} ({'↑' if info.higher_is_better else '↓'})"
 
 
-def _overall(summary: pd.DataFrame) -> pd.DataFrame:
-    return summary[summary["ambiguity"] == "all"] if "ambiguity" in summary else summary
-
-
 def _model_order(frame: pd.DataFrame) -> list[str]:
     """Models from smallest to largest capacity (name order among equals or unknowns)."""
     cap = frame.groupby("model")["params_b"].first() if "params_b" in frame else pd.Series(dtype=float)
@@ -132,12 +129,6 @@ def _styles(strategies: Sequence[str], baseline: str = "baseline") -> dict[str, 
         out[s] = {"color": PALETTE[i % len(PALETTE)], "marker": MARKERS[i % len(MARKERS)],
                   "linestyle": LINESTYLES[(i // 2) % len(LINESTYLES)]}
     return out
-
-
-def _one_budget(frame: pd.DataFrame, keys: Sequence[str] = ("dataset", "model", "strategy")) -> pd.DataFrame:
-    """Each strategy at its largest budget (its headline setting)."""
-    top = frame.groupby(list(keys))["budget"].transform("max")
-    return frame[frame["budget"] == top]
 
 
 def _columns(frame: pd.DataFrame) -> list[tuple[str, Any]]:
@@ -161,7 +152,7 @@ def metric_heatmap(summary: pd.DataFrame, metric: str = "js", ci: pd.DataFrame |
     Brighter is better whichever way the metric points. With a ``bootstrap_ci`` table, each cell
     also shows the half-width of its interval.
     """
-    data = _overall(summary)
+    data = overall(summary)
     datasets = sorted(data["dataset"].unique())
     higher = METRICS[metric].higher_is_better if metric in METRICS else True
     with plt.rc_context(RC):
@@ -213,7 +204,7 @@ def metric_heatmap(summary: pd.DataFrame, metric: str = "js", ci: pd.DataFrame |
 def metric_vs_ambiguity(summary: pd.DataFrame, metric: str = "js", baseline: str = "baseline") -> Figure:
     """``metric`` per ambiguity bin (least to most ambiguous), one line per strategy (at its largest
     budget), one panel per model; one row of panels per dataset."""
-    data = _one_budget(summary[summary["ambiguity"] != "all"])
+    data = at_largest_budget(summary[summary["ambiguity"] != "all"])
     datasets = sorted(data["dataset"].unique())
     models = _model_order(data)
     strategies = _strategy_order(data, baseline)
@@ -267,7 +258,7 @@ def interaction(gains: pd.DataFrame, baseline: str = "baseline") -> Figure:
     """Gain over the baseline (positive = better) against model capacity (log scale), one line per
     strategy (at its largest budget), one panel per ambiguity level, one row per dataset. Takes
     ``scoring.gain_over_baseline(summary, metric)``."""
-    data = _one_budget(gains)
+    data = at_largest_budget(gains)
     if data.empty:
         return _message_figure("no gain to show: the run has no strategy besides the baseline")
     metric = str(data["metric"].iloc[0])
@@ -307,7 +298,7 @@ def interaction(gains: pd.DataFrame, baseline: str = "baseline") -> Figure:
 def compute_curves(summary: pd.DataFrame, metric: str = "js", baseline: str = "baseline") -> Figure:
     """``metric`` against generated tokens and against model calls per utterance: one line per
     strategy through its budgets, one row per model (and dataset)."""
-    data = _overall(summary)
+    data = overall(summary)
     rows = [(d, m) for d in sorted(data["dataset"].unique()) for m in _model_order(data[data["dataset"] == d])]
     strategies = _strategy_order(data, baseline)
     styles = _styles(strategies, baseline)
@@ -342,7 +333,7 @@ def reliability_diagrams(rel: pd.DataFrame, baseline: str = "baseline", strategi
     beside the diagonal of perfect calibration, with the bin's mean confidence marked and the
     ECE in the title; one row per model (and dataset), one column per strategy (at its largest
     budget, or only ``strategies``). Takes ``scoring.reliability(scores)``."""
-    data = _one_budget(rel)
+    data = at_largest_budget(rel)
     if strategies is not None:
         data = data[data["strategy"].isin(strategies)]
     rows = [(d, m) for d in sorted(data["dataset"].unique()) for m in _model_order(data[data["dataset"] == d])]

@@ -443,6 +443,17 @@ def metrics_json(summary: pd.DataFrame, metrics: Sequence[str] = ("js", "bc", "r
     return out
 
 
+def overall(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary rows over every ambiguity bin (``ambiguity == "all"``)."""
+    return summary[summary["ambiguity"] == ALL] if "ambiguity" in summary else summary
+
+
+def at_largest_budget(frame: pd.DataFrame, keys: Sequence[str] = ("dataset", "model", "strategy")) -> pd.DataFrame:
+    """Each strategy at its largest budget (its headline setting), per group of ``keys``."""
+    top = frame.groupby(list(keys))["budget"].transform("max")
+    return frame[frame["budget"] == top]
+
+
 def _nanmean(s: pd.Series) -> float:
     return float(s.mean()) if s.notna().any() else float("nan")
 
