@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 EXTRAS ?= demo,api,dev
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv repro test test-fast dag clean-results lock paper
+.PHONY: venv repro test test-fast lint format dag clean-results lock paper
 
 $(STAMP): pyproject.toml requirements/constraints.txt requirements/weights.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,16 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
+
+# ruff's pycodestyle, pyflakes, bugbear, pyupgrade, simplify, isort and complexity rules (pyproject.toml),
+# and its formatter, over the package, tests, benchmarks and notebooks. CI runs it.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 dag: $(STAMP)
 	$(BIN)/dvc dag

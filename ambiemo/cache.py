@@ -92,41 +92,48 @@ def make_key(payload: dict[str, Any]) -> str:
 
 def generation_key(identity: dict[str, Any], request: AudioRequest, config: GenerationConfig, sample_index: int) -> str:
     """Key of candidate ``sample_index`` of ``config.n`` for one request."""
-    return make_key({
-        "kind": "generate",
-        "model": identity,
-        "conversation": request.conversation(),
-        "audio_sha1": request.audio_sha1(),
-        "config": config.as_dict(),
-        "sample_index": sample_index,
-    })
+    return make_key(
+        {
+            "kind": "generate",
+            "model": identity,
+            "conversation": request.conversation(),
+            "audio_sha1": request.audio_sha1(),
+            "config": config.as_dict(),
+            "sample_index": sample_index,
+        }
+    )
 
 
 def scoring_key(identity: dict[str, Any], request: AudioRequest, options: Sequence[str], prefix: str) -> str:
-    return make_key({
-        "kind": "score_options",
-        "model": identity,
-        "conversation": request.conversation(),
-        "audio_sha1": request.audio_sha1(),
-        "options": list(options),
-        "prefix": prefix,
-    })
+    return make_key(
+        {
+            "kind": "score_options",
+            "model": identity,
+            "conversation": request.conversation(),
+            "audio_sha1": request.audio_sha1(),
+            "options": list(options),
+            "prefix": prefix,
+        }
+    )
 
 
 def candidate_to_json(c: Candidate) -> str:
-    return canonical_json({
-        "text": c.text,
-        "logprob": c.logprob,
-        "token_logprobs": c.token_logprobs,
-        "n_tokens": c.n_tokens,
-        "meta": c.meta,
-    })
+    return canonical_json(
+        {
+            "text": c.text,
+            "logprob": c.logprob,
+            "token_logprobs": c.token_logprobs,
+            "n_tokens": c.n_tokens,
+            "meta": c.meta,
+        }
+    )
 
 
 def candidate_from_json(s: str) -> Candidate:
     d = json.loads(s)
-    return Candidate(text=d["text"], logprob=d["logprob"], token_logprobs=d["token_logprobs"],
-                     n_tokens=d["n_tokens"], meta=d["meta"])
+    return Candidate(
+        text=d["text"], logprob=d["logprob"], token_logprobs=d["token_logprobs"], n_tokens=d["n_tokens"], meta=d["meta"]
+    )
 
 
 class GenerationCache:
@@ -159,8 +166,10 @@ class GenerationCache:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise OSError(f"cannot create the generation cache folder {self.folder}: {e}; set paths.cache_dir "
-                          "in params.yaml or the environment variable AMBIEMO_CACHE_DIR to a writable folder") from e
+            raise OSError(
+                f"cannot create the generation cache folder {self.folder}: {e}; set paths.cache_dir "
+                "in params.yaml or the environment variable AMBIEMO_CACHE_DIR to a writable folder"
+            ) from e
         # isolation_level=None: no implicit transactions; every write below is its own explicit one.
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=True)
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
@@ -185,8 +194,10 @@ class GenerationCache:
         # The journal mode is a property of the file: the first connection switches it, later ones see "wal".
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
-            raise RuntimeError(f"{self.path}: SQLite refused WAL mode (got {mode!r}); is the cache on a network "
-                               "file system? Point AMBIEMO_CACHE_DIR at a local folder")
+            raise RuntimeError(
+                f"{self.path}: SQLite refused WAL mode (got {mode!r}); is the cache on a network "
+                "file system? Point AMBIEMO_CACHE_DIR at a local folder"
+            )
         with _transaction(conn):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -205,7 +216,7 @@ class GenerationCache:
         found: dict[str, str] = {}
         unique = list(dict.fromkeys(keys))
         for i in range(0, len(unique), 500):  # stay below SQLite's bound-parameter limit
-            chunk = unique[i:i + 500]
+            chunk = unique[i : i + 500]
             marks = ",".join("?" * len(chunk))
             for key, value in conn.execute(f"SELECT key, value FROM entries WHERE key IN ({marks})", chunk):
                 found[key] = value
@@ -220,8 +231,10 @@ class GenerationCache:
             return
         conn = self._connect()
         with _transaction(conn):
-            conn.executemany("INSERT OR REPLACE INTO entries (key, model, kind, value) VALUES (?, ?, ?, ?)",
-                             [(k, model, kind, v) for k, v in items])
+            conn.executemany(
+                "INSERT OR REPLACE INTO entries (key, model, kind, value) VALUES (?, ?, ?, ?)",
+                [(k, model, kind, v) for k, v in items],
+            )
 
     def count(self, model: str, hits: int, misses: int) -> None:
         """Add lookups to this object's counters and to the file's lifetime counters."""
@@ -231,9 +244,12 @@ class GenerationCache:
         if hits or misses:
             conn = self._connect()
             with _transaction(conn):
-                conn.execute("INSERT INTO counters (model, hits, misses) VALUES (?, ?, ?) "
-                             "ON CONFLICT(model) DO UPDATE SET hits = hits + excluded.hits, "
-                             "misses = misses + excluded.misses", (model, hits, misses))
+                conn.execute(
+                    "INSERT INTO counters (model, hits, misses) VALUES (?, ?, ?) "
+                    "ON CONFLICT(model) DO UPDATE SET hits = hits + excluded.hits, "
+                    "misses = misses + excluded.misses",
+                    (model, hits, misses),
+                )
 
     # -- reporting and maintenance --------------------------------------------------------
     def size_bytes(self) -> int:
@@ -251,7 +267,8 @@ class GenerationCache:
             "SELECT model, SUM(n), SUM(b), SUM(h), SUM(m) FROM ("
             "  SELECT model, COUNT(*) AS n, SUM(LENGTH(value)) AS b, 0 AS h, 0 AS m FROM entries GROUP BY model"
             "  UNION ALL SELECT model, 0, 0, hits, misses FROM counters"
-            ") GROUP BY model ORDER BY model").fetchall()
+            ") GROUP BY model ORDER BY model"
+        ).fetchall()
         return [{"model": m, "entries": n, "value_bytes": b, "hits": h, "misses": mi} for m, n, b, h, mi in rows]
 
     def clear(self, model: str | None = None) -> int:
@@ -344,15 +361,17 @@ class CachedModel(AudioLanguageModel):
             if len(fresh) != len(todo):
                 raise RuntimeError(f"model {self.key!r} returned {len(fresh)} results for {len(todo)} requests")
             items = []
-            for j, cands in zip(todo, fresh):
+            for j, cands in zip(todo, fresh, strict=True):
                 if len(cands) != config.n:
-                    raise RuntimeError(f"model {self.key!r} returned {len(cands)} candidates for utterance "
-                                       f"{requests[j].utt_id!r}, expected n={config.n}")
+                    raise RuntimeError(
+                        f"model {self.key!r} returned {len(cands)} candidates for utterance "
+                        f"{requests[j].utt_id!r}, expected n={config.n}"
+                    )
                 if any("error" in c.meta for c in cands):
                     results[j] = list(cands)  # a failed request: returned as is, tried again next run
                     continue
                 encoded = [candidate_to_json(c) for c in cands]
-                items += zip(keys[j], encoded)
+                items += zip(keys[j], encoded, strict=True)
                 results[j] = [candidate_from_json(s) for s in encoded]
             self.cache.put_many(self.key, "generate", items)
         return results  # type: ignore[return-value]

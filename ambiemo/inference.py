@@ -59,10 +59,18 @@ def build_model(params: dict[str, Any], key: str, cache: Any = None, **kwargs: A
     return CachedModel(load_model(key, model_spec(params, key), **kwargs), cache)
 
 
-def run_inference(params: dict[str, Any], model_key: str, strategy: str, manifest_path: str | os.PathLike,
-                  out_path: str | os.PathLike, limit: int | None = None, *, budgets: Sequence[int] | None = None,
-                  model: AudioLanguageModel | None = None, verifier: AudioLanguageModel | None = None
-                  ) -> pd.DataFrame:
+def run_inference(
+    params: dict[str, Any],
+    model_key: str,
+    strategy: str,
+    manifest_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    limit: int | None = None,
+    *,
+    budgets: Sequence[int] | None = None,
+    model: AudioLanguageModel | None = None,
+    verifier: AudioLanguageModel | None = None,
+) -> pd.DataFrame:
     """Run ``strategy`` with model ``model_key`` over the manifest, write the predictions parquet, return its rows.
 
     The returned frame is the table as written (schema: ``ambiemo.predictions``); ``df.attrs``
@@ -90,7 +98,11 @@ def run_inference(params: dict[str, Any], model_key: str, strategy: str, manifes
         verifier_key = settings["verifier"]["model"]
         if not verifier_key:
             raise CapabilityError(f"strategy {strategy!r} needs a verifier: set params strategies.verifier.model")
-        verifier = model if verifier_key == model_key else build_model(params, verifier_key, cache=getattr(model, "cache", None))
+        verifier = (
+            model
+            if verifier_key == model_key
+            else build_model(params, verifier_key, cache=getattr(model, "cache", None))
+        )
     before = {"usage": model.usage.as_dict(), "verifier_usage": verifier.usage.as_dict() if verifier else None}
     prompts = PromptBook.from_params(params, labels)
     strat: Strategy = cls(Context(model, labels, prompts, settings, verifier))
@@ -100,20 +112,33 @@ def run_inference(params: dict[str, Any], model_key: str, strategy: str, manifes
     policy = (params.get("parsing") or {}).get("on_failure", "uniform")
     apply_failure_policy(None, len(labels), policy)  # an unknown policy fails now, not after the run
 
-    results, failures = _run(strat, df, budgets, model.sample_rate, int(settings["batch_size"]), f"{model_key}/{strategy}")
+    results, failures = _run(
+        strat, df, budgets, model.sample_rate, int(settings["batch_size"]), f"{model_key}/{strategy}"
+    )
     if len(df) and not results:
         first = next(iter(failures.items()))
         raise RuntimeError(f"every utterance failed ({len(failures)}); the first, {first[0]}: {first[1]}")
     out, parse_failures = _table(strat, df, budgets, results, failures, labels, model_key, policy)
 
     relevant = {k: params[k] for k in ("seed", "prompts", "parsing", "strategies") if k in params}
-    meta_prov = provenance(relevant, params.get("seed"), model=model.identity,
-                           verifier=verifier.identity if verifier is not None else None,
-                           strategy={**strat.provenance(), "budgets": budgets}, prompts=prompts.describe(),
-                           dataset=manifest.dataset, manifest=Path(manifest_path).name, limit=limit or 0,
-                           parse_failure_policy=policy)
-    meta = {"parse_failures": int(sum(parse_failures.values())), "parse_failures_by": dict(sorted(parse_failures.items())),
-            "model_failures": dict(sorted(failures.items())), "n_utterances": len(df)}
+    meta_prov = provenance(
+        relevant,
+        params.get("seed"),
+        model=model.identity,
+        verifier=verifier.identity if verifier is not None else None,
+        strategy={**strat.provenance(), "budgets": budgets},
+        prompts=prompts.describe(),
+        dataset=manifest.dataset,
+        manifest=Path(manifest_path).name,
+        limit=limit or 0,
+        parse_failure_policy=policy,
+    )
+    meta = {
+        "parse_failures": int(sum(parse_failures.values())),
+        "parse_failures_by": dict(sorted(parse_failures.items())),
+        "model_failures": dict(sorted(failures.items())),
+        "n_utterances": len(df),
+    }
     path = write_predictions(out, out_path, labels=labels, label_set=manifest.label_set, provenance=meta_prov, **meta)
     written = read_predictions(path)
     df_out = written.df
@@ -122,13 +147,26 @@ def run_inference(params: dict[str, Any], model_key: str, strategy: str, manifes
     if verifier is not None and verifier is not model:
         verifier_usage = _delta(verifier.usage.as_dict(), before["verifier_usage"])
     df_out.attrs = {"meta": written.meta, "usage": usage, "verifier_usage": verifier_usage}
-    log.info("%s: %d rows; %d parse failures, %d model failures; live calls %d, cache hits %d", path, len(df_out),
-             meta["parse_failures"], len(failures), usage["calls"], usage["cache_hits"])
+    log.info(
+        "%s: %d rows; %d parse failures, %d model failures; live calls %d, cache hits %d",
+        path,
+        len(df_out),
+        meta["parse_failures"],
+        len(failures),
+        usage["calls"],
+        usage["cache_hits"],
+    )
     return df_out
 
 
-def write_skipped(params: dict[str, Any], model_key: str, strategy: str, manifest_path: str | os.PathLike,
-                  out_path: str | os.PathLike, reason: str) -> pd.DataFrame:
+def write_skipped(
+    params: dict[str, Any],
+    model_key: str,
+    strategy: str,
+    manifest_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    reason: str,
+) -> pd.DataFrame:
     """Write an empty predictions table that records why this cell cannot run.
 
     A matrix of models × strategies contains cells a route cannot serve (W-BoN needs
@@ -140,17 +178,31 @@ def write_skipped(params: dict[str, Any], model_key: str, strategy: str, manifes
     from ambiemo.provenance import provenance
 
     manifest = read_manifest(manifest_path)
-    prov = provenance({k: params[k] for k in ("seed", "strategies") if k in params}, params.get("seed"),
-                      model={"key": model_key}, strategy={"name": strategy}, dataset=manifest.dataset)
+    prov = provenance(
+        {k: params[k] for k in ("seed", "strategies") if k in params},
+        params.get("seed"),
+        model={"key": model_key},
+        strategy={"name": strategy},
+        dataset=manifest.dataset,
+    )
     empty = pd.DataFrame(columns=prediction_columns(manifest.labels))
-    path = write_predictions(empty, out_path, labels=manifest.labels, label_set=manifest.label_set,
-                             provenance=prov, skipped=reason, parse_failures=0, n_utterances=0)
+    path = write_predictions(
+        empty,
+        out_path,
+        labels=manifest.labels,
+        label_set=manifest.label_set,
+        provenance=prov,
+        skipped=reason,
+        parse_failures=0,
+        n_utterances=0,
+    )
     log.warning("%s/%s skipped: %s", model_key, strategy, reason)
     return read_predictions(path).df
 
 
-def _run(strat: Strategy, df: pd.DataFrame, budgets: list[int], sample_rate: int, batch_size: int, name: str
-         ) -> tuple[dict[int, list[Row]], dict[str, str]]:
+def _run(
+    strat: Strategy, df: pd.DataFrame, budgets: list[int], sample_rate: int, batch_size: int, name: str
+) -> tuple[dict[int, list[Row]], dict[str, str]]:
     """Rows per manifest position, and the failures {utt_id: error}.
 
     Utterances go to the strategy in batches (one model call serves a batch). When a batch
@@ -172,7 +224,7 @@ def _run(strat: Strategy, df: pd.DataFrame, budgets: list[int], sample_rate: int
             except Exception as e:  # noqa: BLE001 -- recorded per utterance, see the module doc
                 failures[utt_id] = f"audio: {e}"
         try:
-            for (i, _), rows in zip(utts, strat.run([u for _, u in utts], budgets)):
+            for (i, _), rows in zip(utts, strat.run([u for _, u in utts], budgets), strict=True):
                 results[i] = rows
         except CapabilityError:
             raise
@@ -189,9 +241,16 @@ def _run(strat: Strategy, df: pd.DataFrame, budgets: list[int], sample_rate: int
     return results, failures
 
 
-def _table(strat: Strategy, df: pd.DataFrame, budgets: list[int], results: dict[int, list[Row]],
-           failures: dict[str, str], labels: tuple[str, ...], model_key: str, policy: str
-           ) -> tuple[pd.DataFrame, dict[str, int]]:
+def _table(
+    strat: Strategy,
+    df: pd.DataFrame,
+    budgets: list[int],
+    results: dict[int, list[Row]],
+    failures: dict[str, str],
+    labels: tuple[str, ...],
+    model_key: str,
+    policy: str,
+) -> tuple[pd.DataFrame, dict[str, int]]:
     """The predictions rows (readout, then budget, then manifest order) and parse failures per readout@budget."""
     rows = []
     parse_failures: dict[str, int] = {}
@@ -205,16 +264,25 @@ def _table(strat: Strategy, df: pd.DataFrame, budgets: list[int], results: dict[
                 if not ok and utt_id not in failures:
                     parse_failures[f"{label}@{b}"] = parse_failures.get(f"{label}@{b}", 0) + 1
                 c = row.cost
-                rows.append({
-                    "utt_id": utt_id, "dataset": str(df.at[i, "dataset"]), "model": model_key, "strategy": label,
-                    "budget": b, **{f"p_{x}": float(v) for x, v in zip(labels, p)},
-                    "pred_label": predicted_label(p, ok, labels), "parsed_ok": ok,
-                    "n_candidates": len(row.candidates),
-                    "model_calls": c.model_calls, "verifier_calls": c.verifier_calls,
-                    "prompt_tokens": pd.NA if c.prompt_tokens is None else c.prompt_tokens,
-                    "gen_tokens": c.gen_tokens, "wall_s": c.wall_s,
-                    "candidates": json.dumps(row.candidates, sort_keys=True),
-                })
+                rows.append(
+                    {
+                        "utt_id": utt_id,
+                        "dataset": str(df.at[i, "dataset"]),
+                        "model": model_key,
+                        "strategy": label,
+                        "budget": b,
+                        **{f"p_{x}": float(v) for x, v in zip(labels, p, strict=True)},
+                        "pred_label": predicted_label(p, ok, labels),
+                        "parsed_ok": ok,
+                        "n_candidates": len(row.candidates),
+                        "model_calls": c.model_calls,
+                        "verifier_calls": c.verifier_calls,
+                        "prompt_tokens": pd.NA if c.prompt_tokens is None else c.prompt_tokens,
+                        "gen_tokens": c.gen_tokens,
+                        "wall_s": c.wall_s,
+                        "candidates": json.dumps(row.candidates, sort_keys=True),
+                    }
+                )
     return pd.DataFrame(rows, columns=prediction_columns(labels)), parse_failures
 
 

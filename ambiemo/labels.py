@@ -53,8 +53,10 @@ class LabelSet:
             raise ValueError(f"label set {self.name!r} repeats a label: {list(self.labels)}")
         for src, dst in self.merge.items():
             if dst not in self.labels:
-                raise ValueError(f"label set {self.name!r} merges {src!r} into {dst!r}, "
-                                 f"which is not one of its labels {list(self.labels)}")
+                raise ValueError(
+                    f"label set {self.name!r} merges {src!r} into {dst!r}, "
+                    f"which is not one of its labels {list(self.labels)}"
+                )
 
     def canonical(self, category: str) -> str:
         """The label a corpus category counts as (after merging); may be out of the set."""
@@ -86,14 +88,15 @@ def label_set_from_params(params: Mapping[str, Any], name: str) -> LabelSet:
 
 # --------------------------------------------------------------------------- votes -> counts
 
+
 @dataclass
 class Tally:
     """Votes of many utterances over one label set, and what the vote policy left out."""
 
-    votes: np.ndarray                  # (n_utterances, n_labels), float: split votes are fractional
-    n_raters: np.ndarray               # (n_utterances,), raters whose vote counted
+    votes: np.ndarray  # (n_utterances, n_labels), float: split votes are fractional
+    n_raters: np.ndarray  # (n_utterances,), raters whose vote counted
     out_of_set: list[dict[str, float]]  # per utterance: out-of-set category -> vote weight seen
-    dropped_votes: float               # total vote weight discarded under `drop_votes`
+    dropped_votes: float  # total vote weight discarded under `drop_votes`
 
 
 def rater_weights(categories: Sequence[str], multi_label: str = "split") -> dict[str, float]:
@@ -114,8 +117,12 @@ def rater_weights(categories: Sequence[str], multi_label: str = "split") -> dict
     return {c: weight for c in cats}
 
 
-def tally_votes(ratings: Sequence[Sequence[Sequence[str]]], label_set: LabelSet,
-                policy: str = "drop_votes", multi_label: str = "split") -> Tally:
+def tally_votes(
+    ratings: Sequence[Sequence[Sequence[str]]],
+    label_set: LabelSet,
+    policy: str = "drop_votes",
+    multi_label: str = "split",
+) -> Tally:
     """Count the votes of each utterance over ``label_set``.
 
     ``ratings[i]`` is utterance i's list of raters, each a sequence of category names
@@ -156,6 +163,7 @@ def tally_votes(ratings: Sequence[Sequence[Sequence[str]]], label_set: LabelSet,
 
 # --------------------------------------------------------------------------- counts -> distribution
 
+
 def soft_labels(votes: np.ndarray) -> np.ndarray:
     """Normalise vote counts row-wise into distributions. Rows with no votes are an error."""
     votes = np.asarray(votes, dtype=float)
@@ -166,8 +174,9 @@ def soft_labels(votes: np.ndarray) -> np.ndarray:
     totals = votes.sum(axis=1, keepdims=True)
     if (totals <= 0).any():
         empty = np.flatnonzero(totals[:, 0] <= 0)
-        raise ValueError(f"{len(empty)} utterance(s) have no votes (rows {empty[:5].tolist()}); "
-                         "drop them before normalising")
+        raise ValueError(
+            f"{len(empty)} utterance(s) have no votes (rows {empty[:5].tolist()}); drop them before normalising"
+        )
     return votes / totals
 
 
@@ -245,13 +254,17 @@ class AmbiguityBins:
         quantiles = tuple(float(x) for x in spec.get("quantiles", (1 / 3, 2 / 3)))
         n_edges = len(edges) if method == "fixed" else len(quantiles)
         if len(names) != n_edges + 1:
-            raise ValueError(f"params ambiguity: {len(names)} bins {list(names)} need {len(names) - 1} "
-                             f"{'edges_bits' if method == 'fixed' else 'quantiles'}, got {n_edges}")
+            raise ValueError(
+                f"params ambiguity: {len(names)} bins {list(names)} need {len(names) - 1} "
+                f"{'edges_bits' if method == 'fixed' else 'quantiles'}, got {n_edges}"
+            )
         if CLEAR in names:
             raise ValueError(f"params ambiguity.bins must not contain {CLEAR!r}: it is the unanimous bin")
         if method == "fixed" and (any(e <= 0 for e in edges) or list(edges) != sorted(set(edges))):
             raise ValueError(f"params ambiguity.edges_bits must be positive and increasing, got {list(edges)}")
-        if method == "quantile" and (any(not 0 < q < 1 for q in quantiles) or list(quantiles) != sorted(set(quantiles))):
+        if method == "quantile" and (
+            any(not 0 < q < 1 for q in quantiles) or list(quantiles) != sorted(set(quantiles))
+        ):
             raise ValueError(f"params ambiguity.quantiles must be increasing, in (0, 1), got {list(quantiles)}")
         return cls(method, edges, names, quantiles)
 
@@ -280,8 +293,7 @@ class AmbiguityBins:
         return (CLEAR, *self.names)
 
     def to_meta(self, edges: Iterable[float]) -> dict[str, Any]:
-        meta: dict[str, Any] = {"method": self.method, "edges": [float(e) for e in edges],
-                                "bins": list(self.order())}
+        meta: dict[str, Any] = {"method": self.method, "edges": [float(e) for e in edges], "bins": list(self.order())}
         if self.method == "quantile":
             meta["quantiles"] = list(self.quantiles)
         return meta

@@ -38,11 +38,20 @@ from ambiemo.labels import CLEAR, AmbiguityBins, LabelSet, describe_votes
 from ambiemo.tables import LabelledTable, read_table, write_table
 
 # Text columns describing an utterance; a loader fills what its corpus knows, "" otherwise.
-INFO_COLUMNS = ("utt_id", "dataset", "audio_path", "duration_s", "speaker", "gender", "split",
-                "transcript", "intended")
+INFO_COLUMNS = ("utt_id", "dataset", "audio_path", "duration_s", "speaker", "gender", "split", "transcript", "intended")
 STATS_COLUMNS = ("n_raters", "majority", "majority_tie", "entropy_bits", "max_share", "n_distinct", "ambiguity")
-TEXT_COLUMNS = ("utt_id", "dataset", "audio_path", "speaker", "gender", "split", "transcript", "intended",
-                "majority", "ambiguity")
+TEXT_COLUMNS = (
+    "utt_id",
+    "dataset",
+    "audio_path",
+    "speaker",
+    "gender",
+    "split",
+    "transcript",
+    "intended",
+    "majority",
+    "ambiguity",
+)
 
 
 def manifest_columns(labels: Sequence[str]) -> list[str]:
@@ -73,8 +82,9 @@ class Manifest(LabelledTable):
         return list(self.meta["ambiguity"]["bins"])
 
 
-def build_manifest(info: pd.DataFrame, votes: np.ndarray, n_raters: np.ndarray, label_set: LabelSet,
-                   bins: AmbiguityBins) -> tuple[pd.DataFrame, dict[str, Any]]:
+def build_manifest(
+    info: pd.DataFrame, votes: np.ndarray, n_raters: np.ndarray, label_set: LabelSet, bins: AmbiguityBins
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Assemble the manifest's rows from utterance info and vote counts.
 
     ``info`` has the ``INFO_COLUMNS`` (missing ones are filled with "" / NaN) and any extra
@@ -93,9 +103,15 @@ def build_manifest(info: pd.DataFrame, votes: np.ndarray, n_raters: np.ndarray, 
     cols: dict[str, Any] = {c: info[c] for c in INFO_COLUMNS}
     cols.update({f"votes_{x}": np.asarray(votes, dtype=float)[:, j] for j, x in enumerate(labels)})
     cols.update({f"p_{x}": derived[f"p_{x}"] for x in labels})
-    cols.update(n_raters=np.asarray(n_raters, dtype="int64"), majority=derived["majority"],
-                majority_tie=derived["majority_tie"], entropy_bits=derived["entropy_bits"],
-                max_share=derived["max_share"], n_distinct=derived["n_distinct"], ambiguity=ambiguity)
+    cols.update(
+        n_raters=np.asarray(n_raters, dtype="int64"),
+        majority=derived["majority"],
+        majority_tie=derived["majority_tie"],
+        entropy_bits=derived["entropy_bits"],
+        max_share=derived["max_share"],
+        n_distinct=derived["n_distinct"],
+        ambiguity=ambiguity,
+    )
     df = pd.DataFrame(cols)
     extras = [c for c in info.columns if c not in df.columns]
     for c in extras:
@@ -116,9 +132,16 @@ def _coerce(df: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
     return df
 
 
-def write_manifest(df: pd.DataFrame, path: str | os.PathLike, *, label_set: LabelSet,
-                   ambiguity: Mapping[str, Any], exclusions: Mapping[str, int],
-                   provenance: Mapping[str, Any] | None = None, **meta: Any) -> Path:
+def write_manifest(
+    df: pd.DataFrame,
+    path: str | os.PathLike,
+    *,
+    label_set: LabelSet,
+    ambiguity: Mapping[str, Any],
+    exclusions: Mapping[str, int],
+    provenance: Mapping[str, Any] | None = None,
+    **meta: Any,
+) -> Path:
     """Check ``df`` against the schema and write it with its metadata (atomically).
 
     ``exclusions`` maps each reason an utterance was left out to how many were; further
@@ -140,7 +163,9 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
     """Read a manifest and check its schema; the one way stages read manifests."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no manifest here; build it with `ambiemo data prepare <dataset> --out {path}`")
+        raise FileNotFoundError(
+            f"{path}: no manifest here; build it with `ambiemo data prepare <dataset> --out {path}`"
+        )
     df, meta = read_table(path)
     validate(df, meta, where=str(path))
     return Manifest(df, meta, path)
@@ -150,7 +175,9 @@ def validate(df: pd.DataFrame, meta: Mapping[str, Any], where: str = "manifest")
     """Raise ``ManifestError`` naming the file, the column and the utterance ids at fault."""
     ls = meta.get("label_set")
     if not isinstance(ls, Mapping) or not ls.get("name") or not ls.get("labels"):
-        raise ManifestError(f"{where}: metadata has no label_set {{name, labels}}; rebuild it with `ambiemo data prepare`")
+        raise ManifestError(
+            f"{where}: metadata has no label_set {{name, labels}}; rebuild it with `ambiemo data prepare`"
+        )
     labels = list(ls["labels"])
     amb = meta.get("ambiguity")
     if not isinstance(amb, Mapping) or "bins" not in amb or "edges" not in amb:
@@ -175,10 +202,14 @@ def validate(df: pd.DataFrame, meta: Mapping[str, Any], where: str = "manifest")
     bad(~np.isfinite(votes).all(axis=1) | (votes < 0).any(axis=1), "have negative or missing votes")
     bad(votes.sum(axis=1) <= 0, "have no votes")
     bad(~np.isclose(p.sum(axis=1), 1.0, atol=1e-6), "have p_* not summing to 1")
-    bad(~np.isclose(p, votes / votes.sum(axis=1, keepdims=True), atol=1e-6).all(axis=1),
-        "have p_* that are not their normalised votes_*")
+    bad(
+        ~np.isclose(p, votes / votes.sum(axis=1, keepdims=True), atol=1e-6).all(axis=1),
+        "have p_* that are not their normalised votes_*",
+    )
     bad(~df["majority"].isin([*labels, ""]), f"have a majority outside the label set {labels}")
     bins = list(amb["bins"])
     bad(~df["ambiguity"].isin(bins), f"have an ambiguity bin outside {bins}")
-    bad((df["ambiguity"] == CLEAR).to_numpy() != (df["entropy_bits"].to_numpy() <= 1e-9),
-        "are `clear` without zero entropy (or the reverse)")
+    bad(
+        (df["ambiguity"] == CLEAR).to_numpy() != (df["entropy_bits"].to_numpy() <= 1e-9),
+        "are `clear` without zero entropy (or the reverse)",
+    )

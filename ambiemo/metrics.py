@@ -56,9 +56,9 @@ from scipy import special, stats
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
 # Defaults, stated once. params.yaml `scoring` overrides them in the pipeline.
-JS_BASE = math.e          # natural log, as in AER-LLM; sqrt(ln 2) is the largest distance
-KL_EPSILON = 1e-6         # additive smoothing of the model's distribution inside KL
-ECE_BINS = 5              # as in AER-LLM's code
+JS_BASE = math.e  # natural log, as in AER-LLM; sqrt(ln 2) is the largest distance
+KL_EPSILON = 1e-6  # additive smoothing of the model's distribution inside KL
+ECE_BINS = 5  # as in AER-LLM's code
 TIE_POLICY = "exclude"
 TIE_POLICIES = ("exclude", "any", "first")
 
@@ -78,20 +78,23 @@ class MetricInfo:
 
 
 # Column names used in score and summary tables, in display order.
-METRICS: dict[str, MetricInfo] = {m.name: m for m in (
-    MetricInfo("js", "JS distance", False, True),
-    MetricInfo("bc", "Bhattacharyya coeff.", True, True),
-    MetricInfo("r2", "R²", True, False),
-    MetricInfo("kl", "KL divergence", False, True),
-    MetricInfo("tv", "Total variation", False, True),
-    MetricInfo("brier", "Brier score", False, True),
-    MetricInfo("ece", "ECE", False, False),
-    MetricInfo("entropy_spearman", "Entropy Spearman ρ", True, False),
-    MetricInfo("accuracy", "Accuracy", True, True),
-    MetricInfo("f1_weighted", "Weighted F1", True, False),
-    MetricInfo("uar", "UAR", True, False),
-    MetricInfo("plausible_accuracy", "Plausible-label acc.", True, True),
-)}
+METRICS: dict[str, MetricInfo] = {
+    m.name: m
+    for m in (
+        MetricInfo("js", "JS distance", False, True),
+        MetricInfo("bc", "Bhattacharyya coeff.", True, True),
+        MetricInfo("r2", "R²", True, False),
+        MetricInfo("kl", "KL divergence", False, True),
+        MetricInfo("tv", "Total variation", False, True),
+        MetricInfo("brier", "Brier score", False, True),
+        MetricInfo("ece", "ECE", False, False),
+        MetricInfo("entropy_spearman", "Entropy Spearman ρ", True, False),
+        MetricInfo("accuracy", "Accuracy", True, True),
+        MetricInfo("f1_weighted", "Weighted F1", True, False),
+        MetricInfo("uar", "UAR", True, False),
+        MetricInfo("plausible_accuracy", "Plausible-label acc.", True, True),
+    )
+}
 
 
 def log_base(base: float | str | None) -> float:
@@ -142,6 +145,7 @@ def _pair(p, q) -> tuple[np.ndarray, np.ndarray]:
 
 # --- distributional metrics, one value per utterance --------------------------------------
 
+
 def js_distance(p, q, base: float | str = JS_BASE) -> np.ndarray:
     """Jensen–Shannon distance per utterance (square root of the divergence, log ``base``)."""
     p, q = _pair(p, q)
@@ -189,14 +193,15 @@ def r2_per_utterance(p, q) -> np.ndarray:
     """Squared Pearson correlation of each utterance's two k-vectors; NaN where a row is constant."""
     p, q = _pair(p, q)
     pc, qc = p - p.mean(axis=1, keepdims=True), q - q.mean(axis=1, keepdims=True)
-    denom = np.sqrt((pc ** 2).sum(axis=1) * (qc ** 2).sum(axis=1))
+    denom = np.sqrt((pc**2).sum(axis=1) * (qc**2).sum(axis=1))
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (pc * qc).sum(axis=1) / denom
     r[denom < 1e-15] = np.nan
-    return r ** 2
+    return r**2
 
 
 # --- set-level distributional metrics -----------------------------------------------------
+
 
 def r2(p, q) -> float:
     """Squared Pearson correlation over all (utterance, label) cells of the two matrices."""
@@ -254,8 +259,16 @@ def reliability_bins(conf, correct, n_bins: int = ECE_BINS) -> pd.DataFrame:
         mean_conf = np.bincount(idx, weights=conf, minlength=n_bins) / n
         acc = np.bincount(idx, weights=correct, minlength=n_bins) / n
     edges = np.linspace(0, 1, n_bins + 1)
-    return pd.DataFrame({"bin": np.arange(n_bins), "lower": edges[:-1], "upper": edges[1:],
-                         "n": n, "confidence": mean_conf, "accuracy": acc})
+    return pd.DataFrame(
+        {
+            "bin": np.arange(n_bins),
+            "lower": edges[:-1],
+            "upper": edges[1:],
+            "n": n,
+            "confidence": mean_conf,
+            "accuracy": acc,
+        }
+    )
 
 
 def expected_calibration_error(conf, correct, n_bins: int = ECE_BINS) -> float:
@@ -269,6 +282,7 @@ def expected_calibration_error(conf, correct, n_bins: int = ECE_BINS) -> float:
 
 
 # --- hard labels --------------------------------------------------------------------------
+
 
 def majority_label(p, tie_policy: str = TIE_POLICY, y_pred=None) -> np.ndarray:
     """Index of the human majority label per utterance under ``tie_policy`` (-1 = excluded tie).
@@ -350,4 +364,3 @@ def plausible_accuracy(p, y_pred) -> float:
 def argmax_label(q) -> np.ndarray:
     """The model's top label per utterance (the first in label order on a tie)."""
     return check_distributions(q, "q (model)").argmax(axis=1)
-

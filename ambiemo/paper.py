@@ -27,32 +27,65 @@ from ambiemo.scoring import at_largest_budget, overall
 
 # The profile note printed in the abstract and the results; a demo build must never read as a finding.
 PROFILE_NOTES = {
-    "demo": ("These numbers come from the offline demo profile: synthetic speech with simulated annotators, "
-             "a 135M-parameter cascade and a randomly initialised tiny ALM. They demonstrate the method "
-             "and the pipeline, not the behaviour of real ALMs."),
+    "demo": (
+        "These numbers come from the offline demo profile: synthetic speech with simulated annotators, "
+        "a 135M-parameter cascade and a randomly initialised tiny ALM. They demonstrate the method "
+        "and the pipeline, not the behaviour of real ALMs."
+    ),
     "paper": "These numbers come from the study profile: the real corpora and the eight ALMs.",
 }
 
-MACROS = ("ProfileName", "ProfileNote", "NumDatasets", "NumModels", "NumStrategies", "NumUtterances",
-          "LargestModel", "BaselineJS", "BestStrategy", "BestJS", "BaselineParseFail", "NumComparisons",
-          "NumSignificant", "Alpha", "InteractionTerm", "InteractionCoef", "InteractionCILow",
-          "InteractionCIHigh", "InteractionP")
+MACROS = (
+    "ProfileName",
+    "ProfileNote",
+    "NumDatasets",
+    "NumModels",
+    "NumStrategies",
+    "NumUtterances",
+    "LargestModel",
+    "BaselineJS",
+    "BestStrategy",
+    "BestJS",
+    "BaselineParseFail",
+    "NumComparisons",
+    "NumSignificant",
+    "Alpha",
+    "InteractionTerm",
+    "InteractionCoef",
+    "InteractionCILow",
+    "InteractionCIHigh",
+    "InteractionP",
+)
 
-MAIN_COLUMNS = {"model": "Model", "strategy": "Strategy", "budget": "$B$", "js": "JS$\\downarrow$",
-                "bc": "BC$\\uparrow$", "r2": "$R^2\\uparrow$", "ece": "ECE$\\downarrow$", "accuracy": "Acc$\\uparrow$",
-                "f1_weighted": "F1$\\uparrow$", "uar": "UAR$\\uparrow$", "parse_failure_rate": "Parse fail"}
+MAIN_COLUMNS = {
+    "model": "Model",
+    "strategy": "Strategy",
+    "budget": "$B$",
+    "js": "JS$\\downarrow$",
+    "bc": "BC$\\uparrow$",
+    "r2": "$R^2\\uparrow$",
+    "ece": "ECE$\\downarrow$",
+    "accuracy": "Acc$\\uparrow$",
+    "f1_weighted": "F1$\\uparrow$",
+    "uar": "UAR$\\uparrow$",
+    "parse_failure_rate": "Parse fail",
+}
 
 
 def dataset_table(manifests: Mapping[str, Any]) -> pd.DataFrame:
     rows = []
     for name, m in manifests.items():
         df = m.df
-        row = {"Dataset": name, "Labels": len(m.labels), "Utterances": len(df),
-               "Speakers": df["speaker"].replace("", np.nan).nunique(),
-               "Raters/utt.": df["n_raters"].mean(),
-               "Unanimous": (df["entropy_bits"] <= 1e-9).mean(),
-               "Tied majority": df["majority_tie"].mean(),
-               "Entropy (bits)": df["entropy_bits"].mean()}
+        row = {
+            "Dataset": name,
+            "Labels": len(m.labels),
+            "Utterances": len(df),
+            "Speakers": df["speaker"].replace("", np.nan).nunique(),
+            "Raters/utt.": df["n_raters"].mean(),
+            "Unanimous": (df["entropy_bits"] <= 1e-9).mean(),
+            "Tied majority": df["majority_tie"].mean(),
+            "Entropy (bits)": df["entropy_bits"].mean(),
+        }
         for level in m.ambiguity_order():
             row[level.capitalize()] = int((df["ambiguity"] == level).sum())
         rows.append(row)
@@ -61,12 +94,20 @@ def dataset_table(manifests: Mapping[str, Any]) -> pd.DataFrame:
 
 def _with_order(frame: pd.DataFrame, strategies: list[str]) -> pd.DataFrame:
     order = {s: i for i, s in enumerate(strategies)}
-    return frame.assign(_o=frame["strategy"].map(order).fillna(len(order))).sort_values(
-        ["dataset", "model", "_o", "budget"]).drop(columns="_o")
+    return (
+        frame.assign(_o=frame["strategy"].map(order).fillna(len(order)))
+        .sort_values(["dataset", "model", "_o", "budget"])
+        .drop(columns="_o")
+    )
 
 
-def headline_numbers(summary: pd.DataFrame, paired: pd.DataFrame | None, mixed: pd.DataFrame | None,
-                     params: Mapping[str, Any], manifests: Mapping[str, Any]) -> dict[str, Any]:
+def headline_numbers(
+    summary: pd.DataFrame,
+    paired: pd.DataFrame | None,
+    mixed: pd.DataFrame | None,
+    params: Mapping[str, Any],
+    manifests: Mapping[str, Any],
+) -> dict[str, Any]:
     """The numbers the text quotes, computed from the pipeline's tables (never typed by hand)."""
     run = params["run"]
     rows = overall(summary)
@@ -83,7 +124,8 @@ def headline_numbers(summary: pd.DataFrame, paired: pd.DataFrame | None, mixed: 
     values: dict[str, Any] = {
         "ProfileName": run["profile"],
         "ProfileNote": PROFILE_NOTES.get(run["profile"], ""),
-        "NumDatasets": len(run["datasets"]), "NumModels": len(run["models"]),
+        "NumDatasets": len(run["datasets"]),
+        "NumModels": len(run["models"]),
         "NumStrategies": len(run["strategies"]),
         "NumUtterances": int(sum(len(m.df) for m in manifests.values())),
         "LargestModel": largest,
@@ -96,8 +138,13 @@ def headline_numbers(summary: pd.DataFrame, paired: pd.DataFrame | None, mixed: 
     js_tests = paired[paired["metric"] == "js"] if paired is not None and len(paired) else pd.DataFrame()
     values["NumComparisons"] = len(js_tests)
     values["NumSignificant"] = int(js_tests["significant"].astype(bool).sum()) if len(js_tests) else 0
-    values.update(InteractionTerm="(not fitted)", InteractionCoef=None, InteractionCILow=None,
-                  InteractionCIHigh=None, InteractionP=None)
+    values.update(
+        InteractionTerm="(not fitted)",
+        InteractionCoef=None,
+        InteractionCILow=None,
+        InteractionCIHigh=None,
+        InteractionP=None,
+    )
     if mixed is not None and len(mixed) and "p" in mixed:
         fitted = mixed.dropna(subset=["estimate"])
         # The term the study asks about: capacity x entropy where capacity varies, else a strategy x entropy term.
@@ -105,8 +152,13 @@ def headline_numbers(summary: pd.DataFrame, paired: pd.DataFrame | None, mixed: 
         for hits in (fitted[terms == "log10_capacity × entropy"], fitted[terms.str.endswith(" × entropy")]):
             if len(hits):
                 row = hits.iloc[0]
-                values.update(InteractionTerm=str(row["term"]), InteractionCoef=row["estimate"],
-                              InteractionCILow=row["ci_low"], InteractionCIHigh=row["ci_high"], InteractionP=row["p"])
+                values.update(
+                    InteractionTerm=str(row["term"]),
+                    InteractionCoef=row["estimate"],
+                    InteractionCILow=row["ci_low"],
+                    InteractionCIHigh=row["ci_high"],
+                    InteractionP=row["p"],
+                )
                 break
     return values
 
@@ -115,14 +167,24 @@ def _main_caption(params: Mapping[str, Any]) -> str:
     base = str((params.get("scoring") or {}).get("js_base", "e"))
     policy = str((params.get("parsing") or {}).get("on_failure", "uniform"))
     log = "the natural logarithm" if base == "e" else f"logarithms to base {base}"
-    failed = ("count as a uniform distribution and as wrong for accuracy" if policy == "uniform"
-              else "are left out of the distributional metrics and count as wrong for accuracy")
-    return (f"Every metric per model and strategy (each at its largest budget $B$). JS distance uses {log}; "
-            f"parse failures {failed}.")
+    failed = (
+        "count as a uniform distribution and as wrong for accuracy"
+        if policy == "uniform"
+        else "are left out of the distributional metrics and count as wrong for accuracy"
+    )
+    return (
+        f"Every metric per model and strategy (each at its largest budget $B$). JS distance uses {log}; "
+        f"parse failures {failed}."
+    )
 
 
-def paper_outputs(manifests: Mapping[str, Any], tables: Mapping[str, pd.DataFrame],
-                  stats: Mapping[str, pd.DataFrame], params: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
+def paper_outputs(
+    manifests: Mapping[str, Any],
+    tables: Mapping[str, pd.DataFrame],
+    stats: Mapping[str, pd.DataFrame],
+    params: Mapping[str, Any],
+    out_dir: str | Path,
+) -> list[Path]:
     """Write every generated input of the manuscript into ``out_dir``; return the paths written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,8 +193,15 @@ def paper_outputs(manifests: Mapping[str, Any], tables: Mapping[str, pd.DataFram
     written = []
 
     datasets = dataset_table(manifests)
-    written.append(latex_table(datasets, out / "tab_datasets.tex", label="tab:datasets", digits=2,
-                               caption="The corpora of this run: annotators' votes and their ambiguity."))
+    written.append(
+        latex_table(
+            datasets,
+            out / "tab_datasets.tex",
+            label="tab:datasets",
+            digits=2,
+            caption="The corpora of this run: annotators' votes and their ambiguity.",
+        )
+    )
 
     main = _with_order(at_largest_budget(summary), strategies)
     cols = [c for c in MAIN_COLUMNS if c in main]
@@ -140,26 +209,50 @@ def paper_outputs(manifests: Mapping[str, Any], tables: Mapping[str, pd.DataFram
     main[metric_cols] = main[metric_cols].astype(float)  # a CSV column of 0s and 1s reads back as integers
     multi = main["dataset"].nunique() > 1
     main_cols = (["dataset"] if multi else []) + cols
-    written.append(latex_table(main[main_cols].rename(columns={**MAIN_COLUMNS, "dataset": "Dataset"}),
-                               out / "tab_main.tex", label="tab:main", digits=3,
-                               escape_headers=False, caption=_main_caption(params)))
+    written.append(
+        latex_table(
+            main[main_cols].rename(columns={**MAIN_COLUMNS, "dataset": "Dataset"}),
+            out / "tab_main.tex",
+            label="tab:main",
+            digits=3,
+            escape_headers=False,
+            caption=_main_caption(params),
+        )
+    )
 
     paired = stats.get("paired")
     if paired is not None and len(paired):
         js = _with_order(paired[paired["metric"] == "js"], strategies)
-        keep = {"model": "Model", "strategy": "Strategy", "budget": "$B$", "mean_diff": "$\\Delta$JS",
-                "diff_ci_low": "CI low", "diff_ci_high": "CI high", "rank_biserial": "$r_{rb}$",
-                "p_wilcoxon_holm": "$p_{W}$", "p_permutation_holm": "$p_{perm}$", "significant": "Sig."}
+        keep = {
+            "model": "Model",
+            "strategy": "Strategy",
+            "budget": "$B$",
+            "mean_diff": "$\\Delta$JS",
+            "diff_ci_low": "CI low",
+            "diff_ci_high": "CI high",
+            "rank_biserial": "$r_{rb}$",
+            "p_wilcoxon_holm": "$p_{W}$",
+            "p_permutation_holm": "$p_{perm}$",
+            "significant": "Sig.",
+        }
         keep = {**({"dataset": "Dataset"} if multi else {}), **keep}
         table = js[list(keep)].rename(columns=keep)
     else:
         table = pd.DataFrame({"Note": ["no paired comparison (one strategy only)"]})
-    written.append(latex_table(table, out / "tab_paired.tex", label="tab:paired", digits=3, escape_headers=False,
-                               caption="Each strategy against the baseline on per-utterance JS distance "
-                                       "(negative $\\Delta$ = closer to the annotators): Wilcoxon signed-rank "
-                                       "($p_W$) and paired permutation ($p_{perm}$) tests, both Holm-corrected "
-                                       "within each dataset and model; significance (Sig.) is the permutation "
-                                       "test's; matched-pairs rank-biserial effect size $r_{rb}$."))
+    written.append(
+        latex_table(
+            table,
+            out / "tab_paired.tex",
+            label="tab:paired",
+            digits=3,
+            escape_headers=False,
+            caption="Each strategy against the baseline on per-utterance JS distance "
+            "(negative $\\Delta$ = closer to the annotators): Wilcoxon signed-rank "
+            "($p_W$) and paired permutation ($p_{perm}$) tests, both Holm-corrected "
+            "within each dataset and model; significance (Sig.) is the permutation "
+            "test's; matched-pairs rank-biserial effect size $r_{rb}$.",
+        )
+    )
 
     mixed = stats.get("mixed_model")
     if mixed is not None and len(mixed):
@@ -168,25 +261,49 @@ def paper_outputs(manifests: Mapping[str, Any], tables: Mapping[str, pd.DataFram
         note = latex_escape(mixed["note"].dropna().iloc[0]) if mixed["note"].notna().any() else None
     else:
         table, note = pd.DataFrame({"Note": ["not fitted"]}), None
-    written.append(latex_table(table, out / "tab_mixed.tex", label="tab:mixed", digits=3, notes=note, escape_headers=False,
-                               caption="Linear mixed model of per-utterance JS distance on log capacity, "
-                                       "strategy and vote entropy (centred), random intercept per utterance."))
+    written.append(
+        latex_table(
+            table,
+            out / "tab_mixed.tex",
+            label="tab:mixed",
+            digits=3,
+            notes=note,
+            escape_headers=False,
+            caption="Linear mixed model of per-utterance JS distance on log capacity, "
+            "strategy and vote entropy (centred), random intercept per utterance.",
+        )
+    )
 
     compute = _with_order(tables["compute"], strategies)
-    keep = {**({"dataset": "Dataset"} if multi else {}),
-            "model": "Model", "strategy": "Strategy", "budget": "$B$", "model_calls": "Calls",
-            "verifier_calls": "Verifier calls", "prompt_tokens": "Prompt tok.", "gen_tokens": "Gen. tok.",
-            "wall_s": "Seconds"}
-    written.append(latex_table(compute[list(keep)].rename(columns=keep), out / "tab_compute.tex",
-                               label="tab:compute", digits=2, escape_headers=False,
-                               caption="Compute per utterance, per strategy and budget."))
+    keep = {
+        **({"dataset": "Dataset"} if multi else {}),
+        "model": "Model",
+        "strategy": "Strategy",
+        "budget": "$B$",
+        "model_calls": "Calls",
+        "verifier_calls": "Verifier calls",
+        "prompt_tokens": "Prompt tok.",
+        "gen_tokens": "Gen. tok.",
+        "wall_s": "Seconds",
+    }
+    written.append(
+        latex_table(
+            compute[list(keep)].rename(columns=keep),
+            out / "tab_compute.tex",
+            label="tab:compute",
+            digits=2,
+            escape_headers=False,
+            caption="Compute per utterance, per strategy and budget.",
+        )
+    )
 
     values = headline_numbers(summary, paired, mixed, params, manifests)
     missing = set(MACROS) - set(values)
     if missing:  # the manuscript uses every name in MACROS
         raise KeyError(f"paper macros not computed: {sorted(missing)}")
-    written.append(write_macros({k: values[k] for k in MACROS}, out / "macros.tex",
-                                digits={"BaselineParseFail": 1, "Alpha": 2}))
+    written.append(
+        write_macros({k: values[k] for k in MACROS}, out / "macros.tex", digits={"BaselineParseFail": 1, "Alpha": 2})
+    )
     return written
 
 

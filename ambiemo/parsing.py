@@ -59,19 +59,61 @@ SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (
 )
 
 # Keys whose value names the answer as a word: {"emotion": "sad"}, "Final answer: sad".
-ANSWER_KEYS = frozenset({"answer", "final answer", "emotion", "label", "prediction", "predicted emotion",
-                         "predicted label", "final emotion", "class"})
+ANSWER_KEYS = frozenset(
+    {
+        "answer",
+        "final answer",
+        "emotion",
+        "label",
+        "prediction",
+        "predicted emotion",
+        "predicted label",
+        "final emotion",
+        "class",
+    }
+)
 
-_UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
-_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
-         "ninety": 90}
-_FRACTIONS = {"half": 0.5, "a half": 0.5, "one half": 0.5, "quarter": 0.25, "a quarter": 0.25,
-              "one quarter": 0.25, "hundred": 100.0, "a hundred": 100.0, "one hundred": 100.0, "none": 0.0}
+_UNITS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
+_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
+_FRACTIONS = {
+    "half": 0.5,
+    "a half": 0.5,
+    "one half": 0.5,
+    "quarter": 0.25,
+    "a quarter": 0.25,
+    "one quarter": 0.25,
+    "hundred": 100.0,
+    "a hundred": 100.0,
+    "one hundred": 100.0,
+    "none": 0.0,
+}
 
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
-_WORDNUM = (r"(?:(?:" + "|".join(_TENS) + r")(?:[\s-](?:one|two|three|four|five|six|seven|eight|nine))?"
-            r"|(?:a |one )?(?:half|quarter|hundred)|none|"
-            + "|".join(sorted(_UNITS, key=len, reverse=True)) + r")")
+_WORDNUM = (
+    r"(?:(?:" + "|".join(_TENS) + r")(?:[\s-](?:one|two|three|four|five|six|seven|eight|nine))?"
+    r"|(?:a |one )?(?:half|quarter|hundred)|none|" + "|".join(sorted(_UNITS, key=len, reverse=True)) + r")"
+)
 _PCT = r"\s*(?:%|percent\b|per\s+cent\b)"
 _VALUE_RE = re.compile(rf"(?P<num>{_NUM}|\b{_WORDNUM}\b)(?P<pct>{_PCT})?", re.IGNORECASE)
 
@@ -262,6 +304,20 @@ def _list_runs(text: str) -> list[tuple[int, list[tuple[str, str]]]]:
     return runs
 
 
+def _outside_spans(text: str, spans: Sequence[tuple[int, int]]) -> str:
+    """``text`` with every character inside one of ``spans`` (and every ``}``) blanked out."""
+    depth = [0] * (len(text) + 1)  # how many spans start (+1) or end (-1) at each position
+    for start, end in spans:
+        depth[start] += 1
+        depth[end] -= 1
+    covered = 0
+    outside = []
+    for ch, d in zip(text, depth[: len(text)], strict=True):
+        covered += d
+        outside.append(" " if covered or ch == "}" else ch)
+    return "".join(outside)
+
+
 def parse_distribution(text: str | None, labels: Sequence[str]) -> np.ndarray | None:
     """The distribution over ``labels`` that ``text`` answers, or ``None`` (see the module doc)."""
     if not text or not text.strip():
@@ -273,22 +329,13 @@ def parse_distribution(text: str | None, labels: Sequence[str]) -> np.ndarray | 
 
     spans, masked = _brace_spans(text)
     for start, end in spans:
-        dist = _read_object(text[start + 1:end - 1], lookup, n)
+        dist = _read_object(text[start + 1 : end - 1], lookup, n)
         if dist is not None:
             found.append((end, dist))
 
     # Lists and answers are read outside braces only: a malformed or truncated object is not
     # rescued by reading its inside as a list.
-    depth = [0] * (len(text) + 1)  # how many masked spans cover each character
-    for start, end in masked:
-        depth[start] += 1
-        depth[end] -= 1
-    covered = 0
-    outside = []
-    for ch, d in zip(text, depth):
-        covered += d
-        outside.append(" " if covered or ch == "}" else ch)
-    prose = "".join(outside)
+    prose = _outside_spans(text, masked)
     for end, pairs in _list_runs(prose):
         dist = _distribution(pairs, lookup, n)
         if dist is not None:

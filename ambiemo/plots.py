@@ -52,11 +52,25 @@ SINGLE, DOUBLE = 3.5, 7.2
 FIGURE_DEFAULTS: dict[str, Any] = {"folder": "figures", "formats": ["pdf", "png"], "dpi": 200}
 
 RC = {
-    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
-    "legend.fontsize": 7, "legend.frameon": False, "axes.spines.top": False, "axes.spines.right": False,
-    "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5, "lines.linewidth": 1.2, "lines.markersize": 4,
-    "pdf.fonttype": 42, "ps.fonttype": 42,   # embed TrueType: editable text, accepted by publishers
-    "svg.hashsalt": "ambiemo", "figure.dpi": 100, "savefig.bbox": "tight",
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "legend.frameon": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.5,
+    "lines.linewidth": 1.2,
+    "lines.markersize": 4,
+    "pdf.fonttype": 42,
+    "ps.fonttype": 42,  # embed TrueType: editable text, accepted by publishers
+    "svg.hashsalt": "ambiemo",
+    "figure.dpi": 100,
+    "savefig.bbox": "tight",
 }
 
 
@@ -71,9 +85,15 @@ def use_style() -> None:
     plt.rcParams.update(RC)
 
 
-def save_figure(fig: Figure, stem: str | os.PathLike, params: Mapping[str, Any] | None = None, *,
-                folder: str | os.PathLike | None = None, formats: Sequence[str] | None = None,
-                dpi: int | None = None) -> list[Path]:
+def save_figure(
+    fig: Figure,
+    stem: str | os.PathLike,
+    params: Mapping[str, Any] | None = None,
+    *,
+    folder: str | os.PathLike | None = None,
+    formats: Sequence[str] | None = None,
+    dpi: int | None = None,
+) -> list[Path]:
     """Write ``fig`` as ``<folder>/<stem>.<format>`` for each format (PDF and PNG by default) and
     close it. Returns the paths written.
 
@@ -91,8 +111,11 @@ def save_figure(fig: Figure, stem: str | os.PathLike, params: Mapping[str, Any] 
     for fmt in formats or fp["formats"]:
         path = folder / f"{stem}.{fmt}"
         # No creation date or software version in the file: an unchanged rerun is byte-identical.
-        meta = {"pdf": {"CreationDate": None, "Producer": None, "Creator": None},
-                "png": {"Software": None}, "svg": {"Date": None, "Creator": None}}.get(fmt)
+        meta = {
+            "pdf": {"CreationDate": None, "Producer": None, "Creator": None},
+            "png": {"Software": None},
+            "svg": {"Date": None, "Creator": None},
+        }.get(fmt)
         with plt.rc_context(RC):
             fig.savefig(path, format=fmt, dpi=int(dpi or fp["dpi"]), metadata=meta, bbox_inches="tight")
         paths.append(path)
@@ -101,6 +124,7 @@ def save_figure(fig: Figure, stem: str | os.PathLike, params: Mapping[str, Any] 
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def _label(metric: str) -> str:
     info = METRICS.get(metric)
@@ -126,8 +150,11 @@ def _styles(strategies: Sequence[str], baseline: str = "baseline") -> dict[str, 
     palette, so a strategy looks the same in every figure of one run."""
     out = {baseline: {"color": BASELINE_COLOUR, "marker": "o", "linestyle": "-", "linewidth": 1.6}}
     for i, s in enumerate(sorted(x for x in strategies if x != baseline)):
-        out[s] = {"color": PALETTE[i % len(PALETTE)], "marker": MARKERS[i % len(MARKERS)],
-                  "linestyle": LINESTYLES[(i // 2) % len(LINESTYLES)]}
+        out[s] = {
+            "color": PALETTE[i % len(PALETTE)],
+            "marker": MARKERS[i % len(MARKERS)],
+            "linestyle": LINESTYLES[(i // 2) % len(LINESTYLES)],
+        }
     return out
 
 
@@ -146,6 +173,7 @@ def _grid(n_rows: int, n_cols: int, width: float, panel_h: float, **kw) -> tuple
 
 # --------------------------------------------------------------------------- 1. heatmap
 
+
 def metric_heatmap(summary: pd.DataFrame, metric: str = "js", ci: pd.DataFrame | None = None) -> Figure:
     """``metric`` for every model (rows, by capacity) × strategy (columns), one panel per dataset.
 
@@ -163,7 +191,7 @@ def metric_heatmap(summary: pd.DataFrame, metric: str = "js", ci: pd.DataFrame |
         values = data[metric].to_numpy(dtype=float)
         vmin, vmax = (np.nanmin(values), np.nanmax(values)) if np.isfinite(values).any() else (0, 1)
         image = None
-        for ax, dataset in zip(axes[:, 0], datasets):
+        for ax, dataset in zip(axes[:, 0], datasets, strict=True):
             d = data[data["dataset"] == dataset]
             models, cols = _model_order(d), _columns(d)
             grid = np.full((len(models), len(cols)), np.nan)
@@ -174,16 +202,22 @@ def metric_heatmap(summary: pd.DataFrame, metric: str = "js", ci: pd.DataFrame |
                     if len(hit):
                         grid[i, j] = hit[metric].iloc[0]
                     if ci is not None:
-                        c = ci[(ci["dataset"] == dataset) & (ci["model"] == m) & (ci["strategy"] == s)
-                               & (ci["budget"] == b) & (ci["metric"] == metric)]
+                        c = ci[
+                            (ci["dataset"] == dataset)
+                            & (ci["model"] == m)
+                            & (ci["strategy"] == s)
+                            & (ci["budget"] == b)
+                            & (ci["metric"] == metric)
+                        ]
                         if "ambiguity" in c:
                             c = c[c["ambiguity"] == "all"]
                         if len(c):
                             half[i, j] = (c["ci_high"].iloc[0] - c["ci_low"].iloc[0]) / 2
             image = ax.imshow(grid, cmap="viridis" if higher else "viridis_r", vmin=vmin, vmax=vmax, aspect="auto")
             multi = {s for s, _ in cols if sum(1 for t, _ in cols if t == s) > 1}
-            ax.set_xticks(range(len(cols)), [f"{s}\nB={b}" if s in multi else s for s, b in cols],
-                          rotation=45, ha="right")
+            ax.set_xticks(
+                range(len(cols)), [f"{s}\nB={b}" if s in multi else s for s, b in cols], rotation=45, ha="right"
+            )
             ax.set_yticks(range(len(models)), models)
             ax.grid(False)
             ax.set_title(dataset)
@@ -200,6 +234,7 @@ def metric_heatmap(summary: pd.DataFrame, metric: str = "js", ci: pd.DataFrame |
 
 
 # --------------------------------------------------------------------------- 2. metric vs ambiguity
+
 
 def metric_vs_ambiguity(summary: pd.DataFrame, metric: str = "js", baseline: str = "baseline") -> Figure:
     """``metric`` per ambiguity bin (least to most ambiguous), one line per strategy (at its largest
@@ -233,17 +268,23 @@ def metric_vs_ambiguity(summary: pd.DataFrame, metric: str = "js", baseline: str
 def _legend(fig: Figure, axes: np.ndarray) -> None:
     handles, labels = {}, []
     for ax in axes.ravel():
-        for h, lab in zip(*ax.get_legend_handles_labels()):
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             if lab not in handles:
                 handles[lab] = h
                 labels.append(lab)
     if handles:
-        fig.legend([handles[x] for x in labels], labels, loc="lower center", ncol=min(len(labels), 5),
-                   bbox_to_anchor=(0.5, 1.0))
+        fig.legend(
+            [handles[x] for x in labels],
+            labels,
+            loc="lower center",
+            ncol=min(len(labels), 5),
+            bbox_to_anchor=(0.5, 1.0),
+        )
     fig.tight_layout()
 
 
 # --------------------------------------------------------------------------- 3. interaction
+
 
 def _message_figure(text: str) -> Figure:
     """A small figure that says why there is nothing to plot (the pipeline still writes the file)."""
@@ -283,8 +324,10 @@ def interaction(gains: pd.DataFrame, baseline: str = "baseline") -> Figure:
                     ax.set_xticks(caps, [f"{c:g}" for c in caps])  # the models' own sizes, not decades
                     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
                     ax.set_xlim(caps[0] / 1.6, caps[-1] * 1.6)
-                ax.set_title(("all utterances" if level == "all" else f"ambiguity: {level}")
-                             + (f" · {dataset}" if len(datasets) > 1 else ""))
+                ax.set_title(
+                    ("all utterances" if level == "all" else f"ambiguity: {level}")
+                    + (f" · {dataset}" if len(datasets) > 1 else "")
+                )
                 if c == 0:
                     name = METRICS[metric].label if metric in METRICS else metric
                     ax.set_ylabel(f"gain in {name} over {baseline}\n(positive = better)")
@@ -294,6 +337,7 @@ def interaction(gains: pd.DataFrame, baseline: str = "baseline") -> Figure:
 
 
 # --------------------------------------------------------------------------- 4. compute-matched curves
+
 
 def compute_curves(summary: pd.DataFrame, metric: str = "js", baseline: str = "baseline") -> Figure:
     """``metric`` against generated tokens and against model calls per utterance: one line per
@@ -328,7 +372,10 @@ def compute_curves(summary: pd.DataFrame, metric: str = "js", baseline: str = "b
 
 # --------------------------------------------------------------------------- 5. reliability
 
-def reliability_diagrams(rel: pd.DataFrame, baseline: str = "baseline", strategies: Sequence[str] | None = None) -> Figure:
+
+def reliability_diagrams(
+    rel: pd.DataFrame, baseline: str = "baseline", strategies: Sequence[str] | None = None
+) -> Figure:
     """Reliability diagrams: per confidence bin, the accuracy against the majority label (bars)
     beside the diagonal of perfect calibration, with the bin's mean confidence marked and the
     ECE in the title; one row per model (and dataset), one column per strategy (at its largest
@@ -349,12 +396,24 @@ def reliability_diagrams(rel: pd.DataFrame, baseline: str = "baseline", strategi
                 d = data[(data["dataset"] == dataset) & (data["model"] == model) & (data["strategy"] == s)]
                 width = float((d["upper"] - d["lower"]).iloc[0]) if len(d) else 0.2
                 used = d[d["n"] > 0]
-                ax.bar(used["lower"], used["accuracy"], width=width, align="edge", color=styles[s]["color"],
-                       alpha=0.8, edgecolor="white", linewidth=0.5)
+                ax.bar(
+                    used["lower"],
+                    used["accuracy"],
+                    width=width,
+                    align="edge",
+                    color=styles[s]["color"],
+                    alpha=0.8,
+                    edgecolor="white",
+                    linewidth=0.5,
+                )
                 ax.scatter(used["confidence"], used["accuracy"], s=6, color="black", zorder=3)
                 ax.plot([0, 1], [0, 1], color="#555555", linewidth=0.7, linestyle=":")
                 total = used["n"].sum()
-                ece = float((used["n"] * (used["accuracy"] - used["confidence"]).abs()).sum() / total) if total else np.nan
+                ece = (
+                    float((used["n"] * (used["accuracy"] - used["confidence"]).abs()).sum() / total)
+                    if total
+                    else np.nan
+                )
                 ax.set_xlim(0, 1)
                 ax.set_ylim(0, 1)
                 ax.set_aspect("equal")
@@ -370,6 +429,7 @@ def reliability_diagrams(rel: pd.DataFrame, baseline: str = "baseline", strategi
 
 
 # --------------------------------------------------------------------------- 6. ambiguity distribution
+
 
 def ambiguity_distribution(frame: pd.DataFrame | Mapping[str, Any], max_levels: int = 15) -> Figure:
     """How ambiguous each dataset is: the count of utterances per vote-entropy value (a histogram
@@ -390,7 +450,7 @@ def ambiguity_distribution(frame: pd.DataFrame | Mapping[str, Any], max_levels: 
     colour = {b: PALETTE[[4, 1, 0, 5, 6, 2, 3, 7, 8][i % 9]] for i, b in enumerate(bins)}
     with plt.rc_context(RC):
         fig, axes = _grid(1, len(datasets), min(DOUBLE, 0.4 + 2.6 * len(datasets)), 2.0)
-        for ax, dataset in zip(axes[0], datasets):
+        for ax, dataset in zip(axes[0], datasets, strict=True):
             d = utts[utts["dataset"] == dataset]
             h = np.round(d["entropy_bits"].to_numpy(dtype=float), 3)
             distinct = np.unique(h)
@@ -403,8 +463,13 @@ def ambiguity_distribution(frame: pd.DataFrame | Mapping[str, Any], max_levels: 
                         ax.bar(vals, counts, width=width, color=colour[b], label=b)
             else:
                 edges = np.linspace(0, max(h.max(), 1e-6), 21)
-                ax.hist([d.loc[d["ambiguity"] == b, "entropy_bits"] for b in bins], bins=edges, stacked=True,
-                        color=[colour[b] for b in bins], label=list(bins))
+                ax.hist(
+                    [d.loc[d["ambiguity"] == b, "entropy_bits"] for b in bins],
+                    bins=edges,
+                    stacked=True,
+                    color=[colour[b] for b in bins],
+                    label=list(bins),
+                )
             ax.set_xlabel("vote entropy (bits)")
             ax.set_ylabel("utterances")
             ax.set_title(f"{dataset} (n = {len(d)}, mean {d['entropy_bits'].mean():.2f} bits)")

@@ -46,10 +46,18 @@ import pandas as pd
 from ambiemo.tables import LabelledTable, read_table, write_table
 
 HEAD_COLUMNS = ("utt_id", "dataset", "model", "strategy", "budget")
-TAIL_COLUMNS = ("pred_label", "parsed_ok", "n_candidates", "model_calls", "verifier_calls", "prompt_tokens",
-                "gen_tokens", "wall_s", "candidates")
-CANDIDATE_KEYS = ("text", "logprob", "n_tokens", "p", "verifier_score", "weight", "selected", "prompt",
-                  "label_order")
+TAIL_COLUMNS = (
+    "pred_label",
+    "parsed_ok",
+    "n_candidates",
+    "model_calls",
+    "verifier_calls",
+    "prompt_tokens",
+    "gen_tokens",
+    "wall_s",
+    "candidates",
+)
+CANDIDATE_KEYS = ("text", "logprob", "n_tokens", "p", "verifier_score", "weight", "selected", "prompt", "label_order")
 
 
 def prediction_columns(labels: Sequence[str]) -> list[str]:
@@ -107,8 +115,10 @@ def validate(df: pd.DataFrame, meta: Mapping[str, Any], where: str = "prediction
     finite = np.isfinite(p).all(axis=1)
     ok = df["parsed_ok"].to_numpy(dtype=bool)
     bad(ok & ~finite, "parsed but have NaN in p_*")
-    bad(finite & ((p < -1e-9).any(axis=1) | ~np.isclose(p.sum(axis=1), 1.0, atol=1e-6)),
-        "have p_* that are not a distribution")
+    bad(
+        finite & ((p < -1e-9).any(axis=1) | ~np.isclose(p.sum(axis=1), 1.0, atol=1e-6)),
+        "have p_* that are not a distribution",
+    )
     bad(~df["pred_label"].isin([*labels, ""]), f"have a pred_label outside the label set {labels}")
     bad(ok & (df["pred_label"] == "").to_numpy(), "parsed but have no pred_label")
     for i, text in enumerate(df["candidates"]):
@@ -116,12 +126,20 @@ def validate(df: pd.DataFrame, meta: Mapping[str, Any], where: str = "prediction
             cands = json.loads(text)
             assert isinstance(cands, list) and all(isinstance(c, dict) for c in cands)
         except (ValueError, AssertionError):
-            raise PredictionsError(f"{where}: row {i} ({df['utt_id'].iloc[i]}): `candidates` is not a JSON list "
-                                   "of objects") from None
+            raise PredictionsError(
+                f"{where}: row {i} ({df['utt_id'].iloc[i]}): `candidates` is not a JSON list of objects"
+            ) from None
 
 
-def write_predictions(df: pd.DataFrame, path: str | os.PathLike, *, labels: Sequence[str], label_set: str,
-                      provenance: Mapping[str, Any], **meta: Any) -> Path:
+def write_predictions(
+    df: pd.DataFrame,
+    path: str | os.PathLike,
+    *,
+    labels: Sequence[str],
+    label_set: str,
+    provenance: Mapping[str, Any],
+    **meta: Any,
+) -> Path:
     """Check ``df`` against the schema and write it atomically with its metadata."""
     full_meta = {"label_set": {"name": label_set, "labels": list(labels)}, "provenance": dict(provenance), **meta}
     df = _coerce(df, labels)

@@ -55,11 +55,15 @@ COT = (
 )
 PARAPHRASES: tuple[str, ...] = (
     DISTRIBUTION,
-    ("How likely is each of these emotions to be heard in this recording: {labels}? Give probabilities that add "
-     "up to 1. " + _ANSWER_FORM),
-    ("Imagine that many people listened to this clip and each named the emotion they perceived, choosing from "
-     "{labels}. What share of them would choose each emotion? Give the shares as probabilities summing to 1. "
-     + _ANSWER_FORM),
+    (
+        "How likely is each of these emotions to be heard in this recording: {labels}? Give probabilities that add "
+        "up to 1. " + _ANSWER_FORM
+    ),
+    (
+        "Imagine that many people listened to this clip and each named the emotion they perceived, choosing from "
+        "{labels}. What share of them would choose each emotion? Give the shares as probabilities summing to 1. "
+        + _ANSWER_FORM
+    ),
     "Describe the emotional content of this utterance as a probability distribution over {labels}. " + _ANSWER_FORM,
     "You hear a speaker. Give the probability of each emotion among {labels}, summing to 1. " + _ANSWER_FORM,
 )
@@ -84,7 +88,7 @@ TEMPLATES = {"distribution": DISTRIBUTION, "single": SINGLE, "cot": COT}
 class Prompt:
     """One asked question: the conversation and what identifies it in the outputs."""
 
-    id: str                          # "distribution@1", "paraphrase-2@1", ...
+    id: str  # "distribution@1", "paraphrase-2@1", ...
     messages: tuple[Message, ...]
     label_order: tuple[str, ...]
 
@@ -122,8 +126,12 @@ class PromptBook:
     @classmethod
     def from_params(cls, params: dict[str, Any], labels: Sequence[str]) -> PromptBook:
         cfg = params.get("prompts") or {}
-        return cls(labels, seed=int(params.get("seed", 0)), label_order=cfg.get("label_order", "seeded"),
-                   system=bool(cfg.get("system", True)))
+        return cls(
+            labels,
+            seed=int(params.get("seed", 0)),
+            label_order=cfg.get("label_order", "seeded"),
+            system=bool(cfg.get("system", True)),
+        )
 
     def label_order(self, utt_id: str, k: int = 0) -> tuple[str, ...]:
         """The order in which the labels are listed for utterance ``utt_id`` in prompt variant ``k``."""
@@ -150,8 +158,10 @@ class PromptBook:
     def paraphrase(self, k: int, utt_id: str) -> Prompt:
         """Paraphrase ``k`` of the distribution prompt (0 is the distribution prompt itself)."""
         if not 0 <= k < len(PARAPHRASES):
-            raise ValueError(f"prompt-ensemble has {len(PARAPHRASES)} paraphrases; asked for number {k} "
-                             f"(lower params strategies.prompt-ensemble.budgets to at most {len(PARAPHRASES)})")
+            raise ValueError(
+                f"prompt-ensemble has {len(PARAPHRASES)} paraphrases; asked for number {k} "
+                f"(lower params strategies.prompt-ensemble.budgets to at most {len(PARAPHRASES)})"
+            )
         return self._build(PARAPHRASES[k], f"paraphrase-{k}" if k else "distribution", self.label_order(utt_id, k))
 
     @staticmethod
@@ -163,8 +173,12 @@ class PromptBook:
 
     def describe(self) -> dict[str, Any]:
         """For provenance: the version, the order setting, and the texts' fingerprint."""
-        texts = {"system": SYSTEM, **TEMPLATES, "paraphrases": list(PARAPHRASES),
-                 "verifier": [VERIFIER_RATING, VERIFIER_YES_NO]}
+        texts = {
+            "system": SYSTEM,
+            **TEMPLATES,
+            "paraphrases": list(PARAPHRASES),
+            "verifier": [VERIFIER_RATING, VERIFIER_YES_NO],
+        }
         return {
             "version": PROMPT_VERSION,
             "label_order": self.mode,

@@ -13,8 +13,19 @@ import ambiemo
 
 # Packages whose versions change results; recorded in every output.
 TRACKED_PACKAGES = (
-    "numpy", "pandas", "scipy", "scikit-learn", "statsmodels", "torch", "transformers",
-    "tokenizers", "opensmile", "ctranslate2", "openai", "google-genai", "vllm",
+    "numpy",
+    "pandas",
+    "scipy",
+    "scikit-learn",
+    "statsmodels",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "opensmile",
+    "ctranslate2",
+    "openai",
+    "google-genai",
+    "vllm",
 )
 
 
@@ -31,9 +42,16 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
 def git_commit(cwd: str | Path | None = None) -> str | None:
     """The commit of the working tree, with ``-dirty`` if it has uncommitted changes."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return sha + ("-dirty" if dirty else "")

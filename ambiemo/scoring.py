@@ -59,16 +59,36 @@ SCORING_DEFAULTS: dict[str, Any] = {
     "kl_epsilon": M.KL_EPSILON,
     "ece_bins": M.ECE_BINS,
     "tie_policy": M.TIE_POLICY,
-    "ambiguity_from": "manifest",   # manifest: its `ambiguity` bins; entropy: one bin per distinct entropy
+    "ambiguity_from": "manifest",  # manifest: its `ambiguity` bins; entropy: one bin per distinct entropy
     "bootstrap_resamples": 1000,
     "ci_level": 0.95,
 }
 
-PREDICTION_REQUIRED = ("utt_id", "dataset", "model", "strategy", "budget", "parsed_ok", "n_candidates",
-                       "model_calls", "verifier_calls", "prompt_tokens", "gen_tokens", "wall_s")
+PREDICTION_REQUIRED = (
+    "utt_id",
+    "dataset",
+    "model",
+    "strategy",
+    "budget",
+    "parsed_ok",
+    "n_candidates",
+    "model_calls",
+    "verifier_calls",
+    "prompt_tokens",
+    "gen_tokens",
+    "wall_s",
+)
 COMPUTE_COLUMNS = ("model_calls", "verifier_calls", "prompt_tokens", "gen_tokens", "wall_s")
-_MANIFEST_COLUMNS = ("utt_id", "dataset", "speaker", "n_raters", "majority", "majority_tie", "entropy_bits",
-                     "ambiguity")
+_MANIFEST_COLUMNS = (
+    "utt_id",
+    "dataset",
+    "speaker",
+    "n_raters",
+    "majority",
+    "majority_tie",
+    "entropy_bits",
+    "ambiguity",
+)
 
 
 class ScoringError(ValueError):
@@ -88,10 +108,11 @@ def scoring_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def labels_of(df: pd.DataFrame, prefix: str = "p_") -> list[str]:
     """Label names from a table's ``<prefix><label>`` columns, in column order."""
-    return [c[len(prefix):] for c in df.columns if c.startswith(prefix)]
+    return [c[len(prefix) :] for c in df.columns if c.startswith(prefix)]
 
 
 # --------------------------------------------------------------------------- scoring
+
 
 def score_predictions(manifest: Any, predictions: Any, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Per-utterance scores of ``predictions`` against ``manifest`` (see the module docstring).
@@ -111,8 +132,10 @@ def score_predictions(manifest: Any, predictions: Any, params: Mapping[str, Any]
     unknown = ~preds["utt_id"].isin(mdf["utt_id"])
     if unknown.any():
         ids = preds.loc[unknown, "utt_id"].astype(str).unique().tolist()
-        raise ScoringError(f"{len(ids)} predicted utterance(s) are not in the manifest: {ids[:5]}"
-                           f"{' ...' if len(ids) > 5 else ''}; were the predictions made from another manifest?")
+        raise ScoringError(
+            f"{len(ids)} predicted utterance(s) are not in the manifest: {ids[:5]}"
+            f"{' ...' if len(ids) > 5 else ''}; were the predictions made from another manifest?"
+        )
     datasets = set(mdf["dataset"].astype(str))
     other = sorted(set(preds["dataset"].astype(str)) - datasets)
     if other:
@@ -133,8 +156,9 @@ def score_predictions(manifest: Any, predictions: Any, params: Mapping[str, Any]
             M.check_distributions(arr[rows], name)
         except M.DistributionError as err:  # name the utterance and cell, not a row number
             row = rows[err.row]
-            raise ScoringError(f"{name}: utterance {df.loc[row, 'utt_id']!r} in cell {_cell(df, row)} "
-                               f"{err.reason}") from None
+            raise ScoringError(
+                f"{name}: utterance {df.loc[row, 'utt_id']!r} in cell {_cell(df, row)} {err.reason}"
+            ) from None
 
     y_pred = _predicted_index(df, labels)
     y_true = M.majority_label(p_true, sp["tie_policy"], y_pred)
@@ -193,7 +217,9 @@ def _prediction_frame(predictions: Any) -> pd.DataFrame:
     frames = [p.df if hasattr(p, "df") else p for p in predictions]
     bad = [type(f).__name__ for f in frames if not isinstance(f, pd.DataFrame)]
     if bad or not frames:
-        raise TypeError(f"predictions must be ambiemo Predictions or DataFrames (or a list of them), got {bad or 'nothing'}")
+        raise TypeError(
+            f"predictions must be ambiemo Predictions or DataFrames (or a list of them), got {bad or 'nothing'}"
+        )
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
 
 
@@ -212,7 +238,9 @@ def _manifest_frame(manifest: Any) -> tuple[pd.DataFrame, list[str], list[str]]:
         raise TypeError(f"manifest must be an ambiemo Manifest or a DataFrame, not {type(manifest).__name__}")
     missing = [c for c in (*_MANIFEST_COLUMNS, *(f"p_{x}" for x in labels)) if c not in df.columns]
     if missing or not labels:
-        raise ScoringError(f"manifest lacks column(s) {missing or ['p_<label>']}; read it with ambiemo.manifest.read_manifest")
+        raise ScoringError(
+            f"manifest lacks column(s) {missing or ['p_<label>']}; read it with ambiemo.manifest.read_manifest"
+        )
     if not order:  # a bare DataFrame: order the bins by their entropy
         order = list(df.groupby("ambiguity")["entropy_bits"].mean().sort_values(kind="stable").index)
     out = df[list(_MANIFEST_COLUMNS)].copy()
@@ -227,14 +255,18 @@ def _check_predictions(preds: pd.DataFrame, labels: Sequence[str]) -> None:
         raise ScoringError(f"predictions lack column(s) {missing}; write them with ambiemo.predictions")
     plabels = labels_of(preds)
     if set(plabels) != set(labels):
-        raise ScoringError(f"predictions have labels {plabels} but the manifest {list(labels)}; "
-                           "score each dataset with the predictions made for its label set")
+        raise ScoringError(
+            f"predictions have labels {plabels} but the manifest {list(labels)}; "
+            "score each dataset with the predictions made for its label set"
+        )
     dup = preds.duplicated(["utt_id", *KEYS], keep=False)
     if dup.any():
         first = preds.loc[dup].iloc[0]
-        raise ScoringError(f"{int(dup.sum())} prediction rows repeat an utterance within a cell, e.g. "
-                           f"{first['utt_id']!r} in {'/'.join(str(first[k]) for k in KEYS)}; "
-                           "was a prediction file passed twice?")
+        raise ScoringError(
+            f"{int(dup.sum())} prediction rows repeat an utterance within a cell, e.g. "
+            f"{first['utt_id']!r} in {'/'.join(str(first[k]) for k in KEYS)}; "
+            "was a prediction file passed twice?"
+        )
 
 
 def _predicted_index(df: pd.DataFrame, labels: Sequence[str]) -> np.ndarray:
@@ -273,8 +305,11 @@ def _capacity(models: pd.Series, params: Mapping[str, Any] | None) -> np.ndarray
             absent.append(key)
         out[key] = float(value) if value is not None else float("nan")
     if absent:
-        warnings.warn(f"params models.<key>.params_b is missing for {sorted(absent)}: their capacity is NaN and "
-                      "the capacity analyses leave them out; add params_b (billions of parameters)", stacklevel=3)
+        warnings.warn(
+            f"params models.<key>.params_b is missing for {sorted(absent)}: their capacity is NaN and "
+            "the capacity analyses leave them out; add params_b (billions of parameters)",
+            stacklevel=3,
+        )
     return models.map(out).to_numpy(dtype=float)
 
 
@@ -317,12 +352,17 @@ def candidate_distribution(cand: Mapping[str, Any], labels: Sequence[str]) -> np
     return vec / total
 
 
-def _oracle(df: pd.DataFrame, labels: Sequence[str], p_true: np.ndarray, y_true: np.ndarray,
-            base: Any) -> dict[str, np.ndarray]:
+def _oracle(
+    df: pd.DataFrame, labels: Sequence[str], p_true: np.ndarray, y_true: np.ndarray, base: Any
+) -> dict[str, np.ndarray]:
     n = len(df)
-    out = {"oracle_js": np.full(n, np.nan), "oracle_bc": np.full(n, np.nan),
-           "oracle_correct": np.full(n, np.nan), "oracle_n_parsed": np.zeros(n, dtype=int),
-           "pass_at_n": np.full(n, np.nan)}
+    out = {
+        "oracle_js": np.full(n, np.nan),
+        "oracle_bc": np.full(n, np.nan),
+        "oracle_correct": np.full(n, np.nan),
+        "oracle_n_parsed": np.zeros(n, dtype=int),
+        "pass_at_n": np.full(n, np.nan),
+    }
     if "candidates" not in df.columns:
         return out
     for i, raw in enumerate(df["candidates"].to_numpy()):
@@ -331,11 +371,11 @@ def _oracle(df: pd.DataFrame, labels: Sequence[str], p_true: np.ndarray, y_true:
         if not dists:
             continue
         cand = np.vstack(dists)
-        truth = np.repeat(p_true[i:i + 1], len(cand), axis=0)
+        truth = np.repeat(p_true[i : i + 1], len(cand), axis=0)
         js = M.js_distance(truth, cand, base=base)
         best = int(np.argmin(js))  # first best on a tie: candidate order is the model's
         out["oracle_js"][i] = js[best]
-        out["oracle_bc"][i] = M.bhattacharyya_coefficient(truth[:1], cand[best:best + 1])[0]
+        out["oracle_bc"][i] = M.bhattacharyya_coefficient(truth[:1], cand[best : best + 1])[0]
         if y_true[i] >= 0:
             tops = cand.argmax(axis=1)
             out["oracle_correct"][i] = float(tops[best] == y_true[i])
@@ -344,6 +384,7 @@ def _oracle(df: pd.DataFrame, labels: Sequence[str], p_true: np.ndarray, y_true:
 
 
 # --------------------------------------------------------------------------- summaries
+
 
 def group_metrics(g: pd.DataFrame, labels: Sequence[str], ece_bins: int = M.ECE_BINS) -> dict[str, float]:
     """Every metric of ``ambiemo.metrics.METRICS`` over one group of score rows."""
@@ -375,20 +416,24 @@ def _labels_in(g: pd.DataFrame) -> list[str]:
     return [x for x in labels_of(g, "true_") if g[f"true_{x}"].notna().all()]
 
 
-def summarise(scores: pd.DataFrame, by: Sequence[str] = KEYS, params: Mapping[str, Any] | None = None,
-              per_bin: bool = True) -> pd.DataFrame:
+def summarise(
+    scores: pd.DataFrame, by: Sequence[str] = KEYS, params: Mapping[str, Any] | None = None, per_bin: bool = True
+) -> pd.DataFrame:
     """One row per group of ``by`` (default dataset × model × strategy × budget) with every metric,
     and, when ``per_bin``, one more row per ambiguity bin (``ambiguity`` is ``"all"`` for the whole group).
 
     Columns: the keys, ``ambiguity``, ``ambiguity_rank`` (-1 for "all"), ``n`` utterances,
-    ``n_dist`` (those with a predicted distribution: all unless params ``parsing.on_failure`` is nan), ``n_hard`` (those with a majority label under the tie policy), ``n_tie_excluded``,
+    ``n_dist`` (those with a predicted distribution: all unless params ``parsing.on_failure`` is nan),
+    ``n_hard`` (those with a majority label under the tie policy), ``n_tie_excluded``,
     ``parse_failure_rate``, the metrics, ``entropy_mean`` (mean vote entropy in bits, an x position for
     the bin), ``oracle_js``, ``oracle_bc``, ``pass_at_n``, ``params_b`` and
     compute per utterance: ``model_calls``, ``verifier_calls``, ``prompt_tokens``, ``gen_tokens``, ``wall_s``.
     """
     if isinstance(by, Mapping):
-        raise TypeError("summarise(scores, by=..., params=...): the second argument is the grouping columns; "
-                        "pass the params mapping as params=")
+        raise TypeError(
+            "summarise(scores, by=..., params=...): the second argument is the grouping columns; "
+            "pass the params mapping as params="
+        )
     sp = scoring_params(params)
     by = list(by)
     missing = [c for c in by if c not in scores.columns]
@@ -400,19 +445,31 @@ def summarise(scores: pd.DataFrame, by: Sequence[str] = KEYS, params: Mapping[st
         labels = _labels_in(g)
         parts = [(ALL, -1, g)]
         if per_bin:
-            parts += [(b, int(gb["ambiguity_rank"].iloc[0]), gb)
-                      for b, gb in sorted(g.groupby("ambiguity"), key=lambda t: int(t[1]["ambiguity_rank"].iloc[0]))]
+            parts += [
+                (b, int(gb["ambiguity_rank"].iloc[0]), gb)
+                for b, gb in sorted(g.groupby("ambiguity"), key=lambda t: int(t[1]["ambiguity_rank"].iloc[0]))
+            ]
         for bin_name, rank, part in parts:
-            row = dict(zip(by, key))
-            row.update(ambiguity=bin_name, ambiguity_rank=rank, n=len(part), n_dist=int(part["js"].notna().sum()),
-                       n_hard=int(part["correct"].notna().sum()),
-                       n_tie_excluded=int((part["majority_used"] == "").sum()),
-                       parse_failure_rate=float(1 - part["parsed_ok"].mean()))
+            row = dict(zip(by, key, strict=True))
+            row.update(
+                ambiguity=bin_name,
+                ambiguity_rank=rank,
+                n=len(part),
+                n_dist=int(part["js"].notna().sum()),
+                n_hard=int(part["correct"].notna().sum()),
+                n_tie_excluded=int((part["majority_used"] == "").sum()),
+                parse_failure_rate=float(1 - part["parsed_ok"].mean()),
+            )
             row.update(group_metrics(part, labels, int(sp["ece_bins"])))
-            row.update(entropy_mean=float(part["entropy_bits"].mean()), oracle_js=_nanmean(part["oracle_js"]),
-                       oracle_bc=_nanmean(part["oracle_bc"]),
-                       pass_at_n=_nanmean(part["pass_at_n"]), params_b=float(part["params_b"].iloc[0])
-                       if "params_b" in part and part["params_b"].nunique(dropna=False) == 1 else float("nan"))
+            row.update(
+                entropy_mean=float(part["entropy_bits"].mean()),
+                oracle_js=_nanmean(part["oracle_js"]),
+                oracle_bc=_nanmean(part["oracle_bc"]),
+                pass_at_n=_nanmean(part["pass_at_n"]),
+                params_b=float(part["params_b"].iloc[0])
+                if "params_b" in part and part["params_b"].nunique(dropna=False) == 1
+                else float("nan"),
+            )
             row.update({c: float(part[c].mean()) for c in COMPUTE_COLUMNS})
             rows.append(row)
     return pd.DataFrame(rows)
@@ -429,8 +486,10 @@ def compute_table(scores: pd.DataFrame, by: Sequence[str] = KEYS) -> pd.DataFram
     return out.reset_index()
 
 
-def metrics_json(summary: pd.DataFrame, metrics: Sequence[str] = ("js", "bc", "r2", "accuracy", "f1_weighted", "uar",
-                                                                  "ece", "parse_failure_rate")) -> dict[str, Any]:
+def metrics_json(
+    summary: pd.DataFrame,
+    metrics: Sequence[str] = ("js", "bc", "r2", "accuracy", "f1_weighted", "uar", "ece", "parse_failure_rate"),
+) -> dict[str, Any]:
     """A nested {dataset: {model: {strategy@budget: {metric: value}}}} of the overall summary rows,
     for DVC's ``metrics`` (``dvc metrics show``); NaN becomes None so that the JSON stays valid."""
     out: dict[str, Any] = {}
@@ -438,8 +497,9 @@ def metrics_json(summary: pd.DataFrame, metrics: Sequence[str] = ("js", "bc", "r
     for row in rows.itertuples(index=False):
         cell = out.setdefault(str(row.dataset), {}).setdefault(str(row.model), {})
         values = {m: getattr(row, m) for m in metrics}
-        cell[f"{row.strategy}@{row.budget}"] = {m: (None if v is None or not np.isfinite(v) else round(float(v), 6))
-                                                 for m, v in values.items()}
+        cell[f"{row.strategy}@{row.budget}"] = {
+            m: (None if v is None or not np.isfinite(v) else round(float(v), 6)) for m, v in values.items()
+        }
     return out
 
 
@@ -458,7 +518,9 @@ def _nanmean(s: pd.Series) -> float:
     return float(s.mean()) if s.notna().any() else float("nan")
 
 
-def reliability(scores: pd.DataFrame, by: Sequence[str] = KEYS, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+def reliability(
+    scores: pd.DataFrame, by: Sequence[str] = KEYS, params: Mapping[str, Any] | None = None
+) -> pd.DataFrame:
     """Reliability-diagram bins (``ambiemo.metrics.reliability_bins``) per group of ``by``, with the
     group's ``params_b`` (so that plots can order models by capacity)."""
     n_bins = int(scoring_params(params)["ece_bins"])
@@ -468,15 +530,19 @@ def reliability(scores: pd.DataFrame, by: Sequence[str] = KEYS, params: Mapping[
         key = key if isinstance(key, tuple) else (key,)
         table = M.reliability_bins(g["confidence"].to_numpy(), g["correct"].to_numpy(), n_bins)
         capacity = g["params_b"].iloc[0] if "params_b" in g and g["params_b"].nunique() == 1 else np.nan
-        parts.append(table.assign(**dict(zip(by, key)), params_b=capacity))
+        parts.append(table.assign(**dict(zip(by, key, strict=True)), params_b=capacity))
     if not parts:
         raise ValueError("reliability: no score rows")
     out = pd.concat(parts, ignore_index=True)
     return out[[*by, *[c for c in out.columns if c not in by]]]
 
 
-def gain_over_baseline(summary: pd.DataFrame, metric: str = "js", baseline: str = "baseline",
-                       by: Sequence[str] = ("dataset", "model", "ambiguity")) -> pd.DataFrame:
+def gain_over_baseline(
+    summary: pd.DataFrame,
+    metric: str = "js",
+    baseline: str = "baseline",
+    by: Sequence[str] = ("dataset", "model", "ambiguity"),
+) -> pd.DataFrame:
     """Each strategy's improvement over the baseline in a summary table, per ``by``.
 
     ``gain`` is signed so that positive means better (baseline minus strategy for a metric where
@@ -485,8 +551,10 @@ def gain_over_baseline(summary: pd.DataFrame, metric: str = "js", baseline: str 
     if metric not in M.METRICS:
         raise KeyError(f"unknown metric {metric!r}; choose from {list(M.METRICS)}")
     if baseline not in set(summary["strategy"]):
-        raise ValueError(f"no {baseline!r} rows in the summary: cannot compute gains over the baseline "
-                         "(params stats.baseline names the reference strategy)")
+        raise ValueError(
+            f"no {baseline!r} rows in the summary: cannot compute gains over the baseline "
+            "(params stats.baseline names the reference strategy)"
+        )
     sign = 1.0 if M.METRICS[metric].higher_is_better else -1.0
     by = list(by)
     base = summary[summary["strategy"] == baseline]
@@ -497,13 +565,17 @@ def gain_over_baseline(summary: pd.DataFrame, metric: str = "js", baseline: str 
     out["value"] = out[metric]
     out["gain"] = sign * (out["value"] - out["baseline_value"])
     out["metric"] = metric
-    keep = [c for c in (*KEYS, "ambiguity", "ambiguity_rank", "params_b", "metric", "value", "baseline_value", "gain")
-            if c in out.columns]
+    keep = [
+        c
+        for c in (*KEYS, "ambiguity", "ambiguity_rank", "params_b", "metric", "value", "baseline_value", "gain")
+        if c in out.columns
+    ]
     return out[keep].reset_index(drop=True)
 
 
-def levels(frame: pd.DataFrame, column: str = "ambiguity", rank: str = "ambiguity_rank",
-           include_all: bool = False) -> list[str]:
+def levels(
+    frame: pd.DataFrame, column: str = "ambiguity", rank: str = "ambiguity_rank", include_all: bool = False
+) -> list[str]:
     """The values of an ordered column (such as the ambiguity bins) from least to most."""
     sub = frame[[column, rank]].drop_duplicates().sort_values([rank, column], kind="stable")
     vals = [str(v) for v in sub[column]]
@@ -529,19 +601,23 @@ def read_predictions(paths: Iterable[Any]) -> list[pd.DataFrame]:
     return frames
 
 
-
 # --------------------------------------------------------------------------- files
 
-def write_scores(scores: pd.DataFrame, path: Any, params: Mapping[str, Any] | None = None,
-                 inputs: Sequence[str] = ()) -> Any:
+
+def write_scores(
+    scores: pd.DataFrame, path: Any, params: Mapping[str, Any] | None = None, inputs: Sequence[str] = ()
+) -> Any:
     """Write a scores table with what it was scored with (tie policy, JS base ...), its label set,
     the ambiguity order, the missing-prediction counts and the provenance."""
     from ambiemo.provenance import provenance
     from ambiemo.tables import write_table
 
     sp = scoring_params(params)
-    capacity = {k: (v or {}).get("params_b") for k, v in ((params or {}).get("models") or {}).items()
-                if k in set(scores["model"])}
+    capacity = {
+        k: (v or {}).get("params_b")
+        for k, v in ((params or {}).get("models") or {}).items()
+        if k in set(scores["model"])
+    }
     meta = {
         "kind": "scores",
         "label_set": {"labels": list(scores.attrs.get("labels", labels_of(scores, "true_")))},
@@ -562,9 +638,14 @@ def read_scores(path: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
 
     df, meta = read_table(path)
     if meta.get("kind") != "scores" or "js" not in df.columns:
-        raise ScoringError(f"{path}: not a scores table; make one with `ambiemo score --manifest ... --predictions ...`")
-    df.attrs.update(labels=meta["label_set"]["labels"], ambiguity_order=meta.get("ambiguity_order", []),
-                    missing=meta.get("missing", {}))
+        raise ScoringError(
+            f"{path}: not a scores table; make one with `ambiemo score --manifest ... --predictions ...`"
+        )
+    df.attrs.update(
+        labels=meta["label_set"]["labels"],
+        ambiguity_order=meta.get("ambiguity_order", []),
+        missing=meta.get("missing", {}),
+    )
     return df, meta
 
 

@@ -58,11 +58,25 @@ STATS_DEFAULTS: dict[str, Any] = {
 }
 
 # Per-utterance score columns whose group value is their mean (NaN rows left out).
-MEAN_COLUMNS = {"js": "js", "bc": "bc", "kl": "kl", "tv": "tv", "brier": "brier", "accuracy": "correct",
-                "plausible_accuracy": "plausible", "oracle_js": "oracle_js", "pass_at_n": "pass_at_n"}
+MEAN_COLUMNS = {
+    "js": "js",
+    "bc": "bc",
+    "kl": "kl",
+    "tv": "tv",
+    "brier": "brier",
+    "accuracy": "correct",
+    "plausible_accuracy": "plausible",
+    "oracle_js": "oracle_js",
+    "pass_at_n": "pass_at_n",
+}
 SET_METRICS = ("r2", "ece", "entropy_spearman", "f1_weighted", "uar")
-HIGHER_IS_BETTER = {**{k: v.higher_is_better for k, v in M.METRICS.items()},
-                    "correct": True, "plausible": True, "oracle_js": False, "pass_at_n": True}
+HIGHER_IS_BETTER = {
+    **{k: v.higher_is_better for k, v in M.METRICS.items()},
+    "correct": True,
+    "plausible": True,
+    "oracle_js": False,
+    "pass_at_n": True,
+}
 
 
 def stats_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -87,6 +101,7 @@ def _rng(seed: int, key: Any) -> np.random.Generator:
 
 # --------------------------------------------------------------------------- clusters
 
+
 def clusters(frame: pd.DataFrame) -> tuple[np.ndarray, str]:
     """Cluster index per row for the bootstrap, and the unit used.
 
@@ -106,7 +121,7 @@ def clusters(frame: pd.DataFrame) -> tuple[np.ndarray, str]:
 def cluster_counts(n_clusters: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
     """(n_resamples, n_clusters): how often each cluster was drawn in each resample."""
     draws = rng.integers(0, n_clusters, size=(n_resamples, n_clusters))
-    offset = draws + n_clusters * np.arange(n_resamples)[:, None]   # one bincount for all resamples
+    offset = draws + n_clusters * np.arange(n_resamples)[:, None]  # one bincount for all resamples
     return np.bincount(offset.ravel(), minlength=n_resamples * n_clusters).reshape(n_resamples, n_clusters)
 
 
@@ -120,6 +135,7 @@ _CHUNK = 200
 
 
 # --------------------------------------------------------------------------- weighted metrics
+
 
 def _wmean(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     ok = ~np.isnan(x)
@@ -148,21 +164,21 @@ def _wranks(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     uniq, inv = np.unique(x, return_inverse=True)
     onehot = np.zeros((len(x), len(uniq)))
     onehot[np.arange(len(x)), inv] = 1
-    wu = w @ onehot                              # (B, U): copies of each distinct value
+    wu = w @ onehot  # (B, U): copies of each distinct value
     below = np.cumsum(wu, axis=1) - wu
     return (below + (wu + 1) / 2)[:, inv]
 
 
-def weighted_metrics(frame: pd.DataFrame, w: np.ndarray, labels: Sequence[str],
-                     ece_bins: int = M.ECE_BINS) -> dict[str, np.ndarray]:
+def weighted_metrics(
+    frame: pd.DataFrame, w: np.ndarray, labels: Sequence[str], ece_bins: int = M.ECE_BINS
+) -> dict[str, np.ndarray]:
     """Every metric of a group of score rows under row weights ``w`` (B, n).
 
     With integer weights each value equals the metric computed on the rows repeated that many
     times, which is what a bootstrap resample is.
     """
     w = np.atleast_2d(np.asarray(w, dtype=float))
-    out = {name: _wmean(w, frame[col].to_numpy(dtype=float)) for name, col in MEAN_COLUMNS.items()
-           if col in frame}
+    out = {name: _wmean(w, frame[col].to_numpy(dtype=float)) for name, col in MEAN_COLUMNS.items() if col in frame}
     p = frame[[f"true_{x}" for x in labels]].to_numpy(dtype=float)
     q = frame[[f"p_{x}" for x in labels]].to_numpy(dtype=float)
     has_q = np.isfinite(q).all(axis=1)
@@ -193,7 +209,9 @@ def weighted_metrics(frame: pd.DataFrame, w: np.ndarray, labels: Sequence[str],
     onehot[np.arange(ok.sum()), b] = 1
     wo = w[:, ok]
     with np.errstate(invalid="ignore", divide="ignore"):
-        out["ece"] = np.abs(wo @ (onehot * corr[ok, None]) - wo @ (onehot * conf[ok, None])).sum(axis=1) / wo.sum(axis=1)
+        out["ece"] = np.abs(wo @ (onehot * corr[ok, None]) - wo @ (onehot * conf[ok, None])).sum(axis=1) / wo.sum(
+            axis=1
+        )
     # weighted F1 and UAR from per-class weighted counts (classes present among the true labels).
     lookup = {x: j for j, x in enumerate(labels)}
     yt = frame["majority_used"].map(lambda s: lookup.get(s, -1)).to_numpy(dtype=int)
@@ -202,12 +220,12 @@ def weighted_metrics(frame: pd.DataFrame, w: np.ndarray, labels: Sequence[str],
     P = np.zeros((len(frame), k))
     T[yt >= 0, yt[yt >= 0]] = 1
     keep = (yt >= 0) & (yp >= 0)
-    P[keep, yp[keep]] = 1                        # predictions on excluded (tied) rows do not count
+    P[keep, yp[keep]] = 1  # predictions on excluded (tied) rows do not count
     tp, support, pred = w @ (T * P), w @ T, w @ P
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = np.where(support > 0, tp / support, np.nan)
         f1 = np.where(support > 0, 2 * tp / (support + pred), 0.0)
-        present = (support > 0).sum(axis=1)   # classes among the resample's true labels
+        present = (support > 0).sum(axis=1)  # classes among the resample's true labels
         out["uar"] = np.where(support > 0, recall, 0.0).sum(axis=1) / present
         out["f1_weighted"] = (support * f1).sum(axis=1) / support.sum(axis=1)
     return out
@@ -215,9 +233,18 @@ def weighted_metrics(frame: pd.DataFrame, w: np.ndarray, labels: Sequence[str],
 
 # --------------------------------------------------------------------------- bootstrap
 
-def bootstrap_ci(scores: pd.DataFrame, params: Mapping[str, Any] | None = None, *, by: Sequence[str] = KEYS,
-                 metrics: Sequence[str] | None = None, per_bin: bool = False, n_resamples: int | None = None,
-                 ci_level: float | None = None, seed: int | None = None) -> pd.DataFrame:
+
+def bootstrap_ci(
+    scores: pd.DataFrame,
+    params: Mapping[str, Any] | None = None,
+    *,
+    by: Sequence[str] = KEYS,
+    metrics: Sequence[str] | None = None,
+    per_bin: bool = False,
+    n_resamples: int | None = None,
+    ci_level: float | None = None,
+    seed: int | None = None,
+) -> pd.DataFrame:
     """Speaker-clustered percentile bootstrap intervals, one row per group × metric.
 
     Columns: the ``by`` keys (plus ``ambiguity`` and ``ambiguity_rank`` when ``per_bin``;
@@ -238,32 +265,43 @@ def bootstrap_ci(scores: pd.DataFrame, params: Mapping[str, Any] | None = None, 
         labels = [x for x in labels_of(g, "true_") if g[f"true_{x}"].notna().all()]
         parts = [("all", -1, g)]
         if per_bin:
-            parts += [(b, int(gb["ambiguity_rank"].iloc[0]), gb)
-                      for b, gb in sorted(g.groupby("ambiguity"), key=lambda t: int(t[1]["ambiguity_rank"].iloc[0]))]
+            parts += [
+                (b, int(gb["ambiguity_rank"].iloc[0]), gb)
+                for b, gb in sorted(g.groupby("ambiguity"), key=lambda t: int(t[1]["ambiguity_rank"].iloc[0]))
+            ]
         for bin_name, rank, part in parts:
             codes, unit = clusters(part)
             counts = cluster_counts(int(codes.max()) + 1, n_resamples, _rng(seed, (*key, bin_name)))
             point = weighted_metrics(part, np.ones((1, len(part))), labels, int(sp["ece_bins"]))
-            chunks = [weighted_metrics(part, counts[i:i + _CHUNK, codes].astype(float), labels, int(sp["ece_bins"]))
-                      for i in range(0, n_resamples, _CHUNK)]
+            chunks = [
+                weighted_metrics(part, counts[i : i + _CHUNK, codes].astype(float), labels, int(sp["ece_bins"]))
+                for i in range(0, n_resamples, _CHUNK)
+            ]
             boot = {m: np.concatenate([c[m] for c in chunks]) for m in chunks[0]}
             for metric in metrics:
                 if metric not in boot:
                     raise KeyError(f"bootstrap_ci: unknown metric {metric!r}; choose from {sorted(boot)}")
                 values = boot[metric][~np.isnan(boot[metric])]
-                lo, hi = (np.quantile(values, [(1 - level) / 2, (1 + level) / 2]) if values.size
-                          else (np.nan, np.nan))
-                row = dict(zip(by, key))
+                lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2]) if values.size else (np.nan, np.nan)
+                row = dict(zip(by, key, strict=True))
                 if per_bin:
                     row.update(ambiguity=bin_name, ambiguity_rank=rank)
-                row.update(metric=metric, estimate=float(point[metric][0]), ci_low=float(lo), ci_high=float(hi),
-                           n=len(part), n_clusters=int(codes.max()) + 1, cluster_unit=unit,
-                           n_resamples=n_resamples)
+                row.update(
+                    metric=metric,
+                    estimate=float(point[metric][0]),
+                    ci_low=float(lo),
+                    ci_high=float(hi),
+                    n=len(part),
+                    n_clusters=int(codes.max()) + 1,
+                    cluster_unit=unit,
+                    n_resamples=n_resamples,
+                )
                 rows.append(row)
     return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- paired tests
+
 
 def rank_biserial(d: np.ndarray) -> float:
     """Matched-pairs rank-biserial correlation (Kerby 2014) of differences ``d``: the share of
@@ -296,15 +334,41 @@ def _baseline_rows(g: pd.DataFrame, baseline: str) -> pd.DataFrame:
     return base[base["budget"] == base["budget"].min()]
 
 
-PAIRED_COLUMNS = ["dataset", "model", "strategy", "budget", "metric", "n_pairs", "n_dropped", "baseline_mean",
-                  "strategy_mean", "mean_diff", "diff_ci_low", "diff_ci_high", "gain", "wilcoxon_stat", "p_wilcoxon",
-                  "p_permutation", "rank_biserial", "p_wilcoxon_holm", "p_permutation_holm", "significant", "family",
-                  "note"]
+PAIRED_COLUMNS = [
+    "dataset",
+    "model",
+    "strategy",
+    "budget",
+    "metric",
+    "n_pairs",
+    "n_dropped",
+    "baseline_mean",
+    "strategy_mean",
+    "mean_diff",
+    "diff_ci_low",
+    "diff_ci_high",
+    "gain",
+    "wilcoxon_stat",
+    "p_wilcoxon",
+    "p_permutation",
+    "rank_biserial",
+    "p_wilcoxon_holm",
+    "p_permutation_holm",
+    "significant",
+    "family",
+    "note",
+]
 
 
-def paired_comparisons(scores: pd.DataFrame, params: Mapping[str, Any] | None = None, *,
-                       metrics: Sequence[str] | None = None, baseline: str | None = None,
-                       n_resamples: int | None = None, seed: int | None = None) -> pd.DataFrame:
+def paired_comparisons(
+    scores: pd.DataFrame,
+    params: Mapping[str, Any] | None = None,
+    *,
+    metrics: Sequence[str] | None = None,
+    baseline: str | None = None,
+    n_resamples: int | None = None,
+    seed: int | None = None,
+) -> pd.DataFrame:
     """Each strategy × budget against the baseline on the same utterances, per dataset × model.
 
     ``metrics`` are per-utterance score columns (params ``stats.paired_metrics``: e.g. ``js``,
@@ -330,8 +394,16 @@ def paired_comparisons(scores: pd.DataFrame, params: Mapping[str, Any] | None = 
     for (dataset, model), g in scores.groupby(["dataset", "model"], sort=True):
         base = _baseline_rows(g, baseline)
         if base.empty:
-            rows.append({"dataset": dataset, "model": model, "strategy": "", "budget": np.nan, "metric": "",
-                         "note": f"no {baseline!r} rows for this model: nothing to compare with"})
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "model": model,
+                    "strategy": "",
+                    "budget": np.nan,
+                    "metric": "",
+                    "note": f"no {baseline!r} rows for this model: nothing to compare with",
+                }
+            )
             continue
         base = base.set_index("utt_id")
         others = g[g["strategy"] != baseline]
@@ -339,8 +411,21 @@ def paired_comparisons(scores: pd.DataFrame, params: Mapping[str, Any] | None = 
             cell = cell.set_index("utt_id")
             common = cell.index.intersection(base.index)
             for metric in metrics:
-                rows.append(_paired_row(dataset, model, strategy, budget, metric, base.loc[common], cell.loc[common],
-                                        n_perm, seed, int(sp["bootstrap_resamples"]), float(sp["ci_level"])))
+                rows.append(
+                    _paired_row(
+                        dataset,
+                        model,
+                        strategy,
+                        budget,
+                        metric,
+                        base.loc[common],
+                        cell.loc[common],
+                        n_perm,
+                        seed,
+                        int(sp["bootstrap_resamples"]),
+                        float(sp["ci_level"]),
+                    )
+                )
     out = pd.DataFrame(rows)
     if out.empty:  # one strategy only: nothing to compare, but the table keeps its columns
         return pd.DataFrame(columns=PAIRED_COLUMNS)
@@ -357,37 +442,78 @@ def paired_comparisons(scores: pd.DataFrame, params: Mapping[str, Any] | None = 
     return out[PAIRED_COLUMNS]
 
 
-def _paired_row(dataset, model, strategy, budget, metric, base: pd.DataFrame, cell: pd.DataFrame,
-                n_perm: int, seed: int, n_boot: int, level: float) -> dict[str, Any]:
+def _paired_row(
+    dataset,
+    model,
+    strategy,
+    budget,
+    metric,
+    base: pd.DataFrame,
+    cell: pd.DataFrame,
+    n_perm: int,
+    seed: int,
+    n_boot: int,
+    level: float,
+) -> dict[str, Any]:
     x, y = cell[metric].to_numpy(dtype=float), base[metric].to_numpy(dtype=float)
     ok = ~np.isnan(x) & ~np.isnan(y)
     d = x[ok] - y[ok]
-    row: dict[str, Any] = {"dataset": dataset, "model": model, "strategy": strategy, "budget": budget,
-                           "metric": metric, "n_pairs": int(ok.sum()), "n_dropped": int((~ok).sum()), "note": ""}
+    row: dict[str, Any] = {
+        "dataset": dataset,
+        "model": model,
+        "strategy": strategy,
+        "budget": budget,
+        "metric": metric,
+        "n_pairs": int(ok.sum()),
+        "n_dropped": int((~ok).sum()),
+        "note": "",
+    }
     sign = 1.0 if HIGHER_IS_BETTER.get(metric, True) else -1.0
     nan = float("nan")
     if d.size == 0:
-        row.update(baseline_mean=nan, strategy_mean=nan, mean_diff=nan, diff_ci_low=nan, diff_ci_high=nan,
-                   gain=nan, wilcoxon_stat=nan, p_wilcoxon=nan, p_permutation=nan, rank_biserial=nan,
-                   note="no utterance scored by both")
+        row.update(
+            baseline_mean=nan,
+            strategy_mean=nan,
+            mean_diff=nan,
+            diff_ci_low=nan,
+            diff_ci_high=nan,
+            gain=nan,
+            wilcoxon_stat=nan,
+            p_wilcoxon=nan,
+            p_permutation=nan,
+            rank_biserial=nan,
+            note="no utterance scored by both",
+        )
         return row
-    row.update(baseline_mean=float(y[ok].mean()), strategy_mean=float(x[ok].mean()), mean_diff=float(d.mean()),
-               gain=float(sign * d.mean()), rank_biserial=rank_biserial(d))
+    row.update(
+        baseline_mean=float(y[ok].mean()),
+        strategy_mean=float(x[ok].mean()),
+        mean_diff=float(d.mean()),
+        gain=float(sign * d.mean()),
+        rank_biserial=rank_biserial(d),
+    )
     rng = _rng(seed, (dataset, model, strategy, budget, metric))
     codes, unit = clusters(cell.reset_index().loc[ok])
     w = resample_weights(codes, n_boot, rng)
     boots = w @ d / w.sum(axis=1)
     row["diff_ci_low"], row["diff_ci_high"] = (float(v) for v in np.quantile(boots, [(1 - level) / 2, (1 + level) / 2]))
     if not (d != 0).any():
-        row.update(wilcoxon_stat=nan, p_wilcoxon=1.0, p_permutation=1.0,
-                   note="every pair is equal: no difference to test")
+        row.update(
+            wilcoxon_stat=nan, p_wilcoxon=1.0, p_permutation=1.0, note="every pair is equal: no difference to test"
+        )
         return row
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy notes when it falls back from the exact distribution
         res = sps.wilcoxon(d, zero_method="wilcox")
     row["wilcoxon_stat"], row["p_wilcoxon"] = float(res.statistic), float(res.pvalue)
-    perm = sps.permutation_test((x[ok], y[ok]), lambda a, b, axis: np.mean(a - b, axis=axis),
-                                permutation_type="samples", n_resamples=n_perm, vectorized=True, rng=rng)
+    perm = sps.permutation_test(
+        (x[ok], y[ok]),
+        lambda a, b, axis: np.mean(a - b, axis=axis),
+        permutation_type="samples",
+        n_resamples=n_perm,
+        vectorized=True,
+        rng=rng,
+    )
     row["p_permutation"] = float(perm.pvalue)
     if unit != "speaker":
         row["note"] = f"bootstrap clusters: {unit}"
@@ -400,8 +526,19 @@ _TERM_NAMES = (
     (re.compile(r"C\(strategy, Treatment\('[^']*'\)\)\[T\.([^\]]*)\]"), r"strategy[\1]"),
     (re.compile(r"C\(dataset\)\[T\.([^\]]*)\]"), r"dataset[\1]"),
 )
-TABLE_COLUMNS = ["term", "estimate", "std_err", "ci_low", "ci_high", "p", "model", "outcome", "n_obs", "n_groups",
-                 "note"]
+TABLE_COLUMNS = [
+    "term",
+    "estimate",
+    "std_err",
+    "ci_low",
+    "ci_high",
+    "p",
+    "model",
+    "outcome",
+    "n_obs",
+    "n_groups",
+    "note",
+]
 
 
 def _term(name: str) -> str:
@@ -410,8 +547,9 @@ def _term(name: str) -> str:
     return name.replace(":", " × ")
 
 
-def model_frame(scores: pd.DataFrame, outcome: str, params: Mapping[str, Any] | None = None,
-                baseline: str | None = None) -> tuple[pd.DataFrame, list[str], list[str]]:
+def model_frame(
+    scores: pd.DataFrame, outcome: str, params: Mapping[str, Any] | None = None, baseline: str | None = None
+) -> tuple[pd.DataFrame, list[str], list[str]]:
     """The rows and formulas the interaction models fit, and notes on what was dropped.
 
     Formulas come from the fullest (capacity × strategy × entropy) to simpler ones (all two-way
@@ -462,15 +600,18 @@ def model_frame(scores: pd.DataFrame, outcome: str, params: Mapping[str, Any] | 
     else:
         notes.append("no variation in vote entropy: entropy terms dropped")
     if len(d):
-        notes.append(f"centred at log10 params_b = {float(cap.mean()):.3f}, entropy = "
-                     f"{float(d['entropy_bits'].mean()):.3f} bits")
+        notes.append(
+            f"centred at log10 params_b = {float(cap.mean()):.3f}, entropy = {float(d['entropy_bits'].mean()):.3f} bits"
+        )
     extra = " + C(dataset)" if d["dataset"].nunique() > 1 else ""
     ladder = ["y ~ " + (" * ".join(terms) if terms else "1") + extra]
     if len(terms) == 3:
         cap_t, strat_t, ent_t = terms
-        ladder += [f"y ~ ({cap_t} + {strat_t} + {ent_t}) ** 2{extra}",
-                   f"y ~ {cap_t} * {ent_t} + {strat_t}{extra}",
-                   f"y ~ {cap_t} * {ent_t}{extra}"]
+        ladder += [
+            f"y ~ ({cap_t} + {strat_t} + {ent_t}) ** 2{extra}",
+            f"y ~ {cap_t} * {ent_t} + {strat_t}{extra}",
+            f"y ~ {cap_t} * {ent_t}{extra}",
+        ]
     return d, ladder, notes
 
 
@@ -494,8 +635,11 @@ def _fit_ladder(build, ladder: list[str], notes: list[str]):
             except (np.linalg.LinAlgError, ValueError) as err:
                 messages.add(f"{type(err).__name__}: {err}".split("\n")[0])
                 result = None
-        messages |= {str(w.message).split("\n")[0] for w in caught if any(
-            s in str(w.message).lower() for s in ("converge", "boundary", "singular", "overflow", "separation"))}
+        messages |= {
+            str(w.message).split("\n")[0]
+            for w in caught
+            if any(s in str(w.message).lower() for s in ("converge", "boundary", "singular", "overflow", "separation"))
+        }
         if result is not None and _usable(result):
             if i:
                 notes.append(f"fuller model(s) not estimable (e.g. separation); fitted {formula.replace('y ~ ', '')}")
@@ -506,29 +650,51 @@ def _fit_ladder(build, ladder: list[str], notes: list[str]):
 
 
 def _not_fitted(kind: str, outcome: str, n_obs: int, note: str) -> pd.DataFrame:
-    return pd.DataFrame([{"term": "(not fitted)", "estimate": np.nan, "std_err": np.nan, "ci_low": np.nan,
-                          "ci_high": np.nan, "p": np.nan, "model": kind, "outcome": outcome, "n_obs": n_obs,
-                          "n_groups": 0, "note": note}], columns=TABLE_COLUMNS)
+    return pd.DataFrame(
+        [
+            {
+                "term": "(not fitted)",
+                "estimate": np.nan,
+                "std_err": np.nan,
+                "ci_low": np.nan,
+                "ci_high": np.nan,
+                "p": np.nan,
+                "model": kind,
+                "outcome": outcome,
+                "n_obs": n_obs,
+                "n_groups": 0,
+                "note": note,
+            }
+        ],
+        columns=TABLE_COLUMNS,
+    )
 
 
 def _tidy(result, kind: str, outcome: str, n_obs: int, n_groups: int, notes: list[str], alpha: float) -> pd.DataFrame:
     ci = result.conf_int(alpha=alpha)
     names = [n for n in result.model.exog_names]
-    table = pd.DataFrame({
-        "term": [_term(n) for n in names],
-        "estimate": [float(result.params[n]) for n in names],
-        "std_err": [float(result.bse[n]) for n in names],
-        "ci_low": [float(ci.loc[n, 0]) for n in names],
-        "ci_high": [float(ci.loc[n, 1]) for n in names],
-        "p": [float(result.pvalues[n]) for n in names],
-    })
+    table = pd.DataFrame(
+        {
+            "term": [_term(n) for n in names],
+            "estimate": [float(result.params[n]) for n in names],
+            "std_err": [float(result.bse[n]) for n in names],
+            "ci_low": [float(ci.loc[n, 0]) for n in names],
+            "ci_high": [float(ci.loc[n, 1]) for n in names],
+            "p": [float(result.pvalues[n]) for n in names],
+        }
+    )
     table["model"], table["outcome"], table["n_obs"], table["n_groups"] = kind, outcome, n_obs, n_groups
     table["note"] = "; ".join(notes)
     return table[TABLE_COLUMNS]
 
 
-def interaction_model(scores: pd.DataFrame, params: Mapping[str, Any] | None = None, *, metric: str | None = None,
-                      baseline: str | None = None) -> pd.DataFrame:
+def interaction_model(
+    scores: pd.DataFrame,
+    params: Mapping[str, Any] | None = None,
+    *,
+    metric: str | None = None,
+    baseline: str | None = None,
+) -> pd.DataFrame:
     """Linear mixed model of a per-utterance metric (params ``stats.mixed_model_metric``, JS
     distance by default) on log10 capacity × strategy × vote entropy.
 
@@ -549,9 +715,11 @@ def interaction_model(scores: pd.DataFrame, params: Mapping[str, Any] | None = N
     nested = n_spk >= 2 and n_spk < n_utt
     if nested and n_utt > int(st["speaker_component_max_utterances"]):
         nested = False
-        notes.append(f"speaker variance component skipped for size ({n_utt} utterances > params "
-                     "stats.speaker_component_max_utterances): utterance intercept only, so standard errors of "
-                     "utterance-level terms such as entropy may be optimistic")
+        notes.append(
+            f"speaker variance component skipped for size ({n_utt} utterances > params "
+            "stats.speaker_component_max_utterances): utterance intercept only, so standard errors of "
+            "utterance-level terms such as entropy may be optimistic"
+        )
     elif not nested:
         notes.append("speaker not identifiable: random intercept for utterance only")
     if nested:
@@ -562,13 +730,15 @@ def interaction_model(scores: pd.DataFrame, params: Mapping[str, Any] | None = N
         groups = d["group"].nunique()
 
         def build(formula):
-            return smf.mixedlm(formula, d, groups="group", re_formula="1",
-                               vc_formula={"utterance": "0 + C(utt_key)"}).fit(reml=True, method=["lbfgs", "powell"])
+            return smf.mixedlm(
+                formula, d, groups="group", re_formula="1", vc_formula={"utterance": "0 + C(utt_key)"}
+            ).fit(reml=True, method=["lbfgs", "powell"])
     else:
         groups = d["utt_key"].nunique()
 
         def build(formula):
             return smf.mixedlm(formula, d, groups="utt_key", re_formula="1").fit(reml=True, method=["lbfgs", "powell"])
+
     result = _fit_ladder(build, ladder, notes)
     if result is None:
         return _not_fitted("mixedlm", metric, len(d), "; ".join([*notes, "no formula could be estimated"]))
@@ -577,14 +747,27 @@ def interaction_model(scores: pd.DataFrame, params: Mapping[str, Any] | None = N
     if nested:
         var_rows.append(("var(utterance)", float(result.vcomp[0])))
     var_rows.append(("var(residual)", float(result.scale)))
-    extra = pd.DataFrame([{"term": t, "estimate": v, "model": "mixedlm", "outcome": metric, "n_obs": len(d),
-                           "n_groups": groups, "note": table["note"].iloc[0]} for t, v in var_rows],
-                         columns=TABLE_COLUMNS)
+    extra = pd.DataFrame(
+        [
+            {
+                "term": t,
+                "estimate": v,
+                "model": "mixedlm",
+                "outcome": metric,
+                "n_obs": len(d),
+                "n_groups": groups,
+                "note": table["note"].iloc[0],
+            }
+            for t, v in var_rows
+        ],
+        columns=TABLE_COLUMNS,
+    )
     return pd.concat([table, extra], ignore_index=True)
 
 
-def correctness_model(scores: pd.DataFrame, params: Mapping[str, Any] | None = None, *,
-                      baseline: str | None = None) -> pd.DataFrame:
+def correctness_model(
+    scores: pd.DataFrame, params: Mapping[str, Any] | None = None, *, baseline: str | None = None
+) -> pd.DataFrame:
     """GEE (binomial, logit link, exchangeable correlation within utterance) of correctness
     against the majority label on log10 capacity × strategy × vote entropy. Estimates are
     log-odds; rows the tie policy excluded (``correct`` NaN) are left out and counted."""
@@ -597,11 +780,14 @@ def correctness_model(scores: pd.DataFrame, params: Mapping[str, Any] | None = N
         return _not_fitted("gee", "correct", len(d), "; ".join([*notes, "fewer than two utterances to fit"]))
     if d["y"].nunique() < 2:
         which = "correct" if d["y"].iloc[0] else "wrong"
-        return _not_fitted("gee", "correct", len(d), "; ".join([*notes, f"every row is {which}: no variation to model"]))
+        return _not_fitted(
+            "gee", "correct", len(d), "; ".join([*notes, f"every row is {which}: no variation to model"])
+        )
 
     def build(formula):
-        return smf.gee(formula, groups="utt_key", data=d, family=sm.families.Binomial(),
-                       cov_struct=sm.cov_struct.Exchangeable()).fit(maxiter=200)
+        return smf.gee(
+            formula, groups="utt_key", data=d, family=sm.families.Binomial(), cov_struct=sm.cov_struct.Exchangeable()
+        ).fit(maxiter=200)
 
     result = _fit_ladder(build, ladder, notes)
     if result is None:

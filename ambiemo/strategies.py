@@ -59,7 +59,7 @@ from ambiemo.registry import Registry
 # Defaults of params ``strategies`` (params.yaml states them again for the reader; these hold when
 # a key is left out there).
 DEFAULTS: dict[str, Any] = {
-    "batch_size": 8,                     # utterances per model call
+    "batch_size": 8,  # utterances per model call
     "max_new_tokens": {"per_label": 10, "base": 8, "reasoning": 112, "single": 6, "verifier": 4},
     "likelihood": {"length_alpha": 1.0},
     "sampling": {"temperature": 0.7, "top_p": 1.0},
@@ -82,9 +82,9 @@ class Cost:
 
     model_calls: int = 0
     verifier_calls: int = 0
-    prompt_tokens: int | None = 0   # None: a route reported none (option scoring)
+    prompt_tokens: int | None = 0  # None: a route reported none (option scoring)
     gen_tokens: int = 0
-    wall_s: float = 0.0             # NaN: unknown
+    wall_s: float = 0.0  # NaN: unknown
 
     def add(self, candidates: Sequence[Candidate], *, verifier: bool = False) -> Cost:
         """One request's candidates (or the first few of them, for a derived budget)."""
@@ -94,7 +94,9 @@ class Cost:
             self.model_calls += 1
         if candidates:
             tokens = candidates[0].meta.get("prompt_tokens")
-            self.prompt_tokens = None if tokens is None or self.prompt_tokens is None else self.prompt_tokens + int(tokens)
+            self.prompt_tokens = (
+                None if tokens is None or self.prompt_tokens is None else self.prompt_tokens + int(tokens)
+            )
         self.gen_tokens += sum(int(c.n_tokens) for c in candidates)
         self.wall_s += sum(float(c.meta.get("wall_s", math.nan)) for c in candidates)
         return self
@@ -110,9 +112,18 @@ class Cost:
         return self
 
     def __add__(self, other: Cost) -> Cost:
-        pt = None if self.prompt_tokens is None or other.prompt_tokens is None else self.prompt_tokens + other.prompt_tokens
-        return Cost(self.model_calls + other.model_calls, self.verifier_calls + other.verifier_calls, pt,
-                    self.gen_tokens + other.gen_tokens, self.wall_s + other.wall_s)
+        pt = (
+            None
+            if self.prompt_tokens is None or other.prompt_tokens is None
+            else self.prompt_tokens + other.prompt_tokens
+        )
+        return Cost(
+            self.model_calls + other.model_calls,
+            self.verifier_calls + other.verifier_calls,
+            pt,
+            self.gen_tokens + other.gen_tokens,
+            self.wall_s + other.wall_s,
+        )
 
 
 @dataclass
@@ -133,7 +144,7 @@ class Context:
     model: AudioLanguageModel
     labels: tuple[str, ...]
     prompts: PromptBook
-    settings: dict[str, Any]               # params ``strategies`` with DEFAULTS filled in
+    settings: dict[str, Any]  # params ``strategies`` with DEFAULTS filled in
     verifier: AudioLanguageModel | None = None
 
     def section(self, name: str) -> dict[str, Any]:
@@ -142,16 +153,24 @@ class Context:
     def max_new_tokens(self, kind: str) -> int:
         t = self.settings["max_new_tokens"]
         answer = int(t["base"]) + int(t["per_label"]) * len(self.labels)
-        return {"distribution": answer, "cot": int(t["reasoning"]) + answer, "single": int(t["single"]),
-                "verifier": int(t["verifier"])}[kind]
+        return {
+            "distribution": answer,
+            "cot": int(t["reasoning"]) + answer,
+            "single": int(t["single"]),
+            "verifier": int(t["verifier"]),
+        }[kind]
 
-    def generate(self, utts: Sequence[Utterance], prompts: Sequence[Prompt], config: GenerationConfig
-                 ) -> list[list[Candidate]]:
+    def generate(
+        self, utts: Sequence[Utterance], prompts: Sequence[Prompt], config: GenerationConfig
+    ) -> list[list[Candidate]]:
         """One request per utterance; a candidate carrying an ``error`` (a failed API request) fails its utterance."""
         model = self.model
-        requests = [AudioRequest(u.utt_id, u.waveform, u.sample_rate, list(p.messages)) for u, p in zip(utts, prompts)]
+        requests = [
+            AudioRequest(u.utt_id, u.waveform, u.sample_rate, list(p.messages))
+            for u, p in zip(utts, prompts, strict=True)
+        ]
         out = model.generate(requests, config)
-        for u, cands in zip(utts, out):
+        for u, cands in zip(utts, out, strict=True):
             for c in cands:
                 if "error" in c.meta:
                     raise RuntimeError(f"model {model.key!r} failed on utterance {u.utt_id!r}: {c.meta['error']}")
@@ -169,9 +188,16 @@ class Context:
 
 def record(c: Candidate, p: np.ndarray | None, prompt: Prompt, **extra: Any) -> dict[str, Any]:
     """A candidate as stored in the ``candidates`` JSON column."""
-    out = {"text": c.text, "logprob": c.logprob, "n_tokens": int(c.n_tokens),
-           "p": None if p is None else [float(x) for x in p], "verifier_score": None, "weight": None,
-           "selected": False, **prompt.record()}
+    out = {
+        "text": c.text,
+        "logprob": c.logprob,
+        "n_tokens": int(c.n_tokens),
+        "p": None if p is None else [float(x) for x in p],
+        "verifier_score": None,
+        "weight": None,
+        "selected": False,
+        **prompt.record(),
+    }
     out.update(extra)
     return out
 
@@ -198,11 +224,11 @@ class Strategy:
 
     name: ClassVar[str]
     summary: ClassVar[str]
-    needs: ClassVar[tuple[str, ...]] = ()      # model capabilities: logprobs, beam_search, option_scoring
-    budget_name: ClassVar[str | None] = None   # "B", "N", "K"; None: one-shot (budget 1)
+    needs: ClassVar[tuple[str, ...]] = ()  # model capabilities: logprobs, beam_search, option_scoring
+    budget_name: ClassVar[str | None] = None  # "B", "N", "K"; None: one-shot (budget 1)
     uses_verifier: ClassVar[bool] = False
-    readouts: ClassVar[tuple[str, ...]] = ()   # extra row labels besides ``name``
-    selection: ClassVar[str] = ""              # how the answer is chosen or combined, for provenance
+    readouts: ClassVar[tuple[str, ...]] = ()  # extra row labels besides ``name``
+    selection: ClassVar[str] = ""  # how the answer is chosen or combined, for provenance
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -213,8 +239,9 @@ class Strategy:
         for capability in self.needs:
             self.ctx.model.require(capability, self.name)
         if self.uses_verifier and self.ctx.verifier is None:
-            raise CapabilityError(f"strategy {self.name!r} needs a verifier model: set params "
-                                  "strategies.verifier.model")
+            raise CapabilityError(
+                f"strategy {self.name!r} needs a verifier model: set params strategies.verifier.model"
+            )
 
     def default_budgets(self) -> list[int]:
         if self.budget_name is None:
@@ -235,8 +262,12 @@ class Strategy:
         return (self.name, *self.readouts)
 
     def provenance(self) -> dict[str, Any]:
-        return {"name": self.name, "settings": self.cfg, "candidate_source": self.candidate_source(),
-                "selection": self.selection}
+        return {
+            "name": self.name,
+            "settings": self.cfg,
+            "candidate_source": self.candidate_source(),
+            "selection": self.selection,
+        }
 
     def candidate_source(self) -> str:
         return "greedy"
@@ -256,6 +287,7 @@ def _check_one_shot(name: str, budgets: Sequence[int]) -> None:
 
 # --------------------------------------------------------------------------- one-shot strategies
 
+
 class _OneGreedy(Strategy):
     prompt_kind: ClassVar[str] = "distribution"
     selection = "the single greedy answer"
@@ -264,12 +296,17 @@ class _OneGreedy(Strategy):
         _check_one_shot(self.name, budgets)
         kind = self.cfg.get("prompt", self.prompt_kind)
         prompts = [self.ctx.prompts.ask(kind, u.utt_id) for u in utts]
-        config = GenerationConfig(mode="greedy", n=1, max_new_tokens=self.ctx.max_new_tokens(
-            "single" if kind == "single" else self.prompt_kind))
+        config = GenerationConfig(
+            mode="greedy",
+            n=1,
+            max_new_tokens=self.ctx.max_new_tokens("single" if kind == "single" else self.prompt_kind),
+        )
         rows = []
-        for prompt, cands in zip(prompts, self.ctx.generate(utts, prompts, config)):
+        for prompt, cands in zip(prompts, self.ctx.generate(utts, prompts, config), strict=True):
             p = self.ctx.parse(cands[0].text)
-            rows.append([Row(self.name, 1, p, [record(cands[0], p, prompt, selected=p is not None)], Cost().add(cands))])
+            rows.append(
+                [Row(self.name, 1, p, [record(cands[0], p, prompt, selected=p is not None)], Cost().add(cands))]
+            )
         return rows
 
 
@@ -288,6 +325,7 @@ class ChainOfThought(_OneGreedy):
 
 # --------------------------------------------------------------------------- B candidates
 
+
 class CandidateStrategy(Strategy):
     """Strategies that choose among, or combine, B candidates to the distribution prompt."""
 
@@ -296,8 +334,9 @@ class CandidateStrategy(Strategy):
     def candidate_source(self) -> str:
         return "beam" if self.ctx.model.capabilities.beam_search else "sampled"
 
-    def candidates(self, utts: Sequence[Utterance], prompts: Sequence[Prompt], budgets: Sequence[int]
-                   ) -> dict[int, list[tuple[list[Candidate], Cost]]]:
+    def candidates(
+        self, utts: Sequence[Utterance], prompts: Sequence[Prompt], budgets: Sequence[int]
+    ) -> dict[int, list[tuple[list[Candidate], Cost]]]:
         """For each budget B, each utterance's B candidates and what they cost."""
         ctx = self.ctx
         max_tokens = ctx.max_new_tokens("distribution")
@@ -310,9 +349,14 @@ class CandidateStrategy(Strategy):
         else:
             # Independent samples: the first B of B_max are a B-sample run.
             s = ctx.settings["sampling"]
-            config = GenerationConfig(mode="sample", n=max(budgets), max_new_tokens=max_tokens,
-                                      temperature=float(s["temperature"]), top_p=float(s["top_p"]),
-                                      seed=int(ctx.prompts.seed))
+            config = GenerationConfig(
+                mode="sample",
+                n=max(budgets),
+                max_new_tokens=max_tokens,
+                temperature=float(s["temperature"]),
+                top_p=float(s["top_p"]),
+                seed=int(ctx.prompts.seed),
+            )
             all_cands = ctx.generate(utts, prompts, config)
             for b in budgets:
                 out[b] = [(c[:b], Cost().add(c[:b])) for c in all_cands]
@@ -343,7 +387,7 @@ class BestOfN(CandidateStrategy):
         ok = [i for i, p in enumerate(dists) if p is not None]
         scores = [self.ctx.likelihood(c) for c in cands]
         best = max(ok, key=lambda i: (scores[i], -i)) if ok else None
-        recs = [record(c, p, prompt, selected=i == best) for i, (c, p) in enumerate(zip(cands, dists))]
+        recs = [record(c, p, prompt, selected=i == best) for i, (c, p) in enumerate(zip(cands, dists, strict=True))]
         return Row(self.name, budget, None if best is None else dists[best], recs, cost)
 
 
@@ -358,8 +402,10 @@ class WeightedBestOfN(CandidateStrategy):
         super().check()
         temperature = float(self.cfg.get("temperature", 1.0))
         if not temperature > 0:
-            raise ValueError(f"params strategies.w-bon.temperature must be > 0, got {temperature} "
-                             "(use bon for the T -> 0 limit: the single most likely candidate)")
+            raise ValueError(
+                f"params strategies.w-bon.temperature must be > 0, got {temperature} "
+                "(use bon for the T -> 0 limit: the single most likely candidate)"
+            )
 
     def combine(self, utt, prompt, cands, cost, budget):
         temperature = float(self.cfg.get("temperature", 1.0))
@@ -368,9 +414,11 @@ class WeightedBestOfN(CandidateStrategy):
         weights = {}
         if ok:
             w = softmax(np.array([self.ctx.likelihood(cands[i]) for i in ok]) / temperature)
-            weights = dict(zip(ok, w))
-        recs = [record(c, p, prompt, weight=float(weights[i]) if i in weights else None, selected=i in weights)
-                for i, (c, p) in enumerate(zip(cands, dists))]
+            weights = dict(zip(ok, w, strict=True))
+        recs = [
+            record(c, p, prompt, weight=float(weights[i]) if i in weights else None, selected=i in weights)
+            for i, (c, p) in enumerate(zip(cands, dists, strict=True))
+        ]
         p = weighted_mean([dists[i] for i in ok], np.array([weights[i] for i in ok])) if ok else None
         return Row(self.name, budget, p, recs, cost)
 
@@ -403,7 +451,9 @@ class _Verified(CandidateStrategy):
     def provenance(self) -> dict[str, Any]:
         return {**super().provenance(), "verifier_method": self.verifier_method()}
 
-    def rate(self, utt: Utterance, prompt: Prompt, cands: list[Candidate], dists: list, cost: Cost) -> list[float | None]:
+    def rate(
+        self, utt: Utterance, prompt: Prompt, cands: list[Candidate], dists: list, cost: Cost
+    ) -> list[float | None]:
         """A score in [0, 1] per parsed candidate (None for the others, and for an unreadable rating).
 
         ``options``: the verifier's p(Yes) / (p(Yes) + p(No)) to "does the answer describe the
@@ -413,7 +463,7 @@ class _Verified(CandidateStrategy):
         verifier = self.ctx.verifier
         method = self.verifier_method()
         scores: list[float | None] = []
-        for c, p in zip(cands, dists):
+        for c, p in zip(cands, dists, strict=True):
             if p is None:
                 scores.append(None)
                 continue
@@ -421,7 +471,7 @@ class _Verified(CandidateStrategy):
             request = AudioRequest(utt.utt_id, utt.waveform, utt.sample_rate, messages)
             if method == "options":
                 logp = np.asarray(verifier.score_options(request, [*VERIFIER_YES, *VERIFIER_NO]), dtype=float)
-                yes, no = np.logaddexp.reduce(logp[:len(VERIFIER_YES)]), np.logaddexp.reduce(logp[len(VERIFIER_YES):])
+                yes, no = np.logaddexp.reduce(logp[: len(VERIFIER_YES)]), np.logaddexp.reduce(logp[len(VERIFIER_YES) :])
                 scores.append(float(1.0 / (1.0 + np.exp(no - yes))) if np.isfinite([yes, no]).all() else None)
                 cost.add_scoring(verifier=True)
             else:
@@ -445,8 +495,10 @@ class VerifierBest(_Verified):
         scores = self.rate(utt, prompt, cands, dists, cost)
         ok = [i for i, p in enumerate(dists) if p is not None]
         best = max(ok, key=lambda i: (scores[i] if scores[i] is not None else -1.0, -i)) if ok else None
-        recs = [record(c, p, prompt, verifier_score=s, selected=i == best)
-                for i, (c, p, s) in enumerate(zip(cands, dists, scores))]
+        recs = [
+            record(c, p, prompt, verifier_score=s, selected=i == best)
+            for i, (c, p, s) in enumerate(zip(cands, dists, scores, strict=True))
+        ]
         return Row(self.name, budget, None if best is None else dists[best], recs, cost)
 
 
@@ -462,14 +514,24 @@ class VerifierWeighted(_Verified):
         ok = [i for i, p in enumerate(dists) if p is not None]
         raw = np.array([scores[i] or 0.0 for i in ok])
         w = raw / raw.sum() if raw.sum() > 0 else np.full(len(ok), 1.0 / max(len(ok), 1))
-        weights = dict(zip(ok, w))
-        recs = [record(c, p, prompt, verifier_score=s, weight=float(weights[i]) if i in weights else None,
-                       selected=i in weights) for i, (c, p, s) in enumerate(zip(cands, dists, scores))]
+        weights = dict(zip(ok, w, strict=True))
+        recs = [
+            record(
+                c,
+                p,
+                prompt,
+                verifier_score=s,
+                weight=float(weights[i]) if i in weights else None,
+                selected=i in weights,
+            )
+            for i, (c, p, s) in enumerate(zip(cands, dists, scores, strict=True))
+        ]
         p = weighted_mean([dists[i] for i in ok], w) if ok else None
         return Row(self.name, budget, p, recs, cost)
 
 
 # --------------------------------------------------------------------------- sampling and ensembles
+
 
 def label_votes(dists: Sequence[np.ndarray]) -> np.ndarray:
     """Histogram of the answers' labels: each answer's argmax gets one vote, split equally on a tie."""
@@ -495,17 +557,22 @@ class SelfConsistency(Strategy):
         ctx = self.ctx
         s = ctx.settings["sampling"]
         prompts = [ctx.prompts.ask("distribution", u.utt_id) for u in utts]
-        config = GenerationConfig(mode="sample", n=max(budgets), max_new_tokens=ctx.max_new_tokens("distribution"),
-                                  temperature=float(self.cfg.get("temperature", s["temperature"])),
-                                  top_p=float(s["top_p"]), seed=int(ctx.prompts.seed))
+        config = GenerationConfig(
+            mode="sample",
+            n=max(budgets),
+            max_new_tokens=ctx.max_new_tokens("distribution"),
+            temperature=float(self.cfg.get("temperature", s["temperature"])),
+            top_p=float(s["top_p"]),
+            seed=int(ctx.prompts.seed),
+        )
         rows = []
-        for prompt, all_cands in zip(prompts, ctx.generate(utts, prompts, config)):
+        for prompt, all_cands in zip(prompts, ctx.generate(utts, prompts, config), strict=True):
             all_dists = [ctx.parse(c.text) for c in all_cands]
             out = []
             for n in budgets:  # the first n of the samples are an n-sample run
                 cands, dists = all_cands[:n], all_dists[:n]
                 parsed = [p for p in dists if p is not None]
-                recs = [record(c, p, prompt, selected=p is not None) for c, p in zip(cands, dists)]
+                recs = [record(c, p, prompt, selected=p is not None) for c, p in zip(cands, dists, strict=True)]
                 mean = np.mean(parsed, axis=0) if parsed else None
                 votes = label_votes(parsed) if parsed else None
                 out.append(Row(self.name, n, mean, recs, Cost().add(cands)))
@@ -555,8 +622,19 @@ class LabelScoring(Strategy):
             # log p(label) = logsumexp over its written forms, then normalised over the label set.
             per_label = np.array([np.logaddexp.reduce(logp[owner_arr == j]) for j in range(len(ctx.labels))])
             p = softmax(per_label)
-            recs = [{"text": form, "logprob": float(lp), "n_tokens": None, "p": None, "verifier_score": None,
-                     "weight": None, "selected": False, **prompt.record()} for form, lp in zip(options, logp)]
+            recs = [
+                {
+                    "text": form,
+                    "logprob": float(lp),
+                    "n_tokens": None,
+                    "p": None,
+                    "verifier_score": None,
+                    "weight": None,
+                    "selected": False,
+                    **prompt.record(),
+                }
+                for form, lp in zip(options, logp, strict=True)
+            ]
             rows.append([Row(self.name, 1, p, recs, Cost().add_scoring())])
         return rows
 
@@ -571,8 +649,10 @@ class PromptEnsemble(Strategy):
     def check_budgets(self, budgets: Sequence[int]) -> None:
         super().check_budgets(budgets)
         if max(budgets) > len(PARAPHRASES):
-            raise ValueError(f"prompt-ensemble has {len(PARAPHRASES)} paraphrases; budget K={max(budgets)} is too "
-                             f"large (lower params strategies.prompt-ensemble.budgets)")
+            raise ValueError(
+                f"prompt-ensemble has {len(PARAPHRASES)} paraphrases; budget K={max(budgets)} is too "
+                f"large (lower params strategies.prompt-ensemble.budgets)"
+            )
 
     def run(self, utts, budgets):
         ctx = self.ctx
@@ -600,6 +680,7 @@ class PromptEnsemble(Strategy):
 
 # --------------------------------------------------------------------------- settings
 
+
 def strategy_settings(params: dict[str, Any]) -> dict[str, Any]:
     """Params ``strategies`` with ``DEFAULTS`` under it, and per-profile values resolved.
 
@@ -615,8 +696,9 @@ def strategy_settings(params: dict[str, Any]) -> dict[str, Any]:
         settings.setdefault(key, value)
     profile = (params.get("run") or {}).get("profile")
     settings["verifier"]["model"] = by_profile(settings["verifier"].get("model"), profile, "strategies.verifier.model")
-    settings["max_new_tokens"] = {k: by_profile(v, profile, f"strategies.max_new_tokens.{k}")
-                                  for k, v in settings["max_new_tokens"].items()}
+    settings["max_new_tokens"] = {
+        k: by_profile(v, profile, f"strategies.max_new_tokens.{k}") for k, v in settings["max_new_tokens"].items()
+    }
     for name, sec in settings.items():
         if isinstance(sec, dict) and "budgets" in sec:
             settings[name] = {**sec, "budgets": by_profile(sec["budgets"], profile, f"strategies.{name}.budgets")}

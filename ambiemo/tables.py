@@ -30,7 +30,9 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, meta: dict[str, Any])
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(df, preserve_index=False)
     existing = table.schema.metadata or {}
-    table = table.replace_schema_metadata({**existing, META_KEY: json.dumps(meta, sort_keys=True, default=str).encode()})
+    table = table.replace_schema_metadata(
+        {**existing, META_KEY: json.dumps(meta, sort_keys=True, default=str).encode()}
+    )
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:

@@ -26,8 +26,9 @@ def ambiguity_bin(h: float) -> str:
     return "low" if h <= 1.0 else "medium" if h <= 1.5 else "high"
 
 
-def manifest_df(n: int = 32, n_speakers: int = 8, seed: int = 0, labels=LABELS, dataset: str = "demo",
-                speakers: bool = True) -> pd.DataFrame:
+def manifest_df(
+    n: int = 32, n_speakers: int = 8, seed: int = 0, labels=LABELS, dataset: str = "demo", speakers: bool = True
+) -> pd.DataFrame:
     """A manifest-shaped frame: 3–7 raters per utterance, votes concentrated on one label."""
     rng = np.random.default_rng(seed)
     k = len(labels)
@@ -44,17 +45,19 @@ def manifest_df(n: int = 32, n_speakers: int = 8, seed: int = 0, labels=LABELS, 
     tie = top.sum(axis=1) > 1
     majority = np.where(tie, "", np.asarray(labels)[p.argmax(axis=1)])
     h = entropy_bits(p)
-    df = pd.DataFrame({
-        "utt_id": [f"u{i:03d}" for i in range(n)],
-        "dataset": dataset,
-        "audio_path": "",
-        "duration_s": 2.0,
-        "speaker": [f"s{i % n_speakers}" if speakers else "" for i in range(n)],
-        "gender": "",
-        "split": "",
-        "transcript": "",
-        "intended": "",
-    })
+    df = pd.DataFrame(
+        {
+            "utt_id": [f"u{i:03d}" for i in range(n)],
+            "dataset": dataset,
+            "audio_path": "",
+            "duration_s": 2.0,
+            "speaker": [f"s{i % n_speakers}" if speakers else "" for i in range(n)],
+            "gender": "",
+            "split": "",
+            "transcript": "",
+            "intended": "",
+        }
+    )
     for j, x in enumerate(labels):
         df[f"votes_{x}"] = votes[:, j]
     for j, x in enumerate(labels):
@@ -69,9 +72,18 @@ def manifest_df(n: int = 32, n_speakers: int = 8, seed: int = 0, labels=LABELS, 
     return df
 
 
-def predictions_df(manifest: pd.DataFrame, model: str, strategy: str, budget: int = 1, seed: int = 0,
-                   quality: float = 0.5, fail_rate: float = 0.1, n_candidates: int = 3,
-                   labels=LABELS, on_failure: str = "uniform") -> pd.DataFrame:
+def predictions_df(
+    manifest: pd.DataFrame,
+    model: str,
+    strategy: str,
+    budget: int = 1,
+    seed: int = 0,
+    quality: float = 0.5,
+    fail_rate: float = 0.1,
+    n_candidates: int = 3,
+    labels=LABELS,
+    on_failure: str = "uniform",
+) -> pd.DataFrame:
     """One prediction cell in the schema of ``ambiemo.predictions``: each candidate mixes the human
     distribution (weight ``quality``) with noise; the first candidate is the prediction."""
     rng = np.random.default_rng(seed)
@@ -84,34 +96,68 @@ def predictions_df(manifest: pd.DataFrame, model: str, strategy: str, budget: in
             noise = rng.dirichlet(np.ones(k))
             d = quality * p[i] + (1 - quality) * noise
             parsed = rng.random() > fail_rate
-            cands.append({"text": f"cand {c}", "logprob": float(-rng.random() * 5), "n_tokens": 12,
-                          "p": [float(v) for v in d] if parsed else None,
-                          "verifier_score": None, "weight": None, "selected": c == 0})
+            cands.append(
+                {
+                    "text": f"cand {c}",
+                    "logprob": float(-rng.random() * 5),
+                    "n_tokens": 12,
+                    "p": [float(v) for v in d] if parsed else None,
+                    "verifier_score": None,
+                    "weight": None,
+                    "selected": c == 0,
+                }
+            )
         first = cands[0]["p"]
         ok = first is not None
         q = np.array(first) if ok else np.full(k, 1 / k if on_failure == "uniform" else np.nan)
         q = q / q.sum()
-        row = {"utt_id": manifest["utt_id"].iloc[i], "dataset": manifest["dataset"].iloc[i], "model": model,
-               "strategy": strategy, "budget": budget}
+        row = {
+            "utt_id": manifest["utt_id"].iloc[i],
+            "dataset": manifest["dataset"].iloc[i],
+            "model": model,
+            "strategy": strategy,
+            "budget": budget,
+        }
         row.update({f"p_{x}": q[j] for j, x in enumerate(labels)})
-        row.update(pred_label=labels[int(np.argmax(q))] if ok else "", parsed_ok=ok, n_candidates=n_candidates,
-                   model_calls=budget, verifier_calls=0, prompt_tokens=100 * budget, gen_tokens=12 * n_candidates,
-                   wall_s=0.1 * budget, candidates=json.dumps(cands))
+        row.update(
+            pred_label=labels[int(np.argmax(q))] if ok else "",
+            parsed_ok=ok,
+            n_candidates=n_candidates,
+            model_calls=budget,
+            verifier_calls=0,
+            prompt_tokens=100 * budget,
+            gen_tokens=12 * n_candidates,
+            wall_s=0.1 * budget,
+            candidates=json.dumps(cands),
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 PARAMS = {
     "models": {"small": {"params_b": 0.5}, "large": {"params_b": 7.0}},
-    "scoring": {"js_base": "e", "kl_epsilon": 1e-6, "ece_bins": 5, "tie_policy": "exclude",
-                "ambiguity_from": "manifest", "bootstrap_resamples": 200, "ci_level": 0.95},
-    "stats": {"baseline": "baseline", "permutation_resamples": 500, "alpha": 0.05,
-              "holm_family": ["dataset", "model"], "mixed_model_metric": "js"},
+    "scoring": {
+        "js_base": "e",
+        "kl_epsilon": 1e-6,
+        "ece_bins": 5,
+        "tie_policy": "exclude",
+        "ambiguity_from": "manifest",
+        "bootstrap_resamples": 200,
+        "ci_level": 0.95,
+    },
+    "stats": {
+        "baseline": "baseline",
+        "permutation_resamples": 500,
+        "alpha": 0.05,
+        "holm_family": ["dataset", "model"],
+        "mixed_model_metric": "js",
+    },
 }
 
 
-def cells(manifest: pd.DataFrame, strategies=("baseline", "bon", "w-bon"), models=("small", "large"),
-          budgets=None) -> list[pd.DataFrame]:
+def cells(
+    manifest: pd.DataFrame, strategies=("baseline", "bon", "w-bon"), models=("small", "large"), budgets=None
+) -> list[pd.DataFrame]:
     """Prediction cells for every model × strategy; the large model and weighted strategies are better."""
     budgets = budgets or {}
     out = []
@@ -119,6 +165,9 @@ def cells(manifest: pd.DataFrame, strategies=("baseline", "bon", "w-bon"), model
         for si, strategy in enumerate(strategies):
             for budget in budgets.get(strategy, [1]):
                 quality = 0.2 + 0.3 * mi + 0.2 * si
-                out.append(predictions_df(manifest, model, strategy, budget, seed=100 * mi + 10 * si + budget,
-                                          quality=min(quality, 0.95)))
+                out.append(
+                    predictions_df(
+                        manifest, model, strategy, budget, seed=100 * mi + 10 * si + budget, quality=min(quality, 0.95)
+                    )
+                )
     return out

@@ -42,11 +42,18 @@ class CountingModel(AudioLanguageModel):
                 continue
             rng = np.random.default_rng([config.seed, int(r.audio_sha1()[:8], 16)])
             lps = rng.normal(-1, 0.5, size=(config.n, 3))
-            out.append([
-                Candidate(text=f"{r.utt_id}|{r.messages[-1].text}|t={config.temperature}|{i}",
-                          logprob=float(lps[i].sum()), token_logprobs=[float(x) for x in lps[i]], n_tokens=3,
-                          meta={"prompt_tokens": np.int64(7), "wall_s": np.float32(0.25), "beam": [i, -np.inf]})
-                for i in range(config.n)])
+            out.append(
+                [
+                    Candidate(
+                        text=f"{r.utt_id}|{r.messages[-1].text}|t={config.temperature}|{i}",
+                        logprob=float(lps[i].sum()),
+                        token_logprobs=[float(x) for x in lps[i]],
+                        n_tokens=3,
+                        meta={"prompt_tokens": np.int64(7), "wall_s": np.float32(0.25), "beam": [i, -np.inf]},
+                    )
+                    for i in range(config.n)
+                ]
+            )
         return out
 
     def score_options(self, request, options, prefix=""):
@@ -58,9 +65,13 @@ class CountingModel(AudioLanguageModel):
         return -np.arange(1, len(options) + 1, dtype=np.float64) / 3 - len(prefix)
 
 
-def make_request(utt_id: str = "u1", text: str = "Which emotion?", seed: int = 0, n_samples: int = 1600) -> AudioRequest:
+def make_request(
+    utt_id: str = "u1", text: str = "Which emotion?", seed: int = 0, n_samples: int = 1600
+) -> AudioRequest:
     wave = np.random.default_rng(seed).uniform(-0.5, 0.5, n_samples).astype(np.float32)
-    return AudioRequest(utt_id, wave, 16000, [Message("system", "You rate emotions."), Message("user", text, audio=True)])
+    return AudioRequest(
+        utt_id, wave, 16000, [Message("system", "You rate emotions."), Message("user", text, audio=True)]
+    )
 
 
 SAMPLE = GenerationConfig(mode="sample", n=3, temperature=0.7, seed=11)
@@ -101,9 +112,16 @@ def test_first_run_returns_what_a_rerun_returns(folder):
     assert first == CachedModel(CountingModel(), GenerationCache(folder)).generate(req, SAMPLE)
 
 
-@pytest.mark.parametrize("change", [
-    {"temperature": 0.9}, {"seed": 12}, {"n": 4}, {"top_p": 0.9}, {"max_new_tokens": 65},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"temperature": 0.9},
+        {"seed": 12},
+        {"n": 4},
+        {"top_p": 0.9},
+        {"max_new_tokens": 65},
+    ],
+)
 def test_changed_generation_parameter_misses(folder, change):
     req = [make_request()]
     CachedModel(CountingModel(), GenerationCache(folder)).generate(req, SAMPLE)
@@ -121,8 +139,15 @@ def test_every_config_field_and_sample_index_is_in_the_key():
     base = generation_key(ident, req, config, 0)
     assert generation_key(ident, req, config, 1) != base
     assert generation_key(ident, req, config, 0) == base  # deterministic
-    changed = {"mode": "beam", "n": 2, "max_new_tokens": 8, "temperature": 0.5, "top_p": 0.5, "num_beams": 6,
-               "seed": 99}
+    changed = {
+        "mode": "beam",
+        "n": 2,
+        "max_new_tokens": 8,
+        "temperature": 0.5,
+        "top_p": 0.5,
+        "num_beams": 6,
+        "seed": 99,
+    }
     assert set(changed) == {f.name for f in dataclasses.fields(GenerationConfig)}, "a new config field must be tested"
     for name, value in changed.items():
         assert generation_key(ident, req, dataclasses.replace(config, **{name: value}), 0) != base, name
@@ -137,8 +162,15 @@ def test_changed_conversation_audio_or_model_identity_misses(folder):
         (CountingModel(), make_request(text="Which emotion? Think step by step.")),
         (CountingModel(), louder),
         (CountingModel(), AudioRequest(req.utt_id, req.waveform, 8000, req.messages)),  # same samples, other rate
-        (CountingModel(), AudioRequest(req.utt_id, req.waveform, 16000,
-                                       req.messages + [Message("assistant", "happy"), Message("user", "Sure?")])),
+        (
+            CountingModel(),
+            AudioRequest(
+                req.utt_id,
+                req.waveform,
+                16000,
+                req.messages + [Message("assistant", "happy"), Message("user", "Sure?")],
+            ),
+        ),
         (CountingModel(revision="r2"), req),
         (CountingModel(key="other"), req),
     ]
@@ -148,7 +180,8 @@ def test_changed_conversation_audio_or_model_identity_misses(folder):
     # and the utterance id alone is not part of the key: same audio and conversation hit
     inner = CountingModel()
     CachedModel(inner, GenerationCache(folder)).generate(
-        [AudioRequest("renamed", req.waveform, 16000, req.messages)], SAMPLE)
+        [AudioRequest("renamed", req.waveform, 16000, req.messages)], SAMPLE
+    )
     assert inner.usage.calls == 0
 
 
@@ -156,7 +189,8 @@ def test_partial_hits_send_only_the_missing_requests(folder):
     CachedModel(CountingModel(), GenerationCache(folder)).generate([make_request("a", seed=1)], SAMPLE)
     inner = CountingModel()
     out = CachedModel(inner, GenerationCache(folder)).generate(
-        [make_request("b", seed=2), make_request("a", seed=1), make_request("c", seed=3)], SAMPLE)
+        [make_request("b", seed=2), make_request("a", seed=1), make_request("c", seed=3)], SAMPLE
+    )
     assert inner.generate_calls == [["b", "c"]]
     assert [c[0].text.split("|")[0] for c in out] == ["b", "a", "c"]  # request order kept
     assert inner.usage.cache_hits == 1 and inner.usage.calls == 2
@@ -277,8 +311,9 @@ def test_concurrent_writer_processes_do_not_corrupt(folder):
     # every stored value is the right one: a fresh uncached model agrees with the cache everywhere
     reqs = [make_request(f"u{u}", seed=u, n_samples=4000) for u in sorted(distinct)]
     inner = CountingModel()
-    assert CachedModel(inner, cache).generate(reqs, SAMPLE) == CachedModel(CountingModel(), GenerationCache(
-        folder.parent / "fresh")).generate(reqs, SAMPLE)
+    assert CachedModel(inner, cache).generate(reqs, SAMPLE) == CachedModel(
+        CountingModel(), GenerationCache(folder.parent / "fresh")
+    ).generate(reqs, SAMPLE)
     assert inner.usage.calls == 0
     lifetime = cache.model_stats()[0]
     assert lifetime["hits"] + lifetime["misses"] == 4 * N_PER_WORKER + len(reqs)

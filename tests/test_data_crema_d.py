@@ -14,15 +14,23 @@ from ambiemo.data import DataError, prepare_dataset
 from ambiemo.data.crema_d import parse_clip_name
 
 LABELS = ["angry", "disgust", "fear", "happy", "neutral", "sad"]
-LETTERS = dict(zip("ADFHNS", LABELS))
+LETTERS = dict(zip("ADFHNS", LABELS, strict=True))
 BAD = ["1064_IEO_DIS_MD", "1064_TIE_SAD_XX", "1076_MTI_NEU_XX", "1076_MTI_SAD_XX"]
 
 
 def params(root, **spec):
     return {
         "label_sets": {"crema6": {"labels": LABELS}},
-        "datasets": {"crema-d": {"loader": "crema-d", "root": str(root), "label_set": "crema6",
-                                 "modality": "voice", "exclude": BAD, **spec}},
+        "datasets": {
+            "crema-d": {
+                "loader": "crema-d",
+                "root": str(root),
+                "label_set": "crema6",
+                "modality": "voice",
+                "exclude": BAD,
+                **spec,
+            }
+        },
         "ambiguity": {"method": "fixed", "bins": ["low", "medium", "high"], "edges_bits": [1.0, 1.5]},
     }
 
@@ -94,9 +102,11 @@ def _layout(root, rows, wavs=()):
     return root
 
 
-ROWS = ['"100001",0,0,0,1,10,0,"1001_IEO_NEU_XX",11\n',
-        '"100002",3,3,0,0,0,0,"1002_DFA_ANG_HI",6\n',
-        '"200001",0,0,0,0,9,0,"1001_IEO_NEU_XX",9\n']
+ROWS = [
+    '"100001",0,0,0,1,10,0,"1001_IEO_NEU_XX",11\n',
+    '"100002",3,3,0,0,0,0,"1002_DFA_ANG_HI",6\n',
+    '"200001",0,0,0,0,9,0,"1001_IEO_NEU_XX",9\n',
+]
 
 
 def test_small_layout_with_audio(tmp_path):
@@ -113,15 +123,19 @@ def test_small_layout_with_audio(tmp_path):
 def test_unreadable_audio_names_the_clip(tmp_path):
     root = _layout(tmp_path / "c", ROWS, wavs=["1001_IEO_NEU_XX"])
     (root / "AudioWAV" / "1002_DFA_ANG_HI.wav").write_text(
-        "version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 1\n")
+        "version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 1\n"
+    )
     with pytest.raises(DataError, match=r"1 audio file\(s\) cannot be read: 1002_DFA_ANG_HI"):
         prepare_dataset("crema-d", params(root, exclude=[]))
 
 
-@pytest.mark.parametrize("row, match", [
-    ('"100003",0,0,0,1,2,0,"1001_XYZ_NEU_XX",3\n', r"tabulatedVotes.csv:4: clip name '1001_XYZ_NEU_XX'"),
-    ('"100003",0,0,0,1.5,2,0,"1001_IEO_NEU_XX",3\n', r"tabulatedVotes.csv:4: vote counts must be whole numbers"),
-])
+@pytest.mark.parametrize(
+    "row, match",
+    [
+        ('"100003",0,0,0,1,2,0,"1001_XYZ_NEU_XX",3\n', r"tabulatedVotes.csv:4: clip name '1001_XYZ_NEU_XX'"),
+        ('"100003",0,0,0,1.5,2,0,"1001_IEO_NEU_XX",3\n', r"tabulatedVotes.csv:4: vote counts must be whole numbers"),
+    ],
+)
 def test_malformed_rows_name_file_and_line(tmp_path, row, match):
     root = _layout(tmp_path / "c", [*ROWS[:2], row])
     with pytest.raises(DataError, match=match):
@@ -135,7 +149,11 @@ def test_exclude_must_name_real_clips(tmp_path):
 
 
 def test_parse_clip_name():
-    assert parse_clip_name("1091_WSI_SAD_LO") == {"speaker": "1091", "transcript": "We'll stop in a couple of minutes.",
-                                                  "intended": "sad", "intensity": "low"}
+    assert parse_clip_name("1091_WSI_SAD_LO") == {
+        "speaker": "1091",
+        "transcript": "We'll stop in a couple of minutes.",
+        "intended": "sad",
+        "intensity": "low",
+    }
     with pytest.raises(DataError, match="not <actor>"):
         parse_clip_name("1091_WSI_SAD")

@@ -132,8 +132,9 @@ def test_cli_prepare_and_stats(demo_root, tmp_path, monkeypatch):
     params.write_text(yaml.safe_dump(PARAMS))
     out = tmp_path / "m.parquet"
     runner = CliRunner()
-    r = runner.invoke(app, ["data", "prepare", "demo", "--root", str(demo_root), "--out", str(out),
-                            "--params", str(params)])
+    r = runner.invoke(
+        app, ["data", "prepare", "demo", "--root", str(demo_root), "--out", str(out), "--params", str(params)]
+    )
     assert r.exit_code == 0, r.output
     assert "utterances     32" in r.output and "clear" in r.output
     r = runner.invoke(app, ["data", "stats", str(out), "--json"])
@@ -155,12 +156,17 @@ def test_quantile_bins_from_params(demo_root):
     m = prepare_dataset("demo", p, root=demo_root)
     h = m.df["entropy_bits"].to_numpy()
     edge = float(np.median(h[h > 0]))
-    assert m.meta["ambiguity"] == {"method": "quantile", "edges": [edge], "bins": ["clear", "lower", "upper"],
-                                   "quantiles": [0.5]}
+    assert m.meta["ambiguity"] == {
+        "method": "quantile",
+        "edges": [edge],
+        "bins": ["clear", "lower", "upper"],
+        "quantiles": [0.5],
+    }
     assert (m.df.loc[h > edge, "ambiguity"] == "upper").all()
     assert (m.df.loc[(h > 0) & (h <= edge), "ambiguity"] == "lower").all()
     # a dataset's own `ambiguity` entry overrides the shared one
-    p["datasets"] = {"demo": {**PARAMS["datasets"]["demo"], "ambiguity": {"method": "fixed", "bins": ["some"],
-                                                                           "edges_bits": []}}}
+    p["datasets"] = {
+        "demo": {**PARAMS["datasets"]["demo"], "ambiguity": {"method": "fixed", "bins": ["some"], "edges_bits": []}}
+    }
     m = prepare_dataset("demo", p, root=demo_root)
     assert set(m.df["ambiguity"]) == {"clear", "some"}

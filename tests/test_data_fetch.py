@@ -20,13 +20,15 @@ from ambiemo.data import prepare_dataset
 from ambiemo.data.fetch import FetchError, fetch_crema_d, parse_lfs_pointer, verify_crema_d
 
 CLIPS = ["1001_DFA_ANG_XX", "1001_IEO_NEU_XX", "1002_TIE_SAD_HI"]
-VOTES = ('"","A","D","F","H","N","S","fileName","numResponses"\n'
-         '"100001",5,1,0,0,3,0,"1001_DFA_ANG_XX",9\n"100002",0,0,0,1,10,0,"1001_IEO_NEU_XX",11\n'
-         '"100003",0,0,1,0,2,6,"1002_TIE_SAD_HI",9\n'
-         '"200001",8,1,0,0,0,0,"1001_DFA_ANG_XX",9\n"200002",0,0,0,0,9,0,"1001_IEO_NEU_XX",9\n'
-         '"200003",0,0,0,0,1,8,"1002_TIE_SAD_HI",9\n'
-         '"300001",9,0,0,0,0,0,"1001_DFA_ANG_XX",9\n"300002",0,0,0,0,9,0,"1001_IEO_NEU_XX",9\n'
-         '"300003",0,0,0,0,0,9,"1002_TIE_SAD_HI",9\n')
+VOTES = (
+    '"","A","D","F","H","N","S","fileName","numResponses"\n'
+    '"100001",5,1,0,0,3,0,"1001_DFA_ANG_XX",9\n"100002",0,0,0,1,10,0,"1001_IEO_NEU_XX",11\n'
+    '"100003",0,0,1,0,2,6,"1002_TIE_SAD_HI",9\n'
+    '"200001",8,1,0,0,0,0,"1001_DFA_ANG_XX",9\n"200002",0,0,0,0,9,0,"1001_IEO_NEU_XX",9\n'
+    '"200003",0,0,0,0,1,8,"1002_TIE_SAD_HI",9\n'
+    '"300001",9,0,0,0,0,0,"1001_DFA_ANG_XX",9\n"300002",0,0,0,0,9,0,"1001_IEO_NEU_XX",9\n'
+    '"300003",0,0,0,0,0,9,"1002_TIE_SAD_HI",9\n'
+)
 
 
 def _wav(seconds: float, freq: float) -> bytes:
@@ -37,8 +39,9 @@ def _wav(seconds: float, freq: float) -> bytes:
 
 
 def _pointer(data: bytes) -> bytes:
-    return (f"version https://git-lfs.github.com/spec/v1\noid sha256:{hashlib.sha256(data).hexdigest()}\n"
-            f"size {len(data)}\n").encode()
+    return (
+        f"version https://git-lfs.github.com/spec/v1\noid sha256:{hashlib.sha256(data).hexdigest()}\nsize {len(data)}\n"
+    ).encode()
 
 
 class FakeGitHub:
@@ -47,8 +50,9 @@ class FakeGitHub:
         self.files = {
             "processedResults/tabulatedVotes.csv": VOTES.encode(),
             "processedResults/summaryTable.csv": b'"","FileName","VoiceVote"\n',
-            "SentenceFilenames.csv": ('"Stimulus_Number","Filename"\n'
-                                      + "".join(f'{i},"{c}"\n' for i, c in enumerate(CLIPS, 1))).encode(),
+            "SentenceFilenames.csv": (
+                '"Stimulus_Number","Filename"\n' + "".join(f'{i},"{c}"\n' for i, c in enumerate(CLIPS, 1))
+            ).encode(),
             "VideoDemographics.csv": b'"ActorID","Age","Sex"\n1001,51,"Male"\n1002,21,"Female"\n',
             "LICENSE.txt": b"Open Database License\n",
         }
@@ -62,10 +66,13 @@ class FakeGitHub:
                 kind, _, rel = self.path.lstrip("/").partition("/")
                 body = None
                 if rel.startswith("AudioWAV/"):
-                    clip = rel[len("AudioWAV/"):-len(".wav")]
+                    clip = rel[len("AudioWAV/") : -len(".wav")]
                     if clip in fake.audio:
-                        body = (_pointer(fake.audio[clip]) if kind == "raw"
-                                else fake.media_override.get(clip, fake.audio[clip]))
+                        body = (
+                            _pointer(fake.audio[clip])
+                            if kind == "raw"
+                            else fake.media_override.get(clip, fake.audio[clip])
+                        )
                 elif kind == "raw":
                     body = fake.files.get(rel)
                 self.send_response(200 if body is not None else 404)
@@ -101,8 +108,10 @@ def test_fetch_verifies_and_the_result_prepares(github, tmp_path):
     assert report.tables["processedResults/tabulatedVotes.csv"].startswith("ok (differs")  # not the real table
     lines = (tmp_path / "AudioWAV.sha256").read_text().splitlines()
     assert lines[0] == f"{hashlib.sha256(github.audio[CLIPS[0]]).hexdigest()}  AudioWAV/{CLIPS[0]}.wav"
-    params = {"label_sets": {"crema6": {"labels": ["angry", "disgust", "fear", "happy", "neutral", "sad"]}},
-              "datasets": {"crema-d": {"loader": "crema-d", "root": str(tmp_path), "label_set": "crema6"}}}
+    params = {
+        "label_sets": {"crema6": {"labels": ["angry", "disgust", "fear", "happy", "neutral", "sad"]}},
+        "datasets": {"crema-d": {"loader": "crema-d", "root": str(tmp_path), "label_set": "crema6"}},
+    }
     m = prepare_dataset("crema-d", params)
     assert m.df["duration_s"].tolist() == [1.0, 1.5, 2.0]
     assert not list(tmp_path.rglob("*.part"))
@@ -150,8 +159,7 @@ def test_verify_only_finds_tampered_and_stub_files(github, tmp_path):
     (tmp_path / "AudioWAV" / f"{CLIPS[1]}.wav").write_bytes(_pointer(github.audio[CLIPS[1]]))
     (tmp_path / "AudioWAV" / f"{CLIPS[2]}.wav").unlink()
     report = verify_crema_d(tmp_path)
-    assert report.failed == {CLIPS[0]: "sha256 mismatch", CLIPS[1]: "a Git LFS pointer, not audio",
-                             CLIPS[2]: "missing"}
+    assert report.failed == {CLIPS[0]: "sha256 mismatch", CLIPS[1]: "a Git LFS pointer, not audio", CLIPS[2]: "missing"}
 
 
 def test_tables_only_and_cli(github, tmp_path, monkeypatch):

@@ -22,16 +22,30 @@ from ambiemo.data.iemocap import parse_category, parse_evaluation
 
 FIXTURE = Path(__file__).parent / "fixtures" / "iemocap"
 LABELS = ["neutral", "happy", "angry", "sad"]
-KEPT = ["Ses01F_impro01_F000", "Ses01F_impro01_F001", "Ses01F_impro01_F003", "Ses01F_impro01_M001",
-        "Ses01F_impro01_M002", "Ses02M_script01_1_M000"]
+KEPT = [
+    "Ses01F_impro01_F000",
+    "Ses01F_impro01_F001",
+    "Ses01F_impro01_F003",
+    "Ses01F_impro01_M001",
+    "Ses01F_impro01_M002",
+    "Ses02M_script01_1_M000",
+]
 
 
 def params(root=FIXTURE, **spec):
     return {
         "label_sets": {"four": {"labels": LABELS, "merge": {"excited": "happy"}}},
-        "datasets": {"iemocap": {"loader": "iemocap", "root": str(root), "label_set": "four",
-                                 "votes": "drop_utterance", "multi_label": "split", "self_evaluations": False,
-                                 **spec}},
+        "datasets": {
+            "iemocap": {
+                "loader": "iemocap",
+                "root": str(root),
+                "label_set": "four",
+                "votes": "drop_utterance",
+                "multi_label": "split",
+                "self_evaluations": False,
+                **spec,
+            }
+        },
         "ambiguity": {"method": "fixed", "bins": ["low", "medium", "high"], "edges_bits": [1.0, 1.5]},
     }
 
@@ -46,23 +60,30 @@ def test_default_policy_hand_computed():
     df = m.df.set_index("utt_id")
     assert df.index.tolist() == KEPT
     assert m.exclusions == {"no_ratings": 1, "votes_outside_label_set": 2}
-    assert m.meta["excluded_ids"] == {"no_ratings": ["Ses02M_script01_1_F000"],
-                                      "votes_outside_label_set": ["Ses01F_impro01_F002", "Ses01F_impro01_M000"]}
-    assert m.meta["dropped_votes"] == {"self_evaluations": 3.0}          # C-F1, C-M1, C-M2
+    assert m.meta["excluded_ids"] == {
+        "no_ratings": ["Ses02M_script01_1_F000"],
+        "votes_outside_label_set": ["Ses01F_impro01_F002", "Ses01F_impro01_M000"],
+    }
+    assert m.meta["dropped_votes"] == {"self_evaluations": 3.0}  # C-F1, C-M1, C-M2
     assert m.meta["categories_outside_label_set"] == {"frustrated": 1.5, "other": 1.0}
-    assert votes(m, "Ses01F_impro01_F000") == [3, 0, 0, 0]                  # the actor's "Sadness" ignored
-    assert votes(m, "Ses01F_impro01_F001") == [1, 2, 0, 0]                  # Excited merged into happy
-    assert votes(m, "Ses01F_impro01_M002") == [1.5, 0, 0, 1.5]              # "Neutral; Sadness" split
+    assert votes(m, "Ses01F_impro01_F000") == [3, 0, 0, 0]  # the actor's "Sadness" ignored
+    assert votes(m, "Ses01F_impro01_F001") == [1, 2, 0, 0]  # Excited merged into happy
+    assert votes(m, "Ses01F_impro01_M002") == [1.5, 0, 0, 1.5]  # "Neutral; Sadness" split
     assert votes(m, "Ses02M_script01_1_M000") == [0, 3, 0, 0]
     assert df["entropy_bits"].round(6).to_dict() == {
-        "Ses01F_impro01_F000": 0.0, "Ses01F_impro01_F001": 0.918296, "Ses01F_impro01_F003": 2.0,
-        "Ses01F_impro01_M001": round(math.log2(3), 6), "Ses01F_impro01_M002": 1.0, "Ses02M_script01_1_M000": 0.0}
+        "Ses01F_impro01_F000": 0.0,
+        "Ses01F_impro01_F001": 0.918296,
+        "Ses01F_impro01_F003": 2.0,
+        "Ses01F_impro01_M001": round(math.log2(3), 6),
+        "Ses01F_impro01_M002": 1.0,
+        "Ses02M_script01_1_M000": 0.0,
+    }
     assert df["ambiguity"].tolist() == ["clear", "low", "high", "high", "low", "clear"]
     assert df["majority"].tolist() == ["neutral", "happy", "", "", "", "happy"]
     assert df.loc["Ses01F_impro01_M002", "n_raters"] == 3 and df.loc["Ses01F_impro01_F003", "n_raters"] == 4
     assert df.loc["Ses01F_impro01_M001", ["speaker", "gender", "split"]].tolist() == ["Ses01M", "male", "Session1"]
     assert df.loc["Ses01F_impro01_F000", "transcript"] == "Excuse me."
-    assert df.loc["Ses02M_script01_1_M000", "transcript"] == ""             # no transcriptions file
+    assert df.loc["Ses02M_script01_1_M000", "transcript"] == ""  # no transcriptions file
     assert df.loc["Ses01F_impro01_M001", "consensus"] == "xxx" and (df["intended"] == "").all()
 
 
@@ -75,7 +96,7 @@ def test_self_evaluations_count_when_asked():
 
 def test_drop_votes_policy():
     m = prepare_dataset("iemocap", params(votes="drop_votes"), allow_missing_audio=True)
-    assert votes(m, "Ses01F_impro01_M000") == [0, 0, 1.5, 0]   # E1 keeps its half Anger; E3 (Frustration) drops out
+    assert votes(m, "Ses01F_impro01_M000") == [0, 0, 1.5, 0]  # E1 keeps its half Anger; E3 (Frustration) drops out
     assert m.df.set_index("utt_id").loc["Ses01F_impro01_M000", "n_raters"] == 2
     assert votes(m, "Ses01F_impro01_F002") == [1, 0, 0, 1]
     assert m.meta["dropped_votes"] == {"outside_label_set": 2.5, "self_evaluations": 3.0}
@@ -117,15 +138,24 @@ def _broken(tmp_path, old, new):
     return root
 
 
-@pytest.mark.parametrize("old, new, match", [
-    ("C-E3:\tNeutral;\t()", "C-E3:\tBoredom;\t()",
-     r"Ses01F_impro01.txt:5: unknown IEMOCAP category 'Boredom'; known: \['Anger', "),
-    ("[6.2901 - 8.2357]\tSes01F_impro01_F000", "[6.2901 8.2357]\tSes01F_impro01_F000",
-     r"Ses01F_impro01.txt:3: malformed turn header"),
-    ("C-E2:\tNeutral;\t()", "C-E2:\t\t()", r"Ses01F_impro01.txt:4: rater C-E2 gives no category"),
-    ("A-E3:\tval 3", "B-E3:\tval 3", r"Ses01F_impro01.txt:8: unexpected line"),
-    ("Ses01F_impro01_F001\thap", "Ses01F_impro01_F000\thap", r"duplicate utterance id\(s\): Ses01F_impro01_F000"),
-])
+@pytest.mark.parametrize(
+    "old, new, match",
+    [
+        (
+            "C-E3:\tNeutral;\t()",
+            "C-E3:\tBoredom;\t()",
+            r"Ses01F_impro01.txt:5: unknown IEMOCAP category 'Boredom'; known: \['Anger', ",
+        ),
+        (
+            "[6.2901 - 8.2357]\tSes01F_impro01_F000",
+            "[6.2901 8.2357]\tSes01F_impro01_F000",
+            r"Ses01F_impro01.txt:3: malformed turn header",
+        ),
+        ("C-E2:\tNeutral;\t()", "C-E2:\t\t()", r"Ses01F_impro01.txt:4: rater C-E2 gives no category"),
+        ("A-E3:\tval 3", "B-E3:\tval 3", r"Ses01F_impro01.txt:8: unexpected line"),
+        ("Ses01F_impro01_F001\thap", "Ses01F_impro01_F000\thap", r"duplicate utterance id\(s\): Ses01F_impro01_F000"),
+    ],
+)
 def test_malformed_files_name_file_and_line(tmp_path, old, new, match):
     with pytest.raises(DataError, match=match):
         prepare_dataset("iemocap", params(_broken(tmp_path, old, new)), allow_missing_audio=True)
@@ -162,8 +192,15 @@ RAW = ["Neutral", "Happiness", "Excited", "Anger", "Sadness", "Frustration", "Su
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.lists(st.tuples(st.sampled_from("EEEFM"), st.lists(st.sampled_from(RAW), min_size=1, max_size=3)),
-                         max_size=5), min_size=1, max_size=6))
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(st.sampled_from("EEEFM"), st.lists(st.sampled_from(RAW), min_size=1, max_size=3)), max_size=5
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
 def test_parser_round_trips_generated_files(tmp_path, turns):
     """Any file written in the EmoEvaluation format parses back to the ratings that were written."""
     lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]

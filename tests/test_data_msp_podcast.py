@@ -22,10 +22,20 @@ KEPT = ["MSP-PODCAST_0001_0008", "MSP-PODCAST_0003_0001", "MSP-PODCAST_0005_0001
 
 def params(root, label_set="four", **spec):
     return {
-        "label_sets": {"four": {"labels": LABELS, "merge": {"excited": "happy"}},
-                       "crema6": {"labels": ["angry", "disgust", "fear", "happy", "neutral", "sad"]}},
-        "datasets": {"msp-podcast": {"loader": "msp-podcast", "root": str(root), "label_set": label_set,
-                                     "votes": "drop_utterance", "splits": ["Test1"], **spec}},
+        "label_sets": {
+            "four": {"labels": LABELS, "merge": {"excited": "happy"}},
+            "crema6": {"labels": ["angry", "disgust", "fear", "happy", "neutral", "sad"]},
+        },
+        "datasets": {
+            "msp-podcast": {
+                "loader": "msp-podcast",
+                "root": str(root),
+                "label_set": label_set,
+                "votes": "drop_utterance",
+                "splits": ["Test1"],
+                **spec,
+            }
+        },
         "ambiguity": {"method": "fixed", "bins": ["low", "medium", "high"], "edges_bits": [1.0, 1.5]},
     }
 
@@ -37,9 +47,9 @@ def test_test1_hand_computed(release):
     assert df.index.tolist() == KEPT
     expected = {"split_not_selected": 2, "votes_outside_label_set": 2}  # Train + Test2; Contempt, Other-Concerned
     if release == "msp-podcast":
-        expected["no_ratings"] = 1                                       # 0008_0003 has no detailed rows
+        expected["no_ratings"] = 1  # 0008_0003 has no detailed rows
     assert m.exclusions == expected
-    assert "split_not_selected" not in m.meta["excluded_ids"]           # a count, not 100k ids
+    assert "split_not_selected" not in m.meta["excluded_ids"]  # a count, not 100k ids
     assert m.meta["excluded_ids"]["votes_outside_label_set"] == ["MSP-PODCAST_0001_0019", "MSP-PODCAST_0004_0002"]
     assert m.meta["categories_outside_label_set"] == {"contempt": 1.0, "other": 2.0}
     v = df[[f"votes_{x}" for x in LABELS]]
@@ -48,11 +58,15 @@ def test_test1_hand_computed(release):
     assert v.loc["MSP-PODCAST_0005_0001"].tolist() == [1, 1, 1, 4]
     for utt in KEPT:
         assert df.loc[utt, "entropy_bits"] == pytest.approx(scipy_entropy(v.loc[utt].to_numpy(float), base=2))
-    assert df["ambiguity"].tolist() == ["clear", "high", "high", "low"]     # 0, 1.522, 1.664, 0.971 bits
+    assert df["ambiguity"].tolist() == ["clear", "high", "high", "low"]  # 0, 1.522, 1.664, 0.971 bits
     assert df["majority"].tolist() == ["neutral", "", "sad", "neutral"]
     assert df.loc["MSP-PODCAST_0006_0010", ["speaker", "gender"]].tolist() == ["", ""]  # "Unknown" in the table
-    assert df.loc["MSP-PODCAST_0003_0001", ["speaker", "gender", "split", "consensus"]].tolist() == \
-        ["58", "male", "Test1", "X"]
+    assert df.loc["MSP-PODCAST_0003_0001", ["speaker", "gender", "split", "consensus"]].tolist() == [
+        "58",
+        "male",
+        "Test1",
+        "X",
+    ]
     if release == "msp-podcast":
         assert df.loc["MSP-PODCAST_0005_0001", "transcript"] == "No, I don't think so, honestly."
 
@@ -61,11 +75,14 @@ def test_all_splits_and_six_labels():
     m = prepare_dataset("msp-podcast", params(FIXTURES / "msp-podcast", splits=None), allow_missing_audio=True)
     assert "MSP-PODCAST_0002_0033" in set(m.df["utt_id"]) and "split_not_selected" not in m.exclusions
     assert sorted(set(m.df["split"])) == ["Test1", "Train"]  # Test2's only segment votes Surprise
-    six = prepare_dataset("msp-podcast", params(FIXTURES / "msp-podcast", label_set="crema6", votes="drop_votes"),
-                          allow_missing_audio=True)
+    six = prepare_dataset(
+        "msp-podcast",
+        params(FIXTURES / "msp-podcast", label_set="crema6", votes="drop_votes"),
+        allow_missing_audio=True,
+    )
     row = six.df.set_index("utt_id").loc["MSP-PODCAST_0001_0019"]
-    assert [row[f"votes_{x}"] for x in six.labels] == [3, 0, 0, 0, 1, 0]   # Contempt dropped
-    assert six.meta["dropped_votes"] == {"outside_label_set": 3.0}         # 1 Contempt + 2 Other
+    assert [row[f"votes_{x}"] for x in six.labels] == [3, 0, 0, 0, 1, 0]  # Contempt dropped
+    assert six.meta["dropped_votes"] == {"outside_label_set": 3.0}  # 1 Contempt + 2 Other
 
 
 def test_audio_under_audios(tmp_path):
@@ -79,7 +96,7 @@ def test_audio_under_audios(tmp_path):
         sf.write(str(root / "Audios" / f"{utt}.wav"), np.zeros(16000, np.float32), 16000)
     m = prepare_dataset("msp-podcast", params(root))
     assert m.df["duration_s"].tolist() == [1.0] * 4
-    assert all(p.endswith(f"Audios/{u}.wav") for p, u in zip(m.df["audio_path"], KEPT))
+    assert all(p.endswith(f"Audios/{u}.wav") for p, u in zip(m.df["audio_path"], KEPT, strict=True))
 
 
 def _copy(tmp_path, release="msp-podcast"):
@@ -107,7 +124,9 @@ def test_unknown_label_in_json_names_segment_and_worker(tmp_path):
 
 
 def test_bad_params_and_layout(tmp_path):
-    with pytest.raises(DataError, match=r"splits has \['Test9'\], not a Split_Set .*present: \['Test1', 'Test2', 'Train'\]"):
+    with pytest.raises(
+        DataError, match=r"splits has \['Test9'\], not a Split_Set .*present: \['Test1', 'Test2', 'Train'\]"
+    ):
         prepare_dataset("msp-podcast", params(FIXTURES / "msp-podcast", splits=["Test9"]), allow_missing_audio=True)
     with pytest.raises(DataError, match="no consensus labels"):
         prepare_dataset("msp-podcast", params(tmp_path), allow_missing_audio=True)

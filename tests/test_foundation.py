@@ -101,7 +101,9 @@ def test_profile_use_rejects_an_unknown_profile(tmp_path):
 
 
 def test_console_command_prints_its_version():
-    out = subprocess.run([sys.executable, "-m", "ambiemo", "--version"], capture_output=True, text=True, cwd=ROOT, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "ambiemo", "--version"], capture_output=True, text=True, cwd=ROOT, check=False
+    )
     assert out.returncode == 0 and out.stdout.strip() == f"ambiemo {ambiemo.__version__}"
 
 

@@ -34,8 +34,15 @@ def manifest(tmp_path_factory) -> Path:
         path = folder / f"u{i}.wav"
         sf.write(path, (0.1 * rng.standard_normal(8000)).astype("float32"), 16000)
         paths.append(str(path))
-    info = pd.DataFrame({"utt_id": [f"u{i}" for i in range(N)], "dataset": "tiny", "audio_path": paths,
-                         "duration_s": 0.5, "speaker": [f"s{i % 2}" for i in range(N)]})
+    info = pd.DataFrame(
+        {
+            "utt_id": [f"u{i}" for i in range(N)],
+            "dataset": "tiny",
+            "audio_path": paths,
+            "duration_s": 0.5,
+            "speaker": [f"s{i % 2}" for i in range(N)],
+        }
+    )
     votes = np.array([[3, 0, 0, 0], [1, 2, 0, 0], [0, 0, 2, 1], [1, 1, 1, 0], [0, 0, 0, 3]], dtype=float)
     label_set = LabelSet("four", FOUR)
     df, ambiguity = build_manifest(info, votes, votes.sum(axis=1).astype(int), label_set, AmbiguityBins())
@@ -49,14 +56,23 @@ def make_params(tmp_path: Path, **fake_spec) -> dict:
         "prompts": {"label_order": "canonical"},
         "parsing": {"on_failure": "uniform"},
         "models": {"fake": {"adapter": "fake", **fake_spec}},
-        "strategies": {"verifier": {"model": "fake"}, "bon": {"budgets": [2, 3]}, "w-bon": {"budgets": [2, 3]},
-                       "self-consistency": {"budgets": [1, 2, 4]}, "prompt-ensemble": {"budgets": [1, 3]},
-                       "alm-v": {"budgets": [3]}, "w-alm-v": {"budgets": [3]}},
+        "strategies": {
+            "verifier": {"model": "fake"},
+            "bon": {"budgets": [2, 3]},
+            "w-bon": {"budgets": [2, 3]},
+            "self-consistency": {"budgets": [1, 2, 4]},
+            "prompt-ensemble": {"budgets": [1, 3]},
+            "alm-v": {"budgets": [3]},
+            "w-alm-v": {"budgets": [3]},
+        },
     }
 
 
-ANSWERS = {"*": ['{"neutral": 0.7, "happy": 0.1, "angry": 0.1, "sad": 0.1}'],
-           "u3": ["I cannot tell."], "u4": ['Final answer: {"sad": 60, "angry": 40}']}
+ANSWERS = {
+    "*": ['{"neutral": 0.7, "happy": 0.1, "angry": 0.1, "sad": 0.1}'],
+    "u3": ["I cannot tell."],
+    "u4": ['Final answer: {"sad": 60, "angry": 40}'],
+}
 
 
 def test_baseline_end_to_end(manifest: Path, tmp_path: Path) -> None:
@@ -69,8 +85,8 @@ def test_baseline_end_to_end(manifest: Path, tmp_path: Path) -> None:
     assert (pred.df["strategy"] == "baseline").all() and (pred.df["budget"] == 1).all()
     p = pred.distributions()
     np.testing.assert_allclose(p[0], [0.7, 0.1, 0.1, 0.1])
-    np.testing.assert_allclose(p[3], [0.25] * 4)          # the failure policy: uniform
-    np.testing.assert_allclose(p[4], [0, 0, 0.4, 0.6])    # percentages renormalised
+    np.testing.assert_allclose(p[3], [0.25] * 4)  # the failure policy: uniform
+    np.testing.assert_allclose(p[4], [0, 0, 0.4, 0.6])  # percentages renormalised
     assert pred.df["parsed_ok"].tolist() == [True, True, True, False, True]
     assert pred.df["pred_label"].tolist() == ["neutral", "neutral", "neutral", "", "sad"]
     assert pred.meta["parse_failures"] == 1 and pred.meta["parse_failures_by"] == {"baseline@1": 1}
@@ -129,13 +145,16 @@ def test_capability_refused_before_any_call(manifest: Path, tmp_path: Path) -> N
         run_inference(make_params(tmp_path), "fake", "w-bon", manifest, tmp_path / "p.parquet", model=fake)
 
 
-@pytest.mark.parametrize("strategy,budgets,match", [("baseline", [2], "no budget"), ("bon", [0, 2], ">= 1"),
-                                                     ("prompt-ensemble", [9], "paraphrases")])
+@pytest.mark.parametrize(
+    "strategy,budgets,match",
+    [("baseline", [2], "no budget"), ("bon", [0, 2], ">= 1"), ("prompt-ensemble", [9], "paraphrases")],
+)
 def test_impossible_budgets_refused_before_any_call(manifest: Path, tmp_path: Path, strategy, budgets, match) -> None:
     fake = FakeModel()
     with pytest.raises(ValueError, match=match):
-        run_inference(make_params(tmp_path), "fake", strategy, manifest, tmp_path / "p.parquet", budgets=budgets,
-                      model=fake)
+        run_inference(
+            make_params(tmp_path), "fake", strategy, manifest, tmp_path / "p.parquet", budgets=budgets, model=fake
+        )
     assert fake.requests_seen == []
 
 
@@ -187,8 +206,9 @@ def test_every_strategy_writes_a_valid_table(manifest: Path, tmp_path: Path) -> 
         assert df["parsed_ok"].all(), name  # the fake's default answers are well-formed
         verifier = df["verifier_calls"].to_numpy()
         assert (verifier > 0).all() if name in ("alm-v", "w-alm-v") else (verifier == 0).all(), name
-    assert STRATEGIES.names() == sorted(["baseline", "cot", "bon", "w-bon", "alm-v", "w-alm-v", "self-consistency",
-                                         "label-scoring", "prompt-ensemble"])
+    assert STRATEGIES.names() == sorted(
+        ["baseline", "cot", "bon", "w-bon", "alm-v", "w-alm-v", "self-consistency", "label-scoring", "prompt-ensemble"]
+    )
 
 
 def test_cli(manifest: Path, tmp_path: Path) -> None:
@@ -200,16 +220,34 @@ def test_cli(manifest: Path, tmp_path: Path) -> None:
     params_path.write_text(yaml.safe_dump(make_params(tmp_path, answers=ANSWERS)))
     out = tmp_path / "cli.parquet"
     runner = CliRunner()
-    result = runner.invoke(app, ["infer", "--model", "fake", "--strategy", "bon", "--budget", "2",
-                                 "--manifest", str(manifest), "--out", str(out), "--limit", "3",
-                                 "--params", str(params_path)])
+    result = runner.invoke(
+        app,
+        [
+            "infer",
+            "--model",
+            "fake",
+            "--strategy",
+            "bon",
+            "--budget",
+            "2",
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(out),
+            "--limit",
+            "3",
+            "--params",
+            str(params_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     df = read_predictions(out).df
     assert len(df) == 3 and (df["budget"] == 2).all()
     assert "bon @ 2: parse failures 0.0%" in result.output
 
-    result = runner.invoke(app, ["infer", "--model", "nope", "--manifest", str(manifest), "--out", str(out),
-                                 "--params", str(params_path)])
+    result = runner.invoke(
+        app, ["infer", "--model", "nope", "--manifest", str(manifest), "--out", str(out), "--params", str(params_path)]
+    )
     assert result.exit_code == 2 and "no 'nope'" in result.output
 
     result = runner.invoke(app, ["strategies", "list", "--params", str(params_path)])
@@ -226,12 +264,26 @@ def test_every_strategy_on_a_tiny_real_architecture(manifest: Path, tmp_path: Pa
     from ambiemo.strategies import STRATEGIES
 
     params = make_params(tmp_path)
-    params["models"] = {"tiny": {"adapter": "hf-qwen2-audio", "checkpoint": "tiny:qwen2-audio", "dtype": "float32",
-                                 "cache_dir": str(tmp_path / "tiny")}}
-    params["strategies"].update({"verifier": {"model": "tiny"}, "bon": {"budgets": [2]}, "w-bon": {"budgets": [2]},
-                                 "alm-v": {"budgets": [2]}, "w-alm-v": {"budgets": [2]},
-                                 "self-consistency": {"budgets": [1, 2]}, "prompt-ensemble": {"budgets": [2]},
-                                 "max_new_tokens": {"base": 2, "per_label": 2, "reasoning": 4}})
+    params["models"] = {
+        "tiny": {
+            "adapter": "hf-qwen2-audio",
+            "checkpoint": "tiny:qwen2-audio",
+            "dtype": "float32",
+            "cache_dir": str(tmp_path / "tiny"),
+        }
+    }
+    params["strategies"].update(
+        {
+            "verifier": {"model": "tiny"},
+            "bon": {"budgets": [2]},
+            "w-bon": {"budgets": [2]},
+            "alm-v": {"budgets": [2]},
+            "w-alm-v": {"budgets": [2]},
+            "self-consistency": {"budgets": [1, 2]},
+            "prompt-ensemble": {"budgets": [2]},
+            "max_new_tokens": {"base": 2, "per_label": 2, "reasoning": 4},
+        }
+    )
     model = build_model(params, "tiny")
     for name in STRATEGIES.names():
         df = run_inference(params, "tiny", name, manifest, tmp_path / f"{name}.parquet", limit=2, model=model)

@@ -27,7 +27,9 @@ FOUR = LabelSet("four", ("neutral", "happy", "angry", "sad"), {"excited": "happy
 
 def test_rater_weights_split_first_full():
     assert rater_weights(["angry", "sad"]) == {"angry": 0.5, "sad": 0.5}
-    assert rater_weights(["angry", "sad", "fear"], "split") == pytest.approx({"angry": 1 / 3, "sad": 1 / 3, "fear": 1 / 3})
+    assert rater_weights(["angry", "sad", "fear"], "split") == pytest.approx(
+        {"angry": 1 / 3, "sad": 1 / 3, "fear": 1 / 3}
+    )
     assert rater_weights(["angry", "sad"], "first") == {"angry": 1.0}
     assert rater_weights(["angry", "sad"], "full") == {"angry": 1.0, "sad": 1.0}
     assert rater_weights(["angry", "angry"]) == {"angry": 1.0}  # naming a category twice counts once
@@ -47,7 +49,7 @@ def test_tally_vote_policies():
     ratings = [[("neutral",), ("frustrated", "angry"), ("frustrated",)]]
     dropped = tally_votes(ratings, FOUR, policy="drop_votes")
     np.testing.assert_allclose(dropped.votes, [[1.0, 0.0, 0.5, 0.0]])
-    assert dropped.n_raters.tolist() == [2]          # the third rater had nothing in the set
+    assert dropped.n_raters.tolist() == [2]  # the third rater had nothing in the set
     assert dropped.out_of_set == [{"frustrated": 1.5}]
     assert dropped.dropped_votes == pytest.approx(1.5)
 
@@ -64,22 +66,30 @@ def test_tally_vote_policies():
         tally_votes(ratings, FOUR, policy="other")
 
 
-@pytest.mark.parametrize("counts, bits", [
-    ([3, 0, 0, 0], 0.0),
-    ([2, 1, 0, 0], 0.918296),      # IEMOCAP, three raters, 2-1
-    ([1, 1, 1, 0], 1.584963),      # 1-1-1 = log2(3)
-    ([4, 1, 0, 0], 0.721928),      # AER-LLM's values for five raters
-    ([3, 1, 1, 0], 1.370951),
-    ([2, 2, 1, 0], 1.521928),
-    ([1, 1, 1, 1], 2.0),
-])
+@pytest.mark.parametrize(
+    "counts, bits",
+    [
+        ([3, 0, 0, 0], 0.0),
+        ([2, 1, 0, 0], 0.918296),  # IEMOCAP, three raters, 2-1
+        ([1, 1, 1, 0], 1.584963),  # 1-1-1 = log2(3)
+        ([4, 1, 0, 0], 0.721928),  # AER-LLM's values for five raters
+        ([3, 1, 1, 0], 1.370951),
+        ([2, 2, 1, 0], 1.521928),
+        ([1, 1, 1, 1], 2.0),
+    ],
+)
 def test_entropy_hand_computed(counts, bits):
     assert entropy_bits(soft_labels(np.array([counts], float)))[0] == pytest.approx(bits, abs=1e-6)
 
 
 @settings(max_examples=200, deadline=None)
-@given(arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(2, 7)),
-              elements=st.floats(0, 50, allow_nan=False, allow_subnormal=False)))
+@given(
+    arrays(
+        np.float64,
+        st.tuples(st.integers(1, 6), st.integers(2, 7)),
+        elements=st.floats(0, 50, allow_nan=False, allow_subnormal=False),
+    )
+)
 def test_soft_labels_and_entropy_match_scipy(votes):
     votes[:, 0] += 0.5  # every row needs a vote
     p = soft_labels(votes)
@@ -119,13 +129,16 @@ def test_quantile_bins_use_non_unanimous_entropies():
     assert names.tolist() == ["clear", "clear", "low", "low", "low", "high", "high", "high"]
 
 
-@pytest.mark.parametrize("spec, match", [
-    ({"method": "kmeans"}, "fixed' or 'quantile"),
-    ({"bins": ["low", "high"], "edges_bits": [1.0, 1.5]}, "need 1 edges_bits"),
-    ({"edges_bits": [1.5, 1.0]}, "increasing"),
-    ({"bins": ["clear", "high"], "edges_bits": [1.0]}, "must not contain"),
-    ({"method": "quantile", "quantiles": [0.5, 1.5]}, "quantiles"),
-])
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ({"method": "kmeans"}, "fixed' or 'quantile"),
+        ({"bins": ["low", "high"], "edges_bits": [1.0, 1.5]}, "need 1 edges_bits"),
+        ({"edges_bits": [1.5, 1.0]}, "increasing"),
+        ({"bins": ["clear", "high"], "edges_bits": [1.0]}, "must not contain"),
+        ({"method": "quantile", "quantiles": [0.5, 1.5]}, "quantiles"),
+    ],
+)
 def test_bad_ambiguity_params(spec, match):
     with pytest.raises(ValueError, match=match):
         AmbiguityBins.from_params(spec)
@@ -160,5 +173,6 @@ def test_tally_conserves_every_rater_vote(ratings):
     other = tally_votes(ratings, FOUR.with_other(), policy="other")
     np.testing.assert_allclose(other.votes.sum(axis=1), [len(r) for r in ratings])
     full = tally_votes(ratings, FOUR.with_other(), policy="other", multi_label="full")
-    np.testing.assert_allclose(full.votes.sum(axis=1),
-                               [sum(len({FOUR.canonical(c) for c in r}) for r in raters) for raters in ratings])
+    np.testing.assert_allclose(
+        full.votes.sum(axis=1), [sum(len({FOUR.canonical(c) for c in r}) for r in raters) for raters in ratings]
+    )

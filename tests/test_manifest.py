@@ -15,22 +15,38 @@ FOUR = LabelSet("four", ("neutral", "happy", "angry", "sad"))
 
 
 def _manifest():
-    info = pd.DataFrame({"utt_id": ["u1", "u2", "u3"], "dataset": "toy", "speaker": ["s1", "s1", "s2"],
-                         "intended": ["happy", "sad", ""], "extra_col": [1, 2, 3]})
+    info = pd.DataFrame(
+        {
+            "utt_id": ["u1", "u2", "u3"],
+            "dataset": "toy",
+            "speaker": ["s1", "s1", "s2"],
+            "intended": ["happy", "sad", ""],
+            "extra_col": [1, 2, 3],
+        }
+    )
     votes = np.array([[0, 3, 0, 0], [1, 0, 1, 1], [0.5, 1.5, 1, 0]], float)
     return build_manifest(info, votes, np.array([3, 3, 3]), FOUR, AmbiguityBins())
 
 
 def _write(tmp_path, df, amb, name="m.parquet"):
-    return write_manifest(df, tmp_path / name, label_set=FOUR, ambiguity=amb,
-                          exclusions={"no_ratings": 2}, provenance={"seed": 1}, dataset="toy")
+    return write_manifest(
+        df,
+        tmp_path / name,
+        label_set=FOUR,
+        ambiguity=amb,
+        exclusions={"no_ratings": 2},
+        provenance={"seed": 1},
+        dataset="toy",
+    )
 
 
 def test_build_derives_every_column():
     df, amb = _manifest()
     assert list(df.columns) == manifest_columns(FOUR.labels) + ["extra_col"]
-    np.testing.assert_allclose(df[["p_neutral", "p_happy", "p_angry", "p_sad"]].to_numpy(),
-                               [[0, 1, 0, 0], [1 / 3, 0, 1 / 3, 1 / 3], [1 / 6, 1 / 2, 1 / 3, 0]])
+    np.testing.assert_allclose(
+        df[["p_neutral", "p_happy", "p_angry", "p_sad"]].to_numpy(),
+        [[0, 1, 0, 0], [1 / 3, 0, 1 / 3, 1 / 3], [1 / 6, 1 / 2, 1 / 3, 0]],
+    )
     assert df["majority"].tolist() == ["happy", "", "happy"]
     assert df["majority_tie"].tolist() == [False, True, False]
     # hand-computed: log2(3) = 1.585; -(1/6 log 1/6 + 1/2 log 1/2 + 1/3 log 1/3) = 1.459
@@ -67,14 +83,17 @@ def _corrupt(tmp_path, mutate, meta_mutate=None):
     return path
 
 
-@pytest.mark.parametrize("mutate, match", [
-    (lambda d: d.__setitem__("utt_id", ["u1", "u1", "u3"]), r"2 utterance\(s\) share a utt_id: \['u1', 'u1'\]"),
-    (lambda d: d.loc.__setitem__((1, "p_sad"), 0.9), r"not summing to 1: \['u2'\]"),
-    (lambda d: d.loc.__setitem__((0, "votes_happy"), 0.0), r"have no votes: \['u1'\]"),
-    (lambda d: d.loc.__setitem__((2, "majority"), "bored"), r"majority outside the label set .*\['u3'\]"),
-    (lambda d: d.loc.__setitem__((2, "ambiguity"), "clear"), r"`clear` without zero entropy .*\['u3'\]"),
-    (lambda d: d.drop(columns=["p_sad"], inplace=True), r"missing column\(s\) \['p_sad'\]"),
-])
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda d: d.__setitem__("utt_id", ["u1", "u1", "u3"]), r"2 utterance\(s\) share a utt_id: \['u1', 'u1'\]"),
+        (lambda d: d.loc.__setitem__((1, "p_sad"), 0.9), r"not summing to 1: \['u2'\]"),
+        (lambda d: d.loc.__setitem__((0, "votes_happy"), 0.0), r"have no votes: \['u1'\]"),
+        (lambda d: d.loc.__setitem__((2, "majority"), "bored"), r"majority outside the label set .*\['u3'\]"),
+        (lambda d: d.loc.__setitem__((2, "ambiguity"), "clear"), r"`clear` without zero entropy .*\['u3'\]"),
+        (lambda d: d.drop(columns=["p_sad"], inplace=True), r"missing column\(s\) \['p_sad'\]"),
+    ],
+)
 def test_read_refuses_broken_manifests(tmp_path, mutate, match):
     with pytest.raises(ManifestError, match=match):
         read_manifest(_corrupt(tmp_path, mutate))

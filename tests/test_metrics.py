@@ -35,9 +35,10 @@ P, Q = random_dists(50, seed=1), random_dists(50, seed=2)
 
 # --------------------------------------------------------------------------- distributional
 
+
 @pytest.mark.parametrize("base", [math.e, 2])
 def test_js_distance_matches_scipy(base):
-    expected = [jensenshannon(p, q, base=base) for p, q in zip(P, Q)]
+    expected = [jensenshannon(p, q, base=base) for p, q in zip(P, Q, strict=True)]
     np.testing.assert_allclose(M.js_distance(P, Q, base=base), expected, atol=1e-12)
 
 
@@ -58,14 +59,14 @@ def test_bhattacharyya_hand_cases():
     assert M.bhattacharyya_coefficient(P, P) == pytest.approx(np.ones(len(P)))
     assert M.bhattacharyya_coefficient([[1, 0, 0, 0]], [[0, 0.5, 0.5, 0]])[0] == 0
     assert M.bhattacharyya_coefficient(UNIFORM, ONE_HOT)[0] == pytest.approx(0.5)
-    expected = [sum(math.sqrt(a * b) for a, b in zip(p, q)) for p, q in zip(P, Q)]
+    expected = [sum(math.sqrt(a * b) for a, b in zip(p, q, strict=True)) for p, q in zip(P, Q, strict=True)]
     np.testing.assert_allclose(M.bhattacharyya_coefficient(P, Q), expected)
 
 
 def test_kl_matches_scipy_on_smoothed_model():
     eps = 1e-6
     q_s = (Q + eps) / (1 + K * eps)
-    expected = [entropy(p, q) for p, q in zip(P, q_s)]
+    expected = [entropy(p, q) for p, q in zip(P, q_s, strict=True)]
     np.testing.assert_allclose(M.kl_divergence(P, Q, eps=eps), expected, rtol=1e-10)
     assert M.kl_divergence(P, P, eps=0).max() == pytest.approx(0, abs=1e-12)
     # one-hot truth, model gives that label zero: ln((1 + k eps) / eps), large but finite
@@ -98,7 +99,7 @@ def test_entropy_matches_scipy():
 
 def test_r2_pooled_and_per_utterance_match_pearson():
     assert M.r2(P, Q) == pytest.approx(pearsonr(P.ravel(), Q.ravel()).statistic ** 2)
-    expected = [pearsonr(p, q).statistic ** 2 for p, q in zip(P[:10], Q[:10])]
+    expected = [pearsonr(p, q).statistic ** 2 for p, q in zip(P[:10], Q[:10], strict=True)]
     np.testing.assert_allclose(M.r2_per_utterance(P[:10], Q[:10]), expected, rtol=1e-10)
     assert M.r2(P, P) == pytest.approx(1)
     # a uniform prediction has no correlation with anything: undefined per utterance
@@ -147,11 +148,13 @@ def test_confidence_is_probability_of_predicted_label():
 
 # --------------------------------------------------------------------------- hard labels
 
-TIES = np.array([
-    [0.5, 0.5, 0, 0],        # tie between 0 and 1
-    [0.2, 0.6, 0.2, 0],      # clear majority 1
-    [1 / 3, 1 / 3, 1 / 3, 0],  # three-way tie
-])
+TIES = np.array(
+    [
+        [0.5, 0.5, 0, 0],  # tie between 0 and 1
+        [0.2, 0.6, 0.2, 0],  # clear majority 1
+        [1 / 3, 1 / 3, 1 / 3, 0],  # three-way tie
+    ]
+)
 
 
 def test_majority_tie_policies():
@@ -205,16 +208,20 @@ def test_bad_input_is_named():
 
 # --------------------------------------------------------------------------- properties
 
+
 @st.composite
 def vote_matrices(draw, n=None, k=None):
     """Pairs of (n, k) vote distributions built from integer vote counts (so exact zeros occur)."""
     n = n or draw(st.integers(3, 12))
     k = k or draw(st.integers(2, 6))
+
     def matrix():
-        rows = [draw(st.lists(st.integers(0, 6), min_size=k, max_size=k).filter(lambda r: sum(r) > 0))
-                for _ in range(n)]
+        rows = [
+            draw(st.lists(st.integers(0, 6), min_size=k, max_size=k).filter(lambda r: sum(r) > 0)) for _ in range(n)
+        ]
         a = np.asarray(rows, dtype=float)
         return a / a.sum(axis=1, keepdims=True)
+
     return matrix(), matrix()
 
 
@@ -259,8 +266,14 @@ def test_invariant_to_label_order(pq, rnd):
     perm = list(range(p.shape[1]))
     rnd.shuffle(perm)
     pp, qp = p[:, perm], q[:, perm]
-    for f in (M.js_distance, M.bhattacharyya_coefficient, M.kl_divergence, M.total_variation, M.brier,
-              M.r2_per_utterance):
+    for f in (
+        M.js_distance,
+        M.bhattacharyya_coefficient,
+        M.kl_divergence,
+        M.total_variation,
+        M.brier,
+        M.r2_per_utterance,
+    ):
         np.testing.assert_allclose(f(pp, qp), f(p, q), atol=1e-12, equal_nan=True)
     for f in (M.r2, M.entropy_spearman):
         a, b = f(pp, qp), f(p, q)

@@ -51,8 +51,9 @@ class FakeAPI:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with api.lock:
                     i = len(api.requests)
-                    api.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
-                                         "body": body})
+                    api.requests.append(
+                        {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+                    )
                     api.inflight += 1
                     api.max_inflight = max(api.max_inflight, api.inflight)
                 try:
@@ -110,8 +111,12 @@ def make_request(utt_id="u1", seconds=0.25, extra=()):
     t = np.arange(int(16000 * seconds)) / 16000
     wave = (0.6 * np.sin(2 * np.pi * 220 * t) + np.random.default_rng(0).normal(0, 0.3, t.size)).astype(np.float32)
     wave[:10] = [1.5, -1.5, 1.0, -1.0, 0.5, -0.5, 0, 1e-5, -1e-5, 0.99999]  # clipping and rounding edges
-    return AudioRequest(utt_id, wave, 16000, [Message("system", "You rate emotions."),
-                                              Message("user", "Which emotion is this?", audio=True), *extra])
+    return AudioRequest(
+        utt_id,
+        wave,
+        16000,
+        [Message("system", "You rate emotions."), Message("user", "Which emotion is this?", audio=True), *extra],
+    )
 
 
 def assert_is_the_clip(b64: str, request: AudioRequest, urlsafe: bool = False):
@@ -133,22 +138,46 @@ def chat_response(choices, prompt_tokens=60, audio_tokens=50, completion_tokens=
     for i, (text, tokens) in enumerate(choices):
         lp = None
         if tokens is not None:
-            lp = {"content": [{"token": t, "logprob": v, "bytes": None,
-                               "top_logprobs": [{"token": a, "logprob": b, "bytes": None} for a, b in (top or [])]}
-                              for t, v in tokens]}
-        out.append({"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
-                    "logprobs": lp})
+            lp = {
+                "content": [
+                    {
+                        "token": t,
+                        "logprob": v,
+                        "bytes": None,
+                        "top_logprobs": [{"token": a, "logprob": b, "bytes": None} for a, b in (top or [])],
+                    }
+                    for t, v in tokens
+                ]
+            }
+        out.append(
+            {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": lp}
+        )
     if completion_tokens is None:
         completion_tokens = sum(len(t or []) for _, t in choices)
-    return {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m", "choices": out,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens,
-                      "prompt_tokens_details": {"audio_tokens": audio_tokens}}}
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": out,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"audio_tokens": audio_tokens},
+        },
+    }
 
 
 def vllm_spec(url, **extra):
-    return {"adapter": "openai-compatible", "model_id": "fixie-ai/ultravox-v0_4", "revision": "abc123",
-            "base_url": url + "/v1", "retry": FAST_RETRY, **extra}
+    return {
+        "adapter": "openai-compatible",
+        "model_id": "fixie-ai/ultravox-v0_4",
+        "revision": "abc123",
+        "base_url": url + "/v1",
+        "retry": FAST_RETRY,
+        **extra,
+    }
 
 
 def openai_spec(url, **extra):
@@ -171,7 +200,12 @@ def test_vllm_route_sends_model_audio_messages_and_sampling(fake_api):
     body = sent["body"]
     assert body["model"] == "fixie-ai/ultravox-v0_4"
     assert (body["n"], body["temperature"], body["top_p"], body["seed"], body["max_completion_tokens"]) == (
-        3, 0.8, 0.9, 7, 32)
+        3,
+        0.8,
+        0.9,
+        7,
+        32,
+    )
     assert body["logprobs"] is True
     msgs = body["messages"]
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
@@ -188,8 +222,12 @@ def test_vllm_route_sends_model_audio_messages_and_sampling(fake_api):
     assert [c.n_tokens for c in cands] == [2, 2, 2]
     assert all(c.meta["prompt_tokens"] == 60 and c.meta["wall_s"] > 0 for c in cands)
     assert model.usage.calls == 1 and model.usage.prompt_tokens == 60 and model.usage.gen_tokens == 6
-    assert model.identity == {"key": "ultravox-v0.4", "model_id": "fixie-ai/ultravox-v0_4", "revision": "abc123",
-                              "route": "openai-compatible"}
+    assert model.identity == {
+        "key": "ultravox-v0.4",
+        "model_id": "fixie-ai/ultravox-v0_4",
+        "revision": "abc123",
+        "route": "openai-compatible",
+    }
 
 
 def test_openai_route_without_logprobs(fake_api):
@@ -232,7 +270,9 @@ def test_many_candidates_are_split_into_calls_with_distinct_seeds(fake_api):
 
 def test_vllm_beam_search_keeps_the_most_likely_beams(fake_api):
     def beams(i, path, body, headers):
-        return 200, chat_response([("sad", [("sad", -2.0)]), ("happy", [("happy", -0.5)]), ("angry", [("angry", -1.0)])])
+        return 200, chat_response(
+            [("sad", [("sad", -2.0)]), ("happy", [("happy", -0.5)]), ("angry", [("angry", -1.0)])]
+        )
 
     api = fake_api(beams)
     model = load_model("v", vllm_spec(api.url, beam_search=True))
@@ -243,8 +283,19 @@ def test_vllm_beam_search_keeps_the_most_likely_beams(fake_api):
     assert [c.text for c in cands] == ["happy", "angry"]
 
 
-TOP = [("Happy", -0.4), (" happy", -1.9), ("happy", -2.5), ("sad", -1.2), ("ne", -3.0), ("neutral", -2.2),
-       ("Ang", -2.9), ("I", -4.0), ("dis", -5.0), ("disgust", -6.0), ("sad", -1.2)]
+TOP = [
+    ("Happy", -0.4),
+    (" happy", -1.9),
+    ("happy", -2.5),
+    ("sad", -1.2),
+    ("ne", -3.0),
+    ("neutral", -2.2),
+    ("Ang", -2.9),
+    ("I", -4.0),
+    ("dis", -5.0),
+    ("disgust", -6.0),
+    ("sad", -1.2),
+]
 OPTIONS = ["happy", "Happy", "sad", "neutral", "angry", "Angry", "fear"]
 
 
@@ -262,7 +313,11 @@ def test_vllm_scores_options_from_first_token_top_logprobs(fake_api):
     np.testing.assert_allclose(scores, expected_scores())
     body = api.requests[0]["body"]
     assert (body["logprobs"], body["top_logprobs"], body["max_completion_tokens"], body["temperature"]) == (
-        True, 15, 1, 0.0)
+        True,
+        15,
+        1,
+        0.0,
+    )
     assert "continue_final_message" not in body
 
     model.score_options(make_request(), options, prefix="The emotion is")
@@ -351,8 +406,12 @@ def test_short_answers_and_refusals_are_recorded(fake_api):
 
 
 def test_gemini_blocked_prompt_is_a_recorded_failure(fake_api):
-    api = fake_api(lambda i, p, b, h: (200, {"promptFeedback": {"blockReason": "SAFETY"},
-                                             "usageMetadata": {"promptTokenCount": 80}}))
+    api = fake_api(
+        lambda i, p, b, h: (
+            200,
+            {"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 80}},
+        )
+    )
     model = load_model("g", gemini_spec(api.url))
     [[c]] = model.generate([make_request()], GenerationConfig())
     assert c.meta["error"] == "asked for 1 candidates, Gemini returned 0 (prompt blocked: SAFETY)"
@@ -379,16 +438,24 @@ def test_concurrency_is_bounded_and_order_kept(fake_api):
 
     api = fake_api(slow)
     model = load_model("v", vllm_spec(api.url, concurrency=3))
-    reqs = [AudioRequest(f"u{i}", make_request().waveform, 16000,
-                         [Message("system", f"s{i}"), Message("user", "?", audio=True)]) for i in range(9)]
+    reqs = [
+        AudioRequest(
+            f"u{i}", make_request().waveform, 16000, [Message("system", f"s{i}"), Message("user", "?", audio=True)]
+        )
+        for i in range(9)
+    ]
     out = model.generate(reqs, GenerationConfig())
     assert [c[0].text for c in out] == [f"s{i}" for i in range(9)]
     assert api.max_inflight == 3
 
 
 def test_cost_from_price_table(fake_api):
-    api = fake_api(lambda i, p, b, h: (200, chat_response([("sad", None)], prompt_tokens=1000, audio_tokens=800,
-                                                          completion_tokens=20)))
+    api = fake_api(
+        lambda i, p, b, h: (
+            200,
+            chat_response([("sad", None)], prompt_tokens=1000, audio_tokens=800, completion_tokens=20),
+        )
+    )
     pricing = {"input_per_mtok": 2.5, "audio_input_per_mtok": 40.0, "output_per_mtok": 10.0}
     model = load_model("gpt-4o", openai_spec(api.url, pricing=pricing))
     model.generate([make_request(), make_request("u2")], GenerationConfig())
@@ -410,7 +477,8 @@ def test_fully_cached_rerun_makes_no_request_and_needs_no_key(fake_api, tmp_path
     api = fake_api(lambda i, p, b, h: (200, chat_response([("sad", None)])))
     reqs = [make_request("a"), make_request("b", seconds=0.3)]
     first = CachedModel(load_model("gpt-4o", openai_spec(api.url)), GenerationCache(tmp_path)).generate(
-        reqs, GenerationConfig())
+        reqs, GenerationConfig()
+    )
     assert len(api.requests) == 2
     monkeypatch.delenv("OPENAI_API_KEY")
     model = CachedModel(load_model("gpt-4o", openai_spec(api.url)), GenerationCache(tmp_path))
@@ -474,8 +542,15 @@ def test_auth_error_stops_without_echoing_the_key(fake_api):
 
 # -- Gemini ------------------------------------------------------------------------------------
 def gemini_spec(url, **extra):
-    return {"adapter": "gemini", "model_id": "gemini-2.0-flash", "base_url": url, "api_version": "v1beta",
-            "retry": FAST_RETRY, "logprobs": True, **extra}
+    return {
+        "adapter": "gemini",
+        "model_id": "gemini-2.0-flash",
+        "base_url": url,
+        "api_version": "v1beta",
+        "retry": FAST_RETRY,
+        "logprobs": True,
+        **extra,
+    }
 
 
 def gemini_response(texts, tokens=None, top=None, prompt_tokens=80, audio_tokens=64, thoughts=0, thought_text=None):
@@ -486,27 +561,38 @@ def gemini_response(texts, tokens=None, top=None, prompt_tokens=80, audio_tokens
         if tokens is not None:
             cand["logprobsResult"] = {
                 "chosenCandidates": [{"token": t, "logProbability": v} for t, v in tokens[i]],
-                "topCandidates": [{"candidates": [{"token": a, "logProbability": b} for a, b in (top or [])]}]}
+                "topCandidates": [{"candidates": [{"token": a, "logProbability": b} for a, b in (top or [])]}],
+            }
         cands.append(cand)
     out_tokens = sum(len(t) for t in tokens) if tokens else 3 * len(texts)
-    return {"candidates": cands, "modelVersion": "gemini-2.0-flash",
-            "usageMetadata": {"promptTokenCount": prompt_tokens, "candidatesTokenCount": out_tokens,
-                              "thoughtsTokenCount": thoughts,
-                              "promptTokensDetails": [{"modality": "AUDIO", "tokenCount": audio_tokens},
-                                                      {"modality": "TEXT", "tokenCount": prompt_tokens - audio_tokens}]}}
+    return {
+        "candidates": cands,
+        "modelVersion": "gemini-2.0-flash",
+        "usageMetadata": {
+            "promptTokenCount": prompt_tokens,
+            "candidatesTokenCount": out_tokens,
+            "thoughtsTokenCount": thoughts,
+            "promptTokensDetails": [
+                {"modality": "AUDIO", "tokenCount": audio_tokens},
+                {"modality": "TEXT", "tokenCount": prompt_tokens - audio_tokens},
+            ],
+        },
+    }
 
 
 def test_gemini_sends_inline_audio_and_sampling(fake_api):
     def reply(i, path, body, headers):
         n = body["generationConfig"]["candidateCount"]
-        return 200, gemini_response([f"sad {k}" for k in range(n)],
-                                    tokens=[[("sad", -0.5 * (k + 1)), ("!", -0.25)] for k in range(n)])
+        return 200, gemini_response(
+            [f"sad {k}" for k in range(n)], tokens=[[("sad", -0.5 * (k + 1)), ("!", -0.25)] for k in range(n)]
+        )
 
     api = fake_api(reply)
     model = load_model("gemini-2.0-flash", gemini_spec(api.url))
     req = make_request(extra=[Message("assistant", "sad"), Message("user", "Sure?")])
-    [cands] = model.generate([req], GenerationConfig(mode="sample", n=2, temperature=0.9, top_p=0.95, seed=3,
-                                                     max_new_tokens=40))
+    [cands] = model.generate(
+        [req], GenerationConfig(mode="sample", n=2, temperature=0.9, top_p=0.95, seed=3, max_new_tokens=40)
+    )
     [sent] = api.requests
     assert sent["path"] == "/v1beta/models/gemini-2.0-flash:generateContent"
     assert sent["headers"]["x-goog-api-key"] == GEMINI_KEY
@@ -521,7 +607,12 @@ def test_gemini_sends_inline_audio_and_sampling(fake_api):
     assert body["contents"][1]["parts"] == [{"text": "sad"}] and body["contents"][2]["parts"] == [{"text": "Sure?"}]
     gc = body["generationConfig"]
     assert (gc["candidateCount"], gc["temperature"], gc["topP"], gc["seed"], gc["maxOutputTokens"]) == (
-        2, 0.9, 0.95, 3, 40)
+        2,
+        0.9,
+        0.95,
+        3,
+        40,
+    )
     assert gc["responseLogprobs"] is True and "logprobs" not in gc
 
     assert [c.text for c in cands] == ["sad 0", "sad 1"]
@@ -553,8 +644,12 @@ def test_gemini_scores_options(fake_api):
 
 
 def test_gemini_thinking_budget_and_cost(fake_api):
-    api = fake_api(lambda i, p, b, h: (200, gemini_response(["angry"], prompt_tokens=1000, audio_tokens=900,
-                                                            thoughts=100, thought_text="Let me think")))
+    api = fake_api(
+        lambda i, p, b, h: (
+            200,
+            gemini_response(["angry"], prompt_tokens=1000, audio_tokens=900, thoughts=100, thought_text="Let me think"),
+        )
+    )
     pricing = {"input_per_mtok": 1.25, "output_per_mtok": 10.0}  # audio billed at the text rate
     model = load_model("g", gemini_spec(api.url, logprobs=False, thinking_budget=128, pricing=pricing))
     [[c]] = model.generate([make_request()], GenerationConfig(max_new_tokens=32))
@@ -578,12 +673,16 @@ def test_gemini_retries_and_records_failure(fake_api):
     [[c]] = model.generate([make_request()], GenerationConfig())
     assert len(api.requests) == 2 and c.text == "neutral" and c.logprob == -0.2
 
-    api = fake_api(lambda i, p, b, h: (429, {"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}}))
+    api = fake_api(
+        lambda i, p, b, h: (429, {"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}})
+    )
     model = load_model("g", gemini_spec(api.url))
     [[c]] = model.generate([make_request()], GenerationConfig())
     assert len(api.requests) == 3 and "429" in c.meta["error"] and model.usage.failures == 1
 
-    api = fake_api(lambda i, p, b, h: (403, {"error": {"code": 403, "message": "denied", "status": "PERMISSION_DENIED"}}))
+    api = fake_api(
+        lambda i, p, b, h: (403, {"error": {"code": 403, "message": "denied", "status": "PERMISSION_DENIED"}})
+    )
     with pytest.raises(ConfigurationError):
         load_model("g", gemini_spec(api.url)).generate([make_request()], GenerationConfig())
 
@@ -601,9 +700,19 @@ def test_backoff_grows_with_jitter_and_is_capped():
         RetryPolicy.from_spec({"retry": {"attempts": 3}})
 
 
-@given(st.lists(st.tuples(st.sampled_from(["happy", "sad", "angry", "neutral"]), st.sampled_from(["", " ", "  "]),
-                          st.booleans(), st.floats(-20, 0)),
-                min_size=1, max_size=12, unique_by=lambda t: (t[0], t[1], t[2])))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["happy", "sad", "angry", "neutral"]),
+            st.sampled_from(["", " ", "  "]),
+            st.booleans(),
+            st.floats(-20, 0),
+        ),
+        min_size=1,
+        max_size=12,
+        unique_by=lambda t: (t[0], t[1], t[2]),
+    )
+)
 def test_option_scores_sum_the_spellings_of_each_option(entries):
     top = [(space + (w.capitalize() if cap else w), lp) for w, space, cap, lp in entries]
     options = ["happy", "sad", "angry", "neutral", "fear", "Happy", "Sad", "Angry", "Neutral"]
@@ -635,36 +744,61 @@ def test_inference_over_a_served_model(fake_api, tmp_path):
     for i in range(3):
         paths.append(str(tmp_path / f"u{i}.wav"))
         sf.write(paths[-1], (0.1 * np.random.default_rng(i).standard_normal(8000)).astype("float32"), 16000)
-    info = pd.DataFrame({"utt_id": ["u0", "u1", "u2"], "dataset": "tiny", "audio_path": paths, "duration_s": 0.5,
-                         "speaker": ["s0", "s1", "s0"]})
+    info = pd.DataFrame(
+        {
+            "utt_id": ["u0", "u1", "u2"],
+            "dataset": "tiny",
+            "audio_path": paths,
+            "duration_s": 0.5,
+            "speaker": ["s0", "s1", "s0"],
+        }
+    )
     votes = np.array([[3, 0, 0, 0], [1, 2, 0, 0], [0, 0, 2, 1]], dtype=float)
     label_set = LabelSet("four", labels)
     df, ambiguity = build_manifest(info, votes, votes.sum(axis=1).astype(int), label_set, AmbiguityBins())
-    manifest = write_manifest(df, tmp_path / "manifest.parquet", label_set=label_set, ambiguity=ambiguity,
-                              exclusions={})
+    manifest = write_manifest(
+        df, tmp_path / "manifest.parquet", label_set=label_set, ambiguity=ambiguity, exclusions={}
+    )
 
     def server(i, path, body, headers):
         if body.get("top_logprobs"):  # label scoring
-            return 200, chat_response([("happy", [("happy", -0.5)])],
-                                      top=[("happy", -0.5), ("Happy", -1.5), ("neutral", -1.0), ("sad", -2.5),
-                                           ("angry", -3.0), ("Neutral", -4.0), ("Sad", -5.0), ("Angry", -6.0)])
-        answers = ['{"neutral": 0.1, "happy": 0.7, "angry": 0.1, "sad": 0.1}',
-                   '{"neutral": 0.5, "happy": 0.5, "angry": 0.0, "sad": 0.0}']
+            return 200, chat_response(
+                [("happy", [("happy", -0.5)])],
+                top=[
+                    ("happy", -0.5),
+                    ("Happy", -1.5),
+                    ("neutral", -1.0),
+                    ("sad", -2.5),
+                    ("angry", -3.0),
+                    ("Neutral", -4.0),
+                    ("Sad", -5.0),
+                    ("Angry", -6.0),
+                ],
+            )
+        answers = [
+            '{"neutral": 0.1, "happy": 0.7, "angry": 0.1, "sad": 0.1}',
+            '{"neutral": 0.5, "happy": 0.5, "angry": 0.0, "sad": 0.0}',
+        ]
         return 200, chat_response([(answers[k % 2], [("x", -0.5 - k)] * 4) for k in range(body["n"])])
 
     api = fake_api(server)
-    params = {"seed": 11, "paths": {"cache_dir": str(tmp_path / "cache")}, "prompts": {"label_order": "canonical"},
-              "parsing": {"on_failure": "uniform"},
-              "models": {"served": vllm_spec(api.url), "gpt-4o": openai_spec(api.url)},
-              "strategies": {"w-bon": {"budgets": [2]}}}
+    params = {
+        "seed": 11,
+        "paths": {"cache_dir": str(tmp_path / "cache")},
+        "prompts": {"label_order": "canonical"},
+        "parsing": {"on_failure": "uniform"},
+        "models": {"served": vllm_spec(api.url), "gpt-4o": openai_spec(api.url)},
+        "strategies": {"w-bon": {"budgets": [2]}},
+    }
     base = run_inference(params, "served", "baseline", manifest, tmp_path / "baseline.parquet")
     assert base["parsed_ok"].all() and (base["pred_label"] == "happy").all()
     run_inference(params, "served", "w-bon", manifest, tmp_path / "wbon.parquet")
     wbon = read_predictions(tmp_path / "wbon.parquet")
     # weights exp(mean log-prob): candidate 0 has -0.5 per token, candidate 1 -1.5
     w = np.exp([-0.5, -1.5]) / np.exp([-0.5, -1.5]).sum()
-    np.testing.assert_allclose(wbon.distributions()[0], w[0] * np.array([0.1, 0.7, 0.1, 0.1])
-                               + w[1] * np.array([0.5, 0.5, 0, 0]), atol=1e-9)
+    np.testing.assert_allclose(
+        wbon.distributions()[0], w[0] * np.array([0.1, 0.7, 0.1, 0.1]) + w[1] * np.array([0.5, 0.5, 0, 0]), atol=1e-9
+    )
     scored = run_inference(params, "served", "label-scoring", manifest, tmp_path / "ls.parquet")
     p = np.exp([np.logaddexp(-1.0, -4.0), np.logaddexp(-0.5, -1.5), np.logaddexp(-3.0, -6.0), np.logaddexp(-2.5, -5.0)])
     np.testing.assert_allclose(scored[[f"p_{x}" for x in labels]].to_numpy()[0], p / p.sum())

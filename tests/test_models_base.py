@@ -11,8 +11,12 @@ def _request(*messages: Message) -> AudioRequest:
 
 
 def test_audio_turn_is_the_marked_turn_else_the_first_user_turn():
-    sys, u1, a, u2 = (Message("system", "s"), Message("user", "q1"), Message("assistant", "a"),
-                      Message("user", "q2", audio=True))
+    sys, u1, a, u2 = (
+        Message("system", "s"),
+        Message("user", "q1"),
+        Message("assistant", "a"),
+        Message("user", "q2", audio=True),
+    )
     assert _request(sys, u1, a, u2).audio_turn() == 3
     assert _request(sys, Message("user", "q1"), a, Message("user", "q2")).audio_turn() == 1
 

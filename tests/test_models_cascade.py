@@ -159,7 +159,7 @@ def test_generates_answers_with_finite_logprobs(cascade, emodb, config):
     requests = emodb[:2]  # happy and angry; two clips keep the batch path and the test short
     results = cascade.generate(requests, config)
     assert [len(c) for c in results] == [config.n] * len(requests)
-    for request, cands in zip(requests, results):
+    for request, cands in zip(requests, results, strict=True):
         prompt_ids = cascade._encode(request).input_ids
         for c in cands:
             assert c.text.strip()
@@ -179,7 +179,7 @@ def test_label_scores_match_a_forward_pass(cascade, emodb):
     request = emodb[1]
     scores = cascade.score_options(request, LABELS)
     prompt_ids = cascade._encode(request).input_ids
-    for label, score in zip(LABELS, scores):
+    for label, score in zip(LABELS, scores, strict=True):
         cont = cascade.tokenizer(label, add_special_tokens=False)["input_ids"]
         with torch.no_grad():
             logp = torch.log_softmax(

@@ -190,7 +190,7 @@ def test_candidates_have_scores_and_meta(arch, mode, models, generations):
     requests, out = generations
     results = out[(arch, mode)]
     assert len(results) == len(requests)
-    for request, cands in zip(requests, results):
+    for request, cands in zip(requests, results, strict=True):
         assert len(cands) == CONFIGS[mode].n
         prompt_len = len(models[arch]._encode(request).input_ids)
         for c in cands:
@@ -210,7 +210,7 @@ def test_candidates_have_scores_and_meta(arch, mode, models, generations):
 def test_logprobs_match_an_independent_forward_pass(arch, mode, models, processors, generations):
     requests, out = generations
     model = models[arch]
-    for request, cands in zip(requests, out[(arch, mode)]):
+    for request, cands in zip(requests, out[(arch, mode)], strict=True):
         inputs = _reference_inputs(arch, model, processors, request)
         for c in cands:
             ref = _forward_logprobs(model, inputs, c.meta["token_ids"])
@@ -223,7 +223,7 @@ def test_results_come_back_in_request_order_and_do_not_depend_on_the_batch(model
     greedy = CONFIGS["greedy"]
     together = model.generate(requests, greedy)
     alone = [model.generate([r], greedy)[0] for r in requests]
-    for t, a in zip(together, alone):
+    for t, a in zip(together, alone, strict=True):
         assert t[0].meta["token_ids"] == a[0].meta["token_ids"]
         assert t[0].logprob == pytest.approx(a[0].logprob, abs=1e-3)
 
@@ -262,7 +262,7 @@ def test_option_scores_match_one_forward_pass_per_option(arch, prefix, models, p
     request = _request("opt", 1.6, seed=6)
     scores = model.score_options(request, LABELS + ["frustrated"], prefix=prefix)
     inputs = _reference_inputs(arch, model, processors, request)
-    for option, score in zip(LABELS + ["frustrated"], scores):
+    for option, score in zip(LABELS + ["frustrated"], scores, strict=True):
         ids = model.tokenizer(prefix + option, add_special_tokens=False)["input_ids"]
         assert score == pytest.approx(float(_forward_logprobs(model, inputs, ids).sum()), abs=2e-4)
     assert len(set(np.round(scores, 6))) == len(scores)

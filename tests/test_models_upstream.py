@@ -132,7 +132,8 @@ FAKE_FACTORY = textwrap.dedent(
                                     pad_token_id=eos_token_id, **kw)
 
 
-    def create_model_and_transforms(clap_config, use_local_files, gradient_checkpointing, freeze_lm_embeddings, **model_config):
+    def create_model_and_transforms(clap_config, use_local_files, gradient_checkpointing, freeze_lm_embeddings,
+                                    **model_config):
         tok = _train_tokenizer(["<|endoftext|>", "<audio>", "<SEP>", "<|endofchunk|>"], "")
         tok.add_special_tokens({"sep_token": "<SEP>", "eos_token": "<|endoftext|>"})
         return Flamingo(len(tok)), tok
@@ -222,7 +223,7 @@ def test_af2_option_scores_match_an_independent_forward_pass(af2):
     options = ["neutral", "happy", "angry", "sad"]
     scores = af2.score_options(request, options, prefix="the emotion is ")
     prompt = af2.tokenizer(af2.prompt_text(request), add_special_tokens=False)["input_ids"]
-    for option, score in zip(options, scores):
+    for option, score in zip(options, scores, strict=True):
         cont = af2.tokenizer("the emotion is " + option, add_special_tokens=False)["input_ids"]
         with torch.no_grad():
             logp = torch.log_softmax(af2.model.lm(input_ids=torch.tensor([prompt + cont])).logits[0], dim=-1)

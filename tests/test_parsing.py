@@ -41,11 +41,18 @@ CASES = [
     ('First guess {"happy": 1.0}. On reflection: {"sad": 0.5, "neutral": 0.5}', dist(sad=0.5, neutral=0.5)),
     ('{"sad": 0.5, "neutral": 0.5} and then a broken one {"happy": 0,5}', dist(sad=0.5, neutral=0.5)),
     # prose around the answer, a markdown code fence
-    ('Sure! Here is my estimate:\n```json\n{"angry": 0.7, "sad": 0.3}\n```\nHope this helps.', dist(angry=0.7, sad=0.3)),
+    (
+        'Sure! Here is my estimate:\n```json\n{"angry": 0.7, "sad": 0.3}\n```\nHope this helps.',
+        dist(angry=0.7, sad=0.3),
+    ),
     # a chain of thought that names several labels before its final answer
-    (("The voice is loud, which could mean angry or happy; the words are sad, though, and the pitch is flat, "
-     'more neutral. Final answer: {"neutral": 0.2, "happy": 0.1, "angry": 0.3, "sad": 0.4}'),
-     dist(neutral=0.2, happy=0.1, angry=0.3, sad=0.4)),
+    (
+        (
+            "The voice is loud, which could mean angry or happy; the words are sad, though, and the pitch is flat, "
+            'more neutral. Final answer: {"neutral": 0.2, "happy": 0.1, "angry": 0.3, "sad": 0.4}'
+        ),
+        dist(neutral=0.2, happy=0.1, angry=0.3, sad=0.4),
+    ),
     ("I hear happy: 0.9 at first. But overall:\n- **Sad**: 70%\n- **Neutral**: 30%", dist(sad=0.7, neutral=0.3)),
     # nested object
     ('{"emotions": {"happy": 0.7, "sad": 0.3}, "reasoning": "rising pitch"}', dist(happy=0.7, sad=0.3)),
@@ -76,20 +83,20 @@ FAILURES = [
     "",
     "   \n ",
     "I am not sure what emotion this is.",
-    "The speaker could be angry or sad.",          # prose only: not a guess
-    "Emotion: angry or sad",                       # an answer key followed by two labels
+    "The speaker could be angry or sad.",  # prose only: not a guess
+    "Emotion: angry or sad",  # an answer key followed by two labels
     "The emotion is angry or sad.",
     "The emotion is not sad.",
     "The speaker expresses sadness, which is neutral.",  # two labels in prose
-    '{"happy": 0.5, "joy": 0.5}',                  # one label named twice through a synonym
-    '{"happy": 0.5, "happy": 0.5}',                # one label named twice
-    '{"happy": -0.1, "sad": 1.1}',                 # negative value
-    '{"happy": 0, "sad": 0}',                      # sums to zero
-    '{"happy": 0,5, "sad": 0,5}',                  # decimal commas: ambiguous
-    '{"happy": "high", "sad": "low"}',             # values that are not numbers
-    '{"happy": 0.6, "sad": "40%"}',                # percentages mixed with plain numbers: which scale?
-    '{"surprise": 0.7, "contempt": 0.3}',          # nothing in the label set
-    '{"happy": 0.5, "sad": ',                      # truncated by max_new_tokens
+    '{"happy": 0.5, "joy": 0.5}',  # one label named twice through a synonym
+    '{"happy": 0.5, "happy": 0.5}',  # one label named twice
+    '{"happy": -0.1, "sad": 1.1}',  # negative value
+    '{"happy": 0, "sad": 0}',  # sums to zero
+    '{"happy": 0,5, "sad": 0,5}',  # decimal commas: ambiguous
+    '{"happy": "high", "sad": "low"}',  # values that are not numbers
+    '{"happy": 0.6, "sad": "40%"}',  # percentages mixed with plain numbers: which scale?
+    '{"surprise": 0.7, "contempt": 0.3}',  # nothing in the label set
+    '{"happy": 0.5, "sad": ',  # truncated by max_new_tokens
     '{"neutral": <probability>, "happy": <probability>}',  # the schema copied back
     "happy sad",
     '{"happy": nan, "sad": 0.5}',
@@ -133,6 +140,7 @@ def test_failure_policy() -> None:
 
 # --------------------------------------------------------------------------- properties
 
+
 def _check_valid(p: np.ndarray | None, n: int) -> None:
     if p is not None:
         assert p.shape == (n,)
@@ -142,9 +150,41 @@ def _check_valid(p: np.ndarray | None, n: int) -> None:
 
 answer_like = st.lists(
     st.one_of(
-        st.sampled_from(["{", "}", ":", ",", '"', "'", "%", "\n", " ", "=", "-", "**", "Answer:", "emotion:",
-                         "neutral", "Happy", "anger", "sadness", "joy", "calm", "surprise", "half", "twenty",
-                         "0.5", "1e309", "-1", "100", ".", "nan", "inf", "0,5"]),
+        st.sampled_from(
+            [
+                "{",
+                "}",
+                ":",
+                ",",
+                '"',
+                "'",
+                "%",
+                "\n",
+                " ",
+                "=",
+                "-",
+                "**",
+                "Answer:",
+                "emotion:",
+                "neutral",
+                "Happy",
+                "anger",
+                "sadness",
+                "joy",
+                "calm",
+                "surprise",
+                "half",
+                "twenty",
+                "0.5",
+                "1e309",
+                "-1",
+                "100",
+                ".",
+                "nan",
+                "inf",
+                "0,5",
+            ]
+        ),
         st.text(max_size=8),
     ),
     max_size=40,
@@ -159,13 +199,16 @@ def test_never_raises_and_returns_a_distribution(text: str) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(0, 1000), min_size=4, max_size=4).filter(lambda v: sum(v) > 0),
-       st.permutations(FOUR), st.sampled_from(["json", "python", "list", "percent"]),
-       st.text(alphabet="abcdefgh .,!\n", max_size=40))
+@given(
+    st.lists(st.integers(0, 1000), min_size=4, max_size=4).filter(lambda v: sum(v) > 0),
+    st.permutations(FOUR),
+    st.sampled_from(["json", "python", "list", "percent"]),
+    st.text(alphabet="abcdefgh .,!\n", max_size=40),
+)
 def test_round_trip(values: list[int], order: list[str], style: str, prose: str) -> None:
     """A distribution written in any supported style, with prose before it, reads back exactly."""
     p = np.array(values, dtype=float) / sum(values)
-    by_label = {x: float(v) for x, v in zip(FOUR, p)}
+    by_label = {x: float(v) for x, v in zip(FOUR, p, strict=True)}
     if style == "json":
         answer = json.dumps({x: by_label[x] for x in order})
     elif style == "python":
@@ -179,8 +222,10 @@ def test_round_trip(values: list[int], order: list[str], style: str, prose: str)
     np.testing.assert_allclose(got, p, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("text", ["{" * 20000 + "}" * 20000, "{" * 40000, "happy: 0.1, " * 5000,
-                                  "emotion is " * 10000, ("1" * 50 + ".") * 2000])
+@pytest.mark.parametrize(
+    "text",
+    ["{" * 20000 + "}" * 20000, "{" * 40000, "happy: 0.1, " * 5000, "emotion is " * 10000, ("1" * 50 + ".") * 2000],
+)
 def test_long_adversarial_text_is_fast(text: str) -> None:
     import time
 
@@ -190,16 +235,19 @@ def test_long_adversarial_text_is_fast(text: str) -> None:
 
 
 # Found in review: comments between list pairs, a restated top label, commas inside JSON strings.
-@pytest.mark.parametrize("text,expected", [
-    ("happy: 0.6 (mostly), sad: 0.4", [0, 0.6, 0, 0.4]),
-    ("Happy: 0.6 (60%)\nSad: 0.4 (40%)", [0, 0.6, 0, 0.4]),
-    ("happy: 0.6 - upbeat tone\nsad: 0.4 - low pitch", [0, 0.6, 0, 0.4]),
-    ('{"neutral": 0.1, "happy": 0.6, "angry": 0, "sad": 0.3}\nThe predicted emotion is happy.', [0.1, 0.6, 0, 0.3]),
-    ("Happy: 60%\nSad: 40%\n\nFinal answer: happy", [0, 0.6, 0, 0.4]),
-    ('{"reasoning": "high pitch, fast rate", "happy": 0.7, "sad": 0.3}', [0, 0.7, 0, 0.3]),
-    # a final label that is not the distribution's top is a different answer: the last one wins
-    ('{"happy": 0.6, "sad": 0.4}\nThe emotion is sad.', [0, 0, 0, 1]),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("happy: 0.6 (mostly), sad: 0.4", [0, 0.6, 0, 0.4]),
+        ("Happy: 0.6 (60%)\nSad: 0.4 (40%)", [0, 0.6, 0, 0.4]),
+        ("happy: 0.6 - upbeat tone\nsad: 0.4 - low pitch", [0, 0.6, 0, 0.4]),
+        ('{"neutral": 0.1, "happy": 0.6, "angry": 0, "sad": 0.3}\nThe predicted emotion is happy.', [0.1, 0.6, 0, 0.3]),
+        ("Happy: 60%\nSad: 40%\n\nFinal answer: happy", [0, 0.6, 0, 0.4]),
+        ('{"reasoning": "high pitch, fast rate", "happy": 0.7, "sad": 0.3}', [0, 0.7, 0, 0.3]),
+        # a final label that is not the distribution's top is a different answer: the last one wins
+        ('{"happy": 0.6, "sad": 0.4}\nThe emotion is sad.', [0, 0, 0, 1]),
+    ],
+)
 def test_reads_through_comments_and_restatements(text: str, expected: list[float]) -> None:
     np.testing.assert_allclose(parse_distribution(text, FOUR), expected)
 

@@ -17,8 +17,14 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ["fig1_metric_heatmap", "fig2_metric_vs_ambiguity", "fig3_interaction", "fig4_compute_curves",
-           "fig5_reliability", "fig6_ambiguity_distribution"]
+FIGURES = [
+    "fig1_metric_heatmap",
+    "fig2_metric_vs_ambiguity",
+    "fig3_interaction",
+    "fig4_compute_curves",
+    "fig5_reliability",
+    "fig6_ambiguity_distribution",
+]
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -39,12 +45,23 @@ def pipeline_copy(tmp_path_factory) -> tuple[Path, dict[str, str]]:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     params = yaml.safe_load((dest / "params.yaml").read_text())
-    params["run"] = {"profile": "demo", "datasets": ["demo"], "models": ["fake"],
-                     "strategies": ["baseline", "w-bon", "self-consistency"], "limit": 8}
+    params["run"] = {
+        "profile": "demo",
+        "datasets": ["demo"],
+        "models": ["fake"],
+        "strategies": ["baseline", "w-bon", "self-consistency"],
+        "limit": 8,
+    }
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "AMBIEMO_CACHE_DIR": str(dest / ".cache"), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "AMBIEMO_CACHE_DIR": str(dest / ".cache"),
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     _run(["git", "init", "-q"], dest, env)
     _run(["git", "add", "-A"], dest, env)
     _run(["git", "commit", "-qm", "copy"], dest, env)
@@ -59,8 +76,14 @@ def test_repro_writes_every_figure_table_and_paper_input(pipeline_copy):
             path = dest / "figures" / f"{stem}.{ext}"
             assert path.is_file() and path.stat().st_size > 1000, f"{path.name} missing or empty"
     generated = dest / "paper" / "generated"
-    for name in ("macros.tex", "tab_main.tex", "tab_datasets.tex", "tab_paired.tex", "tab_mixed.tex",
-                 "tab_compute.tex"):
+    for name in (
+        "macros.tex",
+        "tab_main.tex",
+        "tab_datasets.tex",
+        "tab_paired.tex",
+        "tab_mixed.tex",
+        "tab_compute.tex",
+    ):
         assert (generated / name).is_file(), name
     macros = (generated / "macros.tex").read_text()
     n_corpus = yaml.safe_load((dest / "params.yaml").read_text())["datasets"]["demo"]["n_utterances"]

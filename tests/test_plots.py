@@ -18,9 +18,14 @@ def tables():
     man = manifest_df(n=24, seed=9)
     scores = scoring.score_predictions(man, cells(man, strategies=STRATEGIES, budgets={"bon": [2, 4]}), PARAMS)
     summary = scoring.summarise(scores, params=PARAMS)
-    return {"manifest": man, "scores": scores, "summary": summary,
-            "ci": stats.bootstrap_ci(scores, metrics=["js", "accuracy"], params=PARAMS, n_resamples=50),
-            "gains": scoring.gain_over_baseline(summary, "js"), "reliability": scoring.reliability(scores, params=PARAMS)}
+    return {
+        "manifest": man,
+        "scores": scores,
+        "summary": summary,
+        "ci": stats.bootstrap_ci(scores, metrics=["js", "accuracy"], params=PARAMS, n_resamples=50),
+        "gains": scoring.gain_over_baseline(summary, "js"),
+        "reliability": scoring.reliability(scores, params=PARAMS),
+    }
 
 
 FIGURES = {
@@ -56,7 +61,7 @@ def test_figure_renders_to_pdf_and_png(tables, tmp_path, name):
 def test_save_figure_is_byte_identical_on_rerun(tables, tmp_path):
     a = plots.save_figure(FIGURES["by_ambiguity"](tables), "a", folder=tmp_path / "one")
     b = plots.save_figure(FIGURES["by_ambiguity"](tables), "a", {"formats": ["pdf", "png"]}, folder=tmp_path / "two")
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert x.read_bytes() == y.read_bytes(), x.suffix
 
 
@@ -68,8 +73,9 @@ def test_heatmap_shows_every_model_and_strategy(tables):
     assert columns[0] == "baseline" and "bon\nB=2" in columns and "bon\nB=4" in columns
     image = ax.images[0].get_array()
     summary = tables["summary"]
-    expected = summary[(summary["ambiguity"] == "all") & (summary["model"] == "small")
-                       & (summary["strategy"] == "baseline")]["js"].iloc[0]
+    expected = summary[
+        (summary["ambiguity"] == "all") & (summary["model"] == "small") & (summary["strategy"] == "baseline")
+    ]["js"].iloc[0]
     assert image[0, 0] == pytest.approx(expected)
 
 
@@ -89,7 +95,9 @@ def test_entropy_distribution_counts_each_utterance_once(tables):
 
 def test_ambiguity_distribution_takes_manifests(tables):
     mm = pytest.importorskip("ambiemo.manifest")
-    meta = {"label_set": {"name": "four", "labels": ["neutral", "happy", "angry", "sad"]},
-            "ambiguity": {"method": "fixed", "edges": [1.0, 1.5], "bins": ["clear", "low", "medium", "high"]}}
+    meta = {
+        "label_set": {"name": "four", "labels": ["neutral", "happy", "angry", "sad"]},
+        "ambiguity": {"method": "fixed", "edges": [1.0, 1.5], "bins": ["clear", "low", "medium", "high"]},
+    }
     fig = plots.ambiguity_distribution({"demo": mm.Manifest(tables["manifest"], meta)})
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["clear", "low", "medium", "high"]

@@ -29,7 +29,7 @@ def test_distribution_prompt_lists_labels_in_the_recorded_order() -> None:
     assert prompt.id == f"distribution@{PROMPT_VERSION}"
     assert prompt.messages[0].role == "system"
     # the schema we show is not itself an answer (a model that copies it back fails to parse)
-    assert parse_distribution(text[text.index("{"):], FOUR) is None
+    assert parse_distribution(text[text.index("{") :], FOUR) is None
 
 
 def test_label_orders() -> None:

@@ -43,13 +43,23 @@ def test_per_utterance_metrics_against_references(scores, manifest):
     q = row[[f"p_{x}" for x in LABELS]].to_numpy(float)
     assert row["js"] == pytest.approx(jensenshannon(p, q))
     assert row["bc"] == pytest.approx(np.sqrt(p * q).sum())
-    expected = np.array([jensenshannon(a, b) for a, b in zip(
-        scores[[f"true_{x}" for x in LABELS]].to_numpy(), scores[[f"p_{x}" for x in LABELS]].to_numpy())])
+    expected = np.array(
+        [
+            jensenshannon(a, b)
+            for a, b in zip(
+                scores[[f"true_{x}" for x in LABELS]].to_numpy(),
+                scores[[f"p_{x}" for x in LABELS]].to_numpy(),
+                strict=True,
+            )
+        ]
+    )
     np.testing.assert_allclose(scores["js"], expected, atol=1e-12)
 
 
 def test_context_from_manifest_and_params(scores, manifest):
-    merged = scores.merge(manifest[["utt_id", "speaker", "entropy_bits", "ambiguity"]], on="utt_id", suffixes=("", "_m"))
+    merged = scores.merge(
+        manifest[["utt_id", "speaker", "entropy_bits", "ambiguity"]], on="utt_id", suffixes=("", "_m")
+    )
     assert (merged["speaker"] == merged["speaker_m"]).all()
     assert (merged["ambiguity"] == merged["ambiguity_m"]).all()
     np.testing.assert_allclose(merged["entropy_bits"], merged["entropy_bits_m"])
@@ -61,7 +71,7 @@ def test_context_from_manifest_and_params(scores, manifest):
 
 def test_correctness_parse_failures_and_ties(scores, manifest):
     tie = scores["majority_tie"].to_numpy()
-    assert scores.loc[tie, "correct"].isna().all()            # tie policy "exclude"
+    assert scores.loc[tie, "correct"].isna().all()  # tie policy "exclude"
     assert (scores.loc[tie, "majority_used"] == "").all()
     ok = ~tie
     expected = (scores.loc[ok, "pred_label"] == scores.loc[ok, "majority"]).astype(float)
@@ -93,9 +103,9 @@ def test_oracle_picks_the_candidate_closest_to_the_humans():
     p0 = man[[f"p_{x}" for x in LABELS]].to_numpy()[0]
     far = np.roll(p0, 1)
     cands = [
-        {"text": "a", "parsed": {x: float(v) for x, v in zip(LABELS, far)}},
+        {"text": "a", "parsed": {x: float(v) for x, v in zip(LABELS, far, strict=True)}},
         {"text": "b", "parsed": None},
-        {"text": "c", "parsed": [float(v) * 2 for v in p0]},   # a list in label order, not normalised
+        {"text": "c", "parsed": [float(v) * 2 for v in p0]},  # a list in label order, not normalised
     ]
     preds.loc[0, "candidates"] = json.dumps(cands)
     preds.loc[1, "candidates"] = json.dumps([{"text": "x", "parsed": None}])
@@ -146,7 +156,9 @@ def test_gain_over_baseline_is_signed_so_positive_is_better(scores):
     summary = scoring.summarise(scores, params=PARAMS)
     gains = scoring.gain_over_baseline(summary, "js")
     one = gains[(gains["model"] == "small") & (gains["strategy"] == "w-bon") & (gains["ambiguity"] == "all")].iloc[0]
-    base = summary[(summary["model"] == "small") & (summary["strategy"] == "baseline") & (summary["ambiguity"] == "all")]
+    base = summary[
+        (summary["model"] == "small") & (summary["strategy"] == "baseline") & (summary["ambiguity"] == "all")
+    ]
     assert one["gain"] == pytest.approx(base["js"].iloc[0] - one["value"])
     acc = scoring.gain_over_baseline(summary, "accuracy")
     one = acc[(acc["model"] == "small") & (acc["strategy"] == "w-bon") & (acc["ambiguity"] == "all")].iloc[0]
@@ -213,8 +225,10 @@ def test_label_order_of_predictions_does_not_matter(manifest):
 
 def test_manifest_object_is_accepted(manifest):
     mm = pytest.importorskip("ambiemo.manifest")
-    meta = {"label_set": {"name": "four", "labels": list(LABELS)},
-            "ambiguity": {"method": "fixed", "edges": [1.0, 1.5], "bins": ["clear", "low", "medium", "high"]}}
+    meta = {
+        "label_set": {"name": "four", "labels": list(LABELS)},
+        "ambiguity": {"method": "fixed", "edges": [1.0, 1.5], "bins": ["clear", "low", "medium", "high"]},
+    }
     obj = mm.Manifest(manifest, meta)
     preds = cells(manifest, strategies=("baseline",), models=("small",))
     a = scoring.score_predictions(obj, preds, PARAMS)
@@ -240,19 +254,37 @@ def test_cli_scores_and_summarises(manifest, tmp_path):
     from ambiemo.tables import write_table
 
     man_path = tmp_path / "manifest.parquet"
-    mm.write_manifest(manifest, man_path, label_set=LabelSet("four", LABELS),
-                      ambiguity={"method": "fixed", "edges": [1.0, 1.5], "bins": ["clear", "low", "medium", "high"]},
-                      exclusions={})
+    mm.write_manifest(
+        manifest,
+        man_path,
+        label_set=LabelSet("four", LABELS),
+        ambiguity={"method": "fixed", "edges": [1.0, 1.5], "bins": ["clear", "low", "medium", "high"]},
+        exclusions={},
+    )
     pred_dir = tmp_path / "predictions"
     pred_dir.mkdir()
     for df in cells(manifest):
-        write_table(df, pred_dir / f"{df['model'][0]}-{df['strategy'][0]}.parquet", {"label_set": {"labels": list(LABELS)}})
+        write_table(
+            df, pred_dir / f"{df['model'][0]}-{df['strategy'][0]}.parquet", {"label_set": {"labels": list(LABELS)}}
+        )
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump(PARAMS))
     out = tmp_path / "scores.parquet"
     runner = CliRunner()
-    res = runner.invoke(app, ["score", "--manifest", str(man_path), "--predictions", str(pred_dir),
-                              "--out", str(out), "--params", str(params_path)])
+    res = runner.invoke(
+        app,
+        [
+            "score",
+            "--manifest",
+            str(man_path),
+            "--predictions",
+            str(pred_dir),
+            "--out",
+            str(out),
+            "--params",
+            str(params_path),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert f"{6 * len(manifest)} rows, 6 cells" in res.output
     res = runner.invoke(app, ["score", "summary", str(out), "--by-bin", "--out", str(tmp_path / "s.csv")])
@@ -293,8 +325,12 @@ def test_compute_table_and_metrics_json(scores):
     assert row["total_gen_tokens"] == pytest.approx(cell["gen_tokens"].sum())
     summary = scoring.summarise(scores, params=PARAMS)
     doc = scoring.metrics_json(summary)
-    one = summary[(summary["model"] == "small") & (summary["strategy"] == "bon") & (summary["budget"] == 2)
-                  & (summary["ambiguity"] == "all")].iloc[0]
+    one = summary[
+        (summary["model"] == "small")
+        & (summary["strategy"] == "bon")
+        & (summary["budget"] == 2)
+        & (summary["ambiguity"] == "all")
+    ].iloc[0]
     assert doc["demo"]["small"]["bon@2"]["js"] == pytest.approx(one["js"], abs=1e-6)
     json.dumps(doc, allow_nan=False)  # valid JSON for DVC
 
@@ -323,19 +359,41 @@ def crema():
     p = counts / counts.sum(axis=1, keepdims=True)
     top = np.isclose(p, p.max(axis=1, keepdims=True))
     h = -np.where(p > 0, p * np.log2(np.where(p > 0, p, 1)), 0).sum(axis=1)
-    man = pd.DataFrame({"utt_id": votes["fileName"].to_numpy(), "dataset": "crema-d",
-                        "speaker": votes["fileName"].str[:4].to_numpy(), "n_raters": counts.sum(axis=1).astype(int),
-                        "majority": np.where(top.sum(axis=1) > 1, "", np.asarray(labels)[p.argmax(axis=1)]),
-                        "majority_tie": top.sum(axis=1) > 1, "entropy_bits": h,
-                        "ambiguity": np.where(h < 1e-9, "clear", np.where(h <= 1.0, "low", np.where(h <= 1.5, "medium", "high")))})
+    man = pd.DataFrame(
+        {
+            "utt_id": votes["fileName"].to_numpy(),
+            "dataset": "crema-d",
+            "speaker": votes["fileName"].str[:4].to_numpy(),
+            "n_raters": counts.sum(axis=1).astype(int),
+            "majority": np.where(top.sum(axis=1) > 1, "", np.asarray(labels)[p.argmax(axis=1)]),
+            "majority_tie": top.sum(axis=1) > 1,
+            "entropy_bits": h,
+            "ambiguity": np.where(h < 1e-9, "clear", np.where(h <= 1.0, "low", np.where(h <= 1.5, "medium", "high"))),
+        }
+    )
     for j, x in enumerate(labels):
         man[f"p_{x}"] = p[:, j]
     intended = man["utt_id"].str.split("_").str[2].map(INTENDED).to_numpy()
     onehot = (np.asarray(labels)[None, :] == intended[:, None]).astype(float)
-    preds = pd.DataFrame({"utt_id": man["utt_id"], "dataset": "crema-d", "model": "intended", "strategy": "baseline",
-                          "budget": 1, **{f"p_{x}": onehot[:, j] for j, x in enumerate(labels)},
-                          "pred_label": intended, "parsed_ok": True, "n_candidates": 1, "model_calls": 0,
-                          "verifier_calls": 0, "prompt_tokens": 0, "gen_tokens": 0, "wall_s": 0.0, "candidates": "[]"})
+    preds = pd.DataFrame(
+        {
+            "utt_id": man["utt_id"],
+            "dataset": "crema-d",
+            "model": "intended",
+            "strategy": "baseline",
+            "budget": 1,
+            **{f"p_{x}": onehot[:, j] for j, x in enumerate(labels)},
+            "pred_label": intended,
+            "parsed_ok": True,
+            "n_candidates": 1,
+            "model_calls": 0,
+            "verifier_calls": 0,
+            "prompt_tokens": 0,
+            "gen_tokens": 0,
+            "wall_s": 0.0,
+            "candidates": "[]",
+        }
+    )
     summary_table = pd.read_csv(CREMA / "summaryTable.csv", index_col=0).set_index("FileName")
     return man, preds, summary_table, intended
 
@@ -349,15 +407,22 @@ def test_real_crema_d_votes_against_the_corpus_own_majority_table(crema):
     vote = table.loc[s["utt_id"], "VoiceVote"].to_numpy()
     single = np.array([":" not in v for v in vote])
     assert s["correct"].isna().sum() == (~single).sum()
-    expected = np.mean([CODES[v] == i for v, i, ok in zip(vote, s["pred_label"], single) if ok])
+    expected = np.mean([CODES[v] == i for v, i, ok in zip(vote, s["pred_label"], single, strict=True) if ok])
     row = scoring.summarise(s, params=params, per_bin=False).iloc[0]
     assert row["accuracy"] == pytest.approx(expected)
     any_policy = {**params, "scoring": {"tie_policy": "any"}}
     s_any = scoring.score_predictions(man, preds, any_policy)
-    expected_any = np.mean([i in {CODES[c] for c in v.split(":")} for v, i in zip(vote, s_any["pred_label"])])
+    expected_any = np.mean(
+        [i in {CODES[c] for c in v.split(":")} for v, i in zip(vote, s_any["pred_label"], strict=True)]
+    )
     assert scoring.summarise(s_any, params=any_policy, per_bin=False).iloc[0]["accuracy"] == pytest.approx(expected_any)
     # a one-hot prediction: BC = sqrt(share of votes for that label); plausible = it got any vote
-    share = np.array([man.set_index("utt_id").loc[u, f"p_{x}"] for u, x in zip(s["utt_id"][:200], s["pred_label"][:200])])
+    share = np.array(
+        [
+            man.set_index("utt_id").loc[u, f"p_{x}"]
+            for u, x in zip(s["utt_id"][:200], s["pred_label"][:200], strict=True)
+        ]
+    )
     np.testing.assert_allclose(s["bc"][:200], np.sqrt(share))
     assert row["plausible_accuracy"] == pytest.approx((s["bc"] > 0).mean())
 

@@ -20,6 +20,7 @@ def scores():
 
 # --------------------------------------------------------------------------- weighted metrics = resampled metrics
 
+
 def test_weighted_metrics_equal_metrics_on_repeated_rows(scores):
     cell = scores[(scores["model"] == "small") & (scores["strategy"] == "w-bon")].reset_index(drop=True)
     labels = scores.attrs["labels"]
@@ -50,8 +51,9 @@ def test_bootstrap_point_estimates_match_summary(scores):
 
 def test_bootstrap_is_deterministic_and_order_independent(scores):
     a = stats.bootstrap_ci(scores, metrics=["js", "uar"], params=PARAMS, n_resamples=100, seed=1)
-    b = stats.bootstrap_ci(scores.sample(frac=1, random_state=2), metrics=["js", "uar"], params=PARAMS,
-                           n_resamples=100, seed=1)
+    b = stats.bootstrap_ci(
+        scores.sample(frac=1, random_state=2), metrics=["js", "uar"], params=PARAMS, n_resamples=100, seed=1
+    )
     pd.testing.assert_frame_equal(a, b)
     c = stats.bootstrap_ci(scores, metrics=["js"], params=PARAMS, n_resamples=100, seed=2)
     assert not np.allclose(a.loc[a["metric"] == "js", "ci_low"], c["ci_low"])
@@ -70,13 +72,38 @@ def _speaker_frame(rng, n_speakers=10, per_speaker=6, speaker_sd=0.1, noise_sd=0
     js = mean + rng.normal(0, speaker_sd, n_speakers)[spk] + rng.normal(0, noise_sd, len(spk))
     n = len(spk)
     p = np.tile([1.0, 0, 0, 0], (n, 1))
-    return pd.DataFrame({"dataset": "d", "model": "m", "strategy": "s", "budget": 1,
-                         "utt_id": [f"u{i}" for i in range(n)], "speaker": [f"s{x}" for x in spk],
-                         "ambiguity": "clear", "ambiguity_rank": 0,
-                         "js": js, "bc": 1 - js, "kl": js, "tv": js, "brier": js, "correct": 1.0, "plausible": 1.0,
-                         "oracle_js": js, "pass_at_n": 1.0, "confidence": 0.9, "majority_used": "a",
-                         "pred_label": "a", "true_a": p[:, 0], "true_b": p[:, 1], "true_c": p[:, 2], "true_d": p[:, 3],
-                         "p_a": 0.7, "p_b": 0.1, "p_c": 0.1, "p_d": 0.1})
+    return pd.DataFrame(
+        {
+            "dataset": "d",
+            "model": "m",
+            "strategy": "s",
+            "budget": 1,
+            "utt_id": [f"u{i}" for i in range(n)],
+            "speaker": [f"s{x}" for x in spk],
+            "ambiguity": "clear",
+            "ambiguity_rank": 0,
+            "js": js,
+            "bc": 1 - js,
+            "kl": js,
+            "tv": js,
+            "brier": js,
+            "correct": 1.0,
+            "plausible": 1.0,
+            "oracle_js": js,
+            "pass_at_n": 1.0,
+            "confidence": 0.9,
+            "majority_used": "a",
+            "pred_label": "a",
+            "true_a": p[:, 0],
+            "true_b": p[:, 1],
+            "true_c": p[:, 2],
+            "true_d": p[:, 3],
+            "p_a": 0.7,
+            "p_b": 0.1,
+            "p_c": 0.1,
+            "p_d": 0.1,
+        }
+    )
 
 
 def test_clustered_bootstrap_covers_the_true_mean_and_is_wider_than_naive():
@@ -88,8 +115,9 @@ def test_clustered_bootstrap_covers_the_true_mean_and_is_wider_than_naive():
         ci = stats.bootstrap_ci(frame, metrics=["js"], params=PARAMS, n_resamples=300, seed=t).iloc[0]
         hits += ci["ci_low"] <= 0.4 <= ci["ci_high"]
         widths.append(ci["ci_high"] - ci["ci_low"])
-        naive = stats.bootstrap_ci(frame.assign(speaker=""), metrics=["js"], params=PARAMS, n_resamples=300,
-                                   seed=t).iloc[0]
+        naive = stats.bootstrap_ci(
+            frame.assign(speaker=""), metrics=["js"], params=PARAMS, n_resamples=300, seed=t
+        ).iloc[0]
         naive_widths.append(naive["ci_high"] - naive["ci_low"])
     # 95% nominal; percentile intervals over 10 clusters run a little short: accept 80-100%
     assert hits / trials >= 0.8
@@ -98,6 +126,7 @@ def test_clustered_bootstrap_covers_the_true_mean_and_is_wider_than_naive():
 
 
 # --------------------------------------------------------------------------- Holm and paired tests
+
 
 def test_holm_matches_statsmodels_and_hand_computation():
     p = np.array([0.01, 0.04, 0.03, 0.005, np.nan])
@@ -124,7 +153,7 @@ def test_paired_comparisons_against_scipy(scores):
     d = (cell - base.loc[cell.index]).to_numpy()
     assert row["n_pairs"] == len(d)
     assert row["mean_diff"] == pytest.approx(d.mean())
-    assert row["gain"] == pytest.approx(-d.mean())       # lower JS is better
+    assert row["gain"] == pytest.approx(-d.mean())  # lower JS is better
     assert row["p_wilcoxon"] == pytest.approx(wilcoxon(d).pvalue)
     assert row["diff_ci_low"] <= row["mean_diff"] <= row["diff_ci_high"]
     # the synthetic weighted strategy mixes in more of the human distribution: clearly better
@@ -152,9 +181,17 @@ def test_permutation_test_null_calibration():
     for t in range(40):
         n = 30
         base = rng.normal(0.4, 0.1, n)
-        frame = pd.DataFrame({"dataset": "d", "model": "m", "utt_id": np.tile([f"u{i}" for i in range(n)], 2),
-                              "speaker": "", "strategy": ["baseline"] * n + ["x"] * n, "budget": 1,
-                              "js": np.r_[base, base + rng.normal(0, 0.05, n)]})
+        frame = pd.DataFrame(
+            {
+                "dataset": "d",
+                "model": "m",
+                "utt_id": np.tile([f"u{i}" for i in range(n)], 2),
+                "speaker": "",
+                "strategy": ["baseline"] * n + ["x"] * n,
+                "budget": 1,
+                "js": np.r_[base, base + rng.normal(0, 0.05, n)],
+            }
+        )
         p = stats.paired_comparisons(frame, metrics=["js"], params=PARAMS, n_resamples=200, seed=t)["p_permutation"]
         rejections += int(p.iloc[0] < 0.05)
     assert rejections <= 6
@@ -167,8 +204,15 @@ def test_missing_baseline_is_reported_not_raised(scores):
 
 # --------------------------------------------------------------------------- planted interaction
 
-def _simulate(n_utts=120, seed=0, capacities=(0.5, 2.0, 7.0, 30.0), strategies=("baseline", "tts"),
-              interaction=0.06, speakers=True):
+
+def _simulate(
+    n_utts=120,
+    seed=0,
+    capacities=(0.5, 2.0, 7.0, 30.0),
+    strategies=("baseline", "tts"),
+    interaction=0.06,
+    speakers=True,
+):
     """JS distance with a planted log-capacity × entropy interaction (and a planted correctness one)."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -181,9 +225,20 @@ def _simulate(n_utts=120, seed=0, capacities=(0.5, 2.0, 7.0, 30.0), strategies=(
                 tts = float(s != "baseline")
                 js = 0.4 - 0.05 * lc + 0.1 * h[i] - 0.03 * tts + interaction * lc * h[i] + u[i] + rng.normal(0, 0.03)
                 logit = 0.3 + 1.0 * lc - 0.8 * h[i] + 0.3 * tts + 0.8 * lc * (h[i] - 1)
-                rows.append({"dataset": "sim", "model": f"m{cap}", "strategy": s, "budget": 1, "utt_id": f"u{i}",
-                             "speaker": f"s{i % 15}" if speakers else "", "entropy_bits": h[i], "params_b": cap,
-                             "js": js, "correct": float(rng.random() < 1 / (1 + np.exp(-logit)))})
+                rows.append(
+                    {
+                        "dataset": "sim",
+                        "model": f"m{cap}",
+                        "strategy": s,
+                        "budget": 1,
+                        "utt_id": f"u{i}",
+                        "speaker": f"s{i % 15}" if speakers else "",
+                        "entropy_bits": h[i],
+                        "params_b": cap,
+                        "js": js,
+                        "correct": float(rng.random() < 1 / (1 + np.exp(-logit))),
+                    }
+                )
     return pd.DataFrame(rows)
 
 

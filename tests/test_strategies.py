@@ -80,7 +80,10 @@ def test_w_bon_softmax_weights(temperature: float) -> None:
     scores = [-3.0 / 3, -4.0 / 8, -6.0 / 4]
     z = [math.exp(s / temperature) for s in scores]
     weights = [v / sum(z) for v in z]
-    expected = sum(w * p for w, p in zip(weights, [vec(happy=1.0), vec(sad=0.5, neutral=0.5), vec(angry=0.8, sad=0.2)]))
+    expected = sum(
+        w * p
+        for w, p in zip(weights, [vec(happy=1.0), vec(sad=0.5, neutral=0.5), vec(angry=0.8, sad=0.2)], strict=True)
+    )
     np.testing.assert_allclose(row.p, expected, rtol=1e-12)
     np.testing.assert_allclose([c["weight"] for c in row.candidates], weights, rtol=1e-12)
     assert abs(row.p.sum() - 1) < 1e-12
@@ -140,8 +143,12 @@ def test_verifier_option_scores_give_p_yes() -> None:
 
 
 def test_self_consistency_mean_and_votes() -> None:
-    cands = [(answer(happy=0.6, sad=0.4), -1, 4), (answer(sad=0.7, angry=0.3), -1, 4), ("junk", -1, 1),
-             (answer(happy=0.5, neutral=0.5), -1, 4)]
+    cands = [
+        (answer(happy=0.6, sad=0.4), -1, 4),
+        (answer(sad=0.7, angry=0.3), -1, 4),
+        ("junk", -1, 1),
+        (answer(happy=0.5, neutral=0.5), -1, 4),
+    ]
     rows = run("self-consistency", FakeModel(script=scripted(cands)), [1, 2, 4])
     by = {(r.strategy, r.budget): r for r in rows}
     np.testing.assert_allclose(by[("self-consistency", 2)].p, (vec(happy=0.6, sad=0.4) + vec(sad=0.7, angry=0.3)) / 2)
@@ -154,8 +161,16 @@ def test_self_consistency_mean_and_votes() -> None:
 
 
 def test_label_scoring_softmax_over_summed_variants() -> None:
-    logp = {"neutral": -1.0, "Neutral": -2.0, "happy": -0.5, "Happy": -3.0, "angry": -4.0, "Angry": -4.0,
-            "sad": -2.5, "Sad": -0.7}
+    logp = {
+        "neutral": -1.0,
+        "Neutral": -2.0,
+        "happy": -0.5,
+        "Happy": -3.0,
+        "angry": -4.0,
+        "Angry": -4.0,
+        "sad": -2.5,
+        "Sad": -0.7,
+    }
     (row,) = run("label-scoring", FakeModel(option_logprobs=logp), [1])
     per_label = [logsumexp([logp[x], logp[x.title()]]) for x in FOUR]
     np.testing.assert_allclose(row.p, scipy_softmax(per_label), rtol=1e-12)
@@ -193,7 +208,9 @@ def test_baseline_and_cot_prompts_and_token_limits() -> None:
     assert seen[0][1:] == (8 + 10 * 4, "greedy") and seen[1][1:] == (112 + 48, "greedy")
     assert "step by step" in seen[1][0] and "step by step" not in seen[0][0]
     np.testing.assert_allclose(row.p, vec(neutral=1.0))
-    (single,) = run("baseline", FakeModel(script=lambda r, c, i: ("Angry.", -1.0, 2)), [1], baseline={"prompt": "single"})
+    (single,) = run(
+        "baseline", FakeModel(script=lambda r, c, i: ("Angry.", -1.0, 2)), [1], baseline={"prompt": "single"}
+    )
     np.testing.assert_allclose(single.p, vec(angry=1.0))
     with pytest.raises(ValueError, match="no budget"):
         run("baseline", FakeModel(), [2])
@@ -202,8 +219,10 @@ def test_baseline_and_cot_prompts_and_token_limits() -> None:
 def test_cost_accounting() -> None:
     from ambiemo.models.base import Candidate
 
-    cands = [Candidate("a", -1.0, None, 3, {"prompt_tokens": 10, "wall_s": 0.25}),
-             Candidate("b", -1.0, None, 5, {"prompt_tokens": 10, "wall_s": 0.25})]
+    cands = [
+        Candidate("a", -1.0, None, 3, {"prompt_tokens": 10, "wall_s": 0.25}),
+        Candidate("b", -1.0, None, 5, {"prompt_tokens": 10, "wall_s": 0.25}),
+    ]
     cost = Cost().add(cands).add(cands[:1], verifier=True)
     assert (cost.model_calls, cost.verifier_calls, cost.prompt_tokens, cost.gen_tokens) == (1, 1, 20, 11)
     assert cost.wall_s == 0.75
@@ -212,10 +231,15 @@ def test_cost_accounting() -> None:
 
 
 def test_settings_by_profile_and_ratings() -> None:
-    params = {"run": {"profile": "paper"},
-              "strategies": {"verifier": {"model": {"demo": "cascade-smollm2", "paper": "gpt-4o"}},
-                             "bon": {"budgets": {"demo": [2], "paper": [5]}}, "cot": {"budgets": [1]},
-                             "max_new_tokens": {"reasoning": {"demo": 48, "paper": 256}}}}
+    params = {
+        "run": {"profile": "paper"},
+        "strategies": {
+            "verifier": {"model": {"demo": "cascade-smollm2", "paper": "gpt-4o"}},
+            "bon": {"budgets": {"demo": [2], "paper": [5]}},
+            "cot": {"budgets": [1]},
+            "max_new_tokens": {"reasoning": {"demo": 48, "paper": 256}},
+        },
+    }
     s = strategy_settings(params)
     assert s["verifier"]["model"] == "gpt-4o" and s["bon"]["budgets"] == [5]
     assert s["max_new_tokens"]["reasoning"] == 256 and s["max_new_tokens"]["per_label"] == 10

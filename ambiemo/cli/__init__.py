@@ -12,8 +12,11 @@ import typer
 import ambiemo
 from ambiemo.cli import cache, data, infer, models, profile, score, strategies
 
-app = typer.Typer(help="ambiemo: ambiguous speech emotion recognition with audio-language models.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="ambiemo: ambiguous speech emotion recognition with audio-language models.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
 
 def _version(value: bool) -> None:
@@ -23,8 +26,11 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")) -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     """Datasets with per-annotator votes, audio-language models, test-time scaling, and scoring
     against the human vote distribution."""
 

@@ -15,8 +15,7 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="The generation cache: every model call's result, so reruns cost nothing.",
-                  no_args_is_help=True)
+app = typer.Typer(help="The generation cache: every model call's result, so reruns cost nothing.", no_args_is_help=True)
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="The params file.")]
 
@@ -49,16 +48,29 @@ def stats(
     cache = GenerationCache(folder)
     totals, models = cache.stats(), cache.model_stats()
     if as_json:
-        typer.echo(json.dumps({"folder": str(folder), "entries": totals["entries"], "bytes": totals["bytes"],
-                               "models": models}, indent=1))
+        typer.echo(
+            json.dumps(
+                {"folder": str(folder), "entries": totals["entries"], "bytes": totals["bytes"], "models": models},
+                indent=1,
+            )
+        )
         return
     typer.echo(f"{folder}: {totals['entries']} entries, {_mb(totals['bytes'])} on disk")
     header = ["model", "entries", "stored", "hits", "misses", "hit rate"]
-    table = [[m["model"], str(m["entries"]), _mb(m["value_bytes"]), str(m["hits"]), str(m["misses"]),
-              f"{m['hits'] / (m['hits'] + m['misses']):.1%}" if m["hits"] + m["misses"] else "-"] for m in models]
-    widths = [max(len(x) for x in col) for col in zip(header, *table)]
+    table = [
+        [
+            m["model"],
+            str(m["entries"]),
+            _mb(m["value_bytes"]),
+            str(m["hits"]),
+            str(m["misses"]),
+            f"{m['hits'] / (m['hits'] + m['misses']):.1%}" if m["hits"] + m["misses"] else "-",
+        ]
+        for m in models
+    ]
+    widths = [max(len(x) for x in col) for col in zip(header, *table, strict=True)]
     for line in [header, *table]:
-        typer.echo("  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip())
+        typer.echo("  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())
 
 
 @app.command()

@@ -9,8 +9,10 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Datasets: build manifests (votes -> soft labels -> ambiguity), show their statistics, "
-                       "fetch public corpora.", no_args_is_help=True)
+app = typer.Typer(
+    help="Datasets: build manifests (votes -> soft labels -> ambiguity), show their statistics, fetch public corpora.",
+    no_args_is_help=True,
+)
 
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="params file")]
@@ -29,20 +31,32 @@ def list_datasets(params_path: ParamsOption = Path("params.yaml")) -> None:
     params = load_params(params_path)
     for name, spec in (params.get("datasets") or {}).items():
         spec = spec or {}
-        typer.echo(f"{name:<14} loader={spec.get('loader', '?'):<12} label_set={spec.get('label_set', '?'):<8} "
-                   f"votes={spec.get('votes', 'drop_utterance'):<15} root={spec.get('root', '')}")
+        typer.echo(
+            f"{name:<14} loader={spec.get('loader', '?'):<12} label_set={spec.get('label_set', '?'):<8} "
+            f"votes={spec.get('votes', 'drop_utterance'):<15} root={spec.get('root', '')}"
+        )
 
 
 @app.command()
 def prepare(
-    dataset: Annotated[str, typer.Argument(help="a key of params.yaml `datasets` (demo, iemocap, msp-podcast, crema-d)")],
-    root: Annotated[Path | None, typer.Option(help="the corpus folder; default: params datasets.<dataset>.root")] = None,
-    out: Annotated[Path | None, typer.Option(
-        help="manifest to write; default: <paths.results>/manifests/<dataset>.parquet")] = None,
-    label_set: Annotated[str | None, typer.Option(
-        "--label-set", help="a key of params.yaml `label_sets`; default: params datasets.<dataset>.label_set")] = None,
-    allow_missing_audio: Annotated[bool, typer.Option(
-        "--allow-missing-audio", help="build a labels-only manifest when audio files are missing")] = False,
+    dataset: Annotated[
+        str, typer.Argument(help="a key of params.yaml `datasets` (demo, iemocap, msp-podcast, crema-d)")
+    ],
+    root: Annotated[
+        Path | None, typer.Option(help="the corpus folder; default: params datasets.<dataset>.root")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="manifest to write; default: <paths.results>/manifests/<dataset>.parquet")
+    ] = None,
+    label_set: Annotated[
+        str | None,
+        typer.Option(
+            "--label-set", help="a key of params.yaml `label_sets`; default: params datasets.<dataset>.label_set"
+        ),
+    ] = None,
+    allow_missing_audio: Annotated[
+        bool, typer.Option("--allow-missing-audio", help="build a labels-only manifest when audio files are missing")
+    ] = False,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Build a dataset's manifest: one row per utterance with its vote distribution and ambiguity bin."""
@@ -56,8 +70,9 @@ def prepare(
         out = Path((params.get("paths") or {}).get("results", "results")) / "manifests" / f"{dataset}.parquet"
     start = time.perf_counter()
     try:
-        manifest = prepare_dataset(dataset, params, root=root, out=out, label_set=label_set,
-                                   allow_missing_audio=allow_missing_audio)
+        manifest = prepare_dataset(
+            dataset, params, root=root, out=out, label_set=label_set, allow_missing_audio=allow_missing_audio
+        )
     except (DataError, ManifestError, KeyError, ValueError, FileNotFoundError) as e:
         _fail(str(e).strip("'\""))
     seconds = time.perf_counter() - start
@@ -87,17 +102,23 @@ def stats(
 def fetch(
     dataset: Annotated[str, typer.Argument(help="crema-d (the only corpus whose licence allows a direct download)")],
     dest: Annotated[Path, typer.Option("--dest", help="folder to download into (created if missing)")],
-    tables_only: Annotated[bool, typer.Option("--tables-only", help="only the vote tables and file lists, no audio")] = False,
+    tables_only: Annotated[
+        bool, typer.Option("--tables-only", help="only the vote tables and file lists, no audio")
+    ] = False,
     workers: Annotated[int, typer.Option(help="parallel downloads")] = 8,
-    verify_only: Annotated[bool, typer.Option("--verify-only", help="check an existing download, fetch nothing")] = False,
+    verify_only: Annotated[
+        bool, typer.Option("--verify-only", help="check an existing download, fetch nothing")
+    ] = False,
 ) -> None:
     """Download a public corpus in its official layout and verify every file's size and SHA-256."""
     from ambiemo.data.fetch import FetchError, fetch_crema_d, verify_crema_d
 
     if dataset != "crema-d":
-        _fail(f"cannot fetch {dataset!r}: only crema-d is public. IEMOCAP and MSP-Podcast are licensed by their "
-              "owners (sail.usc.edu/iemocap, ecs.utdallas.edu/research/researchgroups/msp-lab); request them "
-              "there and set params.yaml datasets.<name>.root")
+        _fail(
+            f"cannot fetch {dataset!r}: only crema-d is public. IEMOCAP and MSP-Podcast are licensed by their "
+            "owners (sail.usc.edu/iemocap, ecs.utdallas.edu/research/researchgroups/msp-lab); request them "
+            "there and set params.yaml datasets.<name>.root"
+        )
     try:
         if verify_only:
             report = verify_crema_d(dest, audio=not tables_only)

@@ -19,10 +19,13 @@ def infer(
     model: Annotated[str, typer.Option("--model", help="Model key from params.yaml `models` (or `fake`).")],
     manifest: Annotated[Path, typer.Option("--manifest", help="The dataset's manifest (parquet).")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the predictions (parquet).")],
-    strategy: Annotated[str, typer.Option("--strategy", help="A registered strategy; see `ambiemo strategies "
-                                          "list`.")] = "baseline",
-    budget: Annotated[list[int] | None, typer.Option("--budget", help="Run this budget (B, N or K) instead of the "
-                                                     "params grid; repeatable.")] = None,
+    strategy: Annotated[
+        str, typer.Option("--strategy", help="A registered strategy; see `ambiemo strategies list`.")
+    ] = "baseline",
+    budget: Annotated[
+        list[int] | None,
+        typer.Option("--budget", help="Run this budget (B, N or K) instead of the params grid; repeatable."),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", help="Only the first N utterances (0: all).")] = 0,
     params_path: Annotated[Path, typer.Option("--params", help="The params file.")] = Path("params.yaml"),
 ) -> None:
@@ -39,8 +42,10 @@ def infer(
         typer.echo(f"error: {e.args[0] if isinstance(e, KeyError) else e}", err=True)
         raise typer.Exit(2) from None
     meta, usage = df.attrs["meta"], df.attrs["usage"]
-    typer.echo(f"{out}: {len(df)} rows over {meta['n_utterances']} utterances; model failures "
-               f"{len(meta['model_failures'])}; live model calls {usage['calls']}, cache hits {usage['cache_hits']}")
+    typer.echo(
+        f"{out}: {len(df)} rows over {meta['n_utterances']} utterances; model failures "
+        f"{len(meta['model_failures'])}; live model calls {usage['calls']}, cache hits {usage['cache_hits']}"
+    )
     failed = (1.0 - df.groupby(["strategy", "budget"])["parsed_ok"].mean()).items()
     for (name, b), rate in failed:
         typer.echo(f"  {name} @ {b}: parse failures {rate:.1%}")

@@ -16,8 +16,9 @@ from typing import Annotated, Any
 
 import typer
 
-app = typer.Typer(help="Models: the audio-language models in params.yaml and what each route can do.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Models: the audio-language models in params.yaml and what each route can do.", no_args_is_help=True
+)
 
 
 def model_rows(params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -30,17 +31,35 @@ def model_rows(params: dict[str, Any]) -> list[dict[str, Any]]:
     for key, spec in (params.get("models") or {}).items():
         spec = spec or {}
         route = spec.get("adapter", "")
-        row: dict[str, Any] = {"key": key, "route": route, "in_run": key in run_models,
-                               "model": spec.get("model_id") or spec.get("checkpoint") or "",
-                               "params_b": spec.get("params_b")}
+        row: dict[str, Any] = {
+            "key": key,
+            "route": route,
+            "in_run": key in run_models,
+            "model": spec.get("model_id") or spec.get("checkpoint") or "",
+            "params_b": spec.get("params_b"),
+        }
         if route not in MODELS:
-            rows.append({**row, "needs": f"unknown adapter {route!r}", "logprobs": None, "beam_search": None,
-                         "option_scoring": None})
+            rows.append(
+                {
+                    **row,
+                    "needs": f"unknown adapter {route!r}",
+                    "logprobs": None,
+                    "beam_search": None,
+                    "option_scoring": None,
+                }
+            )
             continue
         cls = MODELS.get(route)
         caps = cls.spec_capabilities(spec) if hasattr(cls, "spec_capabilities") else cls.capabilities
-        rows.append({**row, "needs": spec.get("needs") or caps.needs, "logprobs": caps.logprobs,
-                     "beam_search": caps.beam_search, "option_scoring": caps.option_scoring})
+        rows.append(
+            {
+                **row,
+                "needs": spec.get("needs") or caps.needs,
+                "logprobs": caps.logprobs,
+                "beam_search": caps.beam_search,
+                "option_scoring": caps.option_scoring,
+            }
+        )
     return rows
 
 
@@ -67,8 +86,19 @@ def list_models(
         typer.echo(json.dumps(rows, indent=1))
         return
     header = ["", "key", "route", "capacity", "logprobs", "beam", "label scoring", "needs"]
-    table = [["*" if r["in_run"] else "", r["key"], r["route"], _capacity(r["params_b"]), _yes(r["logprobs"]),
-              _yes(r["beam_search"]), _yes(r["option_scoring"]), str(r["needs"])] for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(header, *table)]
+    table = [
+        [
+            "*" if r["in_run"] else "",
+            r["key"],
+            r["route"],
+            _capacity(r["params_b"]),
+            _yes(r["logprobs"]),
+            _yes(r["beam_search"]),
+            _yes(r["option_scoring"]),
+            str(r["needs"]),
+        ]
+        for r in rows
+    ]
+    widths = [max(len(x) for x in col) for col in zip(header, *table, strict=True)]
     for line in [header, *table]:
-        typer.echo("  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip())
+        typer.echo("  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())

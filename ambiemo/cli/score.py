@@ -15,12 +15,28 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Score predictions against the human vote distributions, and summarise scores.",
-                  no_args_is_help=True, invoke_without_command=True)
+app = typer.Typer(
+    help="Score predictions against the human vote distributions, and summarise scores.",
+    no_args_is_help=True,
+    invoke_without_command=True,
+)
 
 # Columns `score summary` prints unless --all-columns is given.
-_BRIEF = ["n", "parse_failure_rate", "js", "bc", "r2", "accuracy", "f1_weighted", "uar", "plausible_accuracy",
-          "ece", "oracle_js", "model_calls", "gen_tokens"]
+_BRIEF = [
+    "n",
+    "parse_failure_rate",
+    "js",
+    "bc",
+    "r2",
+    "accuracy",
+    "f1_weighted",
+    "uar",
+    "plausible_accuracy",
+    "ece",
+    "oracle_js",
+    "model_calls",
+    "gen_tokens",
+]
 
 
 def _prediction_files(paths: list[Path]) -> list[Path]:
@@ -29,7 +45,9 @@ def _prediction_files(paths: list[Path]) -> list[Path]:
         if path.is_dir():
             found = sorted(path.rglob("*.parquet"))
             if not found:
-                raise typer.BadParameter(f"{path}: folder holds no .parquet prediction files", param_hint="--predictions")
+                raise typer.BadParameter(
+                    f"{path}: folder holds no .parquet prediction files", param_hint="--predictions"
+                )
             files += found
         elif path.exists():
             files.append(path)
@@ -39,20 +57,24 @@ def _prediction_files(paths: list[Path]) -> list[Path]:
 
 
 @app.callback()
-def score(ctx: typer.Context,
-          manifest: Annotated[Path | None, typer.Option("--manifest", "-m",
-                                                        help="The dataset's manifest (parquet).")] = None,
-          predictions: Annotated[list[Path] | None, typer.Option("--predictions", "-p",
-                                                                 help="Prediction files or folders; repeatable.")] = None,
-          out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the scores (parquet).")] = None,
-          params_path: Annotated[Path, typer.Option("--params", help="params.yaml to read `scoring` and "
-                                                    "`models.<key>.params_b` from.")] = Path("params.yaml")) -> None:
+def score(
+    ctx: typer.Context,
+    manifest: Annotated[Path | None, typer.Option("--manifest", "-m", help="The dataset's manifest (parquet).")] = None,
+    predictions: Annotated[
+        list[Path] | None, typer.Option("--predictions", "-p", help="Prediction files or folders; repeatable.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the scores (parquet).")] = None,
+    params_path: Annotated[
+        Path, typer.Option("--params", help="params.yaml to read `scoring` and `models.<key>.params_b` from.")
+    ] = Path("params.yaml"),
+) -> None:
     """Score predictions: one row per utterance × model × strategy × budget (see ambiemo.scoring)."""
     if ctx.invoked_subcommand is not None:
         return
     if manifest is None or not predictions or out is None:
-        raise typer.BadParameter("give --manifest, at least one --predictions and --out "
-                                 "(or use `ambiemo score summary SCORES`)")
+        raise typer.BadParameter(
+            "give --manifest, at least one --predictions and --out (or use `ambiemo score summary SCORES`)"
+        )
     from ambiemo import scoring
     from ambiemo.config import load_params
     from ambiemo.manifest import read_manifest
@@ -63,20 +85,21 @@ def score(ctx: typer.Context,
     scores = scoring.score_predictions(man, scoring.read_predictions(files), params)
     scoring.write_scores(scores, out, params, inputs=[str(manifest), *map(str, files)])
     n_cells = scores.groupby(list(scoring.KEYS)).ngroups
-    typer.echo(f"{out}: {len(scores)} rows, {n_cells} cells, {scores['utt_id'].nunique()} utterances, "
-               f"{int((~scores['parsed_ok']).sum())} parse failures")
+    typer.echo(
+        f"{out}: {len(scores)} rows, {n_cells} cells, {scores['utt_id'].nunique()} utterances, "
+        f"{int((~scores['parsed_ok']).sum())} parse failures"
+    )
     for cell, n in scores.attrs["missing"].items():
         typer.echo(f"  {cell}: {n} manifest utterance(s) have no prediction")
 
 
 @app.command("summary")
-def summary(scores_path: Annotated[Path, typer.Argument(help="A scores table written by `ambiemo score`.")],
-            by_bin: Annotated[bool, typer.Option("--by-bin", help="Add one row per ambiguity bin.")] = False,
-            all_columns: Annotated[bool, typer.Option("--all-columns",
-                                                      help="Print every metric and compute column.")] = False,
-            out: Annotated[Path | None, typer.Option("--out", "-o",
-                                                     help="Also write the summary (.csv or .parquet).")] = None,
-            ) -> None:
+def summary(
+    scores_path: Annotated[Path, typer.Argument(help="A scores table written by `ambiemo score`.")],
+    by_bin: Annotated[bool, typer.Option("--by-bin", help="Add one row per ambiguity bin.")] = False,
+    all_columns: Annotated[bool, typer.Option("--all-columns", help="Print every metric and compute column.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the summary (.csv or .parquet).")] = None,
+) -> None:
     """Every metric per dataset × model × strategy × budget, with the parse-failure rate."""
     import pandas as pd
 
@@ -94,6 +117,14 @@ def summary(scores_path: Annotated[Path, typer.Argument(help="A scores table wri
             table.to_csv(out, index=False, float_format="%.6g")
     keys = [*scoring.KEYS, *(["ambiguity"] if by_bin else [])]
     shown = table if all_columns else table[[*keys, *_BRIEF]]
-    with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_rows", None,
-                           "display.float_format", "{:.3f}".format):
+    with pd.option_context(
+        "display.width",
+        200,
+        "display.max_columns",
+        None,
+        "display.max_rows",
+        None,
+        "display.float_format",
+        "{:.3f}".format,
+    ):
         typer.echo(shown.to_string(index=False))

@@ -14,8 +14,9 @@ _NEEDS = {"logprobs": "log-probs", "beam_search": "beams", "option_scoring": "op
 
 @app.command("list")
 def list_strategies(
-    params_path: Annotated[Path, typer.Option("--params", help="The params file to read budgets from "
-                                              "(skipped when absent).")] = Path("params.yaml"),
+    params_path: Annotated[
+        Path, typer.Option("--params", help="The params file to read budgets from (skipped when absent).")
+    ] = Path("params.yaml"),
 ) -> None:
     """Name, what it needs from the model, and its budget grid in params."""
     from ambiemo.config import load_params
@@ -31,10 +32,14 @@ def list_strategies(
         if cls.uses_verifier:
             needs.append(f"verifier: {settings['verifier'].get('model') or '(unset)'}")
         grid = (settings.get(name) or {}).get("budgets") if cls.budget_name else None
-        budgets = f"{cls.budget_name} in {list(grid)}" if grid else (f"{cls.budget_name}: unset" if cls.budget_name else "-")
+        budgets = (
+            f"{cls.budget_name} in {list(grid)}" if grid else (f"{cls.budget_name}: unset" if cls.budget_name else "-")
+        )
         rows.append((name, ", ".join(needs) or "-", budgets, cls.summary))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
-        typer.echo("  ".join(x.ljust(w) for x, w in zip(r[:3], widths)) + "  " + r[3])
-    typer.echo("\noracle (analysis only): the stored candidate closest to the human distribution, computed by "
-               "`ambiemo score` (oracle_js, pass_at_n).")
+        typer.echo("  ".join(x.ljust(w) for x, w in zip(r[:3], widths, strict=True)) + "  " + r[3])
+    typer.echo(
+        "\noracle (analysis only): the stored candidate closest to the human distribution, computed by "
+        "`ambiemo score` (oracle_js, pass_at_n)."
+    )

@@ -42,9 +42,9 @@ class Utterance:
 
     utt_id: str
     ratings: list[tuple[str, ...]]
-    audio_path: str = ""          # where the audio should be (checked later)
+    audio_path: str = ""  # where the audio should be (checked later)
     speaker: str = ""
-    gender: str = ""              # "female" | "male" | ""
+    gender: str = ""  # "female" | "male" | ""
     split: str = ""
     transcript: str = ""
     intended: str = ""
@@ -73,6 +73,7 @@ class Corpus:
 Loader = Callable[[Path, Mapping[str, Any]], Corpus]
 DATASETS: Registry[Loader] = Registry("dataset")
 register_dataset = DATASETS.register
+
 
 def _import_loaders() -> None:
     """Import every module of this package, so that each loader registers itself (a new corpus
@@ -103,13 +104,20 @@ def dataset_spec(params: Mapping[str, Any], name: str) -> dict[str, Any]:
         raise KeyError(f"params.yaml datasets has no {name!r}; defined: {known}")
     spec = dict(datasets[name] or {})
     if "loader" not in spec:
-        raise DataError(f"params.yaml datasets.{name} needs `loader:` (one of {', '.join(DATASETS.names()) or 'the registered loaders'})")
+        known = ", ".join(DATASETS.names()) or "the registered loaders"
+        raise DataError(f"params.yaml datasets.{name} needs `loader:` (one of {known})")
     return spec
 
 
-def prepare_dataset(name: str, params: Mapping[str, Any], root: str | os.PathLike | None = None,
-                    out: str | os.PathLike | None = None, label_set: str | None = None,
-                    allow_missing_audio: bool = False, base_dir: str | os.PathLike | None = None) -> Manifest:
+def prepare_dataset(  # noqa: C901 -- split up by the corpora work (issue 9)
+    name: str,
+    params: Mapping[str, Any],
+    root: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    label_set: str | None = None,
+    allow_missing_audio: bool = False,
+    base_dir: str | os.PathLike | None = None,
+) -> Manifest:
     """Build (and with ``out``, write) the manifest of dataset ``name`` from params.
 
     ``params`` is the whole params.yaml (this reads ``datasets.<name>``, ``label_sets``,
@@ -126,21 +134,27 @@ def prepare_dataset(name: str, params: Mapping[str, Any], root: str | os.PathLik
     if not root_path.is_absolute():
         root_path = Path(base_dir or Path.cwd()) / root_path
     if not getattr(loader, "creates_root", False) and not root_path.is_dir():
-        raise DataError(f"{root_path}: dataset root for {name!r} does not exist; set params.yaml "
-                        f"datasets.{name}.root to where the corpus is, or pass --root")
+        raise DataError(
+            f"{root_path}: dataset root for {name!r} does not exist; set params.yaml "
+            f"datasets.{name}.root to where the corpus is, or pass --root"
+        )
     if spec.get("seed") is None:  # a dataset's own seed, else the study's
         spec["seed"] = params.get("seed")
 
     ls_name = label_set or spec.get("label_set")
     if not ls_name:
-        raise DataError(f"params.yaml datasets.{name} needs `label_set:` (one of {sorted(params.get('label_sets') or {})})")
+        raise DataError(
+            f"params.yaml datasets.{name} needs `label_set:` (one of {sorted(params.get('label_sets') or {})})"
+        )
     ls = label_set_from_params(params, ls_name)
     policy = spec.get("votes", "drop_utterance")
     multi = spec.get("multi_label", "split")
     if policy not in VOTE_POLICIES:
         raise DataError(f"params.yaml datasets.{name}.votes must be one of {list(VOTE_POLICIES)}, got {policy!r}")
     if multi not in MULTI_LABEL_RULES:
-        raise DataError(f"params.yaml datasets.{name}.multi_label must be one of {list(MULTI_LABEL_RULES)}, got {multi!r}")
+        raise DataError(
+            f"params.yaml datasets.{name}.multi_label must be one of {list(MULTI_LABEL_RULES)}, got {multi!r}"
+        )
     if policy == OTHER:
         ls = ls.with_other()
 
@@ -148,11 +162,16 @@ def prepare_dataset(name: str, params: Mapping[str, Any], root: str | os.PathLik
     excluded: dict[str, list[str]] = {k: list(v) for k, v in corpus.excluded.items() if v}
     dropped_votes = {k: float(v) for k, v in corpus.dropped_votes.items() if v}
 
-    never_used = [x for x in ls.labels if x != OTHER and x not in corpus.vocabulary
-                  and not any(ls.canonical(c) == x for c in corpus.vocabulary)]
+    never_used = [
+        x
+        for x in ls.labels
+        if x != OTHER and x not in corpus.vocabulary and not any(ls.canonical(c) == x for c in corpus.vocabulary)
+    ]
     if never_used:
-        raise DataError(f"label set {ls.name!r} {list(ls.labels)} has label(s) {never_used} that dataset {name!r} "
-                        f"never uses; its categories are {sorted(corpus.vocabulary)}")
+        raise DataError(
+            f"label set {ls.name!r} {list(ls.labels)} has label(s) {never_used} that dataset {name!r} "
+            f"never uses; its categories are {sorted(corpus.vocabulary)}"
+        )
 
     ids = [u.utt_id for u in corpus.utterances]
     dupes = sorted(k for k, n in Counter(ids).items() if n > 1)
@@ -175,7 +194,7 @@ def prepare_dataset(name: str, params: Mapping[str, Any], root: str | os.PathLik
             continue
         keep[i] = False
         excluded.setdefault(reason, []).append(u.utt_id)
-    kept = [u for u, k in zip(utts, keep) if k]
+    kept = [u for u, k in zip(utts, keep, strict=True) if k]
 
     # Out-of-set categories seen, whatever the policy did with them (for the stats report).
     outside: Counter[str] = Counter()
@@ -183,25 +202,29 @@ def prepare_dataset(name: str, params: Mapping[str, Any], root: str | os.PathLik
         outside.update(seen)
 
     audio_paths, durations, missing = _check_audio(kept, name, root_path, allow_missing_audio)
-    info = pd.DataFrame({
-        "utt_id": [u.utt_id for u in kept],
-        "dataset": name,
-        "audio_path": audio_paths,
-        "duration_s": durations,
-        "speaker": [u.speaker for u in kept],
-        "gender": [u.gender for u in kept],
-        "split": [u.split for u in kept],
-        "transcript": [u.transcript for u in kept],
-        "intended": [u.intended for u in kept],
-    })
+    info = pd.DataFrame(
+        {
+            "utt_id": [u.utt_id for u in kept],
+            "dataset": name,
+            "audio_path": audio_paths,
+            "duration_s": durations,
+            "speaker": [u.speaker for u in kept],
+            "gender": [u.gender for u in kept],
+            "split": [u.split for u in kept],
+            "transcript": [u.transcript for u in kept],
+            "intended": [u.intended for u in kept],
+        }
+    )
     for key in sorted({k for u in kept for k in u.extra}):
         info[key] = [u.extra.get(key, "") for u in kept]
     bins = AmbiguityBins.from_params({**(params.get("ambiguity") or {}), **(spec.get("ambiguity") or {})})
     df, amb_meta = build_manifest(info, tally.votes[keep], tally.n_raters[keep], ls, bins)
 
-    used_params = {"datasets": {name: dict(params["datasets"][name])},
-                   "label_sets": {ls_name: params["label_sets"][ls_name]},
-                   "ambiguity": params.get("ambiguity") or {}}
+    used_params = {
+        "datasets": {name: dict(params["datasets"][name])},
+        "label_sets": {ls_name: params["label_sets"][ls_name]},
+        "ambiguity": params.get("ambiguity") or {},
+    }
     meta = {
         "dataset": name,
         "vote_policy": policy,
@@ -213,8 +236,13 @@ def prepare_dataset(name: str, params: Mapping[str, Any], root: str | os.PathLik
     }
     exclusions = {**{k: len(v) for k, v in excluded.items()}, **{k: int(v) for k, v in corpus.filtered.items() if v}}
     prov = provenance(used_params, seed=spec.get("seed"), root=_portable(root_path))
-    full_meta = {"label_set": ls.to_meta(), "ambiguity": amb_meta,
-                 "exclusions": dict(sorted(exclusions.items())), "provenance": prov, **meta}
+    full_meta = {
+        "label_set": ls.to_meta(),
+        "ambiguity": amb_meta,
+        "exclusions": dict(sorted(exclusions.items())),
+        "provenance": prov,
+        **meta,
+    }
     if out is None:
         validate(df, full_meta, where=f"dataset {name!r}")
         return Manifest(df, full_meta)
@@ -222,8 +250,9 @@ def prepare_dataset(name: str, params: Mapping[str, Any], root: str | os.PathLik
     return read_manifest(out)
 
 
-def _check_audio(kept: list[Utterance], name: str, root: Path,
-                 allow_missing: bool) -> tuple[list[str], np.ndarray, list[str]]:
+def _check_audio(
+    kept: list[Utterance], name: str, root: Path, allow_missing: bool
+) -> tuple[list[str], np.ndarray, list[str]]:
     """Absolute audio paths ("" where missing), durations from the headers, and missing ids.
 
     Missing files are an error unless ``allow_missing``; unreadable files always are.
@@ -231,24 +260,28 @@ def _check_audio(kept: list[Utterance], name: str, root: Path,
     from ambiemo.audio import AudioError, audio_duration
 
     exists = [bool(u.audio_path) and os.path.isfile(u.audio_path) for u in kept]
-    missing = [u.utt_id for u, ok in zip(kept, exists) if not ok]
+    missing = [u.utt_id for u, ok in zip(kept, exists, strict=True) if not ok]
     if missing and not allow_missing:
         example = next(u.audio_path for u in kept if u.utt_id == missing[0])
-        raise DataError(f"dataset {name!r}: audio missing for {len(missing)} of {len(kept)} utterances under "
-                        f"{root} (first: {_first(missing)}; expected e.g. {example}). Fix the root, or pass "
-                        "--allow-missing-audio to build a labels-only manifest for annotation statistics")
+        raise DataError(
+            f"dataset {name!r}: audio missing for {len(missing)} of {len(kept)} utterances under "
+            f"{root} (first: {_first(missing)}; expected e.g. {example}). Fix the root, or pass "
+            "--allow-missing-audio to build a labels-only manifest for annotation statistics"
+        )
     durations = np.full(len(kept), np.nan)
     unreadable: list[str] = []
-    for i, (u, ok) in enumerate(zip(kept, exists)):
+    for i, (u, ok) in enumerate(zip(kept, exists, strict=True)):
         if ok:
             try:
                 durations[i] = audio_duration(u.audio_path)
             except AudioError:
                 unreadable.append(u.utt_id)
     if unreadable:
-        raise DataError(f"dataset {name!r}: {len(unreadable)} audio file(s) cannot be read: {_first(unreadable)}; "
-                        "replace them, or list them under the dataset's `exclude:` in params.yaml")
-    paths = [str(Path(u.audio_path).resolve()) if ok else "" for u, ok in zip(kept, exists)]
+        raise DataError(
+            f"dataset {name!r}: {len(unreadable)} audio file(s) cannot be read: {_first(unreadable)}; "
+            "replace them, or list them under the dataset's `exclude:` in params.yaml"
+        )
+    paths = [str(Path(u.audio_path).resolve()) if ok else "" for u, ok in zip(kept, exists, strict=True)]
     return paths, durations, missing
 
 

@@ -58,13 +58,23 @@ CLIP_NAME = re.compile(r"^(?P<actor>\d{4})_(?P<sentence>[A-Z]{3})_(?P<emotion>[A
 def parse_clip_name(name: str, where: str = "") -> dict[str, str]:
     """Speaker, sentence, intended emotion and intensity from a clip name."""
     m = CLIP_NAME.match(name)
-    bad = (not m or m["sentence"] not in SENTENCES or m["emotion"] not in EMOTION_CODES
-           or m["level"] not in INTENSITY_CODES)
+    bad = (
+        not m
+        or m["sentence"] not in SENTENCES
+        or m["emotion"] not in EMOTION_CODES
+        or m["level"] not in INTENSITY_CODES
+    )
     if bad:
-        raise DataError(f"{where}: clip name {name!r} is not <actor>_<sentence>_<emotion>_<level> with sentence in "
-                        f"{sorted(SENTENCES)}, emotion in {sorted(EMOTION_CODES)}, level in {sorted(INTENSITY_CODES)}")
-    return {"speaker": m["actor"], "transcript": SENTENCES[m["sentence"]],
-            "intended": EMOTION_CODES[m["emotion"]], "intensity": INTENSITY_CODES[m["level"]]}
+        raise DataError(
+            f"{where}: clip name {name!r} is not <actor>_<sentence>_<emotion>_<level> with sentence in "
+            f"{sorted(SENTENCES)}, emotion in {sorted(EMOTION_CODES)}, level in {sorted(INTENSITY_CODES)}"
+        )
+    return {
+        "speaker": m["actor"],
+        "transcript": SENTENCES[m["sentence"]],
+        "intended": EMOTION_CODES[m["emotion"]],
+        "intensity": INTENSITY_CODES[m["level"]],
+    }
 
 
 def read_demographics(root: Path) -> dict[str, str]:
@@ -80,7 +90,7 @@ def read_demographics(root: Path) -> dict[str, str]:
     unknown = sorted(set(sex) - {"female", "male"})
     if unknown:
         raise DataError(f"{path}: unknown Sex value(s) {unknown}; expected Female or Male")
-    return dict(zip(demo["ActorID"].str.strip(), sex))
+    return dict(zip(demo["ActorID"].str.strip(), sex, strict=True))
 
 
 @register_dataset("crema-d")
@@ -88,8 +98,10 @@ def load_crema_d(root: Path, spec: Mapping[str, Any]) -> Corpus:
     """params ``datasets.crema-d``: ``modality`` (voice | face | audiovisual), ``exclude`` (clip names)."""
     path = root / VOTES_FILE
     if not path.is_file():
-        raise DataError(f"{path}: CREMA-D vote table not found; root should be a clone of the CREMA-D "
-                        "repository (or run `ambiemo data fetch crema-d --dest DIR`)")
+        raise DataError(
+            f"{path}: CREMA-D vote table not found; root should be a clone of the CREMA-D "
+            "repository (or run `ambiemo data fetch crema-d --dest DIR`)"
+        )
     modality = spec.get("modality", "voice")
     if modality not in MODALITIES:
         raise DataError(f"params datasets.crema-d.modality must be one of {sorted(MODALITIES)}, got {modality!r}")
@@ -105,26 +117,34 @@ def load_crema_d(root: Path, spec: Mapping[str, Any]) -> Corpus:
     not_counts = ~counts.map(lambda v: float(v).is_integer() and v >= 0 if pd.notna(v) else False).all(axis=1)
     if not_counts.any():
         first = rows[not_counts].iloc[0]
-        raise DataError(f"{path}:{first['line']}: vote counts must be whole numbers >= 0, got "
-                        f"{first[list(VOTE_COLUMNS)].to_dict()} for {first['fileName']}")
+        raise DataError(
+            f"{path}:{first['line']}: vote counts must be whole numbers >= 0, got "
+            f"{first[list(VOTE_COLUMNS)].to_dict()} for {first['fileName']}"
+        )
 
     gender = read_demographics(root)
     exclude = {str(x) for x in spec.get("exclude") or []}
     utterances, excluded = [], []
-    for name, line, *votes in zip(rows["fileName"], rows["line"], *(counts[c] for c in VOTE_COLUMNS)):
+    for name, line, *votes in zip(rows["fileName"], rows["line"], *(counts[c] for c in VOTE_COLUMNS), strict=True):
         name = str(name).strip()
         info = parse_clip_name(name, f"{path}:{line}")
         if name in exclude:
             excluded.append(name)
             continue
-        ratings = [(label,) for label, n in zip(VOTE_COLUMNS.values(), votes) for _ in range(int(n))]
-        utterances.append(Utterance(
-            utt_id=name, ratings=ratings, audio_path=str(root / AUDIO_DIR / f"{name}.wav"),
-            speaker=info["speaker"], gender=gender.get(info["speaker"], ""), transcript=info["transcript"],
-            intended=info["intended"], extra={"intensity": info["intensity"]},
-        ))
+        ratings = [(label,) for label, n in zip(VOTE_COLUMNS.values(), votes, strict=True) for _ in range(int(n))]
+        utterances.append(
+            Utterance(
+                utt_id=name,
+                ratings=ratings,
+                audio_path=str(root / AUDIO_DIR / f"{name}.wav"),
+                speaker=info["speaker"],
+                gender=gender.get(info["speaker"], ""),
+                transcript=info["transcript"],
+                intended=info["intended"],
+                extra={"intensity": info["intensity"]},
+            )
+        )
     unknown_excludes = sorted(exclude - set(rows["fileName"].astype(str)))
     if unknown_excludes:
         raise DataError(f"params datasets.crema-d.exclude names clip(s) not in {path}: {unknown_excludes}")
-    return Corpus(utterances, vocabulary=frozenset(VOTE_COLUMNS.values()),
-                  excluded={"excluded_in_params": excluded})
+    return Corpus(utterances, vocabulary=frozenset(VOTE_COLUMNS.values()), excluded={"excluded_in_params": excluded})

@@ -46,9 +46,9 @@ import numpy as np
 from ambiemo.data import Corpus, Utterance, register_dataset
 
 EMOTIONS = ("neutral", "happy", "angry", "sad")
-SAMPLE_RATE = 16000            # what the files are written at; espeak-ng itself runs at 22,050 Hz
+SAMPLE_RATE = 16000  # what the files are written at; espeak-ng itself runs at 22,050 Hz
 DEFAULT_N_UTTERANCES = 32
-RATERS = (5, 9)                # simulated annotators per clip, inclusive range
+RATERS = (5, 9)  # simulated annotators per clip, inclusive range
 # Designed ambiguity levels, cycled over clips so that every emotion gets every level:
 # (weight of the dominant emotion in the blend, annotator confusion). An annotator votes
 # from the blend with probability 1 - confusion and for a uniformly random emotion
@@ -124,14 +124,14 @@ class Clip:
 
     utt_id: str
     dominant: str
-    secondary: str                # "" for a pure clip
-    weight: float                 # of the dominant emotion in the blend; 1 - weight for the secondary
-    confusion: float              # chance that an annotator votes a uniformly random emotion instead
+    secondary: str  # "" for a pure clip
+    weight: float  # of the dominant emotion in the blend; 1 - weight for the secondary
+    confusion: float  # chance that an annotator votes a uniformly random emotion instead
     voice: str
     gender: str
     text: str
     prosody: dict[str, int]
-    votes: tuple[str, ...]        # one simulated annotator per entry
+    votes: tuple[str, ...]  # one simulated annotator per entry
 
     @property
     def blend(self) -> str:
@@ -172,8 +172,18 @@ def design_corpus(n_utterances: int = DEFAULT_N_UTTERANCES, seed: int = 0, lexic
         voice, gender = VOICES[rng.integers(len(VOICES))]
         pool = SENTENCES[dominant] if lexical_cues else NEUTRAL_SENTENCES
         text = pool[rng.integers(len(pool))]
-        clip = Clip(f"demo_{i:03d}", dominant, secondary, weight, confusion, voice, gender, text,
-                    blend_prosody(dominant, secondary, weight), ())
+        clip = Clip(
+            f"demo_{i:03d}",
+            dominant,
+            secondary,
+            weight,
+            confusion,
+            voice,
+            gender,
+            text,
+            blend_prosody(dominant, secondary, weight),
+            (),
+        )
         n_raters = int(rng.integers(RATERS[0], RATERS[1] + 1))
         p = clip.vote_distribution()
         draws = rng.choice(len(EMOTIONS), size=n_raters, p=[p[e] for e in EMOTIONS])
@@ -182,6 +192,7 @@ def design_corpus(n_utterances: int = DEFAULT_N_UTTERANCES, seed: int = 0, lexic
 
 
 # --------------------------------------------------------------------------- synthesis
+
 
 class _Espeak:
     """espeak-ng through ctypes on the library that ``espeakng-loader`` ships."""
@@ -198,8 +209,10 @@ class _Espeak:
         try:
             import espeakng_loader
         except ImportError as e:
-            raise ImportError("the demo corpus needs espeak-ng from the `espeakng-loader` wheel: "
-                              "pip install espeakng-loader (it is in ambiemo's `demo` extra)") from e
+            raise ImportError(
+                "the demo corpus needs espeak-ng from the `espeakng-loader` wheel: "
+                "pip install espeakng-loader (it is in ambiemo's `demo` extra)"
+            ) from e
         self._ct = ctypes
         self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
         data = espeakng_loader.get_data_path().encode()
@@ -234,7 +247,7 @@ class _Espeak:
         return np.concatenate(self._chunks)
 
 
-Job = tuple[str, str, dict[str, int], int]   # text, voice, prosody, random seed
+Job = tuple[str, str, dict[str, int], int]  # text, voice, prosody, random seed
 
 
 def _synthesise(jobs: list[Job]) -> tuple[int, list[np.ndarray]]:
@@ -267,18 +280,26 @@ def _to_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- the corpus on disk
 
-DESIGN_FILE = "design.json"    # the clips' designs and the settings that made them
-RATINGS_FILE = "ratings.csv"   # one row per simulated annotator, like a real corpus's rating table
+DESIGN_FILE = "design.json"  # the clips' designs and the settings that made them
+RATINGS_FILE = "ratings.csv"  # one row per simulated annotator, like a real corpus's rating table
 
 
 def _settings(n_utterances: int, seed: int, lexical_cues: bool) -> dict[str, Any]:
-    return {"n_utterances": n_utterances, "seed": seed, "lexical_cues": lexical_cues,
-            "sample_rate": SAMPLE_RATE, "prosody": PROSODY, "voices": [v for v, _ in VOICES],
-            "levels": [list(x) for x in LEVELS], "raters": list(RATERS)}
+    return {
+        "n_utterances": n_utterances,
+        "seed": seed,
+        "lexical_cues": lexical_cues,
+        "sample_rate": SAMPLE_RATE,
+        "prosody": PROSODY,
+        "voices": [v for v, _ in VOICES],
+        "levels": [list(x) for x in LEVELS],
+        "raters": list(RATERS),
+    }
 
 
-def build_demo_corpus(root: str | Path, n_utterances: int = DEFAULT_N_UTTERANCES, seed: int = 0,
-                      lexical_cues: bool = True) -> list[Clip]:
+def build_demo_corpus(
+    root: str | Path, n_utterances: int = DEFAULT_N_UTTERANCES, seed: int = 0, lexical_cues: bool = True
+) -> list[Clip]:
     """Write the demo corpus under ``root`` (``wav/<utt_id>.wav``, ratings.csv, design.json).
 
     Skips synthesis when ``root`` already holds a complete corpus built with the same
@@ -289,8 +310,10 @@ def build_demo_corpus(root: str | Path, n_utterances: int = DEFAULT_N_UTTERANCES
     root = Path(root)
     clips = design_corpus(n_utterances, seed, lexical_cues)
     settings = _settings(n_utterances, seed, lexical_cues)
-    design = {"settings": settings,
-              "clips": [{**asdict(c), "blend": c.blend, "vote_distribution": c.vote_distribution()} for c in clips]}
+    design = {
+        "settings": settings,
+        "clips": [{**asdict(c), "blend": c.blend, "vote_distribution": c.vote_distribution()} for c in clips],
+    }
     text = json.dumps(design, indent=1, sort_keys=True) + "\n"
     design_path = root / DESIGN_FILE
     wavs = [root / "wav" / f"{c.utt_id}.wav" for c in clips]
@@ -301,7 +324,7 @@ def build_demo_corpus(root: str | Path, n_utterances: int = DEFAULT_N_UTTERANCES
     for stale in (root / "wav").glob("*.wav"):
         stale.unlink()
     sample_rate, audio = synthesise([(c.text, c.voice, c.prosody, seed + i) for i, c in enumerate(clips)])
-    for path, samples in zip(wavs, audio):
+    for path, samples in zip(wavs, audio, strict=True):
         sf.write(str(path), _to_16k(samples, sample_rate), SAMPLE_RATE, subtype="PCM_16")
     lines = ["utt_id,rater,emotion"]
     lines += [f"{c.utt_id},R{r + 1},{v}" for c in clips for r, v in enumerate(c.votes)]

@@ -33,8 +33,13 @@ from pathlib import Path
 REPOSITORY = "CheyneyComputerScience/CREMA-D"
 RAW_BASE = f"https://raw.githubusercontent.com/{REPOSITORY}/master/"
 MEDIA_BASE = f"https://media.githubusercontent.com/media/{REPOSITORY}/master/"
-TABLES = ("processedResults/tabulatedVotes.csv", "processedResults/summaryTable.csv", "SentenceFilenames.csv",
-          "VideoDemographics.csv", "LICENSE.txt")
+TABLES = (
+    "processedResults/tabulatedVotes.csv",
+    "processedResults/summaryTable.csv",
+    "SentenceFilenames.csv",
+    "VideoDemographics.csv",
+    "LICENSE.txt",
+)
 CHECKSUM_FILE = "AudioWAV.sha256"
 # SHA-256 of the tables ambiemo was developed against. A different hash is reported, not
 # refused: upstream may have fixed something; the layout check is what must pass.
@@ -45,8 +50,10 @@ KNOWN_TABLES = {
     "VideoDemographics.csv": "e33ddc8b60bedf98541735801127cbb67098b5957271adbdd5dea8a44294eec3",
 }
 N_CLIPS = 7442
-LFS_POINTER = re.compile(rb"^version https://git-lfs\.github\.com/spec/v1\s+oid sha256:(?P<oid>[0-9a-f]{64})\s+"
-                         rb"size (?P<size>\d+)\s*$")
+LFS_POINTER = re.compile(
+    rb"^version https://git-lfs\.github\.com/spec/v1\s+oid sha256:(?P<oid>[0-9a-f]{64})\s+"
+    rb"size (?P<size>\d+)\s*$"
+)
 CHUNK = 1 << 16
 
 
@@ -59,11 +66,11 @@ class FetchReport:
     """What a fetch or verification found."""
 
     dest: Path
-    tables: dict[str, str] = field(default_factory=dict)        # path -> "ok" | "differs from known version"
+    tables: dict[str, str] = field(default_factory=dict)  # path -> "ok" | "differs from known version"
     downloaded: int = 0
     already_present: int = 0
     verified: int = 0
-    failed: dict[str, str] = field(default_factory=dict)        # clip or file -> reason
+    failed: dict[str, str] = field(default_factory=dict)  # clip or file -> reason
     expected_audio: int = 0
 
     @property
@@ -74,8 +81,10 @@ class FetchReport:
         lines = [f"CREMA-D at {self.dest}"]
         lines += [f"  {path:<40} {state}" for path, state in self.tables.items()]
         if self.expected_audio:
-            lines.append(f"  audio: {self.expected_audio} clips; downloaded {self.downloaded}, already present "
-                         f"{self.already_present}, verified {self.verified}, failed {len(self.failed)}")
+            lines.append(
+                f"  audio: {self.expected_audio} clips; downloaded {self.downloaded}, already present "
+                f"{self.already_present}, verified {self.verified}, failed {len(self.failed)}"
+            )
         for name, reason in sorted(self.failed.items())[:20]:
             lines.append(f"    {name}: {reason}")
         if len(self.failed) > 20:
@@ -111,7 +120,11 @@ def verify_tables(dest: Path) -> dict[str, str]:
         if not path.is_file():
             raise FetchError(f"{path}: missing")
         known = KNOWN_TABLES.get(rel)
-        states[rel] = "ok" if known is None or sha256_file(path) == known else "ok (differs from the version ambiemo was tested with)"
+        states[rel] = (
+            "ok"
+            if known is None or sha256_file(path) == known
+            else "ok (differs from the version ambiemo was tested with)"
+        )
     votes_path = dest / "processedResults" / "tabulatedVotes.csv"
     votes = pd.read_csv(votes_path, index_col=0)
     missing = [c for c in (*VOTE_COLUMNS, "fileName") if c not in votes.columns]
@@ -119,8 +132,10 @@ def verify_tables(dest: Path) -> dict[str, str]:
         raise FetchError(f"{votes_path}: missing column(s) {missing}")
     modality = pd.Series(votes.index // 100000).value_counts().to_dict()
     if sorted(modality) != [1, 2, 3] or len(set(modality.values())) != 1:
-        raise FetchError(f"{votes_path}: expected the same number of rows for modalities 1, 2, 3 "
-                         f"(row index // 100000), got {modality}")
+        raise FetchError(
+            f"{votes_path}: expected the same number of rows for modalities 1, 2, 3 "
+            f"(row index // 100000), got {modality}"
+        )
     try:
         for line, name in enumerate(votes["fileName"], start=2):
             parse_clip_name(str(name), f"{votes_path}:{line}")
@@ -129,8 +144,10 @@ def verify_tables(dest: Path) -> dict[str, str]:
     clips = set(pd.read_csv(dest / "SentenceFilenames.csv")["Filename"].astype(str))
     voice = set(votes.loc[votes.index // 100000 == 1, "fileName"].astype(str))
     if clips != voice:
-        raise FetchError(f"{dest / 'SentenceFilenames.csv'}: its {len(clips)} clips differ from the "
-                         f"{len(voice)} voice-only rows of {votes_path} (e.g. {sorted(clips ^ voice)[:3]})")
+        raise FetchError(
+            f"{dest / 'SentenceFilenames.csv'}: its {len(clips)} clips differ from the "
+            f"{len(voice)} voice-only rows of {votes_path} (e.g. {sorted(clips ^ voice)[:3]})"
+        )
     return states
 
 
@@ -183,14 +200,25 @@ def _fetch_clip(client, name: str, dest: Path, raw_base: str, media_base: str, r
             return "downloaded", oid
         head = target.read_bytes()[:200]
         target.unlink()
-        last = ("the server sent a Git LFS pointer instead of the audio" if parse_lfs_pointer(head)
-                else f"size {got_size} / sha256 mismatch (expected {size} bytes, sha256 {oid[:12]}...)")
+        last = (
+            "the server sent a Git LFS pointer instead of the audio"
+            if parse_lfs_pointer(head)
+            else f"size {got_size} / sha256 mismatch (expected {size} bytes, sha256 {oid[:12]}...)"
+        )
     raise FetchError(last)
 
 
-def fetch_crema_d(dest: str | os.PathLike, audio: bool = True, workers: int = 8, *, raw_base: str | None = None,
-                  media_base: str | None = None, retries: int = 3, timeout: float = 60.0,
-                  progress: Callable[[str], None] | None = None) -> FetchReport:
+def fetch_crema_d(
+    dest: str | os.PathLike,
+    audio: bool = True,
+    workers: int = 8,
+    *,
+    raw_base: str | None = None,
+    media_base: str | None = None,
+    retries: int = 3,
+    timeout: float = 60.0,
+    progress: Callable[[str], None] | None = None,
+) -> FetchReport:
     """Download CREMA-D into ``dest`` in the repository's layout and verify every file.
 
     ``raw_base`` / ``media_base`` default to ``RAW_BASE`` / ``MEDIA_BASE`` (a mirror with the

@@ -37,12 +37,21 @@ from typing import Any
 from ambiemo.data import Corpus, DataError, Utterance, register_dataset
 
 CATEGORIES = {
-    "neutral": "neutral", "neutral state": "neutral",
-    "happiness": "happy", "excited": "excited",
-    "anger": "angry", "sadness": "sad", "frustration": "frustrated",
-    "surprise": "surprised", "fear": "fear", "disgust": "disgust", "other": "other",
+    "neutral": "neutral",
+    "neutral state": "neutral",
+    "happiness": "happy",
+    "excited": "excited",
+    "anger": "angry",
+    "sadness": "sad",
+    "frustration": "frustrated",
+    "surprise": "surprised",
+    "fear": "fear",
+    "disgust": "disgust",
+    "other": "other",
 }
-HEADER = re.compile(r"^\[\s*(?P<start>[\d.]+)\s*-\s*(?P<end>[\d.]+)\s*\]\s+(?P<utt>\S+)\s+(?P<emo>\S+)\s+\[[^\]]*\]\s*$")
+HEADER = re.compile(
+    r"^\[\s*(?P<start>[\d.]+)\s*-\s*(?P<end>[\d.]+)\s*\]\s+(?P<utt>\S+)\s+(?P<emo>\S+)\s+\[[^\]]*\]\s*$"
+)
 RATER = re.compile(r"^C-(?P<rater>[EFM]\d+):$")
 TRANSCRIPT = re.compile(r"^(?P<utt>Ses\d\d[FM]_\S+_[FM]\d+)\s+\[[\d.]+-[\d.]+\]:\s*(?P<text>.*)$")
 
@@ -52,8 +61,9 @@ def parse_category(raw: str, where: str) -> str:
     if name.startswith("other"):  # "Other" or "Other: <free text>"
         return "other"
     if name not in CATEGORIES:
-        raise DataError(f"{where}: unknown IEMOCAP category {raw.strip()!r}; known: "
-                        f"{sorted({k.title() for k in CATEGORIES})}")
+        raise DataError(
+            f"{where}: unknown IEMOCAP category {raw.strip()!r}; known: {sorted({k.title() for k in CATEGORIES})}"
+        )
     return CATEGORIES[name]
 
 
@@ -69,15 +79,19 @@ def parse_evaluation(path: Path, self_evaluations: bool = False) -> tuple[list[d
         if line.startswith("["):
             m = HEADER.match(line)
             if not m:
-                raise DataError(f"{where}: malformed turn header {line!r}; expected "
-                                "'[start - end]<TAB>utt_id<TAB>emo<TAB>[V, A, D]'")
+                raise DataError(
+                    f"{where}: malformed turn header {line!r}; expected "
+                    "'[start - end]<TAB>utt_id<TAB>emo<TAB>[V, A, D]'"
+                )
             current = {"utt_id": m["utt"], "consensus": m["emo"], "ratings": [], "where": where}
             turns.append(current)
         elif line.startswith("C-"):
             fields = line.split("\t")  # rater, categories, (comment)
             m = RATER.match(fields[0].strip())
             if not m or len(fields) < 2:
-                raise DataError(f"{where}: malformed categorical line {line!r}; expected 'C-E1:<TAB>Cat; Cat;<TAB>(comment)'")
+                raise DataError(
+                    f"{where}: malformed categorical line {line!r}; expected 'C-E1:<TAB>Cat; Cat;<TAB>(comment)'"
+                )
             if current is None:
                 raise DataError(f"{where}: categorical line before any turn header")
             cats = tuple(parse_category(c, where) for c in fields[1].split(";") if c.strip())
@@ -114,7 +128,9 @@ def load_iemocap(root: Path, spec: Mapping[str, Any]) -> Corpus:
     sessions = sorted(p for p in root.glob("Session*") if p.is_dir())
     files = [f for s in sessions for f in sorted((s / "dialog" / "EmoEvaluation").glob("*.txt"))]
     if not files:
-        raise DataError(f"{root}: no Session*/dialog/EmoEvaluation/*.txt; root should be the IEMOCAP_full_release folder")
+        raise DataError(
+            f"{root}: no Session*/dialog/EmoEvaluation/*.txt; root should be the IEMOCAP_full_release folder"
+        )
     utterances: list[Utterance] = []
     excluded: list[str] = []
     skipped = 0
@@ -132,15 +148,24 @@ def load_iemocap(root: Path, spec: Mapping[str, Any]) -> Corpus:
                 excluded.append(utt)
                 continue
             letter = utt.rsplit("_", 1)[1][0]  # F000 / M012: who speaks this turn
-            utterances.append(Utterance(
-                utt_id=utt, ratings=t["ratings"],
-                audio_path=str(root / session / "sentences" / "wav" / dialog / f"{utt}.wav"),
-                speaker=f"{utt[:5]}{letter}", gender={"F": "female", "M": "male"}.get(letter, ""),
-                split=session, transcript=transcripts.get(utt, ""), extra={"consensus": t["consensus"]},
-            ))
+            utterances.append(
+                Utterance(
+                    utt_id=utt,
+                    ratings=t["ratings"],
+                    audio_path=str(root / session / "sentences" / "wav" / dialog / f"{utt}.wav"),
+                    speaker=f"{utt[:5]}{letter}",
+                    gender={"F": "female", "M": "male"}.get(letter, ""),
+                    split=session,
+                    transcript=transcripts.get(utt, ""),
+                    extra={"consensus": t["consensus"]},
+                )
+            )
     unknown = sorted(exclude - {u.utt_id for u in utterances} - set(excluded))
     if unknown:
         raise DataError(f"params datasets.iemocap.exclude names utterance(s) not in {root}: {unknown[:5]}")
-    return Corpus(utterances, vocabulary=frozenset(CATEGORIES.values()),
-                  excluded={"excluded_in_params": excluded},
-                  dropped_votes={"self_evaluations": float(skipped)} if skipped else {})
+    return Corpus(
+        utterances,
+        vocabulary=frozenset(CATEGORIES.values()),
+        excluded={"excluded_in_params": excluded},
+        dropped_votes={"self_evaluations": float(skipped)} if skipped else {},
+    )

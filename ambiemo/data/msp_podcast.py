@@ -35,8 +35,17 @@ from ambiemo.data import Corpus, DataError, Utterance, register_dataset
 CONSENSUS_FILES = ("Labels/labels_consensus.csv", "Labels/labels_concensus.csv")
 DETAILED_FILES = ("Labels/labels_detailed.csv", "Labels/labels_detailed.json")
 CATEGORIES = {
-    "angry": "angry", "anger": "angry", "sad": "sad", "sadness": "sad", "happy": "happy", "happiness": "happy",
-    "neutral": "neutral", "surprise": "surprised", "fear": "fear", "disgust": "disgust", "contempt": "contempt",
+    "angry": "angry",
+    "anger": "angry",
+    "sad": "sad",
+    "sadness": "sad",
+    "happy": "happy",
+    "happiness": "happy",
+    "neutral": "neutral",
+    "surprise": "surprised",
+    "fear": "fear",
+    "disgust": "disgust",
+    "contempt": "contempt",
     "other": "other",
 }
 CONSENSUS_COLUMNS = ("FileName", "SpkrID", "Gender", "Split_Set")
@@ -47,8 +56,10 @@ def parse_category(raw: Any, where: str) -> str:
     if name.startswith("other"):  # "Other" or "Other-Concerned"
         return "other"
     if name not in CATEGORIES:
-        raise DataError(f"{where}: unknown MSP-Podcast emotion {str(raw).strip()!r}; known: "
-                        f"{sorted({k.title() for k in CATEGORIES})} and Other-<text>")
+        raise DataError(
+            f"{where}: unknown MSP-Podcast emotion {str(raw).strip()!r}; known: "
+            f"{sorted({k.title() for k in CATEGORIES})} and Other-<text>"
+        )
     return CATEGORIES[name]
 
 
@@ -87,7 +98,7 @@ def read_detailed(path: Path) -> dict[str, list[tuple[str, ...]]]:
     for raw in table[column].unique():
         first = int((table[column] == raw).to_numpy().argmax())
         labels[raw] = parse_category(raw, f"{path}:{first + 2}")
-    for file, label in zip(table["FileName"], table[column].map(labels)):
+    for file, label in zip(table["FileName"], table[column].map(labels), strict=True):
         ratings.setdefault(file, []).append((label,))
     return ratings
 
@@ -110,8 +121,10 @@ def load_msp_podcast(root: Path, spec: Mapping[str, Any]) -> Corpus:
     if splits is not None:
         unknown = sorted(set(map(str, splits)) - set(table["Split_Set"]))
         if unknown:
-            raise DataError(f"params datasets.msp-podcast.splits has {unknown}, not a Split_Set of {consensus_path}; "
-                            f"present: {sorted(set(table['Split_Set']))}")
+            raise DataError(
+                f"params datasets.msp-podcast.splits has {unknown}, not a Split_Set of {consensus_path}; "
+                f"present: {sorted(set(table['Split_Set']))}"
+            )
         keep = table["Split_Set"].isin([str(s) for s in splits])
         not_selected = int((~keep).sum())
         table = table[keep]
@@ -129,19 +142,26 @@ def load_msp_podcast(root: Path, spec: Mapping[str, Any]) -> Corpus:
             continue
         text_path = transcripts / f"{stem}.txt"
         speaker = str(row.SpkrID).strip()
-        utterances.append(Utterance(
-            utt_id=stem,
-            ratings=ratings.get(file, ratings.get(stem, [])),
-            audio_path=str(root / "Audios" / (file if file.lower().endswith(".wav") else f"{file}.wav")),
-            speaker="" if speaker.lower() == "unknown" else speaker,
-            gender=_norm_gender(row.Gender),
-            split=str(row.Split_Set),
-            transcript=text_path.read_text(errors="replace").strip() if text_path.is_file() else "",
-            extra={"consensus": str(getattr(row, "EmoClass", ""))},
-        ))
+        utterances.append(
+            Utterance(
+                utt_id=stem,
+                ratings=ratings.get(file, ratings.get(stem, [])),
+                audio_path=str(root / "Audios" / (file if file.lower().endswith(".wav") else f"{file}.wav")),
+                speaker="" if speaker.lower() == "unknown" else speaker,
+                gender=_norm_gender(row.Gender),
+                split=str(row.Split_Set),
+                transcript=text_path.read_text(errors="replace").strip() if text_path.is_file() else "",
+                extra={"consensus": str(getattr(row, "EmoClass", ""))},
+            )
+        )
     unknown_ex = sorted(exclude - {u.utt_id for u in utterances} - set(excluded))
     if unknown_ex:
-        raise DataError(f"params datasets.msp-podcast.exclude names segment(s) not in the selected splits: {unknown_ex[:5]}")
-    return Corpus(utterances, vocabulary=frozenset(CATEGORIES.values()),
-                  excluded={"excluded_in_params": excluded},
-                  filtered={"split_not_selected": not_selected} if not_selected else {})
+        raise DataError(
+            f"params datasets.msp-podcast.exclude names segment(s) not in the selected splits: {unknown_ex[:5]}"
+        )
+    return Corpus(
+        utterances,
+        vocabulary=frozenset(CATEGORIES.values()),
+        excluded={"excluded_in_params": excluded},
+        filtered={"split_not_selected": not_selected} if not_selected else {},
+    )

@@ -36,19 +36,30 @@ def manifest_stats(m: Manifest) -> dict[str, Any]:
     if n == 0:
         return out
     raters = df["n_raters"].to_numpy()
-    out["raters_per_utterance"] = {"mean": round(float(raters.mean()), 3), "min": int(raters.min()),
-                                   "max": int(raters.max())}
+    out["raters_per_utterance"] = {
+        "mean": round(float(raters.mean()), 3),
+        "min": int(raters.min()),
+        "max": int(raters.max()),
+    }
     out["votes_total"] = round(float(votes.sum()), 3)
     majority = df["majority"].replace("", TIE)
     out["majority"] = {k: int((majority == k).sum()) for k in [*m.labels, TIE]}
-    out["share_vote_per_label"] = {x: round(float(v), 4) for x, v in zip(m.labels, votes.sum(axis=0) / votes.sum())}
+    out["share_vote_per_label"] = {
+        x: round(float(v), 4) for x, v in zip(m.labels, votes.sum(axis=0) / votes.sum(), strict=True)
+    }
     out["share_unanimous"] = round(float((df["n_distinct"] == 1).mean()), 4)
     out["share_majority_tie"] = round(float(df["majority_tie"].mean()), 4)
     h = df["entropy_bits"].to_numpy(dtype=float)
-    out["entropy_bits"] = {"mean": round(float(h.mean()), 4), "median": round(float(np.median(h)), 4),
-                           "max_possible": round(float(np.log2(len(m.labels))), 4)}
-    out["ambiguity"] = {"method": m.meta["ambiguity"].get("method"), "edges": m.meta["ambiguity"].get("edges"),
-                        "counts": {b: int((df["ambiguity"] == b).sum()) for b in m.ambiguity_order()}}
+    out["entropy_bits"] = {
+        "mean": round(float(h.mean()), 4),
+        "median": round(float(np.median(h)), 4),
+        "max_possible": round(float(np.log2(len(m.labels))), 4),
+    }
+    out["ambiguity"] = {
+        "method": m.meta["ambiguity"].get("method"),
+        "edges": m.meta["ambiguity"].get("edges"),
+        "counts": {b: int((df["ambiguity"] == b).sum()) for b in m.ambiguity_order()},
+    }
     known = df["intended"].isin(m.labels).to_numpy()
     if known.any():
         idx = np.array([m.labels.index(x) for x in df.loc[known, "intended"]])
@@ -69,11 +80,13 @@ def manifest_stats(m: Manifest) -> dict[str, Any]:
 
 def format_stats(s: dict[str, Any]) -> str:
     """The stats as aligned plain text."""
-    lines = [f"dataset        {s['dataset']}   label set {s['label_set']['name']}: {', '.join(s['label_set']['labels'])}",
-             f"vote policy    {s['vote_policy']}   multi-label raters: {s['multi_label']}",
-             f"utterances     {s['utterances']}   speakers {s['speakers']}",
-             f"audio          {s['audio']['with_audio']} files, {s['audio']['hours']} h"
-             + (f"; {s['audio']['missing']} missing (labels-only manifest)" if s["audio"]["missing"] else "")]
+    lines = [
+        f"dataset        {s['dataset']}   label set {s['label_set']['name']}: {', '.join(s['label_set']['labels'])}",
+        f"vote policy    {s['vote_policy']}   multi-label raters: {s['multi_label']}",
+        f"utterances     {s['utterances']}   speakers {s['speakers']}",
+        f"audio          {s['audio']['with_audio']} files, {s['audio']['hours']} h"
+        + (f"; {s['audio']['missing']} missing (labels-only manifest)" if s["audio"]["missing"] else ""),
+    ]
     if s["exclusions"]:
         lines.append(f"excluded       {s['excluded_total']}")
         lines += [f"  {reason:<28} {count}" for reason, count in s["exclusions"].items()]
@@ -99,8 +112,10 @@ def format_stats(s: dict[str, Any]) -> str:
     lines += [f"  {b:<12} {c:>7} ({c / n:.1%})" for b, c in a["counts"].items()]
     if "intended" in s:
         i = s["intended"]
-        lines.append(f"intended       {i['utterances']} utterances: "
-                     + "  ".join(f"{k} {v}" for k, v in i["distribution"].items()))
+        lines.append(
+            f"intended       {i['utterances']} utterances: "
+            + "  ".join(f"{k} {v}" for k, v in i["distribution"].items())
+        )
         lines.append(f"  votes naming the intended emotion        {i['vote_agreement']:.1%}")
         lines.append(f"  mean vote share of the intended emotion  {i['mean_p_intended']:.1%}")
         lines.append(f"  majority = intended                      {i['majority_agreement']:.1%}")

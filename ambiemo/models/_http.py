@@ -128,8 +128,19 @@ def is_transport_error(exc: BaseException) -> bool:
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return True
     names = {c.__name__ for c in type(exc).__mro__}
-    return any(k in n for n in names for k in ("Timeout", "ConnectError", "ConnectionError", "TransportError",
-                                                 "RemoteProtocolError", "ReadError", "NetworkError"))
+    return any(
+        k in n
+        for n in names
+        for k in (
+            "Timeout",
+            "ConnectError",
+            "ConnectionError",
+            "TransportError",
+            "RemoteProtocolError",
+            "ReadError",
+            "NetworkError",
+        )
+    )
 
 
 def retry_after_s(exc: BaseException) -> float | None:
@@ -147,8 +158,15 @@ def describe(exc: BaseException) -> str:
     return f"HTTP {code}: {text}" if code is not None else f"{type(exc).__name__}: {text}"
 
 
-def call_with_retries(fn: Callable[[], R], policy: RetryPolicy, *, what: str, secrets: Sequence[str | None] = (),
-                      sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None) -> tuple[R, int]:
+def call_with_retries(
+    fn: Callable[[], R],
+    policy: RetryPolicy,
+    *,
+    what: str,
+    secrets: Sequence[str | None] = (),
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> tuple[R, int]:
     """Run ``fn`` until it succeeds; returns ``(result, attempts)``.
 
     Raises ``RequestFailed`` when it keeps failing or fails with a request error, and
@@ -162,10 +180,13 @@ def call_with_retries(fn: Callable[[], R], policy: RetryPolicy, *, what: str, se
             code = status_code(exc)
             reason = scrub(describe(exc), secrets)
             if code in FATAL_STATUS:
-                raise ConfigurationError(f"{what}: {reason}. Check the API key's environment variable, access to "
-                                         "the model, and the model_id in params.yaml") from None
-            retryable = code in RETRY_STATUS or (code is not None and code >= 500) or (
-                code is None and is_transport_error(exc))
+                raise ConfigurationError(
+                    f"{what}: {reason}. Check the API key's environment variable, access to "
+                    "the model, and the model_id in params.yaml"
+                ) from None
+            retryable = (
+                code in RETRY_STATUS or (code is not None and code >= 500) or (code is None and is_transport_error(exc))
+            )
             if code is None and not retryable:
                 raise  # not an API error at all: a bug, surface it
             if not retryable:
@@ -179,9 +200,16 @@ def call_with_retries(fn: Callable[[], R], policy: RetryPolicy, *, what: str, se
 
 
 def failed_candidates(n: int, reason: str, attempts: int, wall_s: float) -> list[Candidate]:
-    return [Candidate(text="", logprob=None, token_logprobs=None, n_tokens=0,
-                      meta={"error": reason, "attempts": attempts, "prompt_tokens": 0, "wall_s": wall_s / n})
-            for _ in range(n)]
+    return [
+        Candidate(
+            text="",
+            logprob=None,
+            token_logprobs=None,
+            n_tokens=0,
+            meta={"error": reason, "attempts": attempts, "prompt_tokens": 0, "wall_s": wall_s / n},
+        )
+        for _ in range(n)
+    ]
 
 
 def run_concurrently(fn: Callable[[T], R], items: Sequence[T], max_workers: int) -> list[R]:
@@ -212,8 +240,10 @@ def cost_usd(pricing: dict[str, float] | None, *, text_in: int, audio_in: int, o
         return 0.0
     unknown = set(pricing) - {"input_per_mtok", "audio_input_per_mtok", "output_per_mtok"}
     if unknown:
-        raise ValueError(f"unknown pricing fields {sorted(unknown)}; use input_per_mtok, audio_input_per_mtok, "
-                         "output_per_mtok (USD per million tokens)")
+        raise ValueError(
+            f"unknown pricing fields {sorted(unknown)}; use input_per_mtok, audio_input_per_mtok, "
+            "output_per_mtok (USD per million tokens)"
+        )
     p_in = float(pricing.get("input_per_mtok", 0.0))
     p_audio = float(pricing.get("audio_input_per_mtok", p_in))
     p_out = float(pricing.get("output_per_mtok", 0.0))
@@ -224,9 +254,11 @@ def api_key_names(spec: dict[str, Any], default: Sequence[str]) -> list[str]:
     """The environment variables that may hold the key; refuses a key written into params."""
     for field in ("api_key", "key", "token"):
         if field in spec:
-            raise ValueError(f"params.yaml model entry has {field!r}: never write API keys into files. Remove it "
-                             "and export the key in an environment variable named by 'api_key_env' "
-                             f"(default {default[0] if default else 'none'})")
+            raise ValueError(
+                f"params.yaml model entry has {field!r}: never write API keys into files. Remove it "
+                "and export the key in an environment variable named by 'api_key_env' "
+                f"(default {default[0] if default else 'none'})"
+            )
     names = spec.get("api_key_env", list(default))
     if names is None:
         return []
@@ -238,8 +270,10 @@ def api_key_from_env(names: Sequence[str], model_key: str) -> str:
         value = os.environ.get(name)
         if value:
             return value
-    raise ConfigurationError(f"model {model_key!r} needs an API key in the environment variable "
-                             f"{' or '.join(names)}; export it (keys are never read from files)")
+    raise ConfigurationError(
+        f"model {model_key!r} needs an API key in the environment variable "
+        f"{' or '.join(names)}; export it (keys are never read from files)"
+    )
 
 
 # -- label scoring from the first answer token's top log-probabilities -----------------------
@@ -351,8 +385,9 @@ class ApiModel(AudioLanguageModel):
     def _make_client(self) -> Any:
         raise NotImplementedError
 
-    def _generate_once(self, request: AudioRequest, config: GenerationConfig, n: int,
-                       seed: int) -> tuple[list[Candidate], CallUsage]:
+    def _generate_once(
+        self, request: AudioRequest, config: GenerationConfig, n: int, seed: int
+    ) -> tuple[list[Candidate], CallUsage]:
         raise NotImplementedError
 
     def _first_token_top(self, request: AudioRequest, prefix: str) -> tuple[list[tuple[str, float]], CallUsage]:
@@ -360,8 +395,9 @@ class ApiModel(AudioLanguageModel):
 
     def _check_config(self, config: GenerationConfig) -> None:
         if config.mode == "beam" and not self.capabilities.beam_search:
-            raise CapabilityError(f"model {self.key!r} ({self.route}) has no beam search; "
-                                  "use mode='sample' or a strategy that samples")
+            raise CapabilityError(
+                f"model {self.key!r} ({self.route}) has no beam search; use mode='sample' or a strategy that samples"
+            )
 
     # -- shared ----------------------------------------------------------------------------
     @property
@@ -380,8 +416,9 @@ class ApiModel(AudioLanguageModel):
             self.usage.calls += 1
             self.usage.prompt_tokens += u.prompt_tokens
             self.usage.gen_tokens += u.gen_tokens
-            self.usage.cost_usd += cost_usd(self.pricing, text_in=u.prompt_tokens - u.audio_tokens,
-                                            audio_in=u.audio_tokens, out=u.gen_tokens)
+            self.usage.cost_usd += cost_usd(
+                self.pricing, text_in=u.prompt_tokens - u.audio_tokens, audio_in=u.audio_tokens, out=u.gen_tokens
+            )
 
     def _fail(self, what: str, reason: str) -> None:
         with self._lock:
@@ -402,8 +439,11 @@ class ApiModel(AudioLanguageModel):
             t0 = time.perf_counter()
             try:
                 (cands, u), _attempts = call_with_retries(
-                    lambda: self._generate_once(request, config, n, seed), self.policy,
-                    what=self._what(request), secrets=[self._secret])
+                    lambda: self._generate_once(request, config, n, seed),
+                    self.policy,
+                    what=self._what(request),
+                    secrets=[self._secret],
+                )
             except RequestFailed as e:
                 self._fail(self._what(request), e.reason)
                 return failed_candidates(n, e.reason, e.attempts, time.perf_counter() - t0)
@@ -415,23 +455,31 @@ class ApiModel(AudioLanguageModel):
 
         done = run_concurrently(run, jobs, self.concurrency)
         out: list[list[Candidate]] = [[] for _ in requests]
-        for (j, _n, _seed), cands in zip(jobs, done):
+        for (j, _n, _seed), cands in zip(jobs, done, strict=True):
             out[j].extend(cands)
         return out
 
     def score_options(self, request: AudioRequest, options: Sequence[str], prefix: str = "") -> np.ndarray:
         if not self.capabilities.option_scoring:
-            raise CapabilityError(f"model {self.key!r} ({self.route}, {self.model_id}) returns no log-probabilities, "
-                                  "so it cannot score label options; set logprobs: true in its params entry only "
-                                  "if the provider serves them for this model")
+            raise CapabilityError(
+                f"model {self.key!r} ({self.route}, {self.model_id}) returns no log-probabilities, "
+                "so it cannot score label options; set logprobs: true in its params entry only "
+                "if the provider serves them for this model"
+            )
         if prefix and not self.assistant_prefill:
-            raise CapabilityError(f"model {self.key!r} ({self.route}) cannot continue an assistant prefix, so it "
-                                  f"cannot score options after {prefix!r}; ask for the bare label word (prefix='') "
-                                  "or serve the model with vLLM (route openai-compatible)")
+            raise CapabilityError(
+                f"model {self.key!r} ({self.route}) cannot continue an assistant prefix, so it "
+                f"cannot score options after {prefix!r}; ask for the bare label word (prefix='') "
+                "or serve the model with vLLM (route openai-compatible)"
+            )
         _ = self.client
         try:
-            (top, u), _attempts = call_with_retries(lambda: self._first_token_top(request, prefix), self.policy,
-                                                    what=self._what(request), secrets=[self._secret])
+            (top, u), _attempts = call_with_retries(
+                lambda: self._first_token_top(request, prefix),
+                self.policy,
+                what=self._what(request),
+                secrets=[self._secret],
+            )
         except RequestFailed as e:
             self._fail(self._what(request), e.reason)
             return np.full(len(options), np.nan)
@@ -443,8 +491,10 @@ def audio_turns(request: AudioRequest) -> int:
     """How many turns carry the clip; an API request without one would silently lose the audio."""
     n = sum(m.audio for m in request.messages)
     if n == 0:
-        raise ValueError(f"utterance {request.utt_id!r}: no message has audio=True, so the model would not hear "
-                         "the clip; mark the user turn that carries it")
+        raise ValueError(
+            f"utterance {request.utt_id!r}: no message has audio=True, so the model would not hear "
+            "the clip; mark the user turn that carries it"
+        )
     for m in request.messages:
         if m.audio and m.role != "user":
             raise ValueError(f"utterance {request.utt_id!r}: only user turns can carry audio, got {m.role!r}")

@@ -156,7 +156,7 @@ class AudioFlamingo2ALM(AudioLanguageModel):
         state: dict[str, Any] = {}
         for chunk in json.loads((weights / "safe_ckpt" / "metadata.json").read_text()):
             state.update(load_file(str(weights / "safe_ckpt" / f"{chunk}.safetensors")))
-        model.load_state_dict(state, strict=False)
+        model.load_state_dict(state, strict=True)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = getattr(torch, self.dtype) if device == "cuda" else torch.float32
         self.model = model.to(device=device, dtype=dtype).eval()
@@ -260,7 +260,7 @@ class AudioFlamingo2ALM(AudioLanguageModel):
             lps = self._continuation_logprobs(audio, prompt, conts)
             wall = (time.perf_counter() - t0) / len(conts)
             cands = []
-            for c, lp in zip(conts, lps):
+            for c, lp in zip(conts, lps, strict=True):
                 body = c[:-1] if c[-1] in stops else c
                 cands.append(
                     Candidate(

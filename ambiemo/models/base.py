@@ -57,7 +57,9 @@ class AudioRequest:
         user turn (the usual ALM prompt: audio, then the instruction)."""
         marked = [i for i, m in enumerate(self.messages) if m.audio]
         if len(marked) > 1:
-            raise ValueError(f"utterance {self.utt_id!r}: {len(marked)} turns are marked audio=True; one clip per request")
+            raise ValueError(
+                f"utterance {self.utt_id!r}: {len(marked)} turns are marked audio=True; one clip per request"
+            )
         if not marked:
             marked = [i for i, m in enumerate(self.messages) if m.role == "user"][:1]
         if not marked:

@@ -54,13 +54,24 @@ def _pick(table: dict[str, list[Any]] | None, utt_id: str, index: int) -> Any:
 class FakeModel(AudioLanguageModel):
     """A scripted model; see the module docstring for what can be set."""
 
-    def __init__(self, key: str = "fake", *, answers: dict[str, list[str]] | None = None,
-                 logprobs: dict[str, list[float]] | None = None, ratings: dict[str, str] | None = None,
-                 option_logprobs: dict[str, float] | None = None, fail: Sequence[str] = (),
-                 labels: Sequence[str] = DEFAULT_LABELS, logprobs_available: bool = True, beam_search: bool = True,
-                 option_scoring: bool = True, wall_s: float = 0.01,
-                 script: Callable[[AudioRequest, GenerationConfig, int], Any] | None = None,
-                 model_id: str = "fake", revision: str | None = None) -> None:
+    def __init__(
+        self,
+        key: str = "fake",
+        *,
+        answers: dict[str, list[str]] | None = None,
+        logprobs: dict[str, list[float]] | None = None,
+        ratings: dict[str, str] | None = None,
+        option_logprobs: dict[str, float] | None = None,
+        fail: Sequence[str] = (),
+        labels: Sequence[str] = DEFAULT_LABELS,
+        logprobs_available: bool = True,
+        beam_search: bool = True,
+        option_scoring: bool = True,
+        wall_s: float = 0.01,
+        script: Callable[[AudioRequest, GenerationConfig, int], Any] | None = None,
+        model_id: str = "fake",
+        revision: str | None = None,
+    ) -> None:
         super().__init__(key, model_id, revision)
         self.answers, self.logprobs, self.ratings = answers, logprobs, ratings or {}
         self.option_logprobs = option_logprobs
@@ -68,8 +79,12 @@ class FakeModel(AudioLanguageModel):
         self.labels = tuple(labels)
         self.wall_s = float(wall_s)
         self.script = script
-        self.capabilities = Capabilities(logprobs=logprobs_available, beam_search=beam_search,
-                                         option_scoring=option_scoring, needs="nothing (a test double)")
+        self.capabilities = Capabilities(
+            logprobs=logprobs_available,
+            beam_search=beam_search,
+            option_scoring=option_scoring,
+            needs="nothing (a test double)",
+        )
         self.requests_seen: list[tuple[str, str, GenerationConfig | None]] = []  # (kind, utt_id, config)
 
     @classmethod
@@ -87,7 +102,7 @@ class FakeModel(AudioLanguageModel):
             return str(int(rng.integers(0, 11)))
         p = np.round(rng.dirichlet(np.ones(len(self.labels))), 2)
         p[-1] = round(1.0 - p[:-1].sum(), 2)
-        return json.dumps({label: float(abs(v)) for label, v in zip(self.labels, p)})
+        return json.dumps({label: float(abs(v)) for label, v in zip(self.labels, p, strict=True)})
 
     def _answer(self, request: AudioRequest, config: GenerationConfig, index: int) -> tuple[str, float, int | None]:
         messages = request.messages
@@ -121,13 +136,15 @@ class FakeModel(AudioLanguageModel):
             for i in range(config.n):
                 text, logprob, n_tokens = self._answer(request, config, i)
                 n_tokens = n_tokens or max(1, len(text) // 4)
-                cands.append(Candidate(
-                    text=text,
-                    logprob=logprob if self.capabilities.logprobs else None,
-                    token_logprobs=[logprob / n_tokens] * n_tokens if self.capabilities.logprobs else None,
-                    n_tokens=n_tokens,
-                    meta={"prompt_tokens": prompt_tokens, "wall_s": self.wall_s / config.n},
-                ))
+                cands.append(
+                    Candidate(
+                        text=text,
+                        logprob=logprob if self.capabilities.logprobs else None,
+                        token_logprobs=[logprob / n_tokens] * n_tokens if self.capabilities.logprobs else None,
+                        n_tokens=n_tokens,
+                        meta={"prompt_tokens": prompt_tokens, "wall_s": self.wall_s / config.n},
+                    )
+                )
             self.usage.calls += 1
             self.usage.prompt_tokens += prompt_tokens
             self.usage.gen_tokens += sum(c.n_tokens for c in cands)

@@ -48,9 +48,12 @@ class GeminiModel(ApiModel):
             raise ImportError(f"model {self.key!r} needs the google-genai package: pip install -e '.[api]'") from e
         self._secret = api_key_from_env(self.key_names, self.key)
         http_options = types.HttpOptions(
-            base_url=self.base_url, api_version=self.api_version, timeout=int(self.timeout_s * 1000),
+            base_url=self.base_url,
+            api_version=self.api_version,
+            timeout=int(self.timeout_s * 1000),
             # One attempt per SDK call: _http.call_with_retries is the one retry loop.
-            retry_options=types.HttpRetryOptions(attempts=1))
+            retry_options=types.HttpRetryOptions(attempts=1),
+        )
         return genai.Client(api_key=self._secret, http_options=http_options)
 
     def contents(self, request: AudioRequest) -> tuple[str | None, list[Any]]:
@@ -77,11 +80,13 @@ class GeminiModel(ApiModel):
         if self.thinking_budget is not None:
             extra["thinking_config"] = types.ThinkingConfig(thinking_budget=self.thinking_budget)
             max_new_tokens += self.thinking_budget
-        return types.GenerateContentConfig(system_instruction=system, max_output_tokens=max_new_tokens,
-                                           **extra, **kwargs)
+        return types.GenerateContentConfig(
+            system_instruction=system, max_output_tokens=max_new_tokens, **extra, **kwargs
+        )
 
-    def _generate_once(self, request: AudioRequest, config: GenerationConfig, n: int,
-                       seed: int) -> tuple[list[Candidate], CallUsage]:
+    def _generate_once(
+        self, request: AudioRequest, config: GenerationConfig, n: int, seed: int
+    ) -> tuple[list[Candidate], CallUsage]:
         system, contents = self.contents(request)
         if config.mode == "greedy":
             sampling: dict[str, Any] = {"temperature": 0.0, "candidate_count": 1}
@@ -108,15 +113,20 @@ class GeminiModel(ApiModel):
 
     def _first_token_top(self, request: AudioRequest, prefix: str) -> tuple[list[tuple[str, float]], CallUsage]:
         system, contents = self.contents(request)
-        gen_config = self._config(system, 1, temperature=0.0, candidate_count=1, response_logprobs=True,
-                                  logprobs=self.top_logprobs)
+        gen_config = self._config(
+            system, 1, temperature=0.0, candidate_count=1, response_logprobs=True, logprobs=self.top_logprobs
+        )
         response = self.client.models.generate_content(model=self.model_id, contents=contents, config=gen_config)
         result = response.candidates[0].logprobs_result if response.candidates else None
         if result is None or not result.top_candidates:
-            raise ValueError(f"{self._what(request)}: Gemini returned no log-probabilities although they were "
-                             "requested; set logprobs: false in this model's params entry")
+            raise ValueError(
+                f"{self._what(request)}: Gemini returned no log-probabilities although they were "
+                "requested; set logprobs: false in this model's params entry"
+            )
         top = result.top_candidates[0].candidates or []
-        return [(t.token or "", float(t.log_probability)) for t in top if t.log_probability is not None], _usage(response)
+        return [(t.token or "", float(t.log_probability)) for t in top if t.log_probability is not None], _usage(
+            response
+        )
 
 
 def _candidate(c: Any) -> Candidate:
@@ -125,16 +135,26 @@ def _candidate(c: Any) -> Candidate:
     chosen = c.logprobs_result.chosen_candidates if c.logprobs_result is not None else None
     token_lps = [float(t.log_probability) for t in chosen] if chosen else None
     finish = c.finish_reason.value if hasattr(c.finish_reason, "value") else c.finish_reason
-    return Candidate(text=text, logprob=sum(token_lps) if token_lps is not None else None, token_logprobs=token_lps,
-                     n_tokens=len(token_lps) if token_lps is not None else int(c.token_count or 0),
-                     meta={"finish_reason": finish})
+    return Candidate(
+        text=text,
+        logprob=sum(token_lps) if token_lps is not None else None,
+        token_logprobs=token_lps,
+        n_tokens=len(token_lps) if token_lps is not None else int(c.token_count or 0),
+        meta={"finish_reason": finish},
+    )
 
 
 def _usage(response: Any) -> CallUsage:
     m = getattr(response, "usage_metadata", None)
     if m is None:
         return CallUsage()
-    audio = sum(d.token_count or 0 for d in (m.prompt_tokens_details or [])
-                if str(getattr(d.modality, "value", d.modality)).upper() == "AUDIO")
-    return CallUsage(prompt_tokens=int(m.prompt_token_count or 0), audio_tokens=int(audio),
-                     gen_tokens=int(m.candidates_token_count or 0) + int(m.thoughts_token_count or 0))
+    audio = sum(
+        d.token_count or 0
+        for d in (m.prompt_tokens_details or [])
+        if str(getattr(d.modality, "value", d.modality)).upper() == "AUDIO"
+    )
+    return CallUsage(
+        prompt_tokens=int(m.prompt_token_count or 0),
+        audio_tokens=int(audio),
+        gen_tokens=int(m.candidates_token_count or 0) + int(m.thoughts_token_count or 0),
+    )

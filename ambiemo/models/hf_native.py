@@ -301,7 +301,7 @@ class TransformersALM(AudioLanguageModel):
         self._ensure_loaded()
         enc = self._encode(request)
         conts = [self._option_ids(prefix, o) for o in options]
-        empty = [o for o, c in zip(options, conts) if not c]
+        empty = [o for o, c in zip(options, conts, strict=True) if not c]
         if empty:
             raise ValueError(f"utterance {request.utt_id!r}: options {empty!r} (with prefix {prefix!r}) have no tokens")
         with torch.inference_mode():

@@ -75,13 +75,14 @@ class OpenAIChatModel(ApiModel):
             self._secret = api_key_from_env(self.key_names, self.key)
         else:
             if not base_url:
-                raise ConfigurationError(f"model {self.key!r} ({self.route}) needs the server's URL: set base_url in "
-                                         "its params entry (e.g. http://localhost:8000/v1) or OPENAI_BASE_URL")
+                raise ConfigurationError(
+                    f"model {self.key!r} ({self.route}) needs the server's URL: set base_url in "
+                    "its params entry (e.g. http://localhost:8000/v1) or OPENAI_BASE_URL"
+                )
             # A vLLM server started without --api-key accepts any key; the SDK insists on one.
             self._secret = next((os.environ[n] for n in self.key_names if os.environ.get(n)), None)
         # max_retries=0: _http.call_with_retries is the one retry loop.
-        return openai.OpenAI(api_key=self._secret or "EMPTY", base_url=base_url, timeout=self.timeout_s,
-                             max_retries=0)
+        return openai.OpenAI(api_key=self._secret or "EMPTY", base_url=base_url, timeout=self.timeout_s, max_retries=0)
 
     def messages(self, request: AudioRequest, prefix: str = "") -> list[dict[str, Any]]:
         """The chat messages for ``request`` (and an assistant turn to continue, if ``prefix``)."""
@@ -100,10 +101,15 @@ class OpenAIChatModel(ApiModel):
             out.append({"role": "assistant", "content": prefix})
         return out
 
-    def _generate_once(self, request: AudioRequest, config: GenerationConfig, n: int,
-                       seed: int) -> tuple[list[Candidate], CallUsage]:
-        kwargs: dict[str, Any] = {"model": self.model_id, "messages": self.messages(request),
-                                  "max_completion_tokens": config.max_new_tokens, "seed": seed}
+    def _generate_once(
+        self, request: AudioRequest, config: GenerationConfig, n: int, seed: int
+    ) -> tuple[list[Candidate], CallUsage]:
+        kwargs: dict[str, Any] = {
+            "model": self.model_id,
+            "messages": self.messages(request),
+            "max_completion_tokens": config.max_new_tokens,
+            "seed": seed,
+        }
         if config.mode == "greedy":
             kwargs.update(temperature=0.0, n=1)
         elif config.mode == "sample":
@@ -118,12 +124,15 @@ class OpenAIChatModel(ApiModel):
         for choice in response.choices:
             content = choice.logprobs.content if choice.logprobs is not None else None
             token_lps = [float(t.logprob) for t in content] if content else None
-            cands.append(Candidate(
-                text=choice.message.content or "",
-                logprob=sum(token_lps) if token_lps is not None else None,
-                token_logprobs=token_lps,
-                n_tokens=len(token_lps) if token_lps is not None else 0,
-                meta={"finish_reason": choice.finish_reason}))
+            cands.append(
+                Candidate(
+                    text=choice.message.content or "",
+                    logprob=sum(token_lps) if token_lps is not None else None,
+                    token_logprobs=token_lps,
+                    n_tokens=len(token_lps) if token_lps is not None else 0,
+                    meta={"finish_reason": choice.finish_reason},
+                )
+            )
             refusal = getattr(choice.message, "refusal", None)
             if refusal:  # the model declined: no content, a reason instead; it does not parse, like any non-answer
                 cands[-1].meta["refusal"] = refusal
@@ -141,16 +150,24 @@ class OpenAIChatModel(ApiModel):
         return cands, u
 
     def _first_token_top(self, request: AudioRequest, prefix: str) -> tuple[list[tuple[str, float]], CallUsage]:
-        kwargs: dict[str, Any] = {"model": self.model_id, "messages": self.messages(request, prefix),
-                                  "max_completion_tokens": 1, "temperature": 0.0, "n": 1,
-                                  "logprobs": True, "top_logprobs": self.top_logprobs}
+        kwargs: dict[str, Any] = {
+            "model": self.model_id,
+            "messages": self.messages(request, prefix),
+            "max_completion_tokens": 1,
+            "temperature": 0.0,
+            "n": 1,
+            "logprobs": True,
+            "top_logprobs": self.top_logprobs,
+        }
         if prefix:  # vLLM: continue the assistant turn instead of starting a new one
             kwargs["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
         response = self.client.chat.completions.create(**kwargs)
         content = response.choices[0].logprobs.content if response.choices[0].logprobs else None
         if not content:
-            raise ValueError(f"{self._what(request)}: the server returned no log-probabilities although they were "
-                             "requested; set logprobs: false in this model's params entry")
+            raise ValueError(
+                f"{self._what(request)}: the server returned no log-probabilities although they were "
+                "requested; set logprobs: false in this model's params entry"
+            )
         return [(t.token, float(t.logprob)) for t in content[0].top_logprobs], _usage(response)
 
 
@@ -160,5 +177,6 @@ def _usage(response: Any) -> CallUsage:
         return CallUsage()
     details = getattr(u, "prompt_tokens_details", None)
     audio = getattr(details, "audio_tokens", None) or 0
-    return CallUsage(prompt_tokens=int(u.prompt_tokens or 0), audio_tokens=int(audio),
-                     gen_tokens=int(u.completion_tokens or 0))
+    return CallUsage(
+        prompt_tokens=int(u.prompt_tokens or 0), audio_tokens=int(audio), gen_tokens=int(u.completion_tokens or 0)
+    )
