@@ -2,7 +2,7 @@
 
 Each subcommand group lives in its own module beside this one and is mounted here:
 ``data`` (corpora and manifests), ``models``, ``strategies``, ``cache``, ``infer``,
-``score``, and ``profile`` (which params profile the pipeline runs).
+``score``, ``plan`` (what a profile will cost), and ``profile`` (which params profile the pipeline runs).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 import ambiemo
-from ambiemo.cli import cache, data, infer, models, profile, score, strategies
+from ambiemo.cli import cache, data, infer, models, plan, profile, score, strategies
 
 app = typer.Typer(
     help="ambiemo: ambiguous speech emotion recognition with audio-language models.",
@@ -42,6 +42,7 @@ app.add_typer(cache.app, name="cache")
 app.add_typer(score.app, name="score")
 app.add_typer(profile.app, name="profile")
 app.command("infer")(infer.infer)
+app.command("plan")(plan.plan)
 
 
 def main() -> None:
