@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 EXTRAS ?= demo,api,dev
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv repro test test-fast lint format dag clean-results lock paper
+.PHONY: venv repro test test-fast lint format bench dag clean-results lock paper
 
 $(STAMP): pyproject.toml requirements/constraints.txt requirements/weights.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Speed as ratios measured side by side in one run (benchmarks/run.py); JSON in results/bench/.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
 
 dag: $(STAMP)
 	$(BIN)/dvc dag

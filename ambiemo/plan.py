@@ -174,7 +174,10 @@ def _capabilities(key: str, spec: Mapping[str, Any]) -> dict[str, bool]:
 
     _import_adapters()
     cls = MODELS.get(spec["adapter"])
-    caps = cls.spec_capabilities(dict(spec)) if hasattr(cls, "spec_capabilities") else cls.capabilities
+    if hasattr(cls, "spec_capabilities"):
+        caps = cls.spec_capabilities(dict(spec))
+    else:  # adapters load lazily: building one reads its spec, loads nothing
+        caps = cls.from_spec(key, dict(spec)).capabilities
     return {"logprobs": caps.logprobs, "beam_search": caps.beam_search, "option_scoring": caps.option_scoring}
 
 
