@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 import ambiemo
-from ambiemo.cli import cache, data, infer, models, plan, profile, score, strategies
+from ambiemo.cli import cache, data, infer, models, models_fetch, plan, profile, score, strategies
 
 app = typer.Typer(
     help="ambiemo: ambiguous speech emotion recognition with audio-language models.",
@@ -36,6 +36,7 @@ def _root(
 
 
 app.add_typer(data.app, name="data")
+models.app.command("fetch")(models_fetch.fetch)
 app.add_typer(models.app, name="models")
 app.add_typer(strategies.app, name="strategies")
 app.add_typer(cache.app, name="cache")
