@@ -156,7 +156,7 @@ class AudioFlamingo2ALM(AudioLanguageModel):
         state: dict[str, Any] = {}
         for chunk in json.loads((weights / "safe_ckpt" / "metadata.json").read_text()):
             state.update(load_file(str(weights / "safe_ckpt" / f"{chunk}.safetensors")))
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=False)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = getattr(torch, self.dtype) if device == "cuda" else torch.float32
         self.model = model.to(device=device, dtype=dtype).eval()
