@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -25,12 +26,17 @@ def show(params: Annotated[Path, typer.Option(help="Params file.")] = Path("para
 
 @app.command("use")
 def use(name: str, params: Annotated[Path, typer.Option(help="Params file.")] = Path("params.yaml")) -> None:
-    """Copy ``profiles.NAME`` into the ``run`` block of params.yaml (comments elsewhere are kept)."""
+    """Point the ``run`` block of params.yaml at ``profiles.NAME`` (a YAML merge key); the rest of the file is kept.
+
+    The block becomes ``run: {<<: *NAME, profile: NAME}``; overrides written under the old block are dropped.
+    """
     p = load_params(params)
     profiles = p.get("profiles", {})
     if name not in profiles:
         raise typer.BadParameter(f"no profile {name!r} in {params}; profiles: {', '.join(profiles)}")
     text = params.read_text()
+    if not re.search(rf"^  {re.escape(name)}: &{re.escape(name)}\b", text, flags=re.MULTILINE):
+        raise typer.BadParameter(f"{params}: profiles.{name} has no anchor; write it as `  {name}: &{name}`")
     lines = text.splitlines(keepends=True)
     try:
         start = next(i for i, ln in enumerate(lines) if ln.rstrip() == "run:")
@@ -42,9 +48,7 @@ def use(name: str, params: Annotated[Path, typer.Option(help="Params file.")] = 
     # keep the blank lines that separate the block from the next one
     while end > start + 1 and not lines[end - 1].strip():
         end -= 1
-    block = ["run:\n", f"  profile: {name}\n"]
-    for key, value in profiles[name].items():
-        rendered = "[" + ", ".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
-        block.append(f"  {key}: {rendered}\n")
+    block = ["run:\n", f"  <<: *{name}\n", f"  profile: {name}\n"]
     params.write_text("".join(lines[:start] + block + lines[end:]))
+    load_params(params)  # the rewritten file still validates
     typer.echo(f"{params}: run block now follows profile {name!r}; `dvc repro` runs it")
