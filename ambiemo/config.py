@@ -45,7 +45,9 @@ def cache_dir(params: dict[str, Any]) -> Path:
     env = os.environ.get("AMBIEMO_CACHE_DIR")
     if env:
         return Path(env)
-    return Path(params.get("paths", {}).get("cache_dir", ".cache/ambiemo"))
+    from ambiemo.params_schema import Paths
+
+    return Path((params.get("paths") or {}).get("cache_dir") or Paths().cache_dir)
 
 
 def strategy_settings(params: dict[str, Any]) -> dict[str, Any]:

@@ -196,3 +196,18 @@ def test_a_strategy_registered_as_the_readme_says(tmp_path):
     assert [r.budget for r in rows] == [1, 2] and np.allclose(rows[0].p, 0.25)
     result = CliRunner().invoke(app, ["strategies", "list", "--params", str(p)])
     assert result.exit_code == 0 and "uniform-test" in result.output and "K in [1, 2]" in result.output
+
+
+def test_dvc_exp_run_set_param_keeps_the_file_valid_and_switchable(tmp_path):
+    """`dvc exp run -S` rewrites params.yaml with DVC's own writer: the override lands in `run` beside the
+    merge key; `profile use` then still switches (restoring an anchor DVC dropped)."""
+    from dvc.utils import hydra  # a dependency: the pipeline's runner
+    p = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", p)
+    hydra.apply_overrides(str(p), ["run.models=[fake]", "run.limit=2"])
+    run = load_params(p)["run"]
+    assert run["models"] == ["fake"] and run["limit"] == 2 and run["profile"] == "demo"
+    assert run["strategies"] == load_params(ROOT / "params.yaml")["profiles"]["demo"]["strategies"]
+    assert CliRunner().invoke(app, ["profile", "use", "paper", "--params", str(p)]).exit_code == 0
+    params = load_params(p)
+    assert params["run"] == {"profile": "paper", **params["profiles"]["paper"]}

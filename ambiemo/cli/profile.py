@@ -34,10 +34,7 @@ def use(name: str, params: Annotated[Path, typer.Option(help="Params file.")] = 
     profiles = p.get("profiles", {})
     if name not in profiles:
         raise typer.BadParameter(f"no profile {name!r} in {params}; profiles: {', '.join(profiles)}")
-    text = params.read_text()
-    if not re.search(rf"^  {re.escape(name)}: &{re.escape(name)}\b", text, flags=re.MULTILINE):
-        raise typer.BadParameter(f"{params}: profiles.{name} has no anchor; write it as `  {name}: &{name}`")
-    lines = text.splitlines(keepends=True)
+    lines = _anchored(params.read_text().splitlines(keepends=True), name, params)
     try:
         start = next(i for i, ln in enumerate(lines) if ln.rstrip() == "run:")
     except StopIteration:
@@ -52,3 +49,23 @@ def use(name: str, params: Annotated[Path, typer.Option(help="Params file.")] = 
     params.write_text("".join(lines[:start] + block + lines[end:]))
     load_params(params)  # the rewritten file still validates
     typer.echo(f"{params}: run block now follows profile {name!r}; `dvc repro` runs it")
+
+
+def _anchored(lines: list[str], name: str, params: Path) -> list[str]:
+    """The file's lines with ``profiles.NAME`` carrying the anchor ``&NAME`` (added where a rewrite such as
+    ``dvc exp run -S`` dropped an anchor nothing referred to)."""
+    entry = re.compile(rf"^  {re.escape(name)}:(?=\s|$)")
+    try:
+        start = next(i for i, ln in enumerate(lines) if ln.rstrip() == "profiles:")
+        i = next(
+            j
+            for j in range(start + 1, len(lines))
+            if entry.match(lines[j]) or (lines[j].strip() and not lines[j].startswith((" ", "#")))
+        )
+    except StopIteration:
+        i = -1
+    if i < 0 or not entry.match(lines[i]):
+        raise typer.BadParameter(f"{params}: no `  {name}:` entry under a top-level `profiles:` block")
+    if not re.match(rf"^  {re.escape(name)}: &{re.escape(name)}(?=\s|$)", lines[i]):
+        lines = [*lines[:i], lines[i].replace(f"{name}:", f"{name}: &{name}", 1), *lines[i + 1 :]]
+    return lines

@@ -123,7 +123,7 @@ class WeightedBestOfN(CandidateStrategy):
 
     def check(self) -> None:
         super().check()
-        temperature = float(self.cfg.get("temperature", 1.0))
+        temperature = float(self.cfg["temperature"])
         if not temperature > 0:
             raise ValueError(
                 f"params strategies.w-bon.temperature must be > 0, got {temperature} "
@@ -133,7 +133,7 @@ class WeightedBestOfN(CandidateStrategy):
     def weights(self, cands, ok, scores):
         if not ok:
             return np.empty(0)
-        temperature = float(self.cfg.get("temperature", 1.0))
+        temperature = float(self.cfg["temperature"])
         return softmax(np.array([self.ctx.likelihood(cands[i]) for i in ok]) / temperature)
 
 
@@ -143,7 +143,7 @@ class _Verified(CandidateStrategy):
     uses_verifier = True
 
     def verifier_method(self) -> str:
-        method = self.ctx.settings["verifier"].get("method", "auto")
+        method = self.ctx.settings["verifier"]["method"]
         if method not in ("auto", "options", "generate"):
             raise ValueError(f"params strategies.verifier.method must be auto, options or generate, got {method!r}")
         if method == "auto":

@@ -73,7 +73,7 @@ class LabelScoring(Strategy):
 
     def variants(self, label: str) -> list[str]:
         forms = {"lower": label.lower(), "title": label.title(), "upper": label.upper(), "as-is": label}
-        names = self.cfg.get("variants", ["lower", "title"])
+        names = self.cfg["variants"]
         unknown = [v for v in names if v not in forms]
         if unknown:
             raise ValueError(f"params strategies.label-scoring.variants: unknown {unknown}; known: {list(forms)}")
