@@ -202,6 +202,7 @@ def test_dvc_exp_run_set_param_keeps_the_file_valid_and_switchable(tmp_path):
     """`dvc exp run -S` rewrites params.yaml with DVC's own writer: the override lands in `run` beside the
     merge key; `profile use` then still switches (restoring an anchor DVC dropped)."""
     from dvc.utils import hydra  # a dependency: the pipeline's runner
+
     p = tmp_path / "params.yaml"
     shutil.copy(ROOT / "params.yaml", p)
     hydra.apply_overrides(str(p), ["run.models=[fake]", "run.limit=2"])
