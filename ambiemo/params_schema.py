@@ -61,6 +61,7 @@ class Run(Profile):
 class Paths(_Strict):
     results: str = "results"
     cache_dir: str = ".cache/ambiemo"  # $AMBIEMO_CACHE_DIR overrides it
+    weights_dir: str | None = None  # fetched weights (`ambiemo models fetch`, ambiemo.weights); None: the hub cache
 
 
 # --------------------------------------------------------------------------- data
@@ -356,7 +357,8 @@ def _cross_references(params: dict[str, Any]) -> list[tuple[str, str]]:
     profiles = params.get("profiles") if isinstance(params.get("profiles"), dict) else {}
     run = params.get("run") if isinstance(params.get("run"), dict) else {}
     profile = run.get("profile")
-    if profile is not None and profile not in profiles:
+    # Without a `profiles` section (a minimal params file) run.profile only labels per-profile values.
+    if profile is not None and "profiles" in params and profile not in profiles:
         problems.append(("run.profile", f"unknown profile {profile!r}; profiles: {', '.join(profiles) or '(none)'}"))
     blocks = [("run", run)] + [(f"profiles.{k}", v) for k, v in profiles.items() if isinstance(v, dict)]
     strategies = set(_registered_strategies())

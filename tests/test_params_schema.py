@@ -102,6 +102,7 @@ def test_model_and_dataset_entries_keep_their_own_keys(repo_params):
     p = copy.deepcopy(repo_params)
     p["models"]["fake"]["answers"] = {"*": ["{}"]}  # an adapter-specific key
     p["datasets"]["demo"]["n_speakers"] = 4  # a loader-specific key
+    p["paths"]["weights_dir"] = "weights"  # ambiemo.weights
     validate_params(p)
     del p["models"]["fake"]["adapter"]
     assert "models.fake.adapter" in problems(p)
