@@ -377,3 +377,17 @@ def apply_failure_policy(p: np.ndarray | None, n_labels: int, policy: str = "uni
     if policy == "uniform":
         return np.full(n_labels, 1.0 / n_labels), False
     return np.full(n_labels, np.nan), False
+
+
+# --------------------------------------------------------------------------- verifier replies
+
+_RATING_RE = re.compile(r"(?<![\d.\-])(\d+(?:\.\d+)?)(?:\s*/\s*10)?")  # "-3" is no rating
+
+
+def parse_rating(text: str) -> float | None:
+    """The verifier's reply ``7`` / ``7/10`` / ``Score: 7.`` -> 0.7; None when it names no number in 0..10."""
+    m = _RATING_RE.search(text or "")
+    if m is None:
+        return None
+    value = float(m.group(1))
+    return value / 10.0 if 0.0 <= value <= 10.0 else None

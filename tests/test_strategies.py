@@ -11,18 +11,12 @@ import pytest
 from scipy.special import logsumexp
 from scipy.special import softmax as scipy_softmax
 
+from ambiemo.config import by_profile, strategy_settings
 from ambiemo.models.fake import FakeModel
+from ambiemo.parsing import parse_rating
 from ambiemo.prompts import PromptBook
-from ambiemo.strategies import (
-    STRATEGIES,
-    Context,
-    Cost,
-    Utterance,
-    by_profile,
-    label_votes,
-    parse_rating,
-    strategy_settings,
-)
+from ambiemo.strategies import STRATEGIES, Context, Cost, Utterance
+from ambiemo.strategies.ensembles import label_votes
 
 FOUR = ("neutral", "happy", "angry", "sad")
 UTT = Utterance("u0", np.zeros(1600, dtype=np.float32), 16000)

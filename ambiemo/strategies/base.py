@@ -1,0 +1,245 @@
+"""The strategy contract: what a strategy sees (Utterance, Context), what it returns (Row, Cost),
+how a candidate is stored (``record``), and the registry that names each strategy."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from ambiemo.models.base import AudioLanguageModel, AudioRequest, Candidate, CapabilityError, GenerationConfig
+from ambiemo.parsing import parse_distribution
+from ambiemo.prompts import Prompt, PromptBook
+from ambiemo.registry import Registry
+
+
+@dataclass
+class Utterance:
+    """What a strategy sees of one utterance."""
+
+    utt_id: str
+    waveform: np.ndarray
+    sample_rate: int
+
+
+@dataclass
+class Cost:
+    """Compute behind one prediction row."""
+
+    model_calls: int = 0
+    verifier_calls: int = 0
+    prompt_tokens: int | None = 0  # None: a route reported none (option scoring)
+    gen_tokens: int = 0
+    wall_s: float = 0.0  # NaN: unknown
+
+    def add(self, candidates: Sequence[Candidate], *, verifier: bool = False) -> Cost:
+        """One request's candidates (or the first few of them, for a derived budget)."""
+        if verifier:
+            self.verifier_calls += 1
+        else:
+            self.model_calls += 1
+        if candidates:
+            tokens = candidates[0].meta.get("prompt_tokens")
+            self.prompt_tokens = (
+                None if tokens is None or self.prompt_tokens is None else self.prompt_tokens + int(tokens)
+            )
+        self.gen_tokens += sum(int(c.n_tokens) for c in candidates)
+        self.wall_s += sum(float(c.meta.get("wall_s", math.nan)) for c in candidates)
+        return self
+
+    def add_scoring(self, *, verifier: bool = False) -> Cost:
+        """One ``score_options`` request: no tokens or time reported by the contract."""
+        if verifier:
+            self.verifier_calls += 1
+        else:
+            self.model_calls += 1
+            self.prompt_tokens = None
+            self.wall_s = math.nan
+        return self
+
+    def __add__(self, other: Cost) -> Cost:
+        pt = (
+            None
+            if self.prompt_tokens is None or other.prompt_tokens is None
+            else self.prompt_tokens + other.prompt_tokens
+        )
+        return Cost(
+            self.model_calls + other.model_calls,
+            self.verifier_calls + other.verifier_calls,
+            pt,
+            self.gen_tokens + other.gen_tokens,
+            self.wall_s + other.wall_s,
+        )
+
+
+@dataclass
+class Row:
+    """One predictions row before the parse-failure policy: ``p`` is None when nothing parsed."""
+
+    strategy: str
+    budget: int
+    p: np.ndarray | None
+    candidates: list[dict[str, Any]]
+    cost: Cost
+
+
+@dataclass
+class Context:
+    """Everything a strategy needs: the model, the labels, the prompts, its settings."""
+
+    model: AudioLanguageModel
+    labels: tuple[str, ...]
+    prompts: PromptBook
+    settings: dict[str, Any]  # params ``strategies``, defaults filled in (ambiemo.config.strategy_settings)
+    verifier: AudioLanguageModel | None = None
+
+    def section(self, name: str) -> dict[str, Any]:
+        return dict(self.settings.get(name) or {})
+
+    def max_new_tokens(self, kind: str) -> int:
+        t = self.settings["max_new_tokens"]
+        answer = int(t["base"]) + int(t["per_label"]) * len(self.labels)
+        return {
+            "distribution": answer,
+            "cot": int(t["reasoning"]) + answer,
+            "single": int(t["single"]),
+            "verifier": int(t["verifier"]),
+        }[kind]
+
+    def generate(
+        self, utts: Sequence[Utterance], prompts: Sequence[Prompt], config: GenerationConfig
+    ) -> list[list[Candidate]]:
+        """One request per utterance; a candidate carrying an ``error`` (a failed API request) fails its utterance."""
+        model = self.model
+        requests = [
+            AudioRequest(u.utt_id, u.waveform, u.sample_rate, list(p.messages))
+            for u, p in zip(utts, prompts, strict=True)
+        ]
+        out = model.generate(requests, config)
+        for u, cands in zip(utts, out, strict=True):
+            for c in cands:
+                if "error" in c.meta:
+                    raise RuntimeError(f"model {model.key!r} failed on utterance {u.utt_id!r}: {c.meta['error']}")
+        return out
+
+    def parse(self, text: str) -> np.ndarray | None:
+        return parse_distribution(text, self.labels)
+
+    def likelihood(self, c: Candidate) -> float:
+        if c.logprob is None:
+            raise CapabilityError(f"model {self.model.key!r} returned a candidate without a log-probability")
+        alpha = float(self.settings["likelihood"]["length_alpha"])
+        return float(c.logprob) / max(int(c.n_tokens), 1) ** alpha
+
+
+def record(c: Candidate, p: np.ndarray | None, prompt: Prompt, **extra: Any) -> dict[str, Any]:
+    """A candidate as stored in the ``candidates`` JSON column."""
+    out = {
+        "text": c.text,
+        "logprob": c.logprob,
+        "n_tokens": int(c.n_tokens),
+        "p": None if p is None else [float(x) for x in p],
+        "verifier_score": None,
+        "weight": None,
+        "selected": False,
+        **prompt.record(),
+    }
+    out.update(extra)
+    return out
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=float)
+    z = np.exp(x - x.max())
+    return z / z.sum()
+
+
+def weighted_mean(dists: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """Mixture of distributions; weights are normalised here (all zero: the plain mean)."""
+    w = np.asarray(weights, dtype=float)
+    w = w / w.sum() if w.sum() > 0 else np.full(len(dists), 1.0 / len(dists))
+    return np.einsum("i,ij->j", w, np.asarray(dists, dtype=float))
+
+
+class Strategy:
+    """The contract: ``run(utterances, budgets) -> rows per utterance``.
+
+    A subclass sets the class attributes below and implements ``run``. It raises on a model
+    error; the caller then retries utterance by utterance and records the failures.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    needs: ClassVar[tuple[str, ...]] = ()  # model capabilities: logprobs, beam_search, option_scoring
+    budget_name: ClassVar[str | None] = None  # "B", "N", "K"; None: one-shot (budget 1)
+    uses_verifier: ClassVar[bool] = False
+    readouts: ClassVar[tuple[str, ...]] = ()  # extra row labels besides ``name``
+    selection: ClassVar[str] = ""  # how the answer is chosen or combined, for provenance
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.section(self.name)
+
+    def check(self) -> None:
+        """Refuse, before any work, a model that lacks what this strategy needs."""
+        for capability in self.needs:
+            self.ctx.model.require(capability, self.name)
+        if self.uses_verifier and self.ctx.verifier is None:
+            raise CapabilityError(
+                f"strategy {self.name!r} needs a verifier model: set params strategies.verifier.model"
+            )
+
+    def default_budgets(self) -> list[int]:
+        if self.budget_name is None:
+            return [1]
+        budgets = self.cfg.get("budgets")
+        if not budgets:
+            raise KeyError(f"params.yaml strategies.{self.name}.budgets is empty; give a list such as [2, 3]")
+        return sorted({int(b) for b in budgets})
+
+    def check_budgets(self, budgets: Sequence[int]) -> None:
+        """Refuse budgets this strategy cannot run, before any work."""
+        if self.budget_name is None and list(budgets) != [1]:
+            raise ValueError(f"strategy {self.name!r} has no budget; got budgets {list(budgets)} (use 1)")
+        if any(int(b) < 1 for b in budgets):
+            raise ValueError(f"strategy {self.name!r}: budgets must be >= 1, got {list(budgets)}")
+
+    def row_labels(self) -> tuple[str, ...]:
+        return (self.name, *self.readouts)
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "settings": self.cfg,
+            "candidate_source": self.candidate_source(),
+            "selection": self.selection,
+        }
+
+    def candidate_source(self) -> str:
+        return "greedy"
+
+    def run(self, utts: Sequence[Utterance], budgets: Sequence[int]) -> list[list[Row]]:
+        raise NotImplementedError
+
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+
+S = TypeVar("S", bound=type[Strategy])
+
+
+def register_strategy(name: str) -> Callable[[S], S]:
+    """``@register_strategy("bon")``: registers the class under ``name`` and sets ``cls.name`` (written once)."""
+
+    def decorator(cls: S) -> S:
+        cls.name = name
+        return STRATEGIES.register(name)(cls)
+
+    return decorator
+
+
+def check_one_shot(name: str, budgets: Sequence[int]) -> None:
+    if list(budgets) != [1]:
+        raise ValueError(f"strategy {name!r} has no budget; got budgets {list(budgets)} (use 1)")
