@@ -151,7 +151,7 @@ def _broken(tmp_path, old, new):
             "[6.2901 8.2357]\tSes01F_impro01_F000",
             r"Ses01F_impro01.txt:3: malformed turn header",
         ),
-        ("C-E2:\tNeutral;\t()", "C-E2:\t\t()", r"Ses01F_impro01.txt:4: rater C-E2 gives no category"),
+        ("C-E2:\tNeutral;\t()", "C-E2: Neutral;", r"Ses01F_impro01.txt:4: malformed categorical line"),
         ("A-E3:\tval 3", "B-E3:\tval 3", r"Ses01F_impro01.txt:8: unexpected line"),
         ("Ses01F_impro01_F001\thap", "Ses01F_impro01_F000\thap", r"duplicate utterance id\(s\): Ses01F_impro01_F000"),
     ],

@@ -258,21 +258,22 @@ def _rating_rows(u: Utterance, ls: LabelSet, rules: VoteRules) -> list[dict[str,
         for c, spelled in zip(r.categories, r.given, strict=True):
             # A share split among the spellings that merge into one label (Happiness; Excited -> happy).
             w = shares.get(ls.canonical(c), 0.0) / per_canonical[ls.canonical(c)]
-            rows.append(_row(u.utt_id, r, spelled, label_of(c), w, "primary"))
+            rows.append(_row(u.utt_id, r, spelled, c, label_of(c), w, "primary"))
         extra = [c for c in dict.fromkeys(ls.canonical(c) for c in r.secondary) if c not in primary]
         for c, spelled in zip(r.secondary, r.secondary_given, strict=True):
             canonical = ls.canonical(c)
             first = canonical in extra and next(x for x in r.secondary if ls.canonical(x) == canonical) == c
             w = rules.secondary_weight / len(extra) if first else 0.0
-            rows.append(_row(u.utt_id, r, spelled, label_of(c), w, "secondary"))
+            rows.append(_row(u.utt_id, r, spelled, c, label_of(c), w, "secondary"))
     return rows
 
 
-def _row(utt: str, r: Rating, spelled: str, label: str | None, weight: float, kind: str) -> dict[str, Any]:
+def _row(utt: str, r: Rating, spelled: str, word: str, label: str | None, weight: float, kind: str) -> dict[str, Any]:
     return {
         "utt_id": utt,
         "rater": r.rater,
         "category": spelled,
+        "word": word,
         "label": label,
         "weight": weight,
         "kind": kind,
@@ -281,10 +282,10 @@ def _row(utt: str, r: Rating, spelled: str, label: str | None, weight: float, ki
 
 
 def ratings_table(utts: list[Utterance], ls: LabelSet, rules: VoteRules) -> pd.DataFrame:
-    """The ratings table (``ambiemo.ratings``) of ``utts`` under a label set and vote rules."""
+    """The ratings table (``ambiemo.ratings``) of ``utts`` under a label set and vote rules, with
+    one more column, ``word``: the loader's lowercase word for the category."""
     rows = [row for u in utts for row in _rating_rows(u, ls, rules)]
-    df = pd.DataFrame(rows, columns=list(RATINGS_COLUMNS))
-    return coerce_ratings(df)
+    return pd.DataFrame(rows, columns=[*RATINGS_COLUMNS, "word"])
 
 
 def _outside(ratings: pd.DataFrame) -> pd.DataFrame:
@@ -365,8 +366,7 @@ def prepare_dataset(
         if lost:
             dropped_votes["outside_label_set"] = dropped_votes.get("outside_label_set", 0.0) + lost
     # Out-of-set categories seen, whatever the policy did with them (for the stats report).
-    outside = _outside(ratings).assign(c=lambda d: d["category"].str.strip().str.lower())
-    outside = {str(k): float(v) for k, v in outside.groupby("c")["weight"].sum().items()}
+    outside = {str(k): float(v) for k, v in _outside(ratings).groupby("word")["weight"].sum().items()}
 
     keep = np.array([u.utt_id not in gone for u in utts], dtype=bool)
     kept = [u for u, k in zip(utts, keep, strict=True) if k]
@@ -376,7 +376,7 @@ def prepare_dataset(
         keep &= np.array([u.utt_id not in set(audio.excluded) for u in utts], dtype=bool)
         kept = [u for u, k in zip(utts, keep, strict=True) if k]
     df, amb_meta = build_manifest(_info_frame(kept, name, audio), votes[keep], n_raters[keep], ls, _bins(params, spec))
-    ratings = ratings[ratings["utt_id"].isin(set(df["utt_id"]))].reset_index(drop=True)
+    ratings = coerce_ratings(ratings[ratings["utt_id"].isin(set(df["utt_id"]))])
 
     meta = {
         "dataset": name,
