@@ -341,6 +341,7 @@ def prepare_dataset(
         spec["seed"] = params.get("seed")
     ls = _label_set(name, params, spec, label_set)
     rules = VoteRules.from_spec(name, spec)
+    ls_name = ls.name
     if rules.policy == OTHER:
         ls = ls.with_other()
 
@@ -393,7 +394,15 @@ def prepare_dataset(
     }
     exclusions = {**{k: len(v) for k, v in excluded.items()}, **{k: int(v) for k, v in corpus.filtered.items() if v}}
     return _finish(
-        df, ratings, meta, exclusions, ls, amb_meta, _provenance(params, name, ls, spec, root_path), out, ratings_out
+        df,
+        ratings,
+        meta,
+        exclusions,
+        ls,
+        amb_meta,
+        _provenance(params, name, ls_name, spec, root_path),
+        out,
+        ratings_out,
     )
 
 
@@ -401,13 +410,12 @@ def _bins(params: Mapping[str, Any], spec: Mapping[str, Any]) -> AmbiguityBins:
     return AmbiguityBins.from_params({**(params.get("ambiguity") or {}), **(spec.get("ambiguity") or {})})
 
 
-def _provenance(params: Mapping[str, Any], name: str, ls: LabelSet, spec: Mapping[str, Any], root: Path) -> dict:
+def _provenance(params: Mapping[str, Any], name: str, ls_name: str, spec: Mapping[str, Any], root: Path) -> dict:
     from ambiemo.provenance import provenance
 
-    base = ls.name.removesuffix(f"+{OTHER}") if ls.name not in (params.get("label_sets") or {}) else ls.name
     used_params = {
         "datasets": {name: dict(params["datasets"][name])},
-        "label_sets": {base: params["label_sets"][base]},
+        "label_sets": {ls_name: params["label_sets"][ls_name]},
         "ambiguity": params.get("ambiguity") or {},
     }
     return provenance(used_params, seed=spec.get("seed"), root=_portable(root))
