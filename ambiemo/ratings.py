@@ -11,13 +11,18 @@ Columns:
     label      str    the label it counts as in the dataset's label set after merges
                       (``other`` under the vote policy ``other``); null when outside the set
     weight     float  this rating's share of the rater's vote after the multi-label rule
-                      (primary) or the secondary weight (secondary); 0 where it does not count
+                      (primary; spellings that merge into one label share it), or its share of
+                      params ``secondary_weight`` (secondary; 0 by default, and 0 for a secondary
+                      that repeats the rater's primary); a row with a null label keeps its share
+                      but counts for nothing
     kind       str    ``primary`` | ``secondary``
     self_eval  bool   an actor's evaluation of their own turn (IEMOCAP ``C-F*`` / ``C-M*``)
 
 The manifest's vote counts are derived from it, nothing else: ``votes_<L>`` of an utterance
 is the sum of ``weight`` over its rows with ``label == L``, and ``n_raters`` is the number
 of distinct raters with a row of positive weight and a label (``votes_from_ratings``).
+Ratings dropped before the table (no category, a rater listed twice) are counted in the
+manifest's ``dropped_votes``, not listed here.
 """
 
 from __future__ import annotations

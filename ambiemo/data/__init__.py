@@ -6,10 +6,12 @@ distribute and returns a ``Corpus``: one ``Utterance`` per clip with its raters'
 as lowercase English words, plus what the loader itself left out and why. It knows nothing
 about label sets. ``prepare_dataset`` does the rest, the same way for every corpus:
 
-    loader(root, spec) -> Corpus
-      -> label set and vote policy (params)   -> votes per label, exclusions counted
-      -> audio checked (missing / unreadable) -> durations
-      -> manifest written (``ambiemo.manifest``)
+    loader(root, spec) -> Corpus (one ``Rating`` per rater: id, categories as given, secondaries)
+      -> ratings without a category, repeated raters        -> dropped, counted
+      -> label set and vote rules (params)                  -> ratings table (``ambiemo.ratings``)
+      -> votes = sums of the table's weights                -> exclusions counted
+      -> audio checked (missing / unreadable)               -> durations, paths relative to the root
+      -> manifest and ratings.parquet written (``ambiemo.manifest``)
 
 To add a corpus: write ``ambiemo/data/<name>.py`` with a function decorated
 ``@register_dataset("<name>")`` taking ``(root: Path, spec: dict)`` (``spec`` is the
@@ -241,7 +243,7 @@ def clean_ratings(utts: list[Utterance], duplicate_raters: str) -> dict[str, flo
     return {k: float(v) for k, v in dropped.items()}
 
 
-def _rating_rows(u: Utterance, ls: LabelSet, rules: VoteRules) -> list[dict[str, Any]]:
+def _rating_rows(u: Utterance, ls: LabelSet, rules: VoteRules) -> list[tuple[Any, ...]]:
     """The ratings-table rows of one utterance (see ``ambiemo.ratings``)."""
 
     def label_of(category: str) -> str | None:
@@ -268,24 +270,16 @@ def _rating_rows(u: Utterance, ls: LabelSet, rules: VoteRules) -> list[dict[str,
     return rows
 
 
-def _row(utt: str, r: Rating, spelled: str, word: str, label: str | None, weight: float, kind: str) -> dict[str, Any]:
-    return {
-        "utt_id": utt,
-        "rater": r.rater,
-        "category": spelled,
-        "word": word,
-        "label": label,
-        "weight": weight,
-        "kind": kind,
-        "self_eval": r.self_eval,
-    }
+def _row(utt: str, r: Rating, spelled: str, word: str, label: str | None, weight: float, kind: str) -> tuple[Any, ...]:
+    """One ratings-table row, in ``RATINGS_COLUMNS`` order plus ``word`` (tuples: a corpus has millions)."""
+    return (utt, r.rater, spelled, label, weight, kind, r.self_eval, word)
 
 
 def ratings_table(utts: list[Utterance], ls: LabelSet, rules: VoteRules) -> pd.DataFrame:
     """The ratings table (``ambiemo.ratings``) of ``utts`` under a label set and vote rules, with
     one more column, ``word``: the loader's lowercase word for the category."""
     rows = [row for u in utts for row in _rating_rows(u, ls, rules)]
-    return pd.DataFrame(rows, columns=[*RATINGS_COLUMNS, "word"])
+    return pd.DataFrame.from_records(rows, columns=[*RATINGS_COLUMNS, "word"])
 
 
 def _outside(ratings: pd.DataFrame) -> pd.DataFrame:
