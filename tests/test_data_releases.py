@@ -237,3 +237,21 @@ def test_audio_paths_are_relative_to_the_root_and_resolved_when_read(tmp_path):
     (moved / stored[0]).unlink()
     with pytest.raises(ManifestError, match=rf"audio root {moved} has no {stored[0]}"):
         read_manifest(out, audio_root=moved)
+
+
+def test_duplicate_rater_policy_and_bad_rule_params():
+    root = FIXTURES / "msp-podcast-1.9"
+    both = prepare_dataset(
+        "msp-podcast", params("msp-podcast", root, splits=None, duplicate_raters="all"), allow_missing_audio=True
+    )
+    # WORKER00001's second rating (Neutral) counts too; n_raters counts distinct workers
+    assert votes(both)["MSP-PODCAST_0101_0001"] == [1, 0, 2, 1]
+    assert both.df.set_index("utt_id").loc["MSP-PODCAST_0101_0001", "n_raters"] == 3
+    assert "duplicate_rater" not in both.meta["dropped_votes"]
+    for key, value, match in [
+        ("duplicate_raters", "last", r"datasets.msp-podcast.duplicate_raters must be one of \['first', 'all'\]"),
+        ("secondary_weight", 2, r"datasets.msp-podcast.secondary_weight must be a number in \[0, 1\], got 2"),
+        ("max_missing_audio", -0.1, r"datasets.msp-podcast.max_missing_audio must be a share in \[0, 1\]"),
+    ]:
+        with pytest.raises(DataError, match=match):
+            prepare_dataset("msp-podcast", params("msp-podcast", root, splits=None, **{key: value}))
