@@ -4,7 +4,8 @@ Columns, in this order:
 
     utt_id        unique id (the corpus's own)
     dataset       params key of the dataset (``iemocap``, ``crema-d``, ``demo`` ...)
-    audio_path    absolute path of the audio; "" in a labels-only manifest
+    audio_path    the audio, relative to the corpus root (metadata ``audio_root``) on disk and
+                  absolute once read; "" in a labels-only manifest
     duration_s    seconds (NaN when the audio is absent)
     speaker       speaker id;  gender: ``female`` | ``male`` | ""
     split         official split, session or fold ("" where the corpus has none)
@@ -21,7 +22,10 @@ A loader may add columns after these (CREMA-D's ``intensity``, the demo's ``blen
 Parquet metadata (``ambiemo.tables``): ``label_set`` {name, labels}, ``ambiguity``
 {method, edges, bins}, ``exclusions`` {reason: count}, ``excluded_ids`` {reason: [ids]},
 ``dropped_votes``, ``audio`` {missing, labels_only}, ``vote_policy``, ``multi_label``,
-``provenance``. ``read_manifest`` is the one reader; it checks all of this.
+``provenance``, ``audio_root`` (the corpus root, relative to the working directory where it
+lies inside it), ``source`` (what the loader read). ``read_manifest`` is the one reader; it
+checks all of this and resolves the audio paths against the root (or one passed to it, when
+the corpus has moved).
 """
 
 from __future__ import annotations
@@ -64,7 +68,10 @@ class ManifestError(ValueError):
 
 
 class Manifest(LabelledTable):
-    """A manifest read and checked by ``read_manifest``."""
+    """A manifest read and checked by ``read_manifest``. ``ratings``: the ratings table
+    (``ambiemo.ratings``) where the manifest was just built in memory."""
+
+    ratings: pd.DataFrame | None = None
 
     @property
     def dataset(self) -> str:
@@ -159,8 +166,12 @@ def write_manifest(
     return write_table(df, path, full_meta)
 
 
-def read_manifest(path: str | os.PathLike) -> Manifest:
-    """Read a manifest and check its schema; the one way stages read manifests."""
+def read_manifest(path: str | os.PathLike, audio_root: str | os.PathLike | None = None) -> Manifest:
+    """Read a manifest and check its schema; the one way stages read manifests.
+
+    Audio paths come back absolute: each stored path joined to ``audio_root`` (default: the
+    root recorded at prepare time; a relative one is taken from the working directory).
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(
@@ -168,7 +179,36 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
         )
     df, meta = read_table(path)
     validate(df, meta, where=str(path))
-    return Manifest(df, meta, path)
+    return Manifest(resolve_audio(df, meta, where=str(path), audio_root=audio_root), meta, path)
+
+
+def resolve_audio(
+    df: pd.DataFrame, meta: Mapping[str, Any], where: str, audio_root: str | os.PathLike | None = None
+) -> pd.DataFrame:
+    """``df`` with its relative ``audio_path`` values joined to the corpus root.
+
+    An error names the root and a file when the root is gone or no longer holds the audio
+    (the corpus moved: pass the new root). Manifests from before relative paths (absolute
+    paths, no ``audio_root``) are returned as they are.
+    """
+    given = audio_root if audio_root is not None else meta.get("audio_root")
+    stored = df["audio_path"].astype(str)
+    relative = (stored != "") & ~stored.map(lambda p: Path(p).is_absolute())
+    if not relative.any():
+        return df
+    if given is None:
+        raise ManifestError(f"{where}: audio paths are relative but the metadata names no audio_root")
+    root = Path(given).absolute()
+    first = stored[relative].iloc[0]
+    if not root.is_dir() or not (root / first).is_file():
+        raise ManifestError(
+            f"{where}: audio root {root} {'does not exist' if not root.is_dir() else f'has no {first}'}; "
+            "the corpus has moved or is not mounted: set params.yaml datasets.<name>.root to where it is now "
+            "and prepare again, or pass its new root to read_manifest(audio_root=...)"
+        )
+    df = df.copy()
+    df.loc[relative, "audio_path"] = [str(root / p) for p in stored[relative]]
+    return df
 
 
 def validate(df: pd.DataFrame, meta: Mapping[str, Any], where: str = "manifest") -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -157,3 +159,44 @@ def test_parse_clip_name():
     }
     with pytest.raises(DataError, match="not <actor>"):
         parse_clip_name("1091_WSI_SAD")
+
+
+# --------------------------------------------------------------------------- raw responses
+
+RESPONSES = Path(__file__).parent / "fixtures" / "crema-d-responses"
+
+
+def test_votes_rebuilt_from_raw_responses_hand_computed():
+    """Fixture: three raters; one voice response with a first click after 12 s, one practice clip,
+    one face-only response. Expected by hand: NEU clip N, N, S; HAP clip H, H."""
+    m = prepare_dataset("crema-d", params(RESPONSES, exclude=[], source="responses"), allow_missing_audio=True)
+    v = m.df.set_index("utt_id")[[f"votes_{x}" for x in LABELS]]
+    assert v.loc["1001_IEO_NEU_XX"].tolist() == [0, 0, 0, 0, 2, 1]
+    assert v.loc["1001_IEO_HAP_LO"].tolist() == [0, 0, 0, 2, 0, 0]
+    assert m.meta["dropped_votes"] == {"responses_first_click_over_10s": 1.0, "responses_to_practice_clips": 1.0}
+    src = m.meta["source"]
+    assert src["clips_matching_tabulated_counts"] == 2 and src["clips_differing_from_tabulated"] == 0
+    assert src["files_read"] == ["finishedResponses.csv", "finishedEmoResponses.csv"]
+    raters = m.ratings.groupby("utt_id")["rater"].apply(sorted).to_dict()
+    assert raters == {"1001_IEO_HAP_LO": ["0001", "0003"], "1001_IEO_NEU_XX": ["0001", "0002", "0003"]}
+
+
+def test_responses_without_first_click_table_say_the_filter_was_not_applied(tmp_path):
+    root = tmp_path / "c"
+    shutil.copytree(RESPONSES, root)
+    (root / "finishedEmoResponses.csv").unlink()
+    m = prepare_dataset("crema-d", params(root, exclude=[], source="responses"), allow_missing_audio=True)
+    assert m.df.set_index("utt_id").loc["1001_IEO_HAP_LO", "votes_neutral"] == 1  # the slow response counts now
+    assert m.meta["source"]["clips_differing_from_tabulated"] == 1
+    assert any("NOT applied" in rule for rule in m.meta["source"]["filtering_rules"])
+
+
+def test_unknown_response_names_file_and_line(tmp_path):
+    root = tmp_path / "c"
+    shutil.copytree(RESPONSES, root)
+    path = root / "finishedResponses.csv"
+    path.write_text(path.read_text().replace('"1001_IEO_HAP_LO",3,"H"', '"1001_IEO_HAP_LO",3,"X"'))
+    with pytest.raises(DataError, match=r"finishedResponses.csv:8: respEmo 'X' is not one of"):
+        prepare_dataset("crema-d", params(root, exclude=[], source="responses"), allow_missing_audio=True)
+    with pytest.raises(DataError, match=r"source must be one of \['tabulated', 'responses'\]"):
+        prepare_dataset("crema-d", params(root, source="raw"), allow_missing_audio=True)

@@ -151,7 +151,7 @@ def _broken(tmp_path, old, new):
             "[6.2901 8.2357]\tSes01F_impro01_F000",
             r"Ses01F_impro01.txt:3: malformed turn header",
         ),
-        ("C-E2:\tNeutral;\t()", "C-E2:\t\t()", r"Ses01F_impro01.txt:4: rater C-E2 gives no category"),
+        ("C-E2:\tNeutral;\t()", "C-E2: Neutral;", r"Ses01F_impro01.txt:4: malformed categorical line"),
         ("A-E3:\tval 3", "B-E3:\tval 3", r"Ses01F_impro01.txt:8: unexpected line"),
         ("Ses01F_impro01_F001\thap", "Ses01F_impro01_F000\thap", r"duplicate utterance id\(s\): Ses01F_impro01_F000"),
     ],
@@ -185,7 +185,8 @@ def test_root_errors(tmp_path):
 def test_parse_evaluation_counts_self_evaluations():
     turns, skipped = parse_evaluation(FIXTURE / "Session1" / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt")
     assert len(turns) == 7 and skipped == 2
-    assert turns[1]["ratings"] == [("frustrated", "angry"), ("angry",), ("frustrated",)]
+    assert [r.categories for r in turns[1]["ratings"]] == [("frustrated", "angry"), ("angry",), ("frustrated",)]
+    assert [r.rater for r in turns[1]["ratings"]] == ["E1", "E2", "E3"]
 
 
 RAW = ["Neutral", "Happiness", "Excited", "Anger", "Sadness", "Frustration", "Surprise", "Fear", "Disgust", "Other"]
@@ -219,5 +220,5 @@ def test_parser_round_trips_generated_files(tmp_path, turns):
     path = tmp_path / "Ses01F_impro01.txt"
     path.write_text("\n".join(lines))
     parsed, skipped = parse_evaluation(path)
-    assert [t["ratings"] for t in parsed] == expected and skipped == expected_self
+    assert [[r.categories for r in t["ratings"]] for t in parsed] == expected and skipped == expected_self
     assert [t["utt_id"] for t in parsed] == [f"Ses01F_impro01_F{k:03d}" for k in range(len(turns))]

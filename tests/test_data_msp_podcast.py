@@ -128,7 +128,7 @@ def test_bad_params_and_layout(tmp_path):
         DataError, match=r"splits has \['Test9'\], not a Split_Set .*present: \['Test1', 'Test2', 'Train'\]"
     ):
         prepare_dataset("msp-podcast", params(FIXTURES / "msp-podcast", splits=["Test9"]), allow_missing_audio=True)
-    with pytest.raises(DataError, match="no consensus labels"):
+    with pytest.raises(DataError, match="no labels_consensus.csv or labels_concensus.csv in Labels/, labels/, label/"):
         prepare_dataset("msp-podcast", params(tmp_path), allow_missing_audio=True)
     root = _copy(tmp_path)
     (root / "Labels" / "labels_detailed.csv").unlink()

@@ -113,3 +113,13 @@ def test_write_refuses_invalid_rows(tmp_path):
     with pytest.raises(ManifestError, match="u1"):
         _write(tmp_path, df, amb)
     assert not (tmp_path / "m.parquet").exists()
+
+
+def test_manifests_with_absolute_audio_paths_read_as_before(tmp_path):
+    """A manifest from before relative paths (absolute paths, no audio_root) is not rewritten."""
+    from ambiemo.manifest import resolve_audio
+
+    df = pd.DataFrame({"utt_id": ["a", "b"], "audio_path": [str(tmp_path / "a.wav"), ""]})
+    assert resolve_audio(df, {}, where="m").equals(df)
+    with pytest.raises(ManifestError, match="m: audio paths are relative but the metadata names no audio_root"):
+        resolve_audio(df.assign(audio_path=["a.wav", ""]), {}, where="m")

@@ -77,7 +77,9 @@ def prepare(
         _fail(str(e).strip("'\""))
     seconds = time.perf_counter() - start
     typer.echo(format_stats(manifest_stats(manifest)))
-    typer.echo(f"wrote {out} ({len(manifest)} utterances) in {seconds:.2f} s")
+    from ambiemo.data import default_ratings_path
+
+    typer.echo(f"wrote {out} ({len(manifest)} utterances) and {default_ratings_path(out)} in {seconds:.2f} s")
 
 
 @app.command()

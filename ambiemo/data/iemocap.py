@@ -16,8 +16,21 @@ The header carries the turn's time span, id, the consensus label (``xxx`` when t
 did not agree) and mean valence/activation/dominance. ``C-E*`` lines are the external
 raters' categorical labels, several ``;``-separated categories possible; ``C-F*`` and
 ``C-M*`` are the actors' own evaluations of themselves (counted only with params
-``self_evaluations: true``); ``A-*`` lines are dimensional ratings (not used here). Every
-other line is an error naming file and line.
+``self_evaluations: true``, otherwise skipped before they are read); ``A-*`` lines are
+dimensional ratings (not used here; their spacing varies). What the real release also
+holds, and how it is read:
+
+- an empty category field (``C-F2:<TAB>;<TAB>()``): a rating without a category, counted
+  as ``ratings_without_category`` and not a vote;
+- ``Other;`` with its free text in the comment (``(confused)``): category ``other``; the
+  ratings table keeps ``Other (confused)`` as given;
+- raters not numbered consecutively (``C-E1``, ``C-E2``, ``C-E6``): ids kept as given (``E6``);
+- ``Categorical/``, ``Attribute/``, ``Self-evaluation/`` subfolders (per-rater copies of the
+  same judgements): not read, named in the manifest's ``source``;
+- ``._*`` resource forks from Mac copies, and any other non-``.txt`` file: ignored, counted.
+
+A line that is none of these (no rater field, an unknown category) is an error naming
+file and line.
 
 Categories become lowercase words: Neutral (state) -> neutral, Happiness -> happy, Excited
 -> excited (the label set ``four`` merges it into happy), Anger -> angry, Sadness -> sad,
@@ -34,7 +47,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ambiemo.data import Corpus, DataError, Utterance, register_dataset
+from ambiemo.data import Corpus, DataError, Rating, Utterance, register_dataset
 
 CATEGORIES = {
     "neutral": "neutral",
@@ -67,8 +80,30 @@ def parse_category(raw: str, where: str) -> str:
     return CATEGORIES[name]
 
 
+def _rating(fields: list[str], line: str, where: str, self_evaluations: bool) -> Rating | None:
+    """One ``C-`` line as a rating; None for a self-evaluation skipped (before its categories are read)."""
+    m = RATER.match(fields[0].strip())
+    if not m or len(fields) < 2:
+        raise DataError(f"{where}: malformed categorical line {line!r}; expected 'C-E1:<TAB>Cat; Cat;<TAB>(comment)'")
+    rater = m["rater"]
+    self_eval = rater[0] != "E"
+    if self_eval and not self_evaluations:
+        return None
+    given = tuple(c.strip() for c in fields[1].split(";") if c.strip())
+    comment = fields[2].strip().strip("()").strip() if len(fields) > 2 else ""
+    # "Other;" carries its free text in the comment: keep it with the category as given.
+    given = tuple(f"{g} ({comment})" if g.lower() == "other" and comment else g for g in given)
+    cats = tuple(parse_category(c, where) for c in given)
+    return Rating(rater, cats, given=given, self_eval=self_eval)  # no category: counted by prepare
+
+
 def parse_evaluation(path: Path, self_evaluations: bool = False) -> tuple[list[dict[str, Any]], int]:
-    """Turns of one EmoEvaluation file: [{utt_id, consensus, ratings}], and self-evaluations skipped."""
+    """Turns of one EmoEvaluation file: [{utt_id, consensus, ratings}], and self-evaluations skipped.
+
+    A rater's line with an empty category field (``C-F2:<TAB>;<TAB>()``) is a rating without a
+    category, passed on for ``prepare_dataset`` to count; a self-evaluation is skipped before its
+    categories are read when ``self_evaluations`` is off.
+    """
     turns: list[dict[str, Any]] = []
     skipped_self = 0
     current: dict[str, Any] | None = None
@@ -86,26 +121,41 @@ def parse_evaluation(path: Path, self_evaluations: bool = False) -> tuple[list[d
             current = {"utt_id": m["utt"], "consensus": m["emo"], "ratings": [], "where": where}
             turns.append(current)
         elif line.startswith("C-"):
-            fields = line.split("\t")  # rater, categories, (comment)
-            m = RATER.match(fields[0].strip())
-            if not m or len(fields) < 2:
-                raise DataError(
-                    f"{where}: malformed categorical line {line!r}; expected 'C-E1:<TAB>Cat; Cat;<TAB>(comment)'"
-                )
             if current is None:
                 raise DataError(f"{where}: categorical line before any turn header")
-            cats = tuple(parse_category(c, where) for c in fields[1].split(";") if c.strip())
-            if not cats:
-                raise DataError(f"{where}: rater C-{m['rater']} gives no category")
-            if m["rater"][0] != "E" and not self_evaluations:
+            rating = _rating(line.split("\t"), line, where, self_evaluations)
+            if rating is None:
                 skipped_self += 1
-                continue
-            current["ratings"].append(cats)
+            else:
+                current["ratings"].append(rating)
         elif line.startswith("A-"):
-            continue  # dimensional ratings
+            continue  # dimensional ratings, spacing irregular across files: not read
         else:
             raise DataError(f"{where}: unexpected line {line!r} (not a turn header, C- or A- line)")
     return turns, skipped_self
+
+
+def evaluation_files(root: Path) -> tuple[list[Path], dict[str, Any]]:
+    """The per-dialog EmoEvaluation files, and what was found beside them (ignored, counted)."""
+    sessions = sorted(p for p in root.glob("Session*") if p.is_dir())
+    files, ignored, subfolders = [], 0, set()
+    for s in sessions:
+        folder = s / "dialog" / "EmoEvaluation"
+        for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if p.is_dir():
+                subfolders.add(p.name)  # Categorical/, Attribute/, Self-evaluation/: per-rater copies
+            elif p.suffix == ".txt" and not p.name.startswith("."):
+                files.append(p)
+            else:
+                ignored += 1  # ._* resource forks of Mac copies, editor backups ...
+    source = {
+        "layout": "IEMOCAP_full_release: Session*/dialog/EmoEvaluation/<dialog>.txt",
+        "sessions": [s.name for s in sessions],
+        "files_read": len(files),
+        "files_ignored": ignored,
+        "subfolders_not_read": sorted(subfolders),
+    }
+    return files, source
 
 
 def read_transcripts(path: Path) -> dict[str, str]:
@@ -125,8 +175,7 @@ def load_iemocap(root: Path, spec: Mapping[str, Any]) -> Corpus:
     """params ``datasets.iemocap``: ``self_evaluations`` (bool), ``exclude`` (utterance ids)."""
     self_eval = bool(spec.get("self_evaluations", False))
     exclude = {str(x) for x in spec.get("exclude") or []}
-    sessions = sorted(p for p in root.glob("Session*") if p.is_dir())
-    files = [f for s in sessions for f in sorted((s / "dialog" / "EmoEvaluation").glob("*.txt"))]
+    files, source = evaluation_files(root)
     if not files:
         raise DataError(
             f"{root}: no Session*/dialog/EmoEvaluation/*.txt; root should be the IEMOCAP_full_release folder"
@@ -168,4 +217,5 @@ def load_iemocap(root: Path, spec: Mapping[str, Any]) -> Corpus:
         vocabulary=frozenset(CATEGORIES.values()),
         excluded={"excluded_in_params": excluded},
         dropped_votes={"self_evaluations": float(skipped)} if skipped else {},
+        source=source,
     )

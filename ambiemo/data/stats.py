@@ -32,6 +32,8 @@ def manifest_stats(m: Manifest) -> dict[str, Any]:
         "excluded_total": int(sum(m.exclusions.values())),
         "dropped_votes": dict(m.meta.get("dropped_votes", {})),
         "categories_outside_label_set": dict(m.meta.get("categories_outside_label_set", {})),
+        "rules": {k: m.meta[k] for k in ("secondary_weight", "duplicate_raters") if k in m.meta},
+        "source": dict(m.meta.get("source", {})),
     }
     if n == 0:
         return out
@@ -87,6 +89,14 @@ def format_stats(s: dict[str, Any]) -> str:
         f"audio          {s['audio']['with_audio']} files, {s['audio']['hours']} h"
         + (f"; {s['audio']['missing']} missing (labels-only manifest)" if s["audio"]["missing"] else ""),
     ]
+    source = dict(s.get("source", {}))
+    if "layout" in source:
+        lines.append(f"release        {source.pop('layout')}")
+    for key, value in source.items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+        lines.append(f"  {key:<26} {shown}")
+    if s.get("rules"):
+        lines.append("rules          " + "  ".join(f"{k} {v}" for k, v in s["rules"].items()))
     if s["exclusions"]:
         lines.append(f"excluded       {s['excluded_total']}")
         lines += [f"  {reason:<28} {count}" for reason, count in s["exclusions"].items()]
