@@ -9,13 +9,12 @@ import io
 import json
 import logging
 import random
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 import soundfile as sf
+from fake_api import FakeAPI
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.special import logsumexp
@@ -34,66 +33,7 @@ GEMINI_KEY = "AIza-test-9876543210SECRET"
 FAST_RETRY = {"max_attempts": 3, "base_delay_s": 0.01, "max_delay_s": 0.05}
 
 
-# -- a fake server ---------------------------------------------------------------------------
-class FakeAPI:
-    """Records every POST (path, headers, JSON body) and answers with ``reply(i, path, body)``,
-    which returns ``(status, json_body)`` (and may sleep to simulate a slow server)."""
-
-    def __init__(self, reply):
-        self.reply = reply
-        self.requests: list[dict] = []
-        self.lock = threading.Lock()
-        self.inflight = self.max_inflight = 0
-        self.healthy = True
-        self.health_checks = 0
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # vLLM's /health (and /v1/models)
-                with api.lock:
-                    api.health_checks += 1
-                self.send_response(200 if api.healthy else 503)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with api.lock:
-                    i = len(api.requests)
-                    api.requests.append(
-                        {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
-                    )
-                    api.inflight += 1
-                    api.max_inflight = max(api.max_inflight, api.inflight)
-                try:
-                    status, out = api.reply(i, self.path, body, self.headers)
-                finally:
-                    with api.lock:
-                        api.inflight -= 1
-                data = json.dumps(out).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:  # the client gave up (timeout test)
-                    pass
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
+# -- a fake server (tests/fake_api.py) ------------------------------------------------------
 @pytest.fixture
 def fake_api():
     servers = []

@@ -287,15 +287,26 @@ def run_concurrently(fn: Callable[[T], R], items: Sequence[T], max_workers: int)
     exception stops the rest: items not started are not started, and it is raised."""
     if max_workers <= 1 or len(items) <= 1:
         return [fn(x) for x in items]
+    stop = threading.Event()
+
+    def guarded(x: T) -> R | None:
+        if stop.is_set():  # set by the worker that failed, before it could take the next item
+            return None
+        try:
+            return fn(x)
+        except BaseException:
+            stop.set()
+            raise
+
     with ThreadPoolExecutor(max_workers=min(max_workers, len(items))) as pool:
-        futures = [pool.submit(fn, x) for x in items]
+        futures = [pool.submit(guarded, x) for x in items]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         failed = next((f for f in futures if f in done and f.exception() is not None), None)
         if failed is not None:
             for f in futures:
                 f.cancel()
             raise failed.exception()  # type: ignore[misc]
-        return [f.result() for f in futures]
+        return [f.result() for f in futures]  # type: ignore[misc]  (no None: nothing failed)
 
 
 def request_seed(seed: int, request: AudioRequest, call: int) -> int:
