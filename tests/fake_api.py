@@ -11,6 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 DROP = object()  # reply body: send the headers and part of the body, then close the connection
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default backlog of 5 would make concurrent clients wait on TCP retries
+
+
 class FakeAPI:
     """Records every POST (path, headers, JSON body) and answers with ``reply(i, path, body, headers)``,
     which returns ``(status, body)`` or ``(status, body, headers)``; ``body`` is a JSON-able object,
@@ -75,7 +79,7 @@ class FakeAPI:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self.thread.start()
@@ -89,3 +93,26 @@ class FakeAPI:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+def fake_servers():
+    """The body of a ``fake_api`` fixture: yields ``start(reply) -> FakeAPI``; closes them after."""
+    servers = []
+
+    def start(reply):
+        servers.append(FakeAPI(reply))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        if not s.killed:
+            s.close()
+
+
+def set_api_env(monkeypatch, openai_key, gemini_key):
+    """Fake keys in the environment and nothing that would send the SDKs elsewhere than 127.0.0.1."""
+    for name in ("OPENAI_BASE_URL", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", openai_key)
+    monkeypatch.setenv("GEMINI_API_KEY", gemini_key)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from fake_api import FakeAPI
+from fake_api import fake_servers, set_api_env
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.special import logsumexp
@@ -36,24 +36,12 @@ FAST_RETRY = {"max_attempts": 3, "base_delay_s": 0.01, "max_delay_s": 0.05}
 # -- a fake server (tests/fake_api.py) ------------------------------------------------------
 @pytest.fixture
 def fake_api():
-    servers = []
-
-    def start(reply):
-        servers.append(FakeAPI(reply))
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.close()
+    yield from fake_servers()
 
 
 @pytest.fixture(autouse=True)
 def api_env(monkeypatch):
-    for name in ("OPENAI_BASE_URL", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
-    monkeypatch.setenv("GEMINI_API_KEY", GEMINI_KEY)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    set_api_env(monkeypatch, OPENAI_KEY, GEMINI_KEY)
 
 
 def make_request(utt_id="u1", seconds=0.25, extra=()):

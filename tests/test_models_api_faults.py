@@ -11,16 +11,14 @@ import json
 import logging
 import traceback
 
-import numpy as np
 import pytest
-from test_models_api import (  # noqa: F401  (fixtures)
+from fake_api import DROP, fake_servers, set_api_env
+from test_models_api import (
     FAST_RETRY,
     GEMINI_KEY,
     OPENAI_KEY,
-    api_env,
     assert_is_the_clip,
     chat_response,
-    fake_api,
     gemini_response,
     gemini_spec,
     make_request,
@@ -31,11 +29,21 @@ from test_models_api import (  # noqa: F401  (fixtures)
 from ambiemo.cache import CachedModel, GenerationCache
 from ambiemo.models import load_model
 from ambiemo.models.api import ConfigurationError, RetryPolicy, call_with_retries, is_retryable
-from ambiemo.models.base import AudioRequest, GenerationConfig, Message
-from fake_api import DROP
+from ambiemo.models.base import GenerationConfig
 
 pytest.importorskip("openai")
 pytest.importorskip("google.genai")
+
+
+@pytest.fixture
+def fake_api():
+    yield from fake_servers()
+
+
+@pytest.fixture(autouse=True)
+def api_env(monkeypatch):
+    set_api_env(monkeypatch, OPENAI_KEY, GEMINI_KEY)
+
 
 OK = chat_response([("happy", [("happy", -0.1)])])
 ERR = {"error": {"message": "injected", "type": "server"}}
