@@ -142,14 +142,15 @@ def test_expired_key_stops_the_run_at_once(fake_api, tmp_path):
     api = fake_api(
         lambda i, p, b, h: (401, {"error": {"message": "Incorrect API key provided", "code": "invalid_key"}})
     )
-    model = CachedModel(load_model("gpt-4o", openai_spec(api.url, concurrency=2)), GenerationCache(tmp_path))
+    inner = load_model("gpt-4o", openai_spec(api.url, concurrency=2))
+    model = CachedModel(inner, GenerationCache(tmp_path))
     reqs = [make_request(f"u{i}", seconds=0.1 + i / 100) for i in range(20)]
     with pytest.raises(ConfigurationError) as err:
         model.generate(reqs, GenerationConfig())
     msg = str(err.value)
     assert "'gpt-4o'" in msg and "OPENAI_API_KEY" in msg and "401" in msg
     assert len(api.requests) <= 2  # those in flight when the first answer came; the other 18 never went
-    assert model.generate.__self__.usage.calls == 0
+    assert inner.usage.calls == 0 and inner.usage.failures == 0  # nothing answered, nothing recorded
     assert not any(p.is_file() and p.stat().st_size for p in tmp_path.rglob("*.json*"))
 
 
