@@ -392,8 +392,9 @@ def test_cost_from_price_table(fake_api):
     )
     pricing = {"input_per_mtok": 2.5, "audio_input_per_mtok": 40.0, "output_per_mtok": 10.0}
     model = load_model("gpt-4o", openai_spec(api.url, pricing=pricing))
-    model.generate([make_request(), make_request("u2")], GenerationConfig())
+    out = model.generate([make_request(), make_request("u2")], GenerationConfig())
     assert model.usage.cost_usd == pytest.approx(2 * (200 * 2.5 + 800 * 40.0 + 20 * 10.0) / 1e6)
+    assert sum(c.meta["cost_usd"] for c in out[0]) == pytest.approx((200 * 2.5 + 800 * 40.0 + 20 * 10.0) / 1e6)
     with pytest.raises(ValueError, match="per million"):
         load_model("gpt-4o", openai_spec(api.url, pricing={"input": 1.0}))
 
@@ -745,3 +746,37 @@ def test_inference_over_a_served_model(fake_api, tmp_path):
     assert (tmp_path / "wbon.parquet").read_bytes() == (tmp_path / "wbon2.parquet").read_bytes()
     with pytest.raises(CapabilityError, match="gpt-4o"):
         run_inference(params, "gpt-4o", "w-bon", manifest, tmp_path / "x.parquet")
+
+
+def test_label_scoring_is_priced_and_counted(fake_api):
+    api = fake_api(
+        lambda i, p, b, h: (
+            200,
+            chat_response([("sad", [("sad", -0.1)])], prompt_tokens=500, audio_tokens=400, top=TOP),
+        )
+    )
+    pricing = {"input_per_mtok": 2.0, "audio_input_per_mtok": 10.0, "output_per_mtok": 8.0}
+    model = load_model("v", vllm_spec(api.url, pricing=pricing))
+    model.score_options(make_request(), OPTIONS)
+    assert model.usage.calls == 1 and model.usage.prompt_tokens == 500
+    assert model.usage.cost_usd == pytest.approx((100 * 2.0 + 400 * 10.0 + 1 * 8.0) / 1e6)
+
+
+def test_seed_belongs_to_the_request_not_to_its_batch(fake_api):
+    """A request's seed is the same alone, in a batch, at any position; it differs between
+    utterances, between the calls of one request, and when the run's seed changes."""
+    api = fake_api(three_choices)
+    model = load_model("v", vllm_spec(api.url, concurrency=1, max_candidates_per_call=2))
+    a, b = make_request("a"), make_request("b", seconds=0.3)
+    config = GenerationConfig(mode="sample", n=3, seed=9)
+
+    def seeds(reqs, cfg=config):
+        start = len(api.requests)
+        model.generate(reqs, cfg)
+        return [r["body"]["seed"] for r in api.requests[start:]]
+
+    alone = seeds([a])
+    assert len(alone) == 2 and alone[0] != alone[1]  # two calls (2 + 1 candidates), two seeds
+    assert seeds([b, a])[2:] == alone and seeds([a, b])[:2] == alone
+    assert not set(seeds([b])) & set(alone)
+    assert not set(seeds([a], GenerationConfig(mode="sample", n=3, seed=10))) & set(alone)

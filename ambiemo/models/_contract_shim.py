@@ -42,6 +42,7 @@ class OptionScores:
     logprobs: np.ndarray
     prompt_tokens: int | None = None
     wall_s: float = 0.0
+    cost_usd: float = 0.0  # not in base.py's draft yet: asked for, so that label scoring's spend is counted
 
 
 def settings_sha256(settings: dict[str, Any]) -> str:
@@ -98,6 +99,7 @@ class ContractModel(AudioLanguageModel):
         request.audio_turn()
         out = self._score_options(request, list(options), prefix)
         logprobs = np.asarray(out.logprobs, dtype=np.float64)
+        self.usage.cost_usd += float(out.cost_usd or 0.0)
         if np.isnan(logprobs).any():
             self.usage.failures += 1
         else:

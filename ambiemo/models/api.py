@@ -604,7 +604,8 @@ class ApiModel(ContractModel):
         except RequestFailed as e:
             log.warning("%s failed: %s", self._what(request), e.reason)
             return OptionScores(np.full(len(options), np.nan), None, time.perf_counter() - t0)
-        return OptionScores(option_logprobs_from_top(top, options), u.prompt_tokens, time.perf_counter() - t0)
+        wall = time.perf_counter() - t0
+        return OptionScores(option_logprobs_from_top(top, options), u.prompt_tokens, wall, cost_usd=self._cost(u))
 
 
 def failed_candidates(n: int, reason: str, attempts: int, wall_s: float, call: int = 0) -> list[Candidate]:
