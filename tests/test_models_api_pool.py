@@ -119,15 +119,19 @@ def test_pool_unit_failover_and_all_down():
 def test_concurrency_fills_every_slot_of_one_generate_call(fake_api, n_servers, concurrency):
     """Issue 11's finding: 8 utterances per call cannot keep 16 slots busy. One call with
     ``preferred_batch`` utterances (or more) does: the servers see that many requests at once."""
-    lock = threading.Lock()
-    count = {"now": 0, "max": 0}
+    cond = threading.Condition()
+    count = {"now": 0, "max": 0, "target": n_servers * concurrency, "open": False}
 
     def slow(i, path, body, headers):
-        with lock:
+        # Hold the first requests until the expected number is in flight at once (or 5 s pass), then
+        # let all through: the peak is what the pool allows, whatever the machine's speed.
+        with cond:
             count["now"] += 1
             count["max"] = max(count["max"], count["now"])
-        time.sleep(0.15)
-        with lock:
+            count["open"] = count["open"] or count["now"] >= count["target"]
+            cond.notify_all()
+            cond.wait_for(lambda: count["open"], timeout=5)
+        with cond:
             count["now"] -= 1
         return 200, chat_response([("happy", [("happy", -0.1)])])
 
@@ -137,6 +141,6 @@ def test_concurrency_fills_every_slot_of_one_generate_call(fake_api, n_servers, 
     assert model.preferred_batch == slots
     model.generate([make_request(f"u{i}") for i in range(2 * slots)], GenerationConfig())
     assert count["max"] == slots and all(s.max_inflight <= concurrency for s in servers)
-    count["max"] = 0
+    count.update(max=0, target=min(8, slots), open=False)
     model.generate([make_request(f"v{i}") for i in range(8)], GenerationConfig())  # the strategy's batch of 8
     assert count["max"] == min(8, slots)

@@ -1,7 +1,7 @@
 """A pool of endpoints serving one model (several ``vllm serve`` processes, or one provider URL).
 
 ``EndpointPool.call(fn)`` runs ``fn(client)`` on an endpoint that is up and has a free slot
-(at most ``concurrency`` calls in flight per endpoint; the least busy first). An endpoint whose
+(at most ``concurrency`` calls in flight per endpoint; the least busy first, then the least used). An endpoint whose
 connection fails (refused, reset, dropped mid-response, timed out) is taken out and the call moves
 to another endpoint at once, without waiting and without spending one of the request's retries:
 a dead server is not the request's fault. An endpoint that is out is health-checked again after
@@ -115,6 +115,15 @@ class EndpointPool:
         forced: set[int] = set()
         with self._cond:
             while True:
+                now = self.clock()
+                due = [
+                    i
+                    for i, e in enumerate(self.endpoints)
+                    if i not in tried and not e.up and not e.probing and e.retry_at <= now
+                ]
+                if due:  # an endpoint that may be back is checked first, so that it returns at once
+                    self._probe(due[0])
+                    continue
                 free = [
                     i
                     for i, e in enumerate(self.endpoints)
@@ -122,20 +131,11 @@ class EndpointPool:
                     and (e.up or (e.up is None and self.health is None))
                     and e.inflight < self.concurrency
                 ]
-                if free:
-                    i = min(free, key=lambda k: (self.endpoints[k].inflight, k))
+                if free:  # the least busy, then the least used: an endpoint that came back gets work
+                    i = min(free, key=lambda k: (self.endpoints[k].inflight, self.endpoints[k].calls, k))
                     self.endpoints[i].inflight += 1
                     self.endpoints[i].up = True
                     return i
-                now = self.clock()
-                due = [
-                    i
-                    for i, e in enumerate(self.endpoints)
-                    if i not in tried and not e.up and not e.probing and e.retry_at <= now
-                ]
-                if due:
-                    self._probe(due[0])
-                    continue
                 waiting = any(
                     i not in tried and (e.up or e.probing) for i, e in enumerate(self.endpoints)
                 )  # busy or being checked: a slot will come
