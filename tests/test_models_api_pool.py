@@ -144,3 +144,14 @@ def test_concurrency_fills_every_slot_of_one_generate_call(fake_api, n_servers, 
     count.update(max=0, target=min(8, slots), open=False)
     model.generate([make_request(f"v{i}") for i in range(8)], GenerationConfig())  # the strategy's batch of 8
     assert count["max"] == min(8, slots)
+
+
+def test_only_served_routes_take_a_list_of_endpoints():
+    from test_models_api import gemini_spec, openai_spec
+
+    for spec in (openai_spec("http://127.0.0.1:9"), gemini_spec("http://127.0.0.1:9")):
+        with pytest.raises(ValueError, match="cannot pool"):
+            load_model("m", {**spec, "base_url": ["http://127.0.0.1:9", "http://127.0.0.1:10"]})
+    assert (
+        load_model("m", pool_spec(["http://127.0.0.1:9", "http://127.0.0.1:10"])).preferred_batch == 2 * 4
+    )  # default concurrency 4 per endpoint
