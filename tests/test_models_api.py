@@ -9,20 +9,19 @@ import io
 import json
 import logging
 import random
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 import soundfile as sf
+from fake_api import fake_servers, set_api_env
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.special import logsumexp
 
 from ambiemo.cache import CachedModel, GenerationCache
 from ambiemo.models import load_model
-from ambiemo.models._http import ConfigurationError, RetryPolicy, option_logprobs_from_top
+from ambiemo.models.api import ConfigurationError, RetryPolicy, option_logprobs_from_top, request_seed
 from ambiemo.models.base import AudioRequest, CapabilityError, GenerationConfig, Message
 from ambiemo.provenance import provenance
 
@@ -34,77 +33,15 @@ GEMINI_KEY = "AIza-test-9876543210SECRET"
 FAST_RETRY = {"max_attempts": 3, "base_delay_s": 0.01, "max_delay_s": 0.05}
 
 
-# -- a fake server ---------------------------------------------------------------------------
-class FakeAPI:
-    """Records every POST (path, headers, JSON body) and answers with ``reply(i, path, body)``,
-    which returns ``(status, json_body)`` (and may sleep to simulate a slow server)."""
-
-    def __init__(self, reply):
-        self.reply = reply
-        self.requests: list[dict] = []
-        self.lock = threading.Lock()
-        self.inflight = self.max_inflight = 0
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with api.lock:
-                    i = len(api.requests)
-                    api.requests.append(
-                        {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
-                    )
-                    api.inflight += 1
-                    api.max_inflight = max(api.max_inflight, api.inflight)
-                try:
-                    status, out = api.reply(i, self.path, body, self.headers)
-                finally:
-                    with api.lock:
-                        api.inflight -= 1
-                data = json.dumps(out).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:  # the client gave up (timeout test)
-                    pass
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
+# -- a fake server (tests/fake_api.py) ------------------------------------------------------
 @pytest.fixture
 def fake_api():
-    servers = []
-
-    def start(reply):
-        servers.append(FakeAPI(reply))
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.close()
+    yield from fake_servers()
 
 
 @pytest.fixture(autouse=True)
 def api_env(monkeypatch):
-    for name in ("OPENAI_BASE_URL", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
-    monkeypatch.setenv("GEMINI_API_KEY", GEMINI_KEY)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    set_api_env(monkeypatch, OPENAI_KEY, GEMINI_KEY)
 
 
 def make_request(utt_id="u1", seconds=0.25, extra=()):
@@ -199,13 +136,8 @@ def test_vllm_route_sends_model_audio_messages_and_sampling(fake_api):
     assert sent["path"] == "/v1/chat/completions"
     body = sent["body"]
     assert body["model"] == "fixie-ai/ultravox-v0_4"
-    assert (body["n"], body["temperature"], body["top_p"], body["seed"], body["max_completion_tokens"]) == (
-        3,
-        0.8,
-        0.9,
-        7,
-        32,
-    )
+    assert (body["n"], body["temperature"], body["top_p"], body["max_completion_tokens"]) == (3, 0.8, 0.9, 32)
+    assert body["seed"] == request_seed(7, req, 0)
     assert body["logprobs"] is True
     msgs = body["messages"]
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
@@ -222,12 +154,13 @@ def test_vllm_route_sends_model_audio_messages_and_sampling(fake_api):
     assert [c.n_tokens for c in cands] == [2, 2, 2]
     assert all(c.meta["prompt_tokens"] == 60 and c.meta["wall_s"] > 0 for c in cands)
     assert model.usage.calls == 1 and model.usage.prompt_tokens == 60 and model.usage.gen_tokens == 6
-    assert model.identity == {
-        "key": "ultravox-v0.4",
-        "model_id": "fixie-ai/ultravox-v0_4",
-        "revision": "abc123",
-        "route": "openai-compatible",
-    }
+    identity = model.identity
+    assert (identity["route"], identity["model_id"], identity["revision"]) == (
+        "openai-compatible",
+        "fixie-ai/ultravox-v0_4",
+        "abc123",
+    )
+    assert "ultravox-v0.4" not in json.dumps(identity)  # the params key is not part of it
 
 
 def test_openai_route_without_logprobs(fake_api):
@@ -242,7 +175,7 @@ def test_openai_route_without_logprobs(fake_api):
     assert all(c.logprob is None and c.token_logprobs is None for c in cands)
     # no per-choice lengths without log-probabilities: the total, shared and marked as an estimate
     assert [c.n_tokens for c in cands] == [4, 4] and all(c.meta["n_tokens_estimated"] for c in cands)
-    with pytest.raises(CapabilityError, match="log-probabilities"):
+    with pytest.raises(CapabilityError, match="cannot score options"):
         model.score_options(make_request(), ["happy", "sad"])
     with pytest.raises(CapabilityError, match="beam"):
         model.generate([make_request()], GenerationConfig(mode="beam", n=2, num_beams=3))
@@ -263,7 +196,8 @@ def test_many_candidates_are_split_into_calls_with_distinct_seeds(fake_api):
     api = fake_api(three_choices)
     model = load_model("v", vllm_spec(api.url, max_candidates_per_call=2, concurrency=1))
     [cands] = model.generate([make_request()], GenerationConfig(mode="sample", n=5, seed=40))
-    assert [(r["body"]["n"], r["body"]["seed"]) for r in api.requests] == [(2, 40), (2, 41), (1, 42)]
+    assert [r["body"]["n"] for r in api.requests] == [2, 2, 1]
+    assert len({r["body"]["seed"] for r in api.requests}) == 3  # each call samples afresh
     assert [c.text for c in cands] == ["happy 0", "happy 1", "happy 0", "happy 1", "happy 0"]
     assert model.usage.calls == 3
 
@@ -458,19 +392,27 @@ def test_cost_from_price_table(fake_api):
     )
     pricing = {"input_per_mtok": 2.5, "audio_input_per_mtok": 40.0, "output_per_mtok": 10.0}
     model = load_model("gpt-4o", openai_spec(api.url, pricing=pricing))
-    model.generate([make_request(), make_request("u2")], GenerationConfig())
+    out = model.generate([make_request(), make_request("u2")], GenerationConfig())
     assert model.usage.cost_usd == pytest.approx(2 * (200 * 2.5 + 800 * 40.0 + 20 * 10.0) / 1e6)
+    assert sum(c.meta["cost_usd"] for c in out[0]) == pytest.approx((200 * 2.5 + 800 * 40.0 + 20 * 10.0) / 1e6)
     with pytest.raises(ValueError, match="per million"):
         load_model("gpt-4o", openai_spec(api.url, pricing={"input": 1.0}))
 
 
-def test_request_without_audio_is_refused(fake_api):
+def test_audio_goes_to_the_turn_audio_turn_names(fake_api):
+    """One rule on every route (AudioRequest.audio_turn): the marked turn, else the first user turn;
+    a conversation without a user turn is refused before anything is sent."""
     api = fake_api(three_choices)
     model = load_model("v", vllm_spec(api.url))
-    req = AudioRequest("u1", np.zeros(160, np.float32), 16000, [Message("user", "Which emotion?")])
-    with pytest.raises(ValueError, match="audio=True"):
-        model.generate([req], GenerationConfig())
-    assert api.requests == []
+    wave = make_request().waveform
+    req = AudioRequest("u1", wave, 16000, [Message("system", "s"), Message("user", "Which?"), Message("user", "Sure?")])
+    model.generate([req], GenerationConfig())
+    msgs = api.requests[0]["body"]["messages"]
+    assert msgs[1]["content"][0]["type"] == "input_audio" and msgs[2]["content"] == "Sure?"
+    assert_is_the_clip(msgs[1]["content"][0]["input_audio"]["data"], req)
+    with pytest.raises(ValueError, match="no user turn"):
+        model.generate([AudioRequest("u2", wave, 16000, [Message("system", "s")])], GenerationConfig())
+    assert len(api.requests) == 1
 
 
 def test_fully_cached_rerun_makes_no_request_and_needs_no_key(fake_api, tmp_path, monkeypatch):
@@ -606,13 +548,8 @@ def test_gemini_sends_inline_audio_and_sampling(fake_api):
     assert_is_the_clip(blob["data"], req, urlsafe=True)  # the SDK sends bytes URL-safe base64-encoded
     assert body["contents"][1]["parts"] == [{"text": "sad"}] and body["contents"][2]["parts"] == [{"text": "Sure?"}]
     gc = body["generationConfig"]
-    assert (gc["candidateCount"], gc["temperature"], gc["topP"], gc["seed"], gc["maxOutputTokens"]) == (
-        2,
-        0.9,
-        0.95,
-        3,
-        40,
-    )
+    assert (gc["candidateCount"], gc["temperature"], gc["topP"], gc["maxOutputTokens"]) == (2, 0.9, 0.95, 40)
+    assert gc["seed"] == request_seed(3, req, 0)
     assert gc["responseLogprobs"] is True and "logprobs" not in gc
 
     assert [c.text for c in cands] == ["sad 0", "sad 1"]
@@ -658,7 +595,7 @@ def test_gemini_thinking_budget_and_cost(fake_api):
     assert gc["thinkingConfig"] in ({"thinkingBudget": 128}, {"thinking_budget": 128})
     assert gc["maxOutputTokens"] == 32 + 128
     assert c.text == "angry"  # the thought part is not the answer
-    assert model.usage.gen_tokens == 3 + 100
+    assert c.n_tokens == 3 and model.usage.gen_tokens == 3  # the answer's tokens; thoughts are billed:
     assert model.usage.cost_usd == pytest.approx((1000 * 1.25 + 103 * 10.0) / 1e6)
 
 
@@ -694,8 +631,8 @@ def test_backoff_grows_with_jitter_and_is_capped():
     for retry, cap in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0), (5, 5.0)]:
         delays = [policy.delay(retry, rng) for _ in range(200)]
         assert cap / 2 <= min(delays) and max(delays) <= cap and np.std(delays) > 0.05 * cap
-    assert policy.delay(1, rng, retry_after=3.0) == 3.0  # the server's Retry-After wins ...
-    assert policy.delay(1, rng, retry_after=60.0) == 5.0  # ... up to the cap
+    assert policy.delay(1, rng, retry_after=3.0) == 3.0  # the server's Retry-After is honoured ...
+    assert policy.delay(1, rng, retry_after=60.0) == 60.0  # ... even past max_delay_s (max_total_s bounds it)
     with pytest.raises(ValueError, match="max_attempts"):
         RetryPolicy.from_spec({"retry": {"attempts": 3}})
 
@@ -809,3 +746,37 @@ def test_inference_over_a_served_model(fake_api, tmp_path):
     assert (tmp_path / "wbon.parquet").read_bytes() == (tmp_path / "wbon2.parquet").read_bytes()
     with pytest.raises(CapabilityError, match="gpt-4o"):
         run_inference(params, "gpt-4o", "w-bon", manifest, tmp_path / "x.parquet")
+
+
+def test_label_scoring_is_priced_and_counted(fake_api):
+    api = fake_api(
+        lambda i, p, b, h: (
+            200,
+            chat_response([("sad", [("sad", -0.1)])], prompt_tokens=500, audio_tokens=400, top=TOP),
+        )
+    )
+    pricing = {"input_per_mtok": 2.0, "audio_input_per_mtok": 10.0, "output_per_mtok": 8.0}
+    model = load_model("v", vllm_spec(api.url, pricing=pricing))
+    model.score_options(make_request(), OPTIONS)
+    assert model.usage.calls == 1 and model.usage.prompt_tokens == 500
+    assert model.usage.cost_usd == pytest.approx((100 * 2.0 + 400 * 10.0 + 1 * 8.0) / 1e6)
+
+
+def test_seed_belongs_to_the_request_not_to_its_batch(fake_api):
+    """A request's seed is the same alone, in a batch, at any position; it differs between
+    utterances, between the calls of one request, and when the run's seed changes."""
+    api = fake_api(three_choices)
+    model = load_model("v", vllm_spec(api.url, concurrency=1, max_candidates_per_call=2))
+    a, b = make_request("a"), make_request("b", seconds=0.3)
+    config = GenerationConfig(mode="sample", n=3, seed=9)
+
+    def seeds(reqs, cfg=config):
+        start = len(api.requests)
+        model.generate(reqs, cfg)
+        return [r["body"]["seed"] for r in api.requests[start:]]
+
+    alone = seeds([a])
+    assert len(alone) == 2 and alone[0] != alone[1]  # two calls (2 + 1 candidates), two seeds
+    assert seeds([b, a])[2:] == alone and seeds([a, b])[:2] == alone
+    assert not set(seeds([b])) & set(alone)
+    assert not set(seeds([a], GenerationConfig(mode="sample", n=3, seed=10))) & set(alone)

@@ -1,7 +1,8 @@
 """Gemini through the google-genai SDK (route ``gemini``): Gemini 2.0 Flash, 2.5 Pro, ...
 
-The clip goes as inline bytes (``audio/wav``, 16-bit PCM) before the text of the user turn
-marked ``audio=True``; system turns become ``system_instruction``, assistant turns ``model``
+The clip goes as inline bytes (``inline_data`` with ``mime_type: audio/wav``, 16-bit PCM, as the
+Gemini API documents audio under 20 MB) before the text of the turn ``AudioRequest.audio_turn``
+names; system turns become ``system_instruction``, assistant turns ``model``
 turns. Sampling sends ``candidate_count``, ``temperature``, ``top_p`` and ``seed``; greedy sends
 ``temperature: 0``. With ``logprobs: true`` in the params entry the request also sets
 ``response_logprobs`` (and ``logprobs``, the number of alternatives, for label scoring), and
@@ -14,7 +15,8 @@ search, and no assistant prefix for label scoring.
 
 Thinking models (2.5) spend part of ``max_output_tokens`` on thoughts before answering;
 ``thinking_budget`` in the entry caps them and is added to ``max_new_tokens``, so a short
-answer is not cut off by thinking. Thought tokens are billed as output and counted as such.
+answer is not cut off by thinking. Thought tokens are billed as output (``cost_usd``) but are no
+candidate's tokens.
 
 Endpoint: the SDK's default, ``GOOGLE_GEMINI_BASE_URL``, or ``base_url`` in the entry (tests
 point it at a local fake); ``api_version`` (e.g. ``v1beta``) likewise. Key: ``GEMINI_API_KEY``
@@ -26,7 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from ambiemo.models import register_model
-from ambiemo.models._http import ApiModel, CallUsage, RequestFailed, api_key_from_env, audio_turns, wav_bytes
+from ambiemo.models.api import ApiModel, CallUsage, MalformedResponse, RequestFailed, api_key_from_env, wav_bytes
 from ambiemo.models.base import AudioRequest, Candidate, GenerationConfig
 
 
@@ -40,18 +42,20 @@ class GeminiModel(ApiModel):
         budget = spec.get("thinking_budget")
         self.thinking_budget: int | None = int(budget) if budget is not None else None
 
-    def _make_client(self) -> Any:
+    def _key(self) -> str | None:
+        return api_key_from_env(self.key_names, self.key)
+
+    def _make_client(self, base_url: str | None) -> Any:
         try:
             from google import genai
             from google.genai import types
         except ImportError as e:
             raise ImportError(f"model {self.key!r} needs the google-genai package: pip install -e '.[api]'") from e
-        self._secret = api_key_from_env(self.key_names, self.key)
         http_options = types.HttpOptions(
-            base_url=self.base_url,
+            base_url=base_url,
             api_version=self.api_version,
             timeout=int(self.timeout_s * 1000),
-            # One attempt per SDK call: _http.call_with_retries is the one retry loop.
+            # One attempt per SDK call: api.call_with_retries is the one retry loop.
             retry_options=types.HttpRetryOptions(attempts=1),
         )
         return genai.Client(api_key=self._secret, http_options=http_options)
@@ -60,14 +64,14 @@ class GeminiModel(ApiModel):
         """``(system_instruction, contents)`` for ``request``."""
         from google.genai import types
 
-        audio_turns(request)
+        turn = request.audio_turn()
         audio = types.Part.from_bytes(data=wav_bytes(request.waveform, request.sample_rate), mime_type="audio/wav")
         system = [m.text for m in request.messages if m.role == "system"]
         contents = []
-        for m in request.messages:
+        for i, m in enumerate(request.messages):
             if m.role == "system":
                 continue
-            parts = [audio] if m.audio else []
+            parts = [audio] if i == turn else []
             if m.text:
                 parts.append(types.Part.from_text(text=m.text))
             contents.append(types.Content(role="model" if m.role == "assistant" else "user", parts=parts))
@@ -85,7 +89,7 @@ class GeminiModel(ApiModel):
         )
 
     def _generate_once(
-        self, request: AudioRequest, config: GenerationConfig, n: int, seed: int
+        self, client: Any, request: AudioRequest, config: GenerationConfig, n: int, seed: int
     ) -> tuple[list[Candidate], CallUsage]:
         system, contents = self.contents(request)
         if config.mode == "greedy":
@@ -95,9 +99,12 @@ class GeminiModel(ApiModel):
         if self.capabilities.logprobs:
             sampling["response_logprobs"] = True
         gen_config = self._config(system, config.max_new_tokens, seed=seed, **sampling)
-        response = self.client.models.generate_content(model=self.model_id, contents=contents, config=gen_config)
-        u = _usage(response)
-        cands = [_candidate(c) for c in (response.candidates or [])]
+        response = client.models.generate_content(model=self.model_id, contents=contents, config=gen_config)
+        try:
+            u = _usage(response)
+            cands = [_candidate(c) for c in (response.candidates or [])]
+        except (AttributeError, TypeError, ValueError) as e:
+            raise MalformedResponse(f"not a GenerateContentResponse: {type(e).__name__}: {e}") from None
         if len(cands) != n:
             # Gemini drops candidates (all of them when it blocks the prompt); recorded as a failed request.
             feedback = getattr(response, "prompt_feedback", None)
@@ -111,12 +118,14 @@ class GeminiModel(ApiModel):
                 c.meta["n_tokens_estimated"] = True
         return cands, u
 
-    def _first_token_top(self, request: AudioRequest, prefix: str) -> tuple[list[tuple[str, float]], CallUsage]:
+    def _first_token_top(
+        self, client: Any, request: AudioRequest, prefix: str
+    ) -> tuple[list[tuple[str, float]], CallUsage]:
         system, contents = self.contents(request)
         gen_config = self._config(
             system, 1, temperature=0.0, candidate_count=1, response_logprobs=True, logprobs=self.top_logprobs
         )
-        response = self.client.models.generate_content(model=self.model_id, contents=contents, config=gen_config)
+        response = client.models.generate_content(model=self.model_id, contents=contents, config=gen_config)
         result = response.candidates[0].logprobs_result if response.candidates else None
         if result is None or not result.top_candidates:
             raise ValueError(
@@ -156,5 +165,6 @@ def _usage(response: Any) -> CallUsage:
     return CallUsage(
         prompt_tokens=int(m.prompt_token_count or 0),
         audio_tokens=int(audio),
-        gen_tokens=int(m.candidates_token_count or 0) + int(m.thoughts_token_count or 0),
+        gen_tokens=int(m.candidates_token_count or 0),
+        thought_tokens=int(m.thoughts_token_count or 0),
     )
