@@ -1,0 +1,235 @@
+"""Today's native ALMs (the capacity ladders of issue 14) on tiny randomly initialised instances of
+their real transformers architectures: the same checks as ``test_models_hf.py``.
+
+What is checked against an independent reference:
+- the prompt: the audio placeholder count against transformers' own rule for the architecture (the
+  processor module's length function, or a hand count), the markup around it, the features
+  against the feature extractor called the way the processor calls it;
+- every candidate's per-token log-probabilities against a fresh forward pass over inputs built
+  without the adapter's expansion code, followed by the candidate's tokens;
+- option scores against one forward pass per option.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ambiemo.models import load_model
+from ambiemo.models.base import AudioRequest, GenerationConfig, Message
+
+torch = pytest.importorskip("torch")
+
+ARCHS = {
+    "qwen3-omni": "hf-qwen3-omni",
+}
+SR = 16_000
+LABELS = ["neutral", "happy", "angry", "sad"]
+
+
+def _clip(seconds: float, seed: int) -> np.ndarray:
+    """A voiced-looking test clip: a gliding tone plus noise (deterministic)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.3 * np.sin(2 * np.pi * (150 + 40 * t) * t) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def _request(
+    utt: str, seconds: float, seed: int = 0, text: str = "Which emotion is this? Answer with one word."
+) -> AudioRequest:
+    return AudioRequest(
+        utt,
+        _clip(seconds, seed),
+        SR,
+        [Message("system", "You are an expert in speech emotion recognition."), Message("user", text, audio=True)],
+    )
+
+
+@pytest.fixture(scope="session")
+def cache_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("ambiemo-ladder-cache")
+
+
+@pytest.fixture(scope="session")
+def models(cache_root):
+    """One loaded adapter per architecture, built into the session's cache folder."""
+    out = {}
+    for arch, adapter in ARCHS.items():
+        m = load_model(
+            f"tiny-{arch}", {"adapter": adapter, "checkpoint": f"tiny:{arch}", "batch_size": 4}, cache_dir=cache_root
+        )
+        assert m.model is None, "weights must load lazily, on the first real call"
+        m._ensure_loaded()
+        out[arch] = m
+    return out
+
+
+# ---------------------------------------------------------------- reference inputs, per architecture
+def _qwen3_omni_inputs(model, request) -> dict:
+    """What Qwen3OmniMoeProcessor does for one clip (its image processor needs torchvision): the
+    feature extractor with the processor's audio kwargs, its module's token-count function, the
+    placeholder repeated in the rendered text, the tokenizer."""
+    from transformers.models.qwen3_omni_moe.processing_qwen3_omni_moe import _get_feat_extract_output_lengths
+
+    fe = model.feature_extractor(
+        [request.waveform], sampling_rate=SR, padding=True, truncation=False, return_attention_mask=True,
+        return_tensors="pt",
+    )  # fmt: skip
+    n = int(_get_feat_extract_output_lengths(fe["attention_mask"].sum(-1))[0])
+    text = model.prompt_text(request).replace("<|audio_pad|>", "<|audio_pad|>" * n)
+    ids = model.tokenizer([text], add_special_tokens=False, return_tensors="pt")
+    return {
+        "input_ids": ids["input_ids"],
+        "attention_mask": ids["attention_mask"],
+        "input_features": fe["input_features"],
+        "feature_attention_mask": fe["attention_mask"],
+    }
+
+
+REFERENCE_INPUTS = {"qwen3-omni": _qwen3_omni_inputs}
+
+
+def _forward_logprobs(model, inputs: dict, continuation: list[int]) -> np.ndarray:
+    """log p(continuation[t] | prompt, continuation[:t]) from one plain forward pass."""
+    ids = torch.cat([inputs["input_ids"], torch.tensor([continuation])], dim=1)
+    kw = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        logits = model.model(input_ids=ids, attention_mask=torch.ones_like(ids), **kw).logits[0].float()
+    p = inputs["input_ids"].shape[1]
+    logp = torch.log_softmax(logits[p - 1 : p - 1 + len(continuation)], dim=-1)
+    return logp[torch.arange(len(continuation)), torch.tensor(continuation)].numpy()
+
+
+# --------------------------------------------------------------------------------------- prompts
+@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("seconds", [0.7, 1.3, 2.5])
+def test_encoding_matches_the_processor_rules(arch, seconds, models):
+    model, request = models[arch], _request("u1", seconds)
+    enc = model._encode(request)
+    ref = REFERENCE_INPUTS[arch](model, request)
+    assert enc.input_ids == ref["input_ids"][0].tolist()
+    for name, tensor in enc.features.items():
+        np.testing.assert_allclose(tensor.numpy(), ref[name].numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("arch", "seconds", "n_audio", "markup"),
+    [
+        # 100 mel frames per second, read in chunks of 100 frames; three stride-2 convolutions per
+        # chunk: 100 -> 50 -> 25 -> 13. 2.5 s: two full chunks (26) + 50 frames -> 25 -> 13 -> 7 = 33.
+        ("qwen3-omni", 1.0, 13, "<|im_start|>user\n<|audio_start|>{}<|audio_end|>Which emotion"),
+        ("qwen3-omni", 2.5, 33, "<|im_start|>user\n<|audio_start|>{}<|audio_end|>Which emotion"),
+        ("qwen3-omni", 31.0, 403, "<|audio_start|>{}<|audio_end|>"),  # 31 full chunks: not cut at 30 s
+    ],
+)
+def test_audio_placeholder_count_by_hand(arch, seconds, n_audio, markup, models):
+    model = models[arch]
+    text = model.tokenizer.decode(model._encode(_request("u", seconds)).input_ids)
+    assert text.count(model.audio_placeholder) == n_audio
+    assert markup.format(model.audio_placeholder * n_audio) in text
+    assert text.endswith("<|im_start|>assistant\n")
+
+
+def test_qwen3_omni_prompt_keeps_the_system_turn(models):
+    text = models["qwen3-omni"].prompt_text(_request("u", 1.0))
+    assert text.startswith("<|im_start|>system\nYou are an expert in speech emotion recognition.<|im_end|>\n")
+
+
+# ----------------------------------------------------------------------------------- generation
+CONFIGS = {
+    "greedy": GenerationConfig(mode="greedy", n=1, max_new_tokens=6),
+    "sample": GenerationConfig(mode="sample", n=4, max_new_tokens=6, temperature=0.9, top_p=0.95, seed=3),
+    "beam": GenerationConfig(mode="beam", n=3, max_new_tokens=6, num_beams=4),
+}
+
+
+@pytest.fixture(scope="session")
+def generations(models):
+    """Every architecture x decoding mode, on a batch of three clips of different lengths."""
+    requests = [_request("a", 2.2, seed=1), _request("b", 0.8, seed=2), _request("c", 1.5, seed=3)]
+    return requests, {(a, m): models[a].generate(requests, c) for a in ARCHS for m, c in CONFIGS.items()}
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("mode", list(CONFIGS))
+def test_candidates_have_scores_and_meta(arch, mode, models, generations):
+    requests, out = generations
+    results = out[(arch, mode)]
+    assert len(results) == len(requests)
+    for request, cands in zip(requests, results, strict=True):
+        assert len(cands) == CONFIGS[mode].n
+        prompt_len = len(models[arch]._encode(request).input_ids)
+        for c in cands:
+            assert c.n_tokens == len(c.token_logprobs) == len(c.meta["token_ids"]) >= 1
+            assert np.isfinite(c.logprob) and c.logprob < 0
+            assert c.logprob == pytest.approx(sum(c.token_logprobs))
+            assert c.meta["prompt_tokens"] == prompt_len
+            assert c.n_tokens <= CONFIGS[mode].max_new_tokens
+    if mode == "beam":
+        for cands in results:  # beams are distinct hypotheses
+            assert len({tuple(c.meta["token_ids"]) for c in cands}) == len(cands)
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("mode", list(CONFIGS))
+def test_logprobs_match_an_independent_forward_pass(arch, mode, models, generations):
+    requests, out = generations
+    model = models[arch]
+    for request, cands in zip(requests, out[(arch, mode)], strict=True):
+        inputs = REFERENCE_INPUTS[arch](model, request)
+        for c in cands:
+            ref = _forward_logprobs(model, inputs, c.meta["token_ids"])
+            np.testing.assert_allclose(c.token_logprobs, ref, atol=2e-4)
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_results_do_not_depend_on_the_batch(arch, models):
+    model = models[arch]
+    requests = [_request("long", 2.4, seed=7), _request("short", 0.6, seed=8), _request("mid", 1.4, seed=9)]
+    greedy = CONFIGS["greedy"]
+    together = model.generate(requests, greedy)
+    alone = [model.generate([r], greedy)[0] for r in requests]
+    for t, a in zip(together, alone, strict=True):
+        assert t[0].meta["token_ids"] == a[0].meta["token_ids"]
+        assert t[0].logprob == pytest.approx(a[0].logprob, abs=1e-3)
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_sampling_is_seeded(arch, models):
+    model = models[arch]
+    requests = [_request("s", 1.0, seed=4)]
+    cfg = GenerationConfig(mode="sample", n=4, max_new_tokens=8, temperature=1.0, seed=11)
+    first = [c.meta["token_ids"] for c in model.generate(requests, cfg)[0]]
+    again = [c.meta["token_ids"] for c in model.generate(requests, cfg)[0]]
+    assert first == again
+    assert len({tuple(t) for t in first}) > 1  # four samples, not four copies
+
+
+# ------------------------------------------------------------------------------- option scoring
+@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("prefix", ["", '{"emotion": "'])
+def test_option_scores_match_one_forward_pass_per_option(arch, prefix, models):
+    model = models[arch]
+    request = _request("opt", 1.6, seed=6)
+    options = LABELS + ["frustrated"]
+    scores = model.score_options(request, options, prefix=prefix)
+    inputs = REFERENCE_INPUTS[arch](model, request)
+    for option, score in zip(options, scores, strict=True):
+        ids = model.tokenizer(prefix + option, add_special_tokens=False)["input_ids"]
+        assert score == pytest.approx(float(_forward_logprobs(model, inputs, ids).sum()), abs=2e-4)
+    assert len(set(np.round(scores, 6))) == len(scores)
+
+
+# ----------------------------------------------------------------------------------- the specs
+LADDER_KEYS = {"qwen3-omni-30b-a3b": "hf-qwen3-omni"}
+
+
+@pytest.mark.parametrize(("key", "route"), list(LADDER_KEYS.items()))
+def test_ladder_spec_from_params_builds_without_loading(key, route, repo_root):
+    from ambiemo.config import load_params
+
+    spec = load_params(repo_root / "params.yaml")["models"][key]
+    assert spec["adapter"] == route
+    model = load_model(key, spec)
+    assert model.model is None  # nothing downloaded until the first call
+    assert model.identity["revision"] == spec["revision"]
