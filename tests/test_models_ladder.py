@@ -12,6 +12,8 @@ What is checked against an independent reference:
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -22,6 +24,14 @@ torch = pytest.importorskip("torch")
 
 ARCHS = {
     "qwen3-omni": "hf-qwen3-omni",
+    "phi4-multimodal": "hf-phi4-multimodal",
+}
+# The Phi-4 tiny build carries a speech LoRA, made and merged with peft (the `ladder` extra).
+NEEDS_PEFT = pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="peft not installed (extra `ladder`)")
+ARCH_PARAMS = [pytest.param(a, marks=NEEDS_PEFT) if a == "phi4-multimodal" else a for a in ARCHS]
+SPEC_EXTRAS = {  # per architecture, beyond adapter and checkpoint
+    "qwen3-omni": {"batch_size": 4},
+    "phi4-multimodal": {"speech_adapter": "speech-lora"},  # the tiny build's random LoRA, as in the release
 }
 SR = 16_000
 LABELS = ["neutral", "happy", "angry", "sad"]
@@ -55,9 +65,10 @@ def models(cache_root):
     """One loaded adapter per architecture, built into the session's cache folder."""
     out = {}
     for arch, adapter in ARCHS.items():
-        m = load_model(
-            f"tiny-{arch}", {"adapter": adapter, "checkpoint": f"tiny:{arch}", "batch_size": 4}, cache_dir=cache_root
-        )
+        if arch == "phi4-multimodal" and importlib.util.find_spec("peft") is None:
+            continue
+        spec = {"adapter": adapter, "checkpoint": f"tiny:{arch}", **SPEC_EXTRAS[arch]}
+        m = load_model(f"tiny-{arch}", spec, cache_dir=cache_root)
         assert m.model is None, "weights must load lazily, on the first real call"
         m._ensure_loaded()
         out[arch] = m
@@ -86,7 +97,21 @@ def _qwen3_omni_inputs(model, request) -> dict:
     }
 
 
-REFERENCE_INPUTS = {"qwen3-omni": _qwen3_omni_inputs}
+def _phi4_inputs(model, request) -> dict:
+    """What Phi4MultimodalProcessor does for one clip (its image processor needs torchvision): the
+    feature extractor, ``replace_audio_token`` (``audio_embed_sizes`` copies of ``<|audio|>``), the tokenizer."""
+    fe = model.feature_extractor([request.waveform], sampling_rate=SR, return_tensors="pt")
+    text = model.prompt_text(request).replace("<|audio|>", "<|audio|>" * int(fe["audio_embed_sizes"][0]))
+    ids = model.tokenizer([text], add_special_tokens=False, return_tensors="pt")
+    return {
+        "input_ids": ids["input_ids"],
+        "attention_mask": ids["attention_mask"],
+        "audio_input_features": fe["audio_input_features"],
+        "audio_embed_sizes": fe["audio_embed_sizes"],
+    }
+
+
+REFERENCE_INPUTS = {"qwen3-omni": _qwen3_omni_inputs, "phi4-multimodal": _phi4_inputs}
 
 
 def _forward_logprobs(model, inputs: dict, continuation: list[int]) -> np.ndarray:
@@ -101,7 +126,7 @@ def _forward_logprobs(model, inputs: dict, continuation: list[int]) -> np.ndarra
 
 
 # --------------------------------------------------------------------------------------- prompts
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", ARCH_PARAMS)
 @pytest.mark.parametrize("seconds", [0.7, 1.3, 2.5])
 def test_encoding_matches_the_processor_rules(arch, seconds, models):
     model, request = models[arch], _request("u1", seconds)
@@ -120,6 +145,10 @@ def test_encoding_matches_the_processor_rules(arch, seconds, models):
         ("qwen3-omni", 1.0, 13, "<|im_start|>user\n<|audio_start|>{}<|audio_end|>Which emotion"),
         ("qwen3-omni", 2.5, 33, "<|im_start|>user\n<|audio_start|>{}<|audio_end|>Which emotion"),
         ("qwen3-omni", 31.0, 403, "<|audio_start|>{}<|audio_end|>"),  # 31 full chunks: not cut at 30 s
+        # 25 ms windows every 10 ms: (16000 - 400) // 160 + 1 = 98 frames, compressed 8x -> ceil(98 / 8) = 13;
+        # 2.5 s: (40000 - 400) // 160 + 1 = 248 -> 31.
+        pytest.param("phi4-multimodal", 1.0, 13, "<|user|>{}Which emotion", marks=NEEDS_PEFT),
+        pytest.param("phi4-multimodal", 2.5, 31, "<|user|>{}Which emotion", marks=NEEDS_PEFT),
     ],
 )
 def test_audio_placeholder_count_by_hand(arch, seconds, n_audio, markup, models):
@@ -127,12 +156,37 @@ def test_audio_placeholder_count_by_hand(arch, seconds, n_audio, markup, models)
     text = model.tokenizer.decode(model._encode(_request("u", seconds)).input_ids)
     assert text.count(model.audio_placeholder) == n_audio
     assert markup.format(model.audio_placeholder * n_audio) in text
-    assert text.endswith("<|im_start|>assistant\n")
+    assert text.endswith({"qwen3-omni": "<|im_start|>assistant\n", "phi4-multimodal": "<|end|><|assistant|>"}[arch])
 
 
 def test_qwen3_omni_prompt_keeps_the_system_turn(models):
     text = models["qwen3-omni"].prompt_text(_request("u", 1.0))
     assert text.startswith("<|im_start|>system\nYou are an expert in speech emotion recognition.<|im_end|>\n")
+
+
+@NEEDS_PEFT
+def test_phi4_prompt_frame(models):
+    text = models["phi4-multimodal"].prompt_text(_request("u", 1.0))
+    assert text == (
+        "<|system|>You are an expert in speech emotion recognition.<|end|>"
+        "<|user|><|audio|>Which emotion is this? Answer with one word.<|end|><|assistant|>"
+    )
+
+
+@NEEDS_PEFT
+def test_phi4_speech_lora_is_active(models, cache_root):
+    with_lora = models["phi4-multimodal"]
+    base = load_model(
+        "phi4-base", {"adapter": "hf-phi4-multimodal", "checkpoint": "tiny:phi4-multimodal"}, cache_dir=cache_root
+    )
+    request = _request("lora", 1.2, seed=3)
+    assert not np.allclose(with_lora.score_options(request, LABELS), base.score_options(request, LABELS), atol=1e-3)
+
+
+def test_phi4_refuses_batches(cache_root):
+    spec = {"adapter": "hf-phi4-multimodal", "checkpoint": "tiny:phi4-multimodal", "batch_size": 4}
+    with pytest.raises(ValueError, match=r"models.phi4.batch_size is 4: Phi-4-multimodal runs one utterance"):
+        load_model("phi4", spec, cache_dir=cache_root)
 
 
 # ----------------------------------------------------------------------------------- generation
@@ -147,10 +201,10 @@ CONFIGS = {
 def generations(models):
     """Every architecture x decoding mode, on a batch of three clips of different lengths."""
     requests = [_request("a", 2.2, seed=1), _request("b", 0.8, seed=2), _request("c", 1.5, seed=3)]
-    return requests, {(a, m): models[a].generate(requests, c) for a in ARCHS for m, c in CONFIGS.items()}
+    return requests, {(a, m): models[a].generate(requests, c) for a in models for m, c in CONFIGS.items()}
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", ARCH_PARAMS)
 @pytest.mark.parametrize("mode", list(CONFIGS))
 def test_candidates_have_scores_and_meta(arch, mode, models, generations):
     requests, out = generations
@@ -170,7 +224,7 @@ def test_candidates_have_scores_and_meta(arch, mode, models, generations):
             assert len({tuple(c.meta["token_ids"]) for c in cands}) == len(cands)
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", ARCH_PARAMS)
 @pytest.mark.parametrize("mode", list(CONFIGS))
 def test_logprobs_match_an_independent_forward_pass(arch, mode, models, generations):
     requests, out = generations
@@ -182,7 +236,7 @@ def test_logprobs_match_an_independent_forward_pass(arch, mode, models, generati
             np.testing.assert_allclose(c.token_logprobs, ref, atol=2e-4)
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", ARCH_PARAMS)
 def test_results_do_not_depend_on_the_batch(arch, models):
     model = models[arch]
     requests = [_request("long", 2.4, seed=7), _request("short", 0.6, seed=8), _request("mid", 1.4, seed=9)]
@@ -194,7 +248,7 @@ def test_results_do_not_depend_on_the_batch(arch, models):
         assert t[0].logprob == pytest.approx(a[0].logprob, abs=1e-3)
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", ARCH_PARAMS)
 def test_sampling_is_seeded(arch, models):
     model = models[arch]
     requests = [_request("s", 1.0, seed=4)]
@@ -206,7 +260,7 @@ def test_sampling_is_seeded(arch, models):
 
 
 # ------------------------------------------------------------------------------- option scoring
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", ARCH_PARAMS)
 @pytest.mark.parametrize("prefix", ["", '{"emotion": "'])
 def test_option_scores_match_one_forward_pass_per_option(arch, prefix, models):
     model = models[arch]
