@@ -275,7 +275,11 @@ def test_option_scores_match_one_forward_pass_per_option(arch, prefix, models):
 
 
 # ----------------------------------------------------------------------------------- the specs
-LADDER_KEYS = {"qwen3-omni-30b-a3b": "hf-qwen3-omni"}
+LADDER_KEYS = {
+    "qwen2.5-omni-3b": "hf-qwen2.5-omni",
+    "qwen3-omni-30b-a3b": "hf-qwen3-omni",
+    "phi4-multimodal": "hf-phi4-multimodal",
+}
 
 
 @pytest.mark.parametrize(("key", "route"), list(LADDER_KEYS.items()))
@@ -287,3 +291,17 @@ def test_ladder_spec_from_params_builds_without_loading(key, route, repo_root):
     model = load_model(key, spec)
     assert model.model is None  # nothing downloaded until the first call
     assert model.identity["revision"] == spec["revision"]
+    assert spec["family"] and spec["params_b"] > 0
+
+
+def test_ladder_profile_names_only_defined_models_with_families(repo_root):
+    from ambiemo.config import load_params
+
+    params = load_params(repo_root / "params.yaml")
+    ladder = params["profiles"]["ladder"]["models"]
+    assert set(ladder) <= set(params["models"])
+    families = {}
+    for key in ladder:
+        families.setdefault(params["models"][key]["family"], []).append(key)
+    # Every open family in the profile is a ladder of at least two sizes, except the single-size ones of issue 14.
+    assert {f for f, keys in families.items() if len(keys) == 1} == {"qwen3-omni", "phi-4"}
