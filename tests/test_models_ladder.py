@@ -25,6 +25,7 @@ torch = pytest.importorskip("torch")
 ARCHS = {
     "qwen3-omni": "hf-qwen3-omni",
     "phi4-multimodal": "hf-phi4-multimodal",
+    "kimi-audio-7b": "kimi-audio",
 }
 # The Phi-4 tiny build carries a speech LoRA, made and merged with peft (the `ladder` extra).
 NEEDS_PEFT = pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="peft not installed (extra `ladder`)")
@@ -304,4 +305,4 @@ def test_ladder_profile_names_only_defined_models_with_families(repo_root):
     for key in ladder:
         families.setdefault(params["models"][key]["family"], []).append(key)
     # Every open family in the profile is a ladder of at least two sizes, except the single-size ones of issue 14.
-    assert {f for f, keys in families.items() if len(keys) == 1} == {"qwen3-omni", "phi-4"}
+    assert {f for f, keys in families.items() if len(keys) == 1} == {"qwen3-omni", "phi-4", "kimi-audio"}
