@@ -25,7 +25,6 @@ torch = pytest.importorskip("torch")
 ARCHS = {
     "qwen3-omni": "hf-qwen3-omni",
     "phi4-multimodal": "hf-phi4-multimodal",
-    "kimi-audio-7b": "kimi-audio",
 }
 # The Phi-4 tiny build carries a speech LoRA, made and merged with peft (the `ladder` extra).
 NEEDS_PEFT = pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="peft not installed (extra `ladder`)")
@@ -280,6 +279,7 @@ LADDER_KEYS = {
     "qwen2.5-omni-3b": "hf-qwen2.5-omni",
     "qwen3-omni-30b-a3b": "hf-qwen3-omni",
     "phi4-multimodal": "hf-phi4-multimodal",
+    "kimi-audio-7b": "kimi-audio",
 }
 
 
