@@ -306,3 +306,15 @@ def test_ladder_profile_names_only_defined_models_with_families(repo_root):
         families.setdefault(params["models"][key]["family"], []).append(key)
     # Every open family in the profile is a ladder of at least two sizes, except the single-size ones of issue 14.
     assert {f for f, keys in families.items() if len(keys) == 1} == {"qwen3-omni", "phi-4", "kimi-audio"}
+
+
+def test_ladder_profile_resolves_every_per_profile_setting_as_the_paper_does(repo_root):
+    from ambiemo.config import load_params
+    from ambiemo.strategies import strategy_settings
+
+    params = load_params(repo_root / "params.yaml")
+    settings = {}
+    for profile in ("paper", "ladder"):
+        settings[profile] = strategy_settings({**params, "run": {**params["run"], "profile": profile}})
+    assert settings["ladder"] == settings["paper"]  # same strategies and budgets: only the models differ
+    assert settings["ladder"]["verifier"]["model"] in params["models"]
