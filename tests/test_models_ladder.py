@@ -159,6 +159,26 @@ def test_audio_placeholder_count_by_hand(arch, seconds, n_audio, markup, models)
     assert text.endswith({"qwen3-omni": "<|im_start|>assistant\n", "phi4-multimodal": "<|end|><|assistant|>"}[arch])
 
 
+def test_qwen3_omni_reads_a_processor_chat_template(models, tmp_path):
+    import json
+    import shutil
+
+    built = models["qwen3-omni"]
+    folder = tmp_path / "processor-template"
+    shutil.copytree(built.local_path, folder)
+    template = (folder / "chat_template.jinja").read_text()
+    (folder / "chat_template.jinja").unlink()  # the tokenizer has none now
+    (folder / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+    model = load_model("q3", {"adapter": "hf-qwen3-omni", "checkpoint": str(folder)})
+    model._load_parts(str(folder), {})
+    assert model.tokenizer.chat_template is None
+    request = _request("u", 1.0)
+    assert model.prompt_text(request) == built.prompt_text(request)
+    (folder / "chat_template.json").unlink()
+    with pytest.raises(ValueError, match="ships no chat template"):
+        model._load_parts(str(folder), {})
+
+
 def test_qwen3_omni_prompt_keeps_the_system_turn(models):
     text = models["qwen3-omni"].prompt_text(_request("u", 1.0))
     assert text.startswith("<|im_start|>system\nYou are an expert in speech emotion recognition.<|im_end|>\n")

@@ -12,6 +12,7 @@ batch are right-padded to the longest; the feature mask keeps the padding out of
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,16 @@ def pad_feature_rows(rows: Sequence[Encoded], names: Sequence[str]) -> list[Enco
     return out
 
 
+def processor_chat_template(source: str, rev: dict[str, Any]) -> str | None:
+    """The ``chat_template`` of a processor's ``chat_template.json`` in ``source`` (None where absent)."""
+    from transformers.utils import cached_file
+
+    path = cached_file(source, "chat_template.json", _raise_exceptions_for_missing_entries=False, **rev)
+    if path is None:
+        return None
+    return json.loads(Path(path).read_text(encoding="utf-8")).get("chat_template")
+
+
 @register_model("hf-qwen3-omni")
 class Qwen3OmniALM(NativeAudioALM):
     """The Qwen3-Omni-MoE thinker: ``<|audio_start|><|audio_pad|><|audio_end|>`` in the user turn."""
@@ -56,6 +67,20 @@ class Qwen3OmniALM(NativeAudioALM):
     # Multimodal rotary offsets (rope_deltas) are set up inside generate() from the audio, as in
     # Qwen2.5-Omni: a prefill outside generate() would leave them sized for the unrepeated batch.
     shared_prefill = False
+
+    def _load_parts(self, source: str, rev: dict[str, Any]) -> None:
+        """Tokenizer and feature extractor; the chat template from the tokenizer, else from the
+        processor's ``chat_template.json`` (where multimodal checkpoints often keep it)."""
+        from transformers import AutoTokenizer, WhisperFeatureExtractor
+
+        self.tokenizer = AutoTokenizer.from_pretrained(source, **rev)
+        self.feature_extractor = WhisperFeatureExtractor.from_pretrained(source, **rev)
+        self.chat_template = self.tokenizer.chat_template or processor_chat_template(source, rev)
+        if not self.chat_template:
+            raise ValueError(
+                f"model {self.key!r}: {source} ships no chat template (neither in its tokenizer nor in "
+                "chat_template.json); add one"
+            )
 
     def _load_model(self, source: str, rev: dict[str, Any]):
         import transformers
