@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-EXTRAS ?= demo,api,dev
+EXTRAS ?= demo,api,dev,ladder
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: venv repro test test-fast lint format bench dag clean-results lock paper
