@@ -1,16 +1,27 @@
-"""The generation cache: never pay twice for the same model call.
+"""The generation cache: never pay twice for the same model call, and never answer from a bad entry.
 
 Every result a model returns is stored under a key that covers everything that can change it:
-the model's identity (key, checkpoint id, revision, route), the full conversation, a hash of
-the audio, every ``GenerationConfig`` field (mode, n, max_new_tokens, temperature, top_p,
-num_beams, seed) and the candidate's sample index; for ``score_options``, the options and the
-prefix instead of the config. A rerun with the same inputs therefore makes zero model calls,
-and any changed parameter misses.
+the model's ``identity`` as a whole (route, adapter version, checkpoint, revision, the hash of
+its output-affecting settings: whatever the adapter puts there counts), the full conversation,
+a hash of the audio, every ``GenerationConfig`` field (mode, n, max_new_tokens, temperature,
+top_p, num_beams, seed) and the candidate's sample index; for ``score_options``, the options and
+the prefix instead of the config. The params key that names the model is *not* part of it
+(an identity's ``"key"`` entry is dropped): renaming a model in params.yaml reuses its entries,
+while any changed setting misses. A rerun with the same inputs makes zero model calls.
+
+Integrity. Each entry carries the format version it was written in and the SHA-256 of its
+value. An entry whose value does not match its checksum (flipped bytes, a truncated value) or
+whose format is not this one is never used: it is reported (a warning naming the entry's key,
+model and identity; the counters ``corrupt`` and ``stale``), recomputed and overwritten. A
+cache file written by an older ambiemo (format 1, no checksums) is set aside on first open
+(its tables renamed to ``*_v1``, reported with their size) and never read; ``ambiemo cache
+verify --repair`` deletes bad entries and old tables. ``ambiemo cache verify`` checks a whole
+cache, SQLite's own ``integrity_check`` included.
 
 Storage is one SQLite file in WAL mode (``<folder>/generations.sqlite``). Every write is one
-transaction, so a crash leaves either the whole entry or none, and WAL lets DVC stages running
-in parallel processes read while one of them writes; writers wait for each other
-(``busy_timeout``) instead of failing. WAL needs a local file system (not NFS).
+transaction, so a crash (even ``kill -9``) leaves either the whole entry or none, and WAL lets
+DVC stages running in parallel processes read while one of them writes; writers wait for each
+other (``busy_timeout``) instead of failing. WAL needs a local file system (not NFS).
 
 Usage::
 
@@ -27,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import sqlite3
@@ -47,29 +59,50 @@ from ambiemo.models.base import (
     Usage,
 )
 
-# Bump when the key or value layout changes: old entries then simply miss.
-CACHE_FORMAT = 1
+log = logging.getLogger(__name__)
+
+# Bump when the key or value layout changes: entries of another format are then ignored (and reported).
+# 1: keys on the params key, no checksums. 2: keys on the identity without the params key, checksums.
+CACHE_FORMAT = 2
 DB_NAME = "generations.sqlite"
 # Seconds a writer waits for another process's write lock before giving up.
 BUSY_TIMEOUT_S = 120.0
+# Bad entries reported one by one per cache object; after that only the counters grow (and a last warning).
+MAX_ENTRY_WARNINGS = 20
 
 # Connections a forked child inherited from its parent, kept referenced so they are never closed.
 _INHERITED: list[sqlite3.Connection] = []
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
-    key   TEXT PRIMARY KEY,      -- sha256 of the canonical JSON of everything that determines the value
-    model TEXT NOT NULL,         -- the model's params key, for per-model stats and `cache clear --model`
-    kind  TEXT NOT NULL,         -- 'generate' (one candidate) or 'score_options'
-    value TEXT NOT NULL          -- JSON
+    key      TEXT PRIMARY KEY,   -- sha256 of the canonical JSON of everything that determines the value
+    identity TEXT NOT NULL,      -- identity_sha of the model identity (see the identities table)
+    model    TEXT NOT NULL,      -- the params key that wrote it: for messages only, never for lookups
+    kind     TEXT NOT NULL,      -- 'generate' (one candidate) or 'score_options'
+    format   INTEGER NOT NULL,   -- CACHE_FORMAT when written
+    checksum TEXT NOT NULL,      -- sha256 of value
+    value    TEXT NOT NULL       -- JSON
 );
-CREATE INDEX IF NOT EXISTS entries_model ON entries (model);
+CREATE INDEX IF NOT EXISTS entries_identity ON entries (identity);
+CREATE TABLE IF NOT EXISTS identities (
+    identity TEXT PRIMARY KEY,   -- identity_sha
+    value    TEXT NOT NULL,      -- the identity, canonical JSON
+    keys     TEXT NOT NULL       -- JSON list of the params keys that have used it
+);
 CREATE TABLE IF NOT EXISTS counters (
-    model  TEXT PRIMARY KEY,
-    hits   INTEGER NOT NULL DEFAULT 0,
-    misses INTEGER NOT NULL DEFAULT 0
+    identity TEXT PRIMARY KEY,
+    hits     INTEGER NOT NULL DEFAULT 0,
+    misses   INTEGER NOT NULL DEFAULT 0,
+    corrupt  INTEGER NOT NULL DEFAULT 0,
+    stale    INTEGER NOT NULL DEFAULT 0
 );
 """
+# Tables of a format-1 file, renamed aside so they are never read.
+_V1_TABLES = ("entries", "counters")
+
+
+class CacheError(RuntimeError):
+    """The cache file itself is damaged beyond single entries (SQLite reports a malformed file)."""
 
 
 def _json_default(obj: Any) -> Any:
@@ -86,6 +119,20 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
 
 
+def checksum(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def key_identity(identity: dict[str, Any]) -> dict[str, Any]:
+    """The part of a model identity that enters cache keys: all of it but the params key."""
+    return {k: v for k, v in identity.items() if k != "key"}
+
+
+def identity_sha(identity: dict[str, Any]) -> str:
+    """A stable name for a model identity: sha256 of its canonical JSON (params key left out)."""
+    return hashlib.sha256(canonical_json(key_identity(identity)).encode()).hexdigest()
+
+
 def make_key(payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json({"format": CACHE_FORMAT, **payload}).encode()).hexdigest()
 
@@ -95,7 +142,7 @@ def generation_key(identity: dict[str, Any], request: AudioRequest, config: Gene
     return make_key(
         {
             "kind": "generate",
-            "model": identity,
+            "model": key_identity(identity),
             "conversation": request.conversation(),
             "audio_sha1": request.audio_sha1(),
             "config": config.as_dict(),
@@ -108,7 +155,7 @@ def scoring_key(identity: dict[str, Any], request: AudioRequest, options: Sequen
     return make_key(
         {
             "kind": "score_options",
-            "model": identity,
+            "model": key_identity(identity),
             "conversation": request.conversation(),
             "audio_sha1": request.audio_sha1(),
             "options": list(options),
@@ -139,16 +186,17 @@ def candidate_from_json(s: str) -> Candidate:
 class GenerationCache:
     """A key -> JSON store in one SQLite file, safe across threads and processes.
 
-    ``stats()`` reports this object's lookups (``hits``, ``misses``) and the store's size
-    (``entries``, ``bytes`` on disk). Lifetime hit and miss counts per model are kept in the
-    file too (``model_stats()``); ``ambiemo cache stats`` shows them.
+    ``stats()`` reports this object's lookups (``hits``, ``misses``), the bad entries it met
+    (``corrupt``: checksum mismatch; ``stale``: another format) and the store's size (``entries``,
+    ``bytes`` on disk). Lifetime counts per model identity are kept in the file too
+    (``identity_stats()``); ``ambiemo cache stats`` shows them.
     """
 
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
         self.path = self.folder / DB_NAME
-        self.hits = 0
-        self.misses = 0
+        self.hits = self.misses = self.corrupt = self.stale = 0
+        self._warned = 0
         self._local = threading.local()
         self._lock = threading.Lock()  # guards the counters above
         self._connect()  # create the file and schema now, so errors surface here
@@ -186,6 +234,8 @@ class GenerationCache:
                 if "locked" not in str(e) or time.monotonic() > deadline:
                     raise
                 time.sleep(random.uniform(0.01, 0.1))
+            except sqlite3.DatabaseError as e:
+                raise self._damaged(e) from e
         self._local.conn = conn
         self._local.pid = os.getpid()
         return conn
@@ -199,9 +249,32 @@ class GenerationCache:
                 "file system? Point AMBIEMO_CACHE_DIR at a local folder"
             )
         with _transaction(conn):
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
+            if columns and "checksum" not in columns:
+                self._set_aside_v1(conn)
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+
+    def _set_aside_v1(self, conn: sqlite3.Connection) -> None:
+        """A format-1 file: rename its tables so that nothing reads them, and say so."""
+        n = conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+        for table in _V1_TABLES:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone():
+                conn.execute(f"ALTER TABLE {table} RENAME TO {table}_v1")
+        conn.execute("DROP INDEX IF EXISTS entries_model")
+        log.warning(
+            "%s was written by an older ambiemo (cache format 1, without checksums): its %d entries are "
+            "ignored and will be recomputed as needed; `ambiemo cache verify --repair` deletes them",
+            self.path,
+            n,
+        )
+
+    def _damaged(self, e: Exception) -> CacheError:
+        return CacheError(
+            f"{self.path}: SQLite cannot read the cache file ({e}); run `ambiemo cache verify` to see what is "
+            "damaged, or move the file away to start a fresh cache (every call is then made again)"
+        )
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -211,33 +284,95 @@ class GenerationCache:
 
     # -- key/value ----------------------------------------------------------------------
     def get_many(self, keys: Sequence[str]) -> dict[str, str]:
-        """The stored values of those ``keys`` that exist (no hit/miss counting)."""
+        """The stored values of those ``keys`` that exist and are sound (no hit/miss counting).
+
+        An entry that fails its checksum or is of another format is left out (so the caller
+        recomputes it and ``put_many`` overwrites it), reported and counted.
+        """
         conn = self._connect()
         found: dict[str, str] = {}
         unique = list(dict.fromkeys(keys))
-        for i in range(0, len(unique), 500):  # stay below SQLite's bound-parameter limit
-            chunk = unique[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for key, value in conn.execute(f"SELECT key, value FROM entries WHERE key IN ({marks})", chunk):
-                found[key] = value
+        bad = []
+        try:
+            for i in range(0, len(unique), 500):  # stay below SQLite's bound-parameter limit
+                chunk = unique[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT key, model, identity, format, checksum, value FROM entries WHERE key IN ({marks})", chunk
+                )
+                for key, model, ident, fmt, digest, value in rows:
+                    problem = _entry_problem(fmt, digest, value)
+                    if problem is None:
+                        found[key] = value
+                    else:
+                        bad.append((problem, key, model, ident))
+        except sqlite3.DatabaseError as e:
+            raise self._damaged(e) from e
+        for problem, key, model, ident in bad:  # after the read: reporting writes a counter
+            self._report(problem, key, model, ident)
         return found
 
     def get(self, key: str) -> str | None:
         return self.get_many([key]).get(key)
 
-    def put_many(self, model: str, kind: str, items: Sequence[tuple[str, str]]) -> None:
-        """Store ``(key, json)`` pairs in one atomic transaction."""
+    def _report(self, problem: str, key: str, model: str, ident: str) -> None:
+        with self._lock:
+            if problem == "stale":
+                self.stale += 1
+            else:
+                self.corrupt += 1
+            self._warned += 1
+            warned = self._warned
+        what = "is of another cache format" if problem == "stale" else "fails its checksum (corrupted or truncated)"
+        if warned <= MAX_ENTRY_WARNINGS:
+            log.warning(
+                "generation cache %s: entry %s of model %r (identity %s) %s; not used, recomputed",
+                self.path,
+                key[:16],
+                model,
+                ident[:12],
+                what,
+            )
+        if warned == MAX_ENTRY_WARNINGS:
+            log.warning("generation cache %s: further bad entries are only counted", self.path)
+        col = "stale" if problem == "stale" else "corrupt"
+        conn = self._connect()
+        with _transaction(conn):
+            conn.execute(
+                f"INSERT INTO counters (identity, {col}) VALUES (?, 1) "
+                f"ON CONFLICT(identity) DO UPDATE SET {col} = {col} + 1",
+                (ident,),
+            )
+
+    def register(self, identity: dict[str, Any], model_key: str) -> str:
+        """Record ``identity`` (used under params key ``model_key``) in the file; returns its identity_sha."""
+        sha = identity_sha(identity)
+        conn = self._connect()
+        with _transaction(conn):
+            row = conn.execute("SELECT keys FROM identities WHERE identity = ?", (sha,)).fetchone()
+            keys = json.loads(row[0]) if row else []
+            if row is None or model_key not in keys:
+                conn.execute(
+                    "INSERT OR REPLACE INTO identities (identity, value, keys) VALUES (?, ?, ?)",
+                    (sha, canonical_json(key_identity(identity)), json.dumps(sorted({*keys, model_key}))),
+                )
+        return sha
+
+    def put_many(self, identity: str, model: str, kind: str, items: Sequence[tuple[str, str]]) -> None:
+        """Store ``(key, json)`` pairs of the model ``identity`` (an identity_sha, written under params
+        key ``model``) in one atomic transaction, each with its format and checksum."""
         if not items:
             return
         conn = self._connect()
         with _transaction(conn):
             conn.executemany(
-                "INSERT OR REPLACE INTO entries (key, model, kind, value) VALUES (?, ?, ?, ?)",
-                [(k, model, kind, v) for k, v in items],
+                "INSERT OR REPLACE INTO entries (key, identity, model, kind, format, checksum, value) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(k, identity, model, kind, CACHE_FORMAT, checksum(v), v) for k, v in items],
             )
 
-    def count(self, model: str, hits: int, misses: int) -> None:
-        """Add lookups to this object's counters and to the file's lifetime counters."""
+    def count(self, identity: str, hits: int, misses: int) -> None:
+        """Add lookups to this object's counters and to the file's lifetime counters of ``identity``."""
         with self._lock:
             self.hits += hits
             self.misses += misses
@@ -245,10 +380,10 @@ class GenerationCache:
             conn = self._connect()
             with _transaction(conn):
                 conn.execute(
-                    "INSERT INTO counters (model, hits, misses) VALUES (?, ?, ?) "
-                    "ON CONFLICT(model) DO UPDATE SET hits = hits + excluded.hits, "
+                    "INSERT INTO counters (identity, hits, misses) VALUES (?, ?, ?) "
+                    "ON CONFLICT(identity) DO UPDATE SET hits = hits + excluded.hits, "
                     "misses = misses + excluded.misses",
-                    (model, hits, misses),
+                    (identity, hits, misses),
                 )
 
     # -- reporting and maintenance --------------------------------------------------------
@@ -258,33 +393,131 @@ class GenerationCache:
     def stats(self) -> dict[str, int]:
         conn = self._connect()
         entries = conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
-        return {"hits": self.hits, "misses": self.misses, "entries": entries, "bytes": self.size_bytes()}
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "corrupt": self.corrupt,
+            "stale": self.stale,
+            "entries": entries,
+            "bytes": self.size_bytes(),
+        }
 
-    def model_stats(self) -> list[dict[str, Any]]:
-        """Per model: entries, stored bytes (of the JSON values) and lifetime hits and misses."""
+    def identity_stats(self) -> list[dict[str, Any]]:
+        """Per model identity: its identity_sha, the identity, the params keys that used it, entries,
+        stored bytes (of the JSON values), and lifetime hits, misses and bad entries met."""
         conn = self._connect()
         rows = conn.execute(
-            "SELECT model, SUM(n), SUM(b), SUM(h), SUM(m) FROM ("
-            "  SELECT model, COUNT(*) AS n, SUM(LENGTH(value)) AS b, 0 AS h, 0 AS m FROM entries GROUP BY model"
-            "  UNION ALL SELECT model, 0, 0, hits, misses FROM counters"
-            ") GROUP BY model ORDER BY model"
+            "SELECT i.identity, i.value, i.keys, COALESCE(e.n, 0), COALESCE(e.b, 0), COALESCE(c.hits, 0), "
+            "COALESCE(c.misses, 0), COALESCE(c.corrupt, 0), COALESCE(c.stale, 0) FROM identities AS i "
+            "LEFT JOIN (SELECT identity, COUNT(*) AS n, SUM(LENGTH(value)) AS b FROM entries GROUP BY identity) AS e "
+            "ON e.identity = i.identity LEFT JOIN counters AS c ON c.identity = i.identity ORDER BY i.keys, i.identity"
         ).fetchall()
-        return [{"model": m, "entries": n, "value_bytes": b, "hits": h, "misses": mi} for m, n, b, h, mi in rows]
+        return [
+            {
+                "identity_sha": sha,
+                "identity": json.loads(value),
+                "keys": json.loads(keys),
+                "entries": n,
+                "value_bytes": b,
+                "hits": h,
+                "misses": m,
+                "corrupt": c,
+                "stale": s,
+            }
+            for sha, value, keys, n, b, h, m, c, s in rows
+        ]
 
-    def clear(self, model: str | None = None) -> int:
-        """Delete all entries (or one model's) and their counters; returns how many entries went."""
+    def identities_of(self, model_key: str) -> list[str]:
+        """The identity_shas that params key ``model_key`` has used."""
+        return [r["identity_sha"] for r in self.identity_stats() if model_key in r["keys"]]
+
+    def clear(self, model: str | None = None, identity: str | None = None) -> int:
+        """Delete all entries, or those of every identity that params key ``model`` has used, or of the
+        identity whose identity_sha starts with ``identity``; their counters too. Returns how many went."""
         conn = self._connect()
+        if model is None and identity is None:
+            shas = None
+        elif identity is not None:
+            shas = [r["identity_sha"] for r in self.identity_stats() if r["identity_sha"].startswith(identity)]
+        else:
+            shas = self.identities_of(model)  # type: ignore[arg-type]
         with _transaction(conn):
-            if model is None:
+            if shas is None:
                 n = conn.execute("DELETE FROM entries").rowcount
-                conn.execute("DELETE FROM counters")
+                for table in ("counters", "identities"):
+                    conn.execute(f"DELETE FROM {table}")
+                for table in _V1_TABLES:
+                    conn.execute(f"DROP TABLE IF EXISTS {table}_v1")
             else:
-                n = conn.execute("DELETE FROM entries WHERE model = ?", (model,)).rowcount
-                conn.execute("DELETE FROM counters WHERE model = ?", (model,))
+                n = 0
+                for sha in shas:
+                    n += conn.execute("DELETE FROM entries WHERE identity = ?", (sha,)).rowcount
+                    conn.execute("DELETE FROM counters WHERE identity = ?", (sha,))
+                    conn.execute("DELETE FROM identities WHERE identity = ?", (sha,))
+        self._vacuum(conn)
+        return n
+
+    def verify(self, repair: bool = False) -> dict[str, Any]:
+        """Check every entry (checksum, format) and the file (SQLite ``integrity_check``).
+
+        Returns ``{"entries", "ok", "corrupt": [{key, model, identity}], "stale", "old_tables"
+        {table: rows}, "integrity", "repaired"}``. With ``repair``, bad and stale entries and
+        format-1 tables are deleted (the next run recomputes them).
+        """
+        conn = self._connect()
+        try:
+            integrity = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+            corrupt, stale_keys, total = [], [], 0
+            for key, model, ident, fmt, digest, value in conn.execute(
+                "SELECT key, model, identity, format, checksum, value FROM entries"
+            ):
+                total += 1
+                problem = _entry_problem(fmt, digest, value)
+                if problem == "corrupt":
+                    corrupt.append({"key": key, "model": model, "identity": ident})
+                elif problem == "stale":
+                    stale_keys.append(key)
+            old = {}
+            for table in _V1_TABLES:
+                name = f"{table}_v1"
+                if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone():
+                    old[name] = conn.execute(f"SELECT COUNT(*) FROM {name}").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            raise self._damaged(e) from e
+        report = {
+            "path": str(self.path),
+            "entries": total,
+            "ok": total - len(corrupt) - len(stale_keys),
+            "corrupt": corrupt,
+            "stale": len(stale_keys),
+            "old_tables": old,
+            "integrity": "ok" if integrity == ["ok"] else "; ".join(integrity),
+            "repaired": 0,
+        }
+        if repair and (corrupt or stale_keys or old):
+            bad = [c["key"] for c in corrupt] + stale_keys
+            with _transaction(conn):
+                conn.executemany("DELETE FROM entries WHERE key = ?", [(k,) for k in bad])
+                for name in old:
+                    conn.execute(f"DROP TABLE {name}")
+            self._vacuum(conn)
+            report["repaired"] = len(bad) + sum(old.values())
+        return report
+
+    @staticmethod
+    def _vacuum(conn: sqlite3.Connection) -> None:
         # Give the space back to the file system; VACUUM must run outside a transaction.
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("VACUUM")
-        return n
+
+
+def _entry_problem(fmt: int, digest: str, value: str) -> str | None:
+    """None for a sound entry; 'stale' (another format) or 'corrupt' (value does not match its checksum)."""
+    if fmt != CACHE_FORMAT:
+        return "stale"
+    if not isinstance(value, str) or checksum(value) != digest:
+        return "corrupt"
+    return None
 
 
 class _transaction:
@@ -317,6 +550,7 @@ class CachedModel(AudioLanguageModel):
         # Deliberately no super().__init__: usage, identity and capabilities are the wrapped model's.
         self.model = model
         self.cache = cache
+        self._registered: str | None = None
 
     # The contract's attributes, delegated.
     key = property(lambda self: self.model.key)  # type: ignore[assignment]
@@ -338,12 +572,19 @@ class CachedModel(AudioLanguageModel):
 
     def __getattr__(self, name: str) -> Any:
         # Anything else (adapter-specific attributes) comes from the wrapped model.
-        if name in ("model", "cache"):
+        if name in ("model", "cache", "_registered"):
             raise AttributeError(name)
         return getattr(self.model, name)
 
+    def _identity_sha(self) -> str:
+        """The identity's name in the cache file, recorded there once per wrapper (with the params key)."""
+        sha = identity_sha(self.identity)
+        if sha != self._registered:
+            self._registered = self.cache.register(self.identity, self.key)
+        return sha
+
     def generate(self, requests: Sequence[AudioRequest], config: GenerationConfig) -> list[list[Candidate]]:
-        identity = self.identity
+        identity, ident = self.identity, self._identity_sha()
         keys = [[generation_key(identity, r, config, i) for i in range(config.n)] for r in requests]
         stored = self.cache.get_many([k for ks in keys for k in ks])
         results: list[list[Candidate] | None] = [None] * len(requests)
@@ -355,7 +596,7 @@ class CachedModel(AudioLanguageModel):
                 todo.append(j)
         n_hits = len(requests) - len(todo)
         self.usage.cache_hits += n_hits
-        self.cache.count(self.key, n_hits, len(todo))
+        self.cache.count(ident, n_hits, len(todo))
         if todo:
             fresh = self.model.generate([requests[j] for j in todo], config)
             if len(fresh) != len(todo):
@@ -373,22 +614,23 @@ class CachedModel(AudioLanguageModel):
                 encoded = [candidate_to_json(c) for c in cands]
                 items += zip(keys[j], encoded, strict=True)
                 results[j] = [candidate_from_json(s) for s in encoded]
-            self.cache.put_many(self.key, "generate", items)
+            self.cache.put_many(ident, self.key, "generate", items)
         return results  # type: ignore[return-value]
 
     def score_options(self, request: AudioRequest, options: Sequence[str], prefix: str = "") -> np.ndarray:
+        ident = self._identity_sha()
         key = scoring_key(self.identity, request, options, prefix)
         value = self.cache.get(key)
         if value is not None:
             self.usage.cache_hits += 1
-            self.cache.count(self.key, 1, 0)
+            self.cache.count(ident, 1, 0)
             return np.asarray(json.loads(value), dtype=np.float64)
-        self.cache.count(self.key, 0, 1)
+        self.cache.count(ident, 0, 1)
         scores = np.asarray(self.model.score_options(request, options, prefix), dtype=np.float64)
         if scores.shape != (len(options),):
             raise RuntimeError(f"model {self.key!r} scored {scores.shape} for {len(options)} options")
         if np.isnan(scores).any():
             return scores  # a failed request: not cached
         encoded = canonical_json([float(x) for x in scores])
-        self.cache.put_many(self.key, "score_options", [(key, encoded)])
+        self.cache.put_many(ident, self.key, "score_options", [(key, encoded)])
         return np.asarray(json.loads(encoded), dtype=np.float64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import multiprocessing
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
@@ -172,7 +173,6 @@ def test_changed_conversation_audio_or_model_identity_misses(folder):
             ),
         ),
         (CountingModel(revision="r2"), req),
-        (CountingModel(key="other"), req),
     ]
     for inner, r in variants:
         CachedModel(inner, GenerationCache(folder)).generate([r], SAMPLE)
@@ -243,16 +243,19 @@ def test_stats_and_clear(folder):
     cache = GenerationCache(folder)
     CachedModel(CountingModel("m1"), cache).generate([make_request("a")], SAMPLE)
     CachedModel(CountingModel("m1"), cache).generate([make_request("a")], SAMPLE)
-    CachedModel(CountingModel("m2"), cache).score_options(make_request("a"), ["x", "y"])
+    CachedModel(CountingModel("m2", revision="r2"), cache).score_options(make_request("a"), ["x", "y"])
     stats = cache.stats()
     assert stats["hits"] == 1 and stats["misses"] == 2 and stats["entries"] == SAMPLE.n + 1
     assert stats["bytes"] == sum(p.stat().st_size for p in folder.iterdir() if p.name.startswith(DB_NAME))
     assert stats["bytes"] > 0
-    per_model = {row["model"]: row for row in GenerationCache(folder).model_stats()}  # lifetime, from the file
-    assert (per_model["m1"]["entries"], per_model["m1"]["hits"], per_model["m1"]["misses"]) == (SAMPLE.n, 1, 1)
-    assert (per_model["m2"]["entries"], per_model["m2"]["hits"], per_model["m2"]["misses"]) == (1, 0, 1)
+    # lifetime, from the file, per identity; the params key is recorded beside it, not inside it
+    per_key = {tuple(row["keys"]): row for row in GenerationCache(folder).identity_stats()}
+    assert set(per_key) == {("m1",), ("m2",)}
+    assert (per_key[("m1",)]["entries"], per_key[("m1",)]["hits"], per_key[("m1",)]["misses"]) == (SAMPLE.n, 1, 1)
+    assert (per_key[("m2",)]["entries"], per_key[("m2",)]["hits"], per_key[("m2",)]["misses"]) == (1, 0, 1)
+    assert per_key[("m2",)]["identity"] == {"model_id": "fake/model", "revision": "r2", "route": "CountingModel"}
     assert cache.clear("m1") == SAMPLE.n
-    assert [r["model"] for r in cache.model_stats()] == ["m2"]
+    assert [r["keys"] for r in cache.identity_stats()] == [["m2"]]
     assert cache.clear() == 1 and cache.stats()["entries"] == 0
 
 
@@ -315,7 +318,7 @@ def test_concurrent_writer_processes_do_not_corrupt(folder):
         CountingModel(), GenerationCache(folder.parent / "fresh")
     ).generate(reqs, SAMPLE)
     assert inner.usage.calls == 0
-    lifetime = cache.model_stats()[0]
+    lifetime = cache.identity_stats()[0]
     assert lifetime["hits"] + lifetime["misses"] == 4 * N_PER_WORKER + len(reqs)
 
 
@@ -352,13 +355,13 @@ def test_cache_cli(folder, monkeypatch, tmp_path):
     cache = GenerationCache(folder)
     CachedModel(CountingModel("m1"), cache).generate([make_request("a")], SAMPLE)
     CachedModel(CountingModel("m1"), cache).generate([make_request("a"), make_request("b", seed=1)], SAMPLE)
-    CachedModel(CountingModel("m2"), cache).score_options(make_request("a"), ["x"])
+    CachedModel(CountingModel("m2", revision="r2"), cache).score_options(make_request("a"), ["x"])
 
     out = json.loads(runner.invoke(app, ["cache", "stats", "--json", "--params", str(params)]).output)
     assert out["folder"] == str(folder) and out["entries"] == 2 * SAMPLE.n + 1
-    assert {m["model"]: (m["hits"], m["misses"]) for m in out["models"]} == {"m1": (1, 2), "m2": (0, 1)}
+    assert {m["keys"][0]: (m["hits"], m["misses"]) for m in out["identities"]} == {"m1": (1, 2), "m2": (0, 1)}
     table = runner.invoke(app, ["cache", "stats", "--params", str(params)]).output
-    assert "m1" in table and "33.3%" in table
+    assert "m1" in table and "33.3%" in table and "revision=r2" in table
 
     assert runner.invoke(app, ["cache", "clear", "--params", str(params)], input="n\n").exit_code == 1
     assert GenerationCache(folder).stats()["entries"] == 2 * SAMPLE.n + 1
@@ -369,7 +372,7 @@ def test_cache_cli(folder, monkeypatch, tmp_path):
 
 def _create_and_write(folder, i: int, queue) -> None:
     try:
-        GenerationCache(folder).put_many("m", "generate", [(f"k{i}", "1")])
+        GenerationCache(folder).put_many("ident", "m", "generate", [(f"k{i}", "1")])
         queue.put("ok")
     except Exception as e:  # noqa: BLE001  (reported to the parent, which fails the test)
         queue.put(repr(e))
@@ -389,3 +392,144 @@ def test_processes_creating_the_cache_at_once(tmp_path):
             p.join(timeout=60)
         assert results == ["ok"] * 8
         assert GenerationCache(folder).stats()["entries"] == 8
+
+
+# -- identity: the whole identity dict, never the params key ------------------------------------
+class IdentifiedModel(CountingModel):
+    """An adapter whose identity carries what the models contract adds: adapter version, settings hash."""
+
+    def __init__(self, key: str = "fake", **identity) -> None:
+        super().__init__(key)
+        self._extra = {"version": 1, "settings_sha256": "a" * 64, **identity}
+
+    @property
+    def identity(self):
+        return {**super().identity, **self._extra}
+
+
+def test_renamed_params_key_hits_and_changed_identity_misses(folder):
+    req = [make_request()]
+    first = CachedModel(IdentifiedModel("qwen2-audio-7b"), GenerationCache(folder)).generate(req, SAMPLE)
+    renamed = IdentifiedModel("qwen2-audio")  # same identity, another name in params.yaml
+    assert CachedModel(renamed, GenerationCache(folder)).generate(req, SAMPLE) == first
+    assert renamed.usage.calls == 0 and renamed.usage.cache_hits == 1
+    for change in ({"version": 2}, {"settings_sha256": "b" * 64}, {"dtype": "bfloat16"}):
+        inner = IdentifiedModel("qwen2-audio", **change)
+        CachedModel(inner, GenerationCache(folder)).generate(req, SAMPLE)
+        assert inner.usage.calls == 1, change  # any field the adapter puts in its identity counts
+    # `cache stats` groups by identity and lists both names of the first one
+    rows = GenerationCache(folder).identity_stats()
+    assert len(rows) == 4
+    assert sorted(r["keys"] for r in rows)[-1] == ["qwen2-audio", "qwen2-audio-7b"]
+
+
+# -- integrity: checksums, truncation, old formats ------------------------------------------------
+def _value_of(folder, key: str) -> str:
+    with sqlite3.connect(folder / DB_NAME) as conn:
+        return conn.execute("SELECT value FROM entries WHERE key = ?", (key,)).fetchone()[0]
+
+
+def test_flipped_bytes_in_the_file_are_detected_reported_and_recomputed(folder, caplog):
+    req = [make_request()]
+    first_model = CountingModel()
+    first = CachedModel(first_model, GenerationCache(folder)).generate(req, SAMPLE)
+    key = generation_key(first_model.identity, req[0], SAMPLE, 1)
+    value = _value_of(folder, key)
+    # Fold the WAL into the main file, then damage the value's bytes on disk as a failing disk would.
+    with sqlite3.connect(folder / DB_NAME) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw = bytearray((folder / DB_NAME).read_bytes())
+    at = raw.find(value.encode())
+    assert at >= 0 and raw.count(value.encode()) == 1
+    digit = at + value.index('"logprob":') + len('"logprob":') + 3  # a digit inside the number
+    raw[digit] = ord("7") if raw[digit] != ord("7") else ord("3")
+    (folder / DB_NAME).write_bytes(bytes(raw))
+    assert _value_of(folder, key) != value, "the damage reached the stored value"
+
+    inner = CountingModel()
+    cache = GenerationCache(folder)
+    with caplog.at_level(logging.WARNING, logger="ambiemo.cache"):
+        again = CachedModel(inner, cache).generate(req, SAMPLE)
+    assert again == first, "the damaged candidate was recomputed, not used"
+    assert inner.usage.calls == 1 and cache.stats()["corrupt"] == 1
+    assert f"entry {key[:16]} of model 'fake'" in caplog.text and "fails its checksum" in caplog.text
+    assert _value_of(folder, key) == value, "and overwritten with the sound value"
+    assert GenerationCache(folder).identity_stats()[0]["corrupt"] == 1  # lifetime counter
+
+
+def test_truncated_value_and_old_format_entry_are_never_used(folder, caplog):
+    req = [make_request("a", seed=1), make_request("b", seed=2)]
+    model = CountingModel()
+    first = CachedModel(model, GenerationCache(folder)).generate(req, SAMPLE)
+    k_trunc = generation_key(model.identity, req[0], SAMPLE, 0)
+    k_old = generation_key(model.identity, req[1], SAMPLE, 2)
+    with sqlite3.connect(folder / DB_NAME) as conn:
+        conn.execute("UPDATE entries SET value = substr(value, 1, length(value) / 2) WHERE key = ?", (k_trunc,))
+        conn.execute("UPDATE entries SET format = 1 WHERE key = ?", (k_old,))  # a row in another layout
+    report = GenerationCache(folder).verify()
+    assert report["entries"] == 2 * SAMPLE.n and report["ok"] == 2 * SAMPLE.n - 2
+    assert [c["key"] for c in report["corrupt"]] == [k_trunc] and report["stale"] == 1
+    assert report["integrity"] == "ok"
+
+    inner = CountingModel()
+    cache = GenerationCache(folder)
+    with caplog.at_level(logging.WARNING, logger="ambiemo.cache"):
+        assert CachedModel(inner, cache).generate(req, SAMPLE) == first
+    assert inner.generate_calls == [["a", "b"]]
+    assert (cache.stats()["corrupt"], cache.stats()["stale"]) == (1, 1)
+    assert "another cache format" in caplog.text
+    assert GenerationCache(folder).verify()["ok"] == 2 * SAMPLE.n  # both rewritten sound
+
+
+V1_SCHEMA = """
+CREATE TABLE entries (key TEXT PRIMARY KEY, model TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL);
+CREATE INDEX entries_model ON entries (model);
+CREATE TABLE counters (model TEXT PRIMARY KEY, hits INTEGER NOT NULL DEFAULT 0, misses INTEGER NOT NULL DEFAULT 0);
+"""
+
+
+def test_a_format_1_cache_file_is_set_aside_with_a_message(folder, caplog):
+    """A file from the previous release: same table name, no checksums, keys on the params key."""
+    folder.mkdir()
+    with sqlite3.connect(folder / DB_NAME) as conn:
+        conn.executescript(V1_SCHEMA)
+        conn.executemany(
+            "INSERT INTO entries VALUES (?, 'fake', 'generate', ?)", [(f"k{i}", '{"text":"x"}') for i in range(3)]
+        )
+    with caplog.at_level(logging.WARNING, logger="ambiemo.cache"):
+        cache = GenerationCache(folder)
+    assert "cache format 1" in caplog.text and "its 3 entries are ignored" in caplog.text
+    assert cache.stats()["entries"] == 0 and cache.get("k0") is None
+    inner = CountingModel()
+    CachedModel(inner, cache).generate([make_request()], SAMPLE)
+    assert inner.usage.calls == 1
+    report = cache.verify()
+    assert report["old_tables"] == {"entries_v1": 3, "counters_v1": 0} and report["ok"] == SAMPLE.n
+    assert cache.verify(repair=True)["repaired"] == 3
+    assert cache.verify()["old_tables"] == {}
+    caplog.clear()
+    GenerationCache(folder)  # opened again: nothing more to set aside
+    assert "format 1" not in caplog.text
+
+
+def test_verify_cli(folder, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from ambiemo.cli import app
+
+    monkeypatch.setenv("AMBIEMO_CACHE_DIR", str(folder))
+    params = tmp_path / "params.yaml"
+    params.write_text("{}\n")
+    runner = CliRunner()
+    model = CountingModel()
+    CachedModel(model, GenerationCache(folder)).generate([make_request()], SAMPLE)
+    result = runner.invoke(app, ["cache", "verify", "--params", str(params)])
+    assert result.exit_code == 0 and f"{SAMPLE.n} entries, {SAMPLE.n} sound, 0 corrupt" in result.output
+    key = generation_key(model.identity, make_request(), SAMPLE, 0)
+    with sqlite3.connect(folder / DB_NAME) as conn:
+        conn.execute("UPDATE entries SET checksum = 'x' WHERE key = ?", (key,))
+    result = runner.invoke(app, ["cache", "verify", "--params", str(params)])
+    assert result.exit_code == 1 and "1 corrupt" in result.output and key[:16] in result.output
+    result = runner.invoke(app, ["cache", "verify", "--repair", "--params", str(params)])
+    assert result.exit_code == 0 and "deleted 1 bad or old rows" in result.output
+    assert GenerationCache(folder).stats()["entries"] == SAMPLE.n - 1

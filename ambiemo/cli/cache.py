@@ -1,10 +1,13 @@
 """`ambiemo cache`: the generation cache (``ambiemo.cache``).
 
-    ambiemo cache stats            # where it is, its size, and per model: entries, hits, misses
-    ambiemo cache clear [--model KEY] [--yes]
+    ambiemo cache stats            # where it is, its size, and per model identity: entries, hits, misses
+    ambiemo cache verify [--repair]  # check every entry's checksum and format, and the file itself
+    ambiemo cache clear [--model KEY | --identity SHA] [--yes]
 
 The folder is params ``paths.cache_dir``, or the environment variable ``AMBIEMO_CACHE_DIR``.
-Hits and misses are lifetime counts kept in the cache file by every run that used it.
+Hits and misses are lifetime counts kept in the cache file by every run that used it. Entries
+belong to a model *identity* (route, adapter version, checkpoint, revision, settings hash), not to
+a params key: a renamed key shares its identity's entries, and a changed setting starts a new one.
 """
 
 from __future__ import annotations
@@ -30,64 +33,116 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.2f} MB"
 
 
+def _identity_label(identity: dict) -> str:
+    """A short readable form of an identity: its fields other than the params key, in order."""
+    return " ".join(f"{k}={v}" for k, v in sorted(identity.items()) if v is not None and k != "key")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
+    for line in [header, *rows]:
+        typer.echo("  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())
+
+
 @app.command()
 def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Size of the cache and, per model, its entries and lifetime hits and misses."""
+    """Size of the cache and, per model identity, its params keys, entries and lifetime hits and misses."""
     from ambiemo.cache import DB_NAME, GenerationCache
 
     folder = _cache_folder(params_path)
     if not (folder / DB_NAME).exists():
         if as_json:
-            typer.echo(json.dumps({"folder": str(folder), "entries": 0, "bytes": 0, "models": []}))
+            typer.echo(json.dumps({"folder": str(folder), "entries": 0, "bytes": 0, "identities": []}))
         else:
             typer.echo(f"{folder}: no generation cache yet")
         return
     cache = GenerationCache(folder)
-    totals, models = cache.stats(), cache.model_stats()
+    totals, idents = cache.stats(), cache.identity_stats()
     if as_json:
-        typer.echo(
-            json.dumps(
-                {"folder": str(folder), "entries": totals["entries"], "bytes": totals["bytes"], "models": models},
-                indent=1,
-            )
-        )
+        doc = {"folder": str(folder), "entries": totals["entries"], "bytes": totals["bytes"], "identities": idents}
+        typer.echo(json.dumps(doc, indent=1))
         return
     typer.echo(f"{folder}: {totals['entries']} entries, {_mb(totals['bytes'])} on disk")
-    header = ["model", "entries", "stored", "hits", "misses", "hit rate"]
-    table = [
+    header = ["identity", "params keys", "entries", "stored", "hits", "misses", "hit rate", "bad", "model"]
+    rows = [
         [
-            m["model"],
+            m["identity_sha"][:12],
+            ",".join(m["keys"]),
             str(m["entries"]),
             _mb(m["value_bytes"]),
             str(m["hits"]),
             str(m["misses"]),
             f"{m['hits'] / (m['hits'] + m['misses']):.1%}" if m["hits"] + m["misses"] else "-",
+            str(m["corrupt"] + m["stale"]),
+            _identity_label(m["identity"]),
         ]
-        for m in models
+        for m in idents
     ]
-    widths = [max(len(x) for x in col) for col in zip(header, *table, strict=True)]
-    for line in [header, *table]:
-        typer.echo("  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())
+    _table(header, rows)
+
+
+@app.command()
+def verify(
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Delete bad entries and old-format tables (the next run recomputes them).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Check every entry's checksum and format, and the SQLite file. Exits 1 if something is wrong and not repaired."""
+    from ambiemo.cache import DB_NAME, CacheError, GenerationCache
+
+    folder = _cache_folder(params_path)
+    if not (folder / DB_NAME).exists():
+        typer.echo(f"{folder}: no generation cache; nothing to verify")
+        return
+    try:
+        report = GenerationCache(folder).verify(repair=repair)
+    except CacheError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    bad = len(report["corrupt"]) + report["stale"] + sum(report["old_tables"].values())
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+    else:
+        typer.echo(
+            f"{report['path']}: {report['entries']} entries, {report['ok']} sound, {len(report['corrupt'])} corrupt, "
+            f"{report['stale']} of another format; format-1 rows set aside: {sum(report['old_tables'].values())}; "
+            f"SQLite integrity: {report['integrity']}"
+        )
+        for c in report["corrupt"][:20]:
+            typer.echo(f"  corrupt: entry {c['key'][:16]} of model {c['model']!r} (identity {c['identity'][:12]})")
+        if repair:
+            typer.echo(f"repaired: deleted {report['repaired']} bad or old rows; the next run recomputes them")
+        elif bad:
+            typer.echo("run `ambiemo cache verify --repair` to delete them (bad entries are never used either way)")
+    if report["integrity"] != "ok" or (bad and not repair):
+        raise typer.Exit(1)
 
 
 @app.command()
 def clear(
-    model: Annotated[str | None, typer.Option("--model", help="Only this model key's entries.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Only the entries of every identity this params key has used.")
+    ] = None,
+    identity: Annotated[
+        str | None, typer.Option("--identity", help="Only this identity's entries (a prefix of its sha).")
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Delete cached generations (all, or one model's). The next run calls the models again."""
+    """Delete cached generations (all, one model's, or one identity's). The next run calls the models again."""
     from ambiemo.cache import DB_NAME, GenerationCache
 
     folder = _cache_folder(params_path)
     if not (folder / DB_NAME).exists():
         typer.echo(f"{folder}: no generation cache; nothing to clear")
         return
-    what = f"model {model!r}'s entries" if model else "every entry"
+    what = f"model {model!r}'s entries" if model else f"identity {identity}'s entries" if identity else "every entry"
     if not yes and not typer.confirm(f"Delete {what} from {folder}?"):
         raise typer.Exit(1)
-    n = GenerationCache(folder).clear(model)
+    n = GenerationCache(folder).clear(model, identity)
     typer.echo(f"deleted {n} entries from {folder}")
