@@ -5,11 +5,36 @@
     manifest --(audio, batches of utterances)--> strategy.run at every budget
              --> parse-failure policy --> predictions parquet (ambiemo.predictions)
 
-The model is wrapped in the generation cache, so an interrupted run resumes where it stopped
-(finished calls are answered from the cache) and an unchanged rerun makes no model call and
-writes a byte-identical file. An utterance whose audio cannot be read or whose model call fails
-is recorded (rows with ``parsed_ok`` False and ``n_candidates`` 0, the error in the metadata's
-``model_failures``) and the run goes on; only a run in which every utterance fails is an error.
+Resumable. The model is wrapped in the generation cache, whose every entry is one SQLite
+transaction, so a run killed at any moment (``kill -9`` included) resumes where it stopped:
+finished calls are answered from the cache, nothing is duplicated, and the predictions file is
+byte-identical to an uninterrupted run's. The file is written to a temporary name and renamed,
+so a reader sees the old file or the new one, never half of one; temporary files a killed
+writer left behind are removed by the next write. An unchanged rerun makes no model call.
+
+Failures are classified (``ambiemo.errors``):
+
+* broken audio (missing, empty, undecodable, no samples, NaN or infinite samples: ``AudioError``)
+  and a model or API failure on one utterance (``ModelCallError``, or candidates whose ``meta``
+  has ``"error"``, or NaN option scores) are recorded per utterance, with the reason, in the
+  log and in the metadata's ``model_failures`` {utt_id: reason} (rows with ``parsed_ok`` False
+  and ``n_candidates`` 0), and the run goes on. At the end, when more than params
+  ``inference.max_failure_share`` (default 0.01) of the utterances failed, the predictions are
+  still written (nothing computed is lost) and ``InferenceFailures`` names them;
+* anything else (a ``TypeError`` or ``KeyError`` in a strategy, a schema violation, a wrong API
+  key) stops the run at once with its traceback.
+
+Valid but odd audio is predicted: silence, any sample rate (resampled), several channels
+(averaged). A clip longer than the model's window (``Capabilities.max_audio_s``) is truncated to
+it, with a warning naming the utterance; both are listed in the metadata's ``audio_notes``.
+
+A model that gives the identical answer to every utterance (audio that never reaches it, say)
+is warned about, naming the cell, and recorded in the metadata's ``identical_answers``.
+
+Progress: a tqdm bar (rate, ETA, cache hits, model and parse failures, API spend) when stderr is
+a terminal outside CI, and a log line every ``PROGRESS_LOG_EVERY_S`` seconds in any case, so that
+``dvc repro`` shows where a long cell is.
+
 A model that lacks what the strategy needs is refused before any work.
 """
 
@@ -18,13 +43,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from ambiemo.models.base import AudioLanguageModel, CapabilityError
+from ambiemo.audio import AudioError
+from ambiemo.errors import ModelCallError
+from ambiemo.models.base import AudioLanguageModel, AudioRequest, Candidate, CapabilityError, GenerationConfig
 from ambiemo.parsing import apply_failure_policy
 from ambiemo.predictions import predicted_label, prediction_columns, read_predictions, write_predictions
 from ambiemo.prompts import PromptBook
@@ -34,6 +64,61 @@ log = logging.getLogger(__name__)
 
 # A model key that needs no params entry: the scripted test double (ambiemo.models.fake).
 FAKE_SPEC = {"adapter": "fake"}
+# Default of params inference.max_failure_share: any broken clip is reported; the stage fails above 1%.
+MAX_FAILURE_SHARE = 0.01
+# Seconds between progress log lines (the bar, where shown, updates continuously).
+PROGRESS_LOG_EVERY_S = 60.0
+# Environment variables whose values are never written: API keys and tokens (see redact_secrets).
+_SECRET_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_PASSWORD")
+
+
+class InferenceFailures(RuntimeError):
+    """More utterances failed than params ``inference.max_failure_share`` allows; the predictions
+    were written all the same (``path``), with every failure in their metadata."""
+
+    def __init__(self, message: str, failures: dict[str, str], path: Path | None) -> None:
+        super().__init__(message)
+        self.failures = failures
+        self.path = path
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with the value of every secret-looking environment variable (``*_API_KEY``,
+    ``*_TOKEN``, ...) replaced by ``***``: a last guard before a reason is written anywhere."""
+    for name, value in os.environ.items():
+        if value and len(value) >= 8 and name.upper().endswith(_SECRET_SUFFIXES):
+            text = text.replace(value, "***")
+    return text
+
+
+class SecretFilter(logging.Filter):
+    """A logging filter that redacts secrets from every record a handler writes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact_secrets(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def install_secret_filter() -> None:
+    """Put ``SecretFilter`` on every handler of the root logger (call after configuring logging)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, SecretFilter) for f in handler.filters):
+            handler.addFilter(SecretFilter())
+
+
+def inference_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """Params ``inference`` with defaults: ``max_failure_share`` (float in [0, 1], default 0.01)."""
+    section = dict(params.get("inference") or {})
+    unknown = set(section) - {"max_failure_share"}
+    if unknown:
+        raise ValueError(f"params inference: unknown key(s) {sorted(unknown)}; known: ['max_failure_share']")
+    share = section.get("max_failure_share", MAX_FAILURE_SHARE)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= float(share) <= 1.0:
+        raise ValueError(f"params inference.max_failure_share must be a number in [0, 1], got {share!r}")
+    return {"max_failure_share": float(share)}
 
 
 def model_spec(params: dict[str, Any], key: str) -> dict[str, Any]:
@@ -70,6 +155,7 @@ def run_inference(
     budgets: Sequence[int] | None = None,
     model: AudioLanguageModel | None = None,
     verifier: AudioLanguageModel | None = None,
+    progress: bool | None = None,
 ) -> pd.DataFrame:
     """Run ``strategy`` with model ``model_key`` over the manifest, write the predictions parquet, return its rows.
 
@@ -82,16 +168,23 @@ def run_inference(
     ``model`` / ``verifier``: already built models to use instead of building them from params
     (tests, notebooks that run several strategies with one loaded model); wrap them in
     ``ambiemo.cache.CachedModel`` yourself if they should be cached.
+    ``progress``: show the progress bar (None: when stderr is a terminal outside CI).
+
+    Raises ``InferenceFailures`` (after writing the table) when more than params
+    ``inference.max_failure_share`` of the utterances failed; any other exception that a
+    strategy or model raises, except a per-utterance ``AudioError`` or ``ModelCallError``,
+    stops the run at once.
     """
     from ambiemo.manifest import read_manifest
-    from ambiemo.predictions import read_predictions
     from ambiemo.provenance import provenance
 
     manifest = read_manifest(manifest_path)
     labels = manifest.labels
     df = manifest.df.iloc[: limit or None].reset_index(drop=True)
     settings = strategy_settings(params)
+    max_share = inference_settings(params)["max_failure_share"]
     cls = STRATEGIES.get(strategy)
+    name = f"{manifest.dataset}/{model_key}/{strategy}"
 
     model = model if model is not None else build_model(params, model_key)
     if cls.uses_verifier and verifier is None:
@@ -105,20 +198,42 @@ def run_inference(
         )
     before = {"usage": model.usage.as_dict(), "verifier_usage": verifier.usage.as_dict() if verifier else None}
     prompts = PromptBook.from_params(params, labels)
-    strat: Strategy = cls(Context(model, labels, prompts, settings, verifier))
+    guarded = _Guarded(model)
+    guarded_verifier = None if verifier is None else guarded if verifier is model else _Guarded(verifier)
+    strat: Strategy = cls(Context(guarded, labels, prompts, settings, guarded_verifier))
     strat.check()
     budgets = sorted({int(b) for b in budgets}) if budgets else strat.default_budgets()
     strat.check_budgets(budgets)
     policy = (params.get("parsing") or {}).get("on_failure", "uniform")
     apply_failure_policy(None, len(labels), policy)  # an unknown policy fails now, not after the run
 
-    results, failures = _run(
-        strat, df, budgets, model.sample_rate, int(settings["batch_size"]), f"{model_key}/{strategy}"
-    )
-    if len(df) and not results:
-        first = next(iter(failures.items()))
-        raise RuntimeError(f"every utterance failed ({len(failures)}); the first, {first[0]}: {first[1]}")
+    usages = [model.usage] + ([verifier.usage] if verifier is not None and verifier is not model else [])
+    bar = _Progress(name, len(df), usages, progress)
+    try:
+        results, failures, notes = _run(
+            strat,
+            df,
+            budgets,
+            model.sample_rate,
+            int(settings["batch_size"]),
+            name,
+            getattr(model.capabilities, "max_audio_s", None),
+            bar,
+        )
+    finally:
+        bar.close()
     out, parse_failures = _table(strat, df, budgets, results, failures, labels, model_key, policy)
+    identical = _identical_answers(strat, results, budgets)
+    if identical is not None:
+        log.warning(
+            "%s: the model gave the identical answer to all %d utterances (%s@%d: %.120r); is the audio "
+            "reaching the model?",
+            name,
+            identical["n_utterances"],
+            identical["readout"],
+            identical["budget"],
+            identical["answer"],
+        )
 
     relevant = {k: params[k] for k in ("seed", "prompts", "parsing", "strategies") if k in params}
     meta_prov = provenance(
@@ -133,13 +248,20 @@ def run_inference(
         limit=limit or 0,
         parse_failure_policy=policy,
     )
+    n_audio = sum(1 for reason in failures.values() if reason.startswith("audio: "))
     meta = {
         "parse_failures": int(sum(parse_failures.values())),
         "parse_failures_by": dict(sorted(parse_failures.items())),
         "model_failures": dict(sorted(failures.items())),
+        "failures_by_kind": {"audio": n_audio, "model": len(failures) - n_audio},
+        "max_failure_share": max_share,
+        "audio_notes": dict(sorted(notes.items())),
+        "identical_answers": identical,
         "n_utterances": len(df),
     }
+    _remove_stale_temporaries(Path(out_path))
     path = write_predictions(out, out_path, labels=labels, label_set=manifest.label_set, provenance=meta_prov, **meta)
+    _check_failures(name, failures, len(df), max_share, path)
     written = read_predictions(path)
     df_out = written.df
     usage = _delta(model.usage.as_dict(), before["usage"])
@@ -147,16 +269,42 @@ def run_inference(
     if verifier is not None and verifier is not model:
         verifier_usage = _delta(verifier.usage.as_dict(), before["verifier_usage"])
     df_out.attrs = {"meta": written.meta, "usage": usage, "verifier_usage": verifier_usage}
+    cache = getattr(model, "cache", None)
     log.info(
-        "%s: %d rows; %d parse failures, %d model failures; live calls %d, cache hits %d",
+        "%s: %d rows; %d parse failures, %d model failures; live calls %d, cache hits %d%s",
         path,
         len(df_out),
         meta["parse_failures"],
         len(failures),
         usage["calls"],
         usage["cache_hits"],
+        f"; bad cache entries recomputed {cache.corrupt + cache.stale}" if cache is not None else "",
     )
     return df_out
+
+
+def _check_failures(name: str, failures: dict[str, str], n: int, max_share: float, path: Path) -> None:
+    """Report every failure; raise ``InferenceFailures`` when their share exceeds ``max_share``."""
+    if not failures:
+        return
+    listed = "; ".join(f"{u}: {r}" for u, r in list(sorted(failures.items()))[:10])
+    more = f" (and {len(failures) - 10} more)" if len(failures) > 10 else ""
+    share = len(failures) / max(n, 1)
+    log.warning("%s: %d of %d utterances failed (%.1f%%): %s%s", name, len(failures), n, 100 * share, listed, more)
+    if share > max_share:
+        what = "every utterance failed" if len(failures) == n else f"{len(failures)} of {n} utterances failed"
+        raise InferenceFailures(
+            f"{name}: {what} ({share:.1%}), more than params inference.max_failure_share = {max_share:.1%}: "
+            f"{listed}{more}. The predictions, with every failure in their metadata, are in {path}",
+            failures,
+            path,
+        )
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporary files a killed writer of ``path`` left behind (``ambiemo.tables.write_table``'s names)."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def write_skipped(
@@ -200,45 +348,216 @@ def write_skipped(
     return read_predictions(path).df
 
 
-def _run(
-    strat: Strategy, df: pd.DataFrame, budgets: list[int], sample_rate: int, batch_size: int, name: str
-) -> tuple[dict[int, list[Row]], dict[str, str]]:
-    """Rows per manifest position, and the failures {utt_id: error}.
+class _Guarded(AudioLanguageModel):
+    """The model as a strategy sees it during a run: a failed request (a candidate whose ``meta`` has
+    ``"error"``, NaN option scores) raises ``ModelCallError`` naming the utterance, so that the run
+    records that utterance instead of mistaking the failure for a bug. Everything else is delegated."""
 
-    Utterances go to the strategy in batches (one model call serves a batch). When a batch
-    fails, each of its utterances is run alone, so that one bad utterance is recorded and the
-    others are answered (from the cache where the batch call got that far).
-    """
+    def __init__(self, model: AudioLanguageModel) -> None:
+        # Deliberately no super().__init__: usage, identity and capabilities are the wrapped model's.
+        self.model = model
+
+    key = property(lambda self: self.model.key)  # type: ignore[assignment]
+    model_id = property(lambda self: self.model.model_id)  # type: ignore[assignment]
+    revision = property(lambda self: self.model.revision)  # type: ignore[assignment]
+    sample_rate = property(lambda self: self.model.sample_rate)  # type: ignore[assignment]
+    usage = property(lambda self: self.model.usage)  # type: ignore[assignment]
+    capabilities = property(lambda self: self.model.capabilities)  # type: ignore[assignment]
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return self.model.identity
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "model":
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    def generate(self, requests: Sequence[AudioRequest], config: GenerationConfig) -> list[list[Candidate]]:
+        out = self.model.generate(requests, config)
+        for request, cands in zip(requests, out, strict=True):
+            for c in cands:
+                if "error" in c.meta:
+                    raise ModelCallError(
+                        f"model {self.key!r} failed on utterance {request.utt_id!r}: {c.meta['error']}", request.utt_id
+                    )
+        return out
+
+    def score_options(self, request: AudioRequest, options: Sequence[str], prefix: str = "") -> np.ndarray:
+        scores = self.model.score_options(request, options, prefix)
+        if np.isnan(np.asarray(scores, dtype=float)).any():
+            raise ModelCallError(f"model {self.key!r} could not score options for {request.utt_id!r}", request.utt_id)
+        return scores
+
+
+class _Progress:
+    """A tqdm bar (where shown) and a periodic log line: utterances done, rate, ETA, cache hits,
+    model failures, parse failures and API spend of this run."""
+
+    def __init__(self, name: str, total: int, usages: list[Any], show: bool | None) -> None:
+        from tqdm import tqdm
+
+        if show is None:
+            show = sys.stderr.isatty() and not os.environ.get("CI")
+        self.name, self.total, self.usages = name, total, usages
+        self.before = [u.as_dict() for u in usages]
+        self.start = self.last_log = time.monotonic()
+        self.done = 0
+        self.bar = tqdm(total=total, desc=name, unit="utt", disable=not show, file=sys.stderr, dynamic_ncols=True)
+
+    def counts(self, model_failures: int, parse_failures: int) -> dict[str, Any]:
+        now = [u.as_dict() for u in self.usages]
+        spent = sum(a["cost_usd"] - b.get("cost_usd", 0) for a, b in zip(now, self.before, strict=True))
+        hits = sum(a["cache_hits"] - b.get("cache_hits", 0) for a, b in zip(now, self.before, strict=True))
+        return {"cache_hits": hits, "model_failures": model_failures, "parse_failures": parse_failures, "usd": spent}
+
+    def update(self, n: int, model_failures: int, parse_failures: int) -> None:
+        self.done += n
+        c = self.counts(model_failures, parse_failures)
+        self.bar.set_postfix(
+            hits=c["cache_hits"],
+            failed=c["model_failures"],
+            unparsed=c["parse_failures"],
+            usd=f"{c['usd']:.4f}",
+            refresh=False,
+        )
+        self.bar.update(n)
+        now = time.monotonic()
+        if now - self.last_log >= PROGRESS_LOG_EVERY_S or self.done >= self.total:
+            self.last_log = now
+            rate = self.done / max(now - self.start, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            log.info(
+                "%s: %d of %d utterances (%.0f%%), %.2f utt/s, ETA %.0f s; cache hits %d, model failures %d, "
+                "parse failures %d, API spend $%.4f",
+                self.name,
+                self.done,
+                self.total,
+                100 * self.done / max(self.total, 1),
+                rate,
+                eta,
+                c["cache_hits"],
+                c["model_failures"],
+                c["parse_failures"],
+                c["usd"],
+            )
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _prepare_audio(
+    path: str, sample_rate: int, max_audio_s: float | None, utt_id: str, name: str, notes: dict[str, str]
+) -> np.ndarray:
+    """The clip as the model gets it; broken audio raises ``AudioError``, odd audio is noted."""
     from ambiemo.audio import load_audio
 
+    if not path:
+        raise AudioError("the manifest has no audio for it (a labels-only manifest); rebuild it with audio")
+    wav = load_audio(path, sample_rate)
+    if max_audio_s is not None and len(wav) > max_audio_s * sample_rate:
+        keep = int(round(max_audio_s * sample_rate))
+        notes[utt_id] = f"truncated from {len(wav) / sample_rate:.2f} s to the model's {max_audio_s:g} s window"
+        log.warning("%s: utterance %s: audio %s", name, utt_id, notes[utt_id])
+        wav = wav[:keep]
+    elif not wav.any():
+        notes[utt_id] = "silent (every sample is zero)"
+        log.info("%s: utterance %s: audio is %s; predicted all the same", name, utt_id, notes[utt_id])
+    return wav
+
+
+def _run(
+    strat: Strategy,
+    df: pd.DataFrame,
+    budgets: list[int],
+    sample_rate: int,
+    batch_size: int,
+    name: str,
+    max_audio_s: float | None,
+    progress: _Progress,
+) -> tuple[dict[int, list[Row]], dict[str, str], dict[str, str]]:
+    """Rows per manifest position, the failures {utt_id: reason}, and audio notes {utt_id: note}.
+
+    Utterances go to the strategy in batches (one model call serves a batch). When a batch
+    fails with a ``ModelCallError``, each of its utterances is run alone, so that one bad
+    utterance is recorded and the others are answered (from the cache where the batch call got
+    that far). Any other exception stops the run, with a note naming the cell and utterances.
+    """
     results: dict[int, list[Row]] = {}
     failures: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    unparsed = 0
     for start in range(0, len(df), batch_size):
+        stop = min(start + batch_size, len(df))
         utts: list[tuple[int, Utterance]] = []
-        for i in range(start, min(start + batch_size, len(df))):
+        for i in range(start, stop):
             utt_id, path = str(df.at[i, "utt_id"]), str(df.at[i, "audio_path"])
             try:
-                if not path:
-                    raise ValueError("the manifest has no audio for it (a labels-only manifest); rebuild it with audio")
-                utts.append((i, Utterance(utt_id, load_audio(path, sample_rate), sample_rate)))
-            except Exception as e:  # noqa: BLE001 -- recorded per utterance, see the module doc
-                failures[utt_id] = f"audio: {e}"
+                wav = _prepare_audio(path, sample_rate, max_audio_s, utt_id, name, notes)
+            except AudioError as e:
+                failures[utt_id] = redact_secrets(f"audio: {e}")
+                log.warning("%s: utterance %s failed: %s", name, utt_id, failures[utt_id])
+                continue
+            utts.append((i, Utterance(utt_id, wav, sample_rate)))
         try:
-            for (i, _), rows in zip(utts, strat.run([u for _, u in utts], budgets), strict=True):
-                results[i] = rows
-        except CapabilityError:
-            raise
-        except Exception:  # noqa: BLE001 -- find which utterance failed
-            for i, u in utts:
-                try:
-                    results[i] = strat.run([u], budgets)[0]
-                except CapabilityError:
-                    raise
-                except Exception as e:  # noqa: BLE001
-                    failures[u.utt_id] = f"{type(e).__name__}: {e}"
-                    log.warning("utterance %s failed: %s", u.utt_id, e)
-        log.info("%s: %d of %d utterances done", name, min(start + batch_size, len(df)), len(df))
-    return results, failures
+            batch = _attempt(strat, [u for _, u in utts], budgets, name)
+        except ModelCallError:
+            batch = None  # find which utterance failed: each alone
+        for k, (i, u) in enumerate(utts):
+            try:
+                results[i] = batch[k] if batch is not None else _attempt(strat, [u], budgets, name)[0]
+            except ModelCallError as e:
+                failures[u.utt_id] = redact_secrets(str(e))
+                log.warning("%s: utterance %s failed: %s", name, u.utt_id, failures[u.utt_id])
+                continue
+            unparsed += sum(1 for row in results[i] if row.p is None)
+        progress.update(stop - start, len(failures), unparsed)
+    return results, failures, notes
+
+
+def _attempt(strat: Strategy, utts: list[Utterance], budgets: list[int], name: str) -> list[list[Row]]:
+    """``strat.run``; an error that is not a per-utterance failure gets a note and goes up."""
+    if not utts:
+        return []
+    try:
+        rows = strat.run(utts, budgets)
+    except (ModelCallError, CapabilityError):
+        raise
+    except Exception as e:
+        ids = ", ".join(u.utt_id for u in utts[:5]) + (" ..." if len(utts) > 5 else "")
+        e.add_note(
+            f"ambiemo: {type(e).__name__} in {name} on utterances {ids}. This is a programming or configuration "
+            "error, not a failure of one utterance, so the run stops (finished calls are kept in the cache)."
+        )
+        raise
+    if len(rows) != len(utts):
+        raise RuntimeError(f"{name}: strategy {strat.name!r} returned {len(rows)} results for {len(utts)} utterances")
+    return rows
+
+
+# Fewer utterances than this with the same answer are no sign that the audio is ignored.
+MIN_IDENTICAL = 3
+
+
+def _identical_answers(strat: Strategy, results: dict[int, list[Row]], budgets: list[int]) -> dict[str, Any] | None:
+    """When every answered utterance got the identical answer (candidate texts and distribution of the
+    first readout at the largest budget), what it was; else None."""
+    label, budget = strat.row_labels()[0], max(budgets)
+    prints, texts = set(), []
+    n = 0
+    for i in sorted(results):
+        row = next((r for r in results[i] if r.strategy == label and r.budget == budget), None)
+        if row is None:
+            continue
+        texts = [str(c.get("text", "")) for c in row.candidates]
+        p = None if row.p is None else [round(float(x), 9) for x in row.p]
+        prints.add(json.dumps([texts, p]))
+        n += 1
+        if len(prints) > 1:
+            return None
+    if n < MIN_IDENTICAL:
+        return None
+    return {"n_utterances": n, "readout": label, "budget": budget, "answer": texts[0][:500] if texts else ""}
 
 
 def _table(

@@ -29,18 +29,28 @@ def infer(
     limit: Annotated[int, typer.Option("--limit", help="Only the first N utterances (0: all).")] = 0,
     params_path: Annotated[Path, typer.Option("--params", help="The params file.")] = Path("params.yaml"),
 ) -> None:
-    """Run a model and a test-time scaling strategy over a manifest; write one predictions parquet."""
+    """Run a model and a test-time scaling strategy over a manifest; write one predictions parquet.
+
+    Shows a progress bar when stderr is a terminal (and a log line every minute in any case).
+    Exits 2 on a bad argument or params, 1 when more utterances failed than params
+    ``inference.max_failure_share`` allows (the predictions are written all the same)."""
     from ambiemo.config import load_params
-    from ambiemo.inference import run_inference
+    from ambiemo.inference import InferenceFailures, install_secret_filter, run_inference
     from ambiemo.models.base import CapabilityError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    install_secret_filter()
     params = load_params(params_path)
     try:
         df = run_inference(params, model, strategy, manifest, out, limit=limit or None, budgets=budget or None)
     except (KeyError, ValueError, CapabilityError, FileNotFoundError) as e:
+        if any(n.startswith("ambiemo: ") for n in getattr(e, "__notes__", ())):
+            raise  # raised inside the run by a strategy or model: a bug, shown with its traceback
         typer.echo(f"error: {e.args[0] if isinstance(e, KeyError) else e}", err=True)
         raise typer.Exit(2) from None
+    except InferenceFailures as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
     meta, usage = df.attrs["meta"], df.attrs["usage"]
     typer.echo(
         f"{out}: {len(df)} rows over {meta['n_utterances']} utterances; model failures "

@@ -9,10 +9,12 @@ Spec (a ``params.yaml`` entry ``{adapter: fake, ...}``) or keyword arguments:
     logprobs        {utt_id or "*": [float, ...]}: candidate i's summed log-probability (cycled)
     ratings         {candidate text: reply}: what the model answers when asked to verify that text
     option_logprobs {option: float}: ``score_options`` values (options not named get -10)
-    fail            [utt_id, ...]: requests for these raise RuntimeError (a model failure)
+    fail            [utt_id, ...]: requests for these raise ModelCallError (a model failure of that utterance)
     labels          label words for default answers (default: neutral, happy, angry, sad)
     logprobs_available, beam_search, option_scoring: capabilities (default true)
     wall_s          seconds reported per request (default 0.01), shared among its candidates
+    sleep_s         seconds actually slept per generate/score_options call (default 0: crash tests kill mid-run)
+    load_s          seconds actually slept when the model is built (default 0: "during model load")
 
 ``script`` (keyword only): ``script(request, config, index) -> str | (str, logprob) | (str, logprob,
 n_tokens)`` overrides ``answers``/``logprobs`` for generation requests.
@@ -25,11 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from ambiemo.errors import ModelCallError
 from ambiemo.models import register_model
 from ambiemo.models.base import AudioLanguageModel, AudioRequest, Candidate, Capabilities, GenerationConfig
 
@@ -71,8 +75,13 @@ class FakeModel(AudioLanguageModel):
         script: Callable[[AudioRequest, GenerationConfig, int], Any] | None = None,
         model_id: str = "fake",
         revision: str | None = None,
+        sleep_s: float = 0.0,
+        load_s: float = 0.0,
     ) -> None:
         super().__init__(key, model_id, revision)
+        self.sleep_s = float(sleep_s)
+        if load_s:
+            time.sleep(float(load_s))
         self.answers, self.logprobs, self.ratings = answers, logprobs, ratings or {}
         self.option_logprobs = option_logprobs
         self.fail = set(fail)
@@ -126,11 +135,13 @@ class FakeModel(AudioLanguageModel):
     def generate(self, requests: Sequence[AudioRequest], config: GenerationConfig) -> list[list[Candidate]]:
         if config.mode == "beam" and not self.capabilities.beam_search:
             raise RuntimeError(f"fake model {self.key!r} was asked for beam search, which its spec turns off")
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
         out = []
         for request in requests:
             self.requests_seen.append(("generate", request.utt_id, config))
             if request.utt_id in self.fail:
-                raise RuntimeError(f"fake model {self.key!r}: scripted failure on {request.utt_id!r}")
+                raise ModelCallError(f"fake model {self.key!r}: scripted failure on {request.utt_id!r}", request.utt_id)
             prompt_tokens = sum(len(m.text.split()) for m in request.messages) + 25
             cands = []
             for i in range(config.n):
@@ -156,8 +167,10 @@ class FakeModel(AudioLanguageModel):
         if not self.capabilities.option_scoring:
             return super().score_options(request, options, prefix)
         self.requests_seen.append(("score_options", request.utt_id, None))
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
         if request.utt_id in self.fail:
-            raise RuntimeError(f"fake model {self.key!r}: scripted failure on {request.utt_id!r}")
+            raise ModelCallError(f"fake model {self.key!r}: scripted failure on {request.utt_id!r}", request.utt_id)
         self.usage.calls += 1
         if self.option_logprobs is not None:
             return np.array([float(self.option_logprobs.get(o, -10.0)) for o in options])
