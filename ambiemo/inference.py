@@ -479,9 +479,10 @@ def _run(
     """Rows per manifest position, the failures {utt_id: reason}, and audio notes {utt_id: note}.
 
     Utterances go to the strategy in batches (one model call serves a batch). When a batch
-    fails with a ``ModelCallError``, each of its utterances is run alone, so that one bad
-    utterance is recorded and the others are answered (from the cache where the batch call got
-    that far). Any other exception stops the run, with a note naming the cell and utterances.
+    fails with a ``ModelCallError`` naming an utterance, that utterance is recorded (its request
+    is not sent again) and the others run again, answered from the cache where the batch call
+    got that far; an error that names none makes each utterance run alone. Any other exception
+    stops the run, with a note naming the cell and utterances.
     """
     results: dict[int, list[Row]] = {}
     failures: dict[str, str] = {}
@@ -499,20 +500,42 @@ def _run(
                 log.warning("%s: utterance %s failed: %s", name, utt_id, failures[utt_id])
                 continue
             utts.append((i, Utterance(utt_id, wav, sample_rate)))
-        try:
-            batch = _attempt(strat, [u for _, u in utts], budgets, name)
-        except ModelCallError:
-            batch = None  # find which utterance failed: each alone
-        for k, (i, u) in enumerate(utts):
+        pending = list(utts)
+        while pending:
             try:
-                results[i] = batch[k] if batch is not None else _attempt(strat, [u], budgets, name)[0]
+                batch = _attempt(strat, [u for _, u in pending], budgets, name)
             except ModelCallError as e:
+                at = [k for k, (_, u) in enumerate(pending) if u.utt_id == e.utt_id]
+                if not at:  # the error does not say which utterance: find it by running each alone
+                    for i, u in pending:
+                        _run_alone(strat, i, u, budgets, name, results, failures)
+                    break
+                _, u = pending.pop(at[0])  # record it, and run the others again (what they finished is cached)
                 failures[u.utt_id] = redact_secrets(str(e))
                 log.warning("%s: utterance %s failed: %s", name, u.utt_id, failures[u.utt_id])
                 continue
-            unparsed += sum(1 for row in results[i] if row.p is None)
+            for (i, _), rows in zip(pending, batch, strict=True):
+                results[i] = rows
+            break
+        unparsed += sum(1 for i, _ in utts if i in results for row in results[i] if row.p is None)
         progress.update(stop - start, len(failures), unparsed)
     return results, failures, notes
+
+
+def _run_alone(
+    strat: Strategy,
+    i: int,
+    u: Utterance,
+    budgets: list[int],
+    name: str,
+    results: dict[int, list[Row]],
+    failures: dict[str, str],
+) -> None:
+    try:
+        results[i] = _attempt(strat, [u], budgets, name)[0]
+    except ModelCallError as e:
+        failures[u.utt_id] = redact_secrets(str(e))
+        log.warning("%s: utterance %s failed: %s", name, u.utt_id, failures[u.utt_id])
 
 
 def _attempt(strat: Strategy, utts: list[Utterance], budgets: list[int], name: str) -> list[list[Row]]:
