@@ -87,3 +87,41 @@ def test_real_recording_from_emodb(shared_dir):
     assert sr == 16000
     np.testing.assert_array_equal(wav, reference)
     assert len(load_audio(path, sample_rate=8000)) == pytest.approx(len(reference) / 2, abs=2)
+
+
+@pytest.mark.parametrize(
+    "kind, match",
+    [
+        ("nan", r"1 of 1600 samples are NaN or infinite"),
+        ("inf", r"2 of 3200 samples are NaN or infinite"),  # stereo: both channels counted
+        ("empty", r"audio file is empty \(0 bytes\)"),
+        ("m4a", r"cannot decode audio \(it is an MP4/M4A container .*which soundfile cannot decode"),
+        ("header", r"cannot decode audio \(a WAV header needs 44 bytes, the file has 20"),
+    ],
+)
+def test_broken_audio_is_refused_with_the_reason(tmp_path, kind, match):
+    path = tmp_path / f"{kind}.wav"
+    if kind == "nan":
+        x = _tone(16000, 0.1, 200.0)
+        x[7] = np.nan
+        sf.write(str(path), x, 16000, subtype="FLOAT")
+    elif kind == "inf":
+        x = np.stack([_tone(16000, 0.1, 200.0)] * 2, axis=1)
+        x[3] = np.inf
+        sf.write(str(path), x, 16000, subtype="FLOAT")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "m4a":
+        path.write_bytes(b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00M4A mp42isom" + bytes(64))
+    else:
+        sf.write(str(path), _tone(16000, 0.1, 200.0), 16000)
+        path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(AudioError, match=f"{kind}.wav: {match}"):
+        load_audio(path)
+
+
+def test_silence_is_valid_audio(tmp_path):
+    path = tmp_path / "silence.wav"
+    sf.write(str(path), np.zeros(8000, np.float32), 8000)
+    wav = load_audio(path)
+    assert wav.shape == (16000,) and not wav.any()
