@@ -154,6 +154,11 @@ class Parsing(_Strict):
     on_failure: Literal["uniform", "nan"] = "uniform"
 
 
+class Inference(_Strict):
+    # Share of a cell's utterances that may fail (broken audio, failed model calls) before the cell fails.
+    max_failure_share: Annotated[float, Field(ge=0, le=1)] = 0.01
+
+
 T = typing.TypeVar("T")
 PerProfile = Union[T, dict[str, T]]  # noqa: UP007 (a generic alias needs Union)
 
@@ -258,6 +263,7 @@ class Params(_Strict):
     models: dict[str, Model] = {}
     prompts: Prompts = Field(default_factory=Prompts)
     parsing: Parsing = Field(default_factory=Parsing)
+    inference: Inference = Field(default_factory=Inference)
     strategies: Strategies = Field(default_factory=Strategies)
 
 

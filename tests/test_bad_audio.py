@@ -95,7 +95,7 @@ def corpus(tmp_path_factory) -> Path:
 
     loaded = load_crema_d(root, {})  # the corpus's own loader gives the utterances and their audio paths
     utts = sorted(loaded.utterances, key=lambda u: u.utt_id)
-    counts = np.array([[sum(1 for r in u.ratings if r == (x,)) for x in LABELS] for u in utts], dtype=float)
+    counts = np.array([[sum(1 for r in u.ratings if r.categories == (x,)) for x in LABELS] for u in utts], dtype=float)
     info = pd.DataFrame(
         {
             "utt_id": [u.utt_id for u in utts],
