@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from ambiemo.cli.models import app
 
 PARAMS = {
-    "run": {"models": ["b-big"]},
+    "run": {"datasets": [], "models": ["b-big"], "strategies": []},
     "models": {
         "b-big": {"adapter": "fake", "family": "bee", "params_b": 24.0},
         "loner": {"adapter": "fake", "params_b": 1.0},

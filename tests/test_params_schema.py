@@ -91,7 +91,8 @@ def test_cross_references_are_checked(repo_params):
 def test_an_unknown_profile_and_a_missing_per_profile_entry(repo_params):
     p = copy.deepcopy(repo_params)
     p["run"]["profile"] = "papr"
-    assert problems(p) == {"run.profile": "unknown profile 'papr'; profiles: demo, paper"}
+    known = ", ".join(repo_params["profiles"])
+    assert problems(p) == {"run.profile": f"unknown profile 'papr'; profiles: {known}"}
     p = copy.deepcopy(repo_params)
     p["strategies"]["bon"]["budgets"] = {"paper": [5], "dmeo": [3]}
     msg = problems(p)["strategies.bon.budgets"]
