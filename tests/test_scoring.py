@@ -97,27 +97,47 @@ def test_tie_policies_change_the_hard_label_count(manifest):
     assert got["any"]["accuracy"] >= got["first"]["accuracy"]
 
 
+def _recorded(dists: list[list[float] | None]) -> str:
+    """Candidates as inference stores them: ``strategies.record`` of real candidates, JSON-encoded."""
+    from ambiemo.models.base import Candidate
+    from ambiemo.prompts import Prompt
+    from ambiemo.strategies import record
+
+    prompt = Prompt("distribution@1", (), LABELS)
+    cands = [
+        record(Candidate(f"cand {i}", -1.0, None, 5), None if d is None else np.asarray(d), prompt)
+        for i, d in enumerate(dists)
+    ]
+    return json.dumps(cands, sort_keys=True)
+
+
 def test_oracle_picks_the_candidate_closest_to_the_humans():
     man = manifest_df(n=3, seed=1)
+    # the humans: u000 unanimous "angry" (index 2), u001 unanimous "happy" (index 1)
+    assert man["majority"].tolist()[:2] == ["angry", "happy"] and not man["majority_tie"][:2].any()
     preds = predictions_df(man, "small", "bon", budget=3, seed=0)
-    p0 = man[[f"p_{x}" for x in LABELS]].to_numpy()[0]
-    far = np.roll(p0, 1)
-    cands = [
-        {"text": "a", "parsed": {x: float(v) for x, v in zip(LABELS, far, strict=True)}},
-        {"text": "b", "parsed": None},
-        {"text": "c", "parsed": [float(v) * 2 for v in p0]},  # a list in label order, not normalised
-    ]
-    preds.loc[0, "candidates"] = json.dumps(cands)
-    preds.loc[1, "candidates"] = json.dumps([{"text": "x", "parsed": None}])
+    preds.loc[0, "candidates"] = _recorded([[0.5, 0.3, 0.2, 0.0], None, [0.1, 0.2, 0.6, 0.1]])
+    preds.loc[1, "candidates"] = _recorded([None, [0.7, 0.3, 0.0, 0.0]])
+    preds.loc[2, "candidates"] = _recorded([None, None])
     s = scoring.score_predictions(man, preds, PARAMS).set_index("utt_id")
-    first = s.loc[man["utt_id"][0]]
-    assert first["oracle_js"] == pytest.approx(0, abs=1e-7)
-    assert first["oracle_bc"] == pytest.approx(1)
+
+    first = s.loc["u000"]  # the third candidate is closer to one-hot "angry" and its top label is "angry"
+    truth = [0.0, 0.0, 1.0, 0.0]
+    assert jensenshannon(truth, [0.1, 0.2, 0.6, 0.1]) < jensenshannon(truth, [0.5, 0.3, 0.2, 0.0])
+    assert first["oracle_js"] == pytest.approx(jensenshannon(truth, [0.1, 0.2, 0.6, 0.1]), abs=1e-12)
+    assert first["oracle_bc"] == pytest.approx(math.sqrt(0.6))
     assert first["oracle_n_parsed"] == 2
-    if man["majority"][0]:
-        assert first["oracle_correct"] == 1 and first["pass_at_n"] == 1
-    second = s.loc[man["utt_id"][1]]
-    assert second["oracle_n_parsed"] == 0 and math.isnan(second["oracle_js"])
+    assert first["oracle_correct"] == 1 and first["pass_at_n"] == 1
+
+    second = s.loc["u001"]  # one parsed candidate, top label "neutral": wrong, and no candidate says "happy"
+    assert second["oracle_n_parsed"] == 1
+    assert second["oracle_js"] == pytest.approx(jensenshannon([0, 1, 0, 0], [0.7, 0.3, 0, 0]), abs=1e-12)
+    assert second["oracle_bc"] == pytest.approx(math.sqrt(0.3))
+    assert second["oracle_correct"] == 0 and second["pass_at_n"] == 0
+
+    third = s.loc["u002"]
+    assert third["oracle_n_parsed"] == 0
+    assert math.isnan(third["oracle_js"]) and math.isnan(third["oracle_correct"]) and math.isnan(third["pass_at_n"])
 
 
 def test_summary_matches_independent_computation(scores):
