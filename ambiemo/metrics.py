@@ -55,6 +55,8 @@ import pandas as pd
 from scipy import special, stats
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
+from ambiemo import labels
+
 # Defaults, stated once. params.yaml `scoring` overrides them in the pipeline.
 JS_BASE = math.e  # natural log, as in AER-LLM; sqrt(ln 2) is the largest distance
 KL_EPSILON = 1e-6  # additive smoothing of the model's distribution inside KL
@@ -184,9 +186,9 @@ def brier(p, q) -> np.ndarray:
 
 
 def entropy_bits(p) -> np.ndarray:
-    """Shannon entropy of each row in bits."""
-    p = check_distributions(p)
-    return stats.entropy(p, base=2, axis=1)
+    """Shannon entropy of each row in bits: ``ambiemo.labels.entropy_bits`` (the one definition),
+    after checking that the rows are distributions."""
+    return labels.entropy_bits(check_distributions(p))
 
 
 def r2_per_utterance(p, q) -> np.ndarray:
