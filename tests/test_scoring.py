@@ -288,7 +288,9 @@ def test_cli_scores_and_summarises(manifest, tmp_path):
             df, pred_dir / f"{df['model'][0]}-{df['strategy'][0]}.parquet", {"label_set": {"labels": list(LABELS)}}
         )
     params_path = tmp_path / "params.yaml"
-    params_path.write_text(yaml.safe_dump(PARAMS))
+    # a params file the CLI accepts (the params schema wants an adapter per model)
+    models = {k: {"adapter": "fake", **v} for k, v in PARAMS["models"].items()}
+    params_path.write_text(yaml.safe_dump({**PARAMS, "models": models}))
     out = tmp_path / "scores.parquet"
     runner = CliRunner()
     res = runner.invoke(
