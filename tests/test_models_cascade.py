@@ -13,12 +13,12 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from ambiemo.models import load_model
 from ambiemo.models.base import AudioRequest, GenerationConfig, Message
 from ambiemo.models.cascade import SUMMARY_DESCRIPTORS, describe_acoustics, wheel_folder
 
-torch = pytest.importorskip("torch")
 CLIPS = ["03a01Fa.wav", "03a01Wa.wav", "03a02Ta.wav"]  # EmoDB: happy, angry, sad (speaker 03)
 LABELS = ["neutral", "happy", "angry", "sad"]
 PROMPT = "Which emotion does the speaker express: neutral, happy, angry or sad? Answer with one word."

@@ -14,12 +14,12 @@ import textwrap
 
 import numpy as np
 import pytest
+import torch
 
 from ambiemo.models import load_model
 from ambiemo.models.audio_flamingo2 import UpstreamCodeMissing, clap_windows, import_upstream
-from ambiemo.models.base import AudioRequest, GenerationConfig, Message
+from ambiemo.models.base import AudioRequest, GenerationConfig, Message, RemoteCodeRefused
 
-torch = pytest.importorskip("torch")
 PIN = "5b3a5929d7d20f1e8971a18f637e7c8556b5a743"
 
 
@@ -37,7 +37,7 @@ def test_ultravox_needs_a_pinned_commit(revision):
         "trust_remote_code": True,
         "revision": revision,
     }
-    with pytest.raises(ValueError, match="40-character commit hash"):
+    with pytest.raises(RemoteCodeRefused, match="models.uv: with trust_remote_code the revision must be a 40-char"):
         load_model("uv", spec)
 
 
@@ -55,7 +55,10 @@ def test_ultravox_spec_from_params_builds_without_loading(repo_root):
 def test_ultravox_puts_the_audio_placeholder_in_the_audio_turn():
     m = load_model("uv", {"adapter": "hf-ultravox", "checkpoint": "x/y", "trust_remote_code": True, "revision": PIN})
     request = AudioRequest(
-        "u", np.zeros(1600, np.float32), 16_000, [Message("system", "Be brief."), Message("user", "Emotion?")]
+        "u",
+        np.zeros(1600, np.float32),
+        16_000,
+        [Message("system", "Be brief."), Message("user", "Emotion?", audio=True)],
     )
     assert m.chat_messages(request) == [
         {"role": "system", "content": "Be brief."},
@@ -72,7 +75,7 @@ def test_af2_without_code_says_what_to_install(tmp_path):
     with pytest.raises(UpstreamCodeMissing, match="has no src/factory.py"):
         import_upstream(tmp_path)
     model = load_model("audio-flamingo-2", {"adapter": "audio-flamingo-2", "checkpoint": "nvidia/audio-flamingo-2"})
-    request = AudioRequest("u", np.zeros(16_000, np.float32), 16_000, [Message("user", "Emotion?")])
+    request = AudioRequest("u", np.zeros(16_000, np.float32), 16_000, [Message("user", "Emotion?", audio=True)])
     with pytest.raises(
         UpstreamCodeMissing, match="pip install -r audio-flamingo/inference_HF_pretrained/requirements.txt"
     ):
@@ -160,7 +163,16 @@ def af2(tmp_path_factory):
     (code / "configs" / "inference.yaml").write_text(FAKE_CONFIG)
     weights = tmp_path_factory.mktemp("af2-weights")
     (weights / "safe_ckpt").mkdir()
-    (weights / "safe_ckpt" / "metadata.json").write_text("[]")
+    # The checkpoint holds the stand-in's own weights, as the real one holds the real model's.
+    from safetensors.torch import save_file
+
+    stand_in, _ = import_upstream(code).create_model_and_transforms(
+        clap_config={}, use_local_files=True, gradient_checkpointing=False, freeze_lm_embeddings=False
+    )
+    save_file(
+        {k: v.clone().contiguous() for k, v in stand_in.state_dict().items()}, weights / "safe_ckpt" / "w.safetensors"
+    )
+    (weights / "safe_ckpt" / "metadata.json").write_text('["w"]')
     spec = {
         "adapter": "audio-flamingo-2",
         "checkpoint": "nvidia/audio-flamingo-2",
@@ -206,7 +218,8 @@ def test_af2_candidates_and_logprobs_match_an_independent_forward_pass(af2, conf
     request = _af2_request()
     (cands,) = af2.generate([request], config)
     assert len(cands) == config.n
-    assert factory.calls[0][1:3] == ((1, 3, 160_000), (1, 3))  # 25 s -> three 10 s CLAP windows
+    rows = config.n if config.mode == "sample" else 1  # sampling: one row per candidate, each its own stream
+    assert factory.calls[0][1:3] == ((rows, 3, 160_000), (rows, 3))  # 25 s -> three 10 s CLAP windows
     prompt = af2.tokenizer(af2.prompt_text(request), add_special_tokens=False)["input_ids"]
     for c in cands:
         assert c.n_tokens == len(c.token_logprobs) and c.meta["prompt_tokens"] == len(prompt)
