@@ -55,6 +55,7 @@ def test_the_readme_recipe_adds_a_model_in_one_module_and_one_params_entry(recip
     # Step 2: the params entries.
     rows = {r["key"]: r for r in model_rows({"models": entries})}
     assert rows["my-alm-7b"]["route"] == "hf-my-alm" and rows["my-alm-7b"]["logprobs"] is True
+    assert rows["tiny-my-alm"]["max_audio_s"] == 30.0 and rows["tiny-my-alm"]["needs"] == "CPU"
     big = load_model("my-alm-7b", entries["my-alm-7b"], cache_dir=tmp_path)
     assert big.model is None and big.identity["revision"] == entries["my-alm-7b"]["revision"]
     # Step 3: build the tiny instance and generate.

@@ -50,6 +50,7 @@ def model_rows(params: dict[str, Any]) -> list[dict[str, Any]]:
                     "logprobs": None,
                     "beam_search": None,
                     "option_scoring": None,
+                    "max_audio_s": None,
                 }
             )
             continue
@@ -62,6 +63,7 @@ def model_rows(params: dict[str, Any]) -> list[dict[str, Any]]:
                 "logprobs": caps.logprobs,
                 "beam_search": caps.beam_search,
                 "option_scoring": caps.option_scoring,
+                "max_audio_s": caps.max_audio_s,  # the audio window the model hears (None: no limit stated)
             }
         )
     return rows
