@@ -177,7 +177,11 @@ def test_changed_conversation_audio_or_model_identity_misses(folder):
     for inner, r in variants:
         CachedModel(inner, GenerationCache(folder)).generate([r], SAMPLE)
         assert inner.usage.calls == 1, r
-    # and the utterance id alone is not part of the key: same audio and conversation hit
+    # the params key is not part of the identity (renaming a key reuses the cache) ...
+    renamed = CountingModel(key="other")
+    CachedModel(renamed, GenerationCache(folder)).generate([req], SAMPLE)
+    assert renamed.usage.calls == 0
+    # ... and the utterance id alone is not part of the key: same audio and conversation hit
     inner = CountingModel()
     CachedModel(inner, GenerationCache(folder)).generate(
         [AudioRequest("renamed", req.waveform, 16000, req.messages)], SAMPLE

@@ -72,7 +72,7 @@ def test_samples_do_not_depend_on_batch_size_order_or_resume(tiny):
         "batch 3": _run(tiny, REQUESTS, 3),
         "batch 8": _run(tiny, REQUESTS, 8),
         "reversed order, batch 3": _run(tiny, REQUESTS[::-1], 3),
-        "resumed: the missing subset, batch 8": _run(tiny, REQUESTS[1::3] + REQUESTS[::4], 8),
+        "resumed: the missing subset, batch 8": _run(tiny, [REQUESTS[i] for i in (7, 1, 4, 0, 8)], 8),
     }
     total = [0, 0]
     for name, out in runs.items():
@@ -80,7 +80,7 @@ def test_samples_do_not_depend_on_batch_size_order_or_resume(tiny):
         assert identical == compared, f"{name}: {compared - identical} of {compared} candidates differ"
         total[0] += compared
         total[1] += identical
-    assert total == [3 * 9 * 4 + 6 * 4] * 2  # 132 candidates compared, 132 identical
+    assert total == [3 * 9 * 4 + 5 * 4] * 2  # 128 candidates compared, 128 identical
     # Not four copies: the streams differ between candidates and between utterances.
     texts = [c.meta["token_ids"] for cands in reference.values() for c in cands]
     assert len({tuple(t) for t in texts}) > len(texts) // 2
