@@ -189,6 +189,7 @@ class OptionScores:
     logprobs: np.ndarray
     prompt_tokens: int | None = None
     wall_s: float = 0.0
+    cost_usd: float = 0.0  # what the call cost (API routes)
 
 
 class CapabilityError(RuntimeError):
@@ -214,6 +215,7 @@ COSMETIC_KEYS = frozenset(
         "retry",
         "batch_size",
         "base_url",
+        "params_active_b",
         "cache_dir",  # where built or converted weights are kept; their content is pinned by the revision
     }
 )
@@ -357,6 +359,7 @@ class AudioLanguageModel:
         logprobs = np.asarray(out.logprobs, dtype=np.float64)
         if logprobs.shape != (len(options),):
             raise RuntimeError(f"model {self.key!r} scored {logprobs.shape} for {len(options)} options")
+        self.usage.cost_usd += float(out.cost_usd or 0.0)
         if np.isnan(logprobs).any():
             self.usage.failures += 1
         else:
