@@ -177,7 +177,11 @@ def test_changed_conversation_audio_or_model_identity_misses(folder):
     for inner, r in variants:
         CachedModel(inner, GenerationCache(folder)).generate([r], SAMPLE)
         assert inner.usage.calls == 1, r
-    # and the utterance id alone is not part of the key: same audio and conversation hit
+    # the params key is not part of the identity (renaming a key reuses the cache) ...
+    renamed = CountingModel(key="other")
+    CachedModel(renamed, GenerationCache(folder)).generate([req], SAMPLE)
+    assert renamed.usage.calls == 0
+    # ... and the utterance id alone is not part of the key: same audio and conversation hit
     inner = CountingModel()
     CachedModel(inner, GenerationCache(folder)).generate(
         [AudioRequest("renamed", req.waveform, 16000, req.messages)], SAMPLE
@@ -253,7 +257,13 @@ def test_stats_and_clear(folder):
     assert set(per_key) == {("m1",), ("m2",)}
     assert (per_key[("m1",)]["entries"], per_key[("m1",)]["hits"], per_key[("m1",)]["misses"]) == (SAMPLE.n, 1, 1)
     assert (per_key[("m2",)]["entries"], per_key[("m2",)]["hits"], per_key[("m2",)]["misses"]) == (1, 0, 1)
-    assert per_key[("m2",)]["identity"] == {"model_id": "fake/model", "revision": "r2", "route": "CountingModel"}
+    identity = per_key[("m2",)]["identity"]
+    assert {k: identity[k] for k in ("model_id", "revision", "route")} == {
+        "model_id": "fake/model",
+        "revision": "r2",
+        "route": "CountingModel",
+    }
+    assert identity == CountingModel("m2", revision="r2").identity  # version and settings hash included
     assert cache.clear("m1") == SAMPLE.n
     assert [r["keys"] for r in cache.identity_stats()] == [["m2"]]
     assert cache.clear() == 1 and cache.stats()["entries"] == 0

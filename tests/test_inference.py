@@ -92,7 +92,7 @@ def test_baseline_end_to_end(manifest: Path, tmp_path: Path) -> None:
     assert pred.df["pred_label"].tolist() == ["neutral", "neutral", "neutral", "", "sad"]
     assert pred.meta["parse_failures"] == 1 and pred.meta["parse_failures_by"] == {"baseline@1": 1}
     assert pred.meta["model_failures"] == {}
-    assert pred.meta["provenance"]["model"]["route"] == "FakeModel"
+    assert pred.meta["provenance"]["model"]["route"] == "fake"
     assert pred.meta["provenance"]["strategy"]["candidate_source"] == "greedy"
     # compute from the candidates' meta: one call, the fake's wall time, its token counts
     assert (pred.df["model_calls"] == 1).all() and (pred.df["verifier_calls"] == 0).all()

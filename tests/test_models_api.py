@@ -400,18 +400,20 @@ def test_cost_from_price_table(fake_api):
 
 
 def test_audio_goes_to_the_turn_audio_turn_names(fake_api):
-    """One rule on every route (AudioRequest.audio_turn): the marked turn, else the first user turn;
-    a conversation without a user turn is refused before anything is sent."""
+    """One rule on every route (AudioRequest.audio_turn): the marked user turn; a conversation with
+    none marked is refused before anything is sent."""
     api = fake_api(three_choices)
     model = load_model("v", vllm_spec(api.url))
     wave = make_request().waveform
-    req = AudioRequest("u1", wave, 16000, [Message("system", "s"), Message("user", "Which?"), Message("user", "Sure?")])
+    turns = [Message("system", "s"), Message("user", "Which?", audio=True), Message("user", "Sure?")]
+    req = AudioRequest("u1", wave, 16000, turns)
     model.generate([req], GenerationConfig())
     msgs = api.requests[0]["body"]["messages"]
     assert msgs[1]["content"][0]["type"] == "input_audio" and msgs[2]["content"] == "Sure?"
     assert_is_the_clip(msgs[1]["content"][0]["input_audio"]["data"], req)
-    with pytest.raises(ValueError, match="no user turn"):
-        model.generate([AudioRequest("u2", wave, 16000, [Message("system", "s")])], GenerationConfig())
+    unmarked = [Message("system", "s"), Message("user", "Which?")]
+    with pytest.raises(ValueError, match="'u2': no message has audio=True"):
+        model.generate([AudioRequest("u2", wave, 16000, unmarked)], GenerationConfig())
     assert len(api.requests) == 1
 
 

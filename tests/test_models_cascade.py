@@ -13,12 +13,12 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from ambiemo.models import load_model
 from ambiemo.models.base import AudioRequest, GenerationConfig, Message
 from ambiemo.models.cascade import SUMMARY_DESCRIPTORS, describe_acoustics, wheel_folder
 
-torch = pytest.importorskip("torch")
 CLIPS = ["03a01Fa.wav", "03a01Wa.wav", "03a02Ta.wav"]  # EmoDB: happy, angry, sad (speaker 03)
 LABELS = ["neutral", "happy", "angry", "sad"]
 PROMPT = "Which emotion does the speaker express: neutral, happy, angry or sad? Answer with one word."
@@ -188,3 +188,35 @@ def test_label_scores_match_a_forward_pass(cascade, emodb):
         ref = sum(float(logp[len(prompt_ids) - 1 + t, tok]) for t, tok in enumerate(cont))
         assert score == pytest.approx(ref, abs=1e-3)
     assert np.all(scores < 0)
+
+
+@pytest.mark.slow
+def test_sampling_does_not_depend_on_batch_size_order_or_resume(cascade, emodb):
+    config = GenerationConfig(mode="sample", n=3, max_new_tokens=8, temperature=1.0, seed=4)
+
+    def run(requests, batch_size):
+        cascade.batch_size = batch_size
+        return {r.utt_id: c for r, c in zip(requests, cascade.generate(requests, config), strict=True)}
+
+    reference = run(emodb, 1)
+    compared = identical = 0
+    for other in (run(emodb, 3), run(emodb[::-1], 2), run(emodb[1:], 3)):  # the last: what a resume asks for
+        for utt, cands in other.items():
+            for a, b in zip(reference[utt], cands, strict=True):
+                compared += 1
+                if a.meta["token_ids"] == b.meta["token_ids"] and a.text == b.text:
+                    identical += 1
+                    np.testing.assert_allclose(a.token_logprobs, b.token_logprobs, atol=1e-4, rtol=0)
+    assert (compared, identical) == (24, 24)
+    cascade.batch_size = 4
+
+
+@pytest.mark.slow
+def test_the_first_answer_token_depends_on_the_audio(cascade, emodb):
+    happy, angry = emodb[0], emodb[1]
+    same_prompt = AudioRequest(
+        happy.utt_id, angry.waveform, angry.sample_rate, happy.messages
+    )  # only the audio differs
+    options = ["neutral", "happy", "angry", "sad"]
+    a, b = cascade.score_options(happy, options), cascade.score_options(same_prompt, options)
+    assert np.max(np.abs(a - b)) > 1e-3

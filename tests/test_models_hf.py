@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from ambiemo.models import load_model
 from ambiemo.models.base import AudioRequest, GenerationConfig, Message
-
-torch = pytest.importorskip("torch")
 
 ARCHS = {
     "qwen2-audio": "hf-qwen2-audio",
@@ -135,13 +134,14 @@ def test_audio_placeholder_expands_once_per_40ms(arch, audio_markup, seconds, n_
     assert text.endswith("<|im_start|>assistant\n")
 
 
-def test_audio_goes_to_the_first_user_turn_when_none_is_marked(models):
+def test_audio_goes_to_the_marked_turn_and_an_unmarked_conversation_is_refused(models):
     model = models["qwen2-audio"]
-    request = AudioRequest(
-        "u", _clip(1.0, 0), SR, [Message("user", "First?"), Message("assistant", "ok"), Message("user", "Second?")]
-    )
-    text = model.prompt_text(request)
-    assert text.index("<|AUDIO|>") < text.index("First?") < text.index("Second?")
+    turns = [Message("user", "First?"), Message("assistant", "ok"), Message("user", "Second?", audio=True)]
+    text = model.prompt_text(AudioRequest("u", _clip(1.0, 0), SR, turns))
+    assert text.index("First?") < text.index("<|AUDIO|>") < text.index("Second?")
+    unmarked = AudioRequest("u", _clip(1.0, 0), SR, [Message("user", "First?")])
+    with pytest.raises(ValueError, match="'u': no message has audio=True"):
+        model.generate([unmarked], CONFIGS["greedy"])
     two = AudioRequest("u", _clip(1.0, 0), SR, [Message("user", "a", audio=True), Message("user", "b", audio=True)])
     with pytest.raises(ValueError, match="2 turns are marked audio=True"):
         model.prompt_text(two)
@@ -293,12 +293,14 @@ def test_demo_spec_from_params_builds_and_runs(repo_root, cache_root):
 
     spec = load_params(repo_root / "params.yaml")["models"]["tiny-qwen2-audio"]
     model = load_model("tiny-qwen2-audio", spec, cache_dir=cache_root)
-    assert model.identity == {
-        "key": "tiny-qwen2-audio",
+    identity = model.identity
+    assert {k: identity[k] for k in ("route", "model_id", "revision")} == {
+        "route": "hf-qwen2-audio",
         "model_id": "tiny:qwen2-audio",
         "revision": "v1",
-        "route": "Qwen2AudioALM",
     }
+    assert identity["version"] == type(model).version and len(identity["settings_sha256"]) == 64
+    assert "key" not in identity  # renaming the params key reuses the cache
     (cands,) = model.generate([_request("d", 1.0)], GenerationConfig(mode="sample", n=2, max_new_tokens=4))
     assert len(cands) == 2
     assert np.all(np.isfinite(model.score_options(_request("d", 1.0), LABELS)))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+import torch
 
-from ambiemo.models.tiny import BUILDERS, TINY_VERSION, build_tiny, ensure_tiny, parse_tiny_checkpoint
-
-torch = pytest.importorskip("torch")
+from ambiemo.models.tiny import TINY_VERSION, build_tiny, ensure_tiny, parse_tiny_checkpoint, tiny_builders
 
 
 def _weights(folder):
@@ -70,5 +70,25 @@ def test_ensure_tiny_builds_once_and_survives_concurrent_first_use(tmp_path):
 def test_checkpoint_names():
     assert parse_tiny_checkpoint("tiny:qwen2.5-omni") == "qwen2.5-omni"
     assert parse_tiny_checkpoint("Qwen/Qwen2-Audio-7B-Instruct") is None
-    with pytest.raises(KeyError, match="known: " + ", ".join(sorted(BUILDERS))):
+    known = tiny_builders().names()
+    assert {"qwen2-audio", "qwen2.5-omni", "audio-flamingo-3"} <= set(known)
+    with pytest.raises(KeyError, match="known: " + re.escape(", ".join(known))):
         parse_tiny_checkpoint("tiny:whisper")
+
+
+def test_each_tiny_build_is_registered_beside_its_adapter():
+    import inspect
+
+    from ambiemo.models import MODELS
+
+    builders = tiny_builders()
+    for arch, adapter in [
+        ("qwen2-audio", "hf-qwen2-audio"),
+        ("qwen2.5-omni", "hf-qwen2.5-omni"),
+        ("audio-flamingo-3", "hf-audio-flamingo-3"),
+    ]:
+        assert inspect.getmodule(builders.get(arch)) is inspect.getmodule(MODELS.get(adapter)), arch
+    with pytest.raises(ValueError, match="registered twice"):
+        from ambiemo.models.tiny import register_tiny
+
+        register_tiny("qwen2-audio")(lambda folder: None)

@@ -14,12 +14,12 @@ import textwrap
 
 import numpy as np
 import pytest
+import torch
 
 from ambiemo.models import load_model
 from ambiemo.models.audio_flamingo2 import UpstreamCodeMissing, clap_windows, import_upstream
-from ambiemo.models.base import AudioRequest, GenerationConfig, Message
+from ambiemo.models.base import AudioRequest, GenerationConfig, Message, RemoteCodeRefused
 
-torch = pytest.importorskip("torch")
 PIN = "5b3a5929d7d20f1e8971a18f637e7c8556b5a743"
 
 
@@ -37,7 +37,7 @@ def test_ultravox_needs_a_pinned_commit(revision):
         "trust_remote_code": True,
         "revision": revision,
     }
-    with pytest.raises(ValueError, match="40-character commit hash"):
+    with pytest.raises(RemoteCodeRefused, match="models.uv: with trust_remote_code the revision must be a 40-char"):
         load_model("uv", spec)
 
 
@@ -55,7 +55,10 @@ def test_ultravox_spec_from_params_builds_without_loading(repo_root):
 def test_ultravox_puts_the_audio_placeholder_in_the_audio_turn():
     m = load_model("uv", {"adapter": "hf-ultravox", "checkpoint": "x/y", "trust_remote_code": True, "revision": PIN})
     request = AudioRequest(
-        "u", np.zeros(1600, np.float32), 16_000, [Message("system", "Be brief."), Message("user", "Emotion?")]
+        "u",
+        np.zeros(1600, np.float32),
+        16_000,
+        [Message("system", "Be brief."), Message("user", "Emotion?", audio=True)],
     )
     assert m.chat_messages(request) == [
         {"role": "system", "content": "Be brief."},
@@ -72,7 +75,7 @@ def test_af2_without_code_says_what_to_install(tmp_path):
     with pytest.raises(UpstreamCodeMissing, match="has no src/factory.py"):
         import_upstream(tmp_path)
     model = load_model("audio-flamingo-2", {"adapter": "audio-flamingo-2", "checkpoint": "nvidia/audio-flamingo-2"})
-    request = AudioRequest("u", np.zeros(16_000, np.float32), 16_000, [Message("user", "Emotion?")])
+    request = AudioRequest("u", np.zeros(16_000, np.float32), 16_000, [Message("user", "Emotion?", audio=True)])
     with pytest.raises(
         UpstreamCodeMissing, match="pip install -r audio-flamingo/inference_HF_pretrained/requirements.txt"
     ):
@@ -106,13 +109,22 @@ def test_clap_windows_match_upstream_counts(seconds, n_windows):
 
 FAKE_FACTORY = textwrap.dedent(
     '''
-    """A stand-in for Audio Flamingo 2's src/factory.py: same entry point, a tiny random LM inside."""
+    """A stand-in for Audio Flamingo 2's src/factory.py: same entry point, a tiny random LM inside
+    whose next-token scores depend on the audio windows (a bias from their mean and spread)."""
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import LogitsProcessor, LogitsProcessorList, Qwen2Config, Qwen2ForCausalLM
 
     from ambiemo.models.tiny import _train_tokenizer
 
     calls = []
+
+
+    class AudioBias(LogitsProcessor):
+        def __init__(self, bias):
+            self.bias = bias
+
+        def __call__(self, input_ids, scores):
+            return scores + self.bias.to(scores.dtype)
 
 
     class Flamingo(torch.nn.Module):
@@ -121,15 +133,24 @@ FAKE_FACTORY = textwrap.dedent(
             torch.manual_seed(0)
             self.lm = Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64,
                                                    num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1))
+            self.audio_bias = torch.nn.Linear(2, vocab, bias=False)
+            torch.nn.init.normal_(self.audio_bias.weight, std=5.0)
+
+        def bias(self, audio_x):
+            x = audio_x.float().flatten(1)
+            return self.audio_bias(torch.stack([x.mean(1), x.std(1)], dim=1))
 
         def forward(self, audio_x, audio_x_mask, lang_x, attention_mask=None):
             calls.append(("forward", tuple(audio_x.shape), tuple(audio_x_mask.shape), tuple(lang_x.shape)))
-            return self.lm(input_ids=lang_x, attention_mask=attention_mask)
+            out = self.lm(input_ids=lang_x, attention_mask=attention_mask)
+            out.logits = out.logits + self.bias(audio_x)[:, None, :]
+            return out
 
         def generate(self, audio_x, audio_x_mask, lang_x, eos_token_id, **kw):
             calls.append(("generate", tuple(audio_x.shape), tuple(audio_x_mask.shape), tuple(lang_x.shape)))
+            processors = LogitsProcessorList([AudioBias(self.bias(audio_x)), *kw.pop("logits_processor", [])])
             return self.lm.generate(input_ids=lang_x, attention_mask=torch.ones_like(lang_x), eos_token_id=eos_token_id,
-                                    pad_token_id=eos_token_id, **kw)
+                                    pad_token_id=eos_token_id, logits_processor=processors, **kw)
 
 
     def create_model_and_transforms(clap_config, use_local_files, gradient_checkpointing, freeze_lm_embeddings,
@@ -160,7 +181,16 @@ def af2(tmp_path_factory):
     (code / "configs" / "inference.yaml").write_text(FAKE_CONFIG)
     weights = tmp_path_factory.mktemp("af2-weights")
     (weights / "safe_ckpt").mkdir()
-    (weights / "safe_ckpt" / "metadata.json").write_text("[]")
+    # The checkpoint holds the stand-in's own weights, as the real one holds the real model's.
+    from safetensors.torch import save_file
+
+    stand_in, _ = import_upstream(code).create_model_and_transforms(
+        clap_config={}, use_local_files=True, gradient_checkpointing=False, freeze_lm_embeddings=False
+    )
+    save_file(
+        {k: v.clone().contiguous() for k, v in stand_in.state_dict().items()}, weights / "safe_ckpt" / "w.safetensors"
+    )
+    (weights / "safe_ckpt" / "metadata.json").write_text('["w"]')
     spec = {
         "adapter": "audio-flamingo-2",
         "checkpoint": "nvidia/audio-flamingo-2",
@@ -206,13 +236,14 @@ def test_af2_candidates_and_logprobs_match_an_independent_forward_pass(af2, conf
     request = _af2_request()
     (cands,) = af2.generate([request], config)
     assert len(cands) == config.n
-    assert factory.calls[0][1:3] == ((1, 3, 160_000), (1, 3))  # 25 s -> three 10 s CLAP windows
+    rows = config.n if config.mode == "sample" else 1  # sampling: one row per candidate, each its own stream
+    assert factory.calls[0][1:3] == ((rows, 3, 160_000), (rows, 3))  # 25 s -> three 10 s CLAP windows
     prompt = af2.tokenizer(af2.prompt_text(request), add_special_tokens=False)["input_ids"]
     for c in cands:
         assert c.n_tokens == len(c.token_logprobs) and c.meta["prompt_tokens"] == len(prompt)
         ids = torch.tensor([prompt + c.meta["token_ids"]])
         with torch.no_grad():
-            logp = torch.log_softmax(af2.model.lm(input_ids=ids).logits[0], dim=-1)
+            logp = torch.log_softmax(af2.model(*af2._audio(request), lang_x=ids).logits[0], dim=-1)
         ref = [float(logp[len(prompt) - 1 + t, tok]) for t, tok in enumerate(c.meta["token_ids"])]
         np.testing.assert_allclose(c.token_logprobs, ref, atol=1e-4)
         assert c.logprob == pytest.approx(sum(ref), abs=1e-3)
@@ -226,7 +257,9 @@ def test_af2_option_scores_match_an_independent_forward_pass(af2):
     for option, score in zip(options, scores, strict=True):
         cont = af2.tokenizer("the emotion is " + option, add_special_tokens=False)["input_ids"]
         with torch.no_grad():
-            logp = torch.log_softmax(af2.model.lm(input_ids=torch.tensor([prompt + cont])).logits[0], dim=-1)
+            logp = torch.log_softmax(
+                af2.model(*af2._audio(request), lang_x=torch.tensor([prompt + cont])).logits[0], dim=-1
+            )
         assert score == pytest.approx(
             sum(float(logp[len(prompt) - 1 + t, tok]) for t, tok in enumerate(cont)), abs=1e-4
         )
@@ -257,3 +290,22 @@ def test_ultravox_encode_passes_the_processor_outputs_through(tmp_path):
     assert sorted(enc.features) == ["audio_token_start_idx", "audio_values"]
     assert "<|im_start|>user\nEmotion?\n<|audio|><|im_end|>\n<|im_start|>assistant\n" in seen["text"]
     assert (seen["n_samples"], seen["sampling_rate"]) == (16_000, 16_000)  # resampled for Whisper
+
+
+def test_af2_first_answer_token_depends_on_the_audio(af2):
+    options = ["happy", "sad", "angry", "neutral"]
+    quiet, loud = _af2_request(3.0), _af2_request(3.0)
+    t = np.arange(3 * 16_000) / 16_000
+    loud = AudioRequest(
+        loud.utt_id, (0.5 * np.sign(np.sin(2 * np.pi * 90 * t))).astype(np.float32), 16_000, loud.messages
+    )
+    a, b = af2.score_options(quiet, options), af2.score_options(loud, options)
+    assert np.max(np.abs(a - b)) > 1e-3
+    np.testing.assert_array_equal(a, af2.score_options(quiet, options))
+
+
+def test_af2_sampling_is_one_stream_per_candidate(af2):
+    config = GenerationConfig(mode="sample", n=3, max_new_tokens=6, temperature=1.0, seed=2)
+    (three,) = af2.generate([_af2_request(3.0)], config)
+    (two,) = af2.generate([_af2_request(3.0)], GenerationConfig(**{**config.as_dict(), "n": 2}))
+    assert [c.meta["token_ids"] for c in two] == [c.meta["token_ids"] for c in three[:2]]

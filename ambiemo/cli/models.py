@@ -4,9 +4,10 @@
                                    # capacity, needs, log-probs, beam search, label scoring
     ambiemo models list --json
 
-What a model can do comes from its adapter: ``spec_capabilities(spec)`` where the answer
-depends on the params entry (API models: log-probabilities depend on the provider and model),
-else the adapter class's ``capabilities``. Nothing is loaded and no SDK is imported.
+What a model can do comes from its adapter's ``spec_capabilities(spec)`` (declared on the
+base class: the class's ``capabilities``, unless the answer depends on the params entry, as
+for API models whose log-probabilities depend on the provider and model). Nothing is loaded
+and no SDK is imported.
 """
 
 from __future__ import annotations
@@ -49,11 +50,12 @@ def model_rows(params: dict[str, Any]) -> list[dict[str, Any]]:
                     "logprobs": None,
                     "beam_search": None,
                     "option_scoring": None,
+                    "max_audio_s": None,
                 }
             )
             continue
         cls = MODELS.get(route)
-        caps = cls.spec_capabilities(spec) if hasattr(cls, "spec_capabilities") else cls.capabilities
+        caps = cls.spec_capabilities(spec)
         rows.append(
             {
                 **row,
@@ -61,6 +63,7 @@ def model_rows(params: dict[str, Any]) -> list[dict[str, Any]]:
                 "logprobs": caps.logprobs,
                 "beam_search": caps.beam_search,
                 "option_scoring": caps.option_scoring,
+                "max_audio_s": caps.max_audio_s,  # the audio window the model hears (None: no limit stated)
             }
         )
     return rows

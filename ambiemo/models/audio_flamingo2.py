@@ -17,6 +17,11 @@ The prompt is the upstream one: ``<audio>{instruction, lower-cased}{sep}``, sing
 system text, if any, precedes the instruction). Upstream ``generate`` returns token ids only, so
 each candidate's log-probability comes from one teacher-forced forward pass over all candidates;
 ``score_options`` uses the same forward pass over the options.
+
+Sampling is the shared batch-invariant path (``hf_native.GumbelMaxSampler``): greedy decoding
+over one row per candidate, each with its own random stream, the processor handed to upstream
+``generate``, which passes its keyword arguments on to the language model's ``generate`` as
+OpenFlamingo's does.
 """
 
 from __future__ import annotations
@@ -24,15 +29,22 @@ from __future__ import annotations
 import importlib
 import sys
 import time
-from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ambiemo.models import register_model
-from ambiemo.models.base import AudioLanguageModel, AudioRequest, Candidate, Capabilities, GenerationConfig
-from ambiemo.models.hf_native import _batch_seed
+from ambiemo.models.base import (
+    AudioLanguageModel,
+    AudioRequest,
+    Candidate,
+    Capabilities,
+    GenerationConfig,
+    OptionScores,
+)
+from ambiemo.models.hf_native import GumbelMaxSampler, sample_seed
 
 UPSTREAM = "https://github.com/NVIDIA/audio-flamingo (branch audio_flamingo_2)"
 SAMPLE_RATE = 16_000
@@ -93,6 +105,10 @@ def clap_windows(wav: np.ndarray, window_s: float, overlap_s: float, max_windows
 class AudioFlamingo2ALM(AudioLanguageModel):
     """Audio Flamingo 2 via its upstream code (see the module docstring)."""
 
+    capabilities = Capabilities(needs="GPU; upstream code", max_audio_s=120.0)  # 12 CLAP windows of 10 s
+    version = 2  # 2: per-candidate random streams
+    setting_defaults = {"dtype": "float16", "code_dir": None, "weights_dir": None}
+
     def __init__(
         self,
         key: str,
@@ -103,12 +119,15 @@ class AudioFlamingo2ALM(AudioLanguageModel):
         weights_dir: str | None = None,
         dtype: str = "float16",
         needs: str = "",
+        settings: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(key, model_id, revision)
+        settings = {**(settings or {}), "dtype": dtype, "code_dir": code_dir, "weights_dir": weights_dir}
+        super().__init__(key, model_id, revision, settings=settings)
         self.code_dir = code_dir
         self.weights_dir = weights_dir
         self.dtype = dtype
-        self.capabilities = Capabilities(needs=needs or "GPU; upstream code")
+        if needs:
+            self.capabilities = replace(type(self).capabilities, needs=needs)
         self.model: Any = None
         self.tokenizer: Any = None
         self.clap_config: dict[str, Any] = {}
@@ -123,6 +142,7 @@ class AudioFlamingo2ALM(AudioLanguageModel):
             weights_dir=spec.get("weights_dir"),
             dtype=spec.get("dtype", "float16"),
             needs=spec.get("needs", ""),
+            settings=spec,
         )
 
     # ----------------------------------------------------------------------------- loading
@@ -180,11 +200,7 @@ class AudioFlamingo2ALM(AudioLanguageModel):
     def _audio(self, request: AudioRequest):
         import torch
 
-        wav = np.asarray(request.waveform, dtype=np.float32)
-        if request.sample_rate != SAMPLE_RATE:
-            import librosa
-
-            wav = librosa.resample(wav, orig_sr=request.sample_rate, target_sr=SAMPLE_RATE)
+        wav = request.waveform_at(SAMPLE_RATE)
         c = self.clap_config
         windows, mask = clap_windows(
             wav, float(c["window_length"]), float(c["window_overlap"]), int(c["max_num_window"])
@@ -224,17 +240,19 @@ class AudioFlamingo2ALM(AudioLanguageModel):
         return [[float(logp[i, t, tok]) for t, tok in enumerate(c)] for i, c in enumerate(conts)]
 
     # ----------------------------------------------------------------------------- the contract
-    def generate(self, requests: Sequence[AudioRequest], config: GenerationConfig) -> list[list[Candidate]]:
+    def _generate(self, requests: list[AudioRequest], config: GenerationConfig) -> list[list[Candidate]]:
         import torch
+        from transformers import LogitsProcessorList
 
         self._ensure_loaded()
-        kw: dict[str, Any] = {"max_new_tokens": config.max_new_tokens, "num_return_sequences": config.n}
-        if config.mode == "sample":
-            kw.update(do_sample=True, temperature=config.temperature, top_p=config.top_p, top_k=0)
-        elif config.mode == "beam":
-            kw.update(do_sample=False, num_beams=config.num_beams)
+        kw: dict[str, Any] = {"max_new_tokens": config.max_new_tokens}
+        rows = config.n  # sampling: one row per candidate, each with its own stream
+        if config.mode == "beam":
+            kw.update(do_sample=False, num_beams=config.num_beams, num_return_sequences=config.n)
+            rows = 1
         else:
             kw.update(do_sample=False, num_beams=1)
+        identity = self.identity
         stops = set(self._stop_ids())
         results = []
         for request in requests:  # one clip per call: upstream batches windows per clip
@@ -242,12 +260,16 @@ class AudioFlamingo2ALM(AudioLanguageModel):
             prompt = self.tokenizer(self.prompt_text(request), add_special_tokens=False)["input_ids"]
             audio = self._audio(request)
             device = audio[0].device
+            if config.mode == "sample":
+                seeds = [sample_seed(identity, request, config, k) for k in range(config.n)]
+                kw["logits_processor"] = LogitsProcessorList(
+                    [GumbelMaxSampler(seeds, config.temperature, config.top_p, device)]
+                )
             with torch.inference_mode():
-                torch.manual_seed(_batch_seed(config.seed, [request.utt_id]))
                 out = self.model.generate(
-                    audio_x=audio[0],
-                    audio_x_mask=audio[1],
-                    lang_x=torch.tensor([prompt], device=device),
+                    audio_x=audio[0].repeat_interleave(rows, dim=0),
+                    audio_x_mask=audio[1].repeat_interleave(rows, dim=0),
+                    lang_x=torch.tensor([prompt] * rows, device=device),
                     eos_token_id=self.tokenizer.eos_token_id,
                     **kw,
                 )
@@ -277,18 +299,12 @@ class AudioFlamingo2ALM(AudioLanguageModel):
                     )
                 )
             results.append(cands)
-            self.usage.calls += 1
-            self.usage.prompt_tokens += len(prompt)
-            self.usage.gen_tokens += sum(len(c) for c in conts)
         return results
 
-    def score_options(self, request: AudioRequest, options: Sequence[str], prefix: str = "") -> np.ndarray:
-        if not options:
-            raise ValueError(f"utterance {request.utt_id!r}: score_options needs at least one option")
+    def _score_options(self, request: AudioRequest, options: list[str], prefix: str) -> OptionScores:
         self._ensure_loaded()
+        t0 = time.perf_counter()
         prompt = self.tokenizer(self.prompt_text(request), add_special_tokens=False)["input_ids"]
         conts = [self.tokenizer(prefix + o, add_special_tokens=False)["input_ids"] for o in options]
         lps = self._continuation_logprobs(self._audio(request), prompt, conts)
-        self.usage.calls += 1
-        self.usage.prompt_tokens += len(prompt)
-        return np.array([sum(lp) for lp in lps])
+        return OptionScores(np.array([sum(lp) for lp in lps]), len(prompt), time.perf_counter() - t0)

@@ -5,15 +5,28 @@ each with its log-likelihood; the log-probability of each of a few short options
 words) as the answer; and an account of what that cost. Everything model-specific (chat
 template, audio placeholder tokens, feature extraction, provider API) stays behind this
 contract.
+
+What the pipeline calls on an adapter is all declared on ``AudioLanguageModel``:
+
+- ``from_spec(key, spec, **kwargs)`` builds it from its ``params.yaml`` entry and
+  ``spec_capabilities(spec)`` says what that entry can do without building it;
+- ``generate`` and ``score_options`` are template methods: they check the request, call the
+  adapter's ``_generate`` / ``_score_options`` and count ``usage`` once, here, from what the
+  adapter returns (no adapter touches ``usage``);
+- ``identity`` names the outputs in caches and provenance: the route, the adapter's ``version``,
+  the checkpoint and revision, and ``settings_sha256``, a canonical hash of every
+  output-affecting key of the params entry. The params key itself is not part of it (renaming a
+  key reuses the cache), nor are the cosmetic keys in ``COSMETIC_KEYS``.
 """
 
 from __future__ import annotations
 
-import abc
 import hashlib
+import json
+import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -49,21 +62,47 @@ class AudioRequest:
         h.update(np.ascontiguousarray(self.waveform, dtype=np.float32).tobytes())
         return h.hexdigest()
 
+    def waveform_at(self, sample_rate: int) -> np.ndarray:
+        """The clip as float32 mono at ``sample_rate``, resampled by ``ambiemo.audio.resample``
+        (the one resampler of the project). A clip that is not mono is refused, not mixed down
+        here: ``ambiemo.audio.load_audio`` makes every clip mono when it reads it."""
+        wav = np.asarray(self.waveform, dtype=np.float32)
+        if wav.ndim != 1:
+            raise ValueError(f"utterance {self.utt_id!r}: waveform must be mono (1-D), got shape {wav.shape}")
+        if self.sample_rate != sample_rate:
+            from ambiemo.audio import resample
+
+            wav = resample(wav, self.sample_rate, sample_rate)
+        return np.ascontiguousarray(wav, dtype=np.float32)
+
     def conversation(self) -> list[dict[str, Any]]:
         return [asdict(m) for m in self.messages]
 
     def audio_turn(self) -> int:
-        """Index of the turn that carries the clip: the one marked ``audio=True``, else the first
-        user turn (the usual ALM prompt: audio, then the instruction)."""
+        """Index of the turn that carries the clip: the one user turn marked ``audio=True``.
+
+        The one rule for every route, local and API. A conversation with no marked turn raises
+        rather than falling back to a guess (say, the first user turn): the study's prompts
+        (``ambiemo.prompts``) always mark it, so an unmarked conversation comes from code that
+        forgot to, and where the clip sits (before or after an earlier exchange) changes the
+        answer. Failing on the first request, naming the utterance, costs nothing; numbers made
+        under a silent assumption would. Two marked turns, or a marked turn that is not a user
+        turn, raise too (one clip per request; no chat template takes audio from the system or
+        the assistant).
+        """
         marked = [i for i, m in enumerate(self.messages) if m.audio]
         if len(marked) > 1:
             raise ValueError(
                 f"utterance {self.utt_id!r}: {len(marked)} turns are marked audio=True; one clip per request"
             )
         if not marked:
-            marked = [i for i, m in enumerate(self.messages) if m.role == "user"][:1]
-        if not marked:
-            raise ValueError(f"utterance {self.utt_id!r}: the conversation has no user turn to attach the audio to")
+            raise ValueError(
+                f"utterance {self.utt_id!r}: no message has audio=True, so the model would not know where the "
+                "clip goes; mark the user turn that carries it (Message('user', text, audio=True))"
+            )
+        turn = self.messages[marked[0]]
+        if turn.role != "user":
+            raise ValueError(f"utterance {self.utt_id!r}: only a user turn can carry the audio, not {turn.role!r}")
         return marked[0]
 
 
@@ -138,40 +177,223 @@ class Capabilities:
     beam_search: bool = True
     option_scoring: bool = True  # log p(option | request) without generation
     needs: str = ""  # human-readable: "GPU 16 GB", "OPENAI_API_KEY", "extra: api"
+    max_audio_s: float | None = None  # the audio window the model hears (30.0 for Whisper encoders); None: no limit
+
+
+@dataclass
+class OptionScores:
+    """What an adapter's ``_score_options`` returns: ``log p(prefix + option | request)`` per option
+    (NaN throughout for a failed request), the prompt's tokens (None where the route reports none)
+    and the seconds the call took."""
+
+    logprobs: np.ndarray
+    prompt_tokens: int | None = None
+    wall_s: float = 0.0
+    cost_usd: float = 0.0  # what the call cost (API routes)
 
 
 class CapabilityError(RuntimeError):
     """A strategy asked a model for something its route cannot do."""
 
 
-class AudioLanguageModel(abc.ABC):
-    """Base class of all adapters. Subclasses set ``capabilities`` and implement the two calls."""
+class RemoteCodeRefused(PermissionError):
+    """A params entry asks to run a checkpoint's own code without opting in and pinning it."""
+
+
+# Keys of a params entry that do not change what a model answers: they stay out of
+# ``settings_sha256``, so editing them reuses the cache. Everything else enters it (an unknown
+# key too: a needless cache miss is safe, a wrong hit is not).
+COSMETIC_KEYS = frozenset(
+    {
+        "needs",
+        "params_b",
+        "family",
+        "pricing",
+        "concurrency",
+        "api_key_env",
+        "timeout_s",
+        "retry",
+        "batch_size",
+        "base_url",
+        "params_active_b",
+        "cache_dir",  # where built or converted weights are kept; their content is pinned by the revision
+    }
+)
+# Keys that enter the identity by name rather than through the settings hash.
+IDENTITY_KEYS = frozenset({"adapter", "checkpoint", "model_id", "revision"})
+COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
+
+
+def output_settings(spec: dict[str, Any], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The output-affecting settings of a params entry: its keys minus the cosmetic and identity
+    keys, over the adapter's ``defaults`` (so a default written out hashes like one left out)."""
+    own = {k: v for k, v in spec.items() if k not in COSMETIC_KEYS and k not in IDENTITY_KEYS}
+    return {**(defaults or {}), **own}
+
+
+def settings_sha256(settings: dict[str, Any]) -> str:
+    """Canonical hash of settings: sorted keys, no whitespace, exact floats."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_remote_code(key: str, spec: dict[str, Any], *, needed: bool = False) -> bool:
+    """Whether the checkpoint's own Python code may run for params entry ``key``.
+
+    Only with ``trust_remote_code: true`` *and* a 40-character commit ``revision``, so the code
+    that runs is the code that was reviewed; anything else raises ``RemoteCodeRefused`` before
+    anything is downloaded. ``needed``: the route cannot run without remote code.
+    """
+    trust = spec.get("trust_remote_code", False)
+    if trust not in (True, False):
+        raise RemoteCodeRefused(f"params.yaml models.{key}: trust_remote_code must be true or false, got {trust!r}")
+    if not trust:
+        if needed:
+            raise RemoteCodeRefused(
+                f"params.yaml models.{key}: this model runs the checkpoint's own Python code; set "
+                "`trust_remote_code: true` to allow it and pin `revision` to a commit hash"
+            )
+        return False
+    revision = str(spec.get("revision") or "")
+    if not COMMIT_HASH.match(revision):
+        raise RemoteCodeRefused(
+            f"params.yaml models.{key}: with trust_remote_code the revision must be a 40-character commit "
+            f"hash, so the code that runs is fixed; got {revision or 'none'!r}"
+        )
+    return True
+
+
+class AudioLanguageModel:
+    """Base class of all adapters.
+
+    An adapter implements ``_generate`` (and ``_score_options`` if its route can), declares its
+    ``capabilities`` and ``version``, and builds itself in ``from_spec``; register it with
+    ``@register_model("<route>")`` from ``ambiemo.models``. The public ``generate`` and
+    ``score_options`` are not overridden by adapters (only by wrappers such as the cache, which
+    delegate to a model's own).
+    """
 
     capabilities: Capabilities = Capabilities()
     sample_rate: int = 16_000
+    # Bump when the adapter's output logic changes (prompt building, decoding, feature
+    # extraction): it is part of ``identity``, so cached outputs of the old logic are not reused.
+    version: ClassVar[int] = 1
+    # Output-affecting settings the adapter reads, with the defaults it applies when a params entry
+    # leaves them out: part of ``settings``, so writing a default out does not change the identity.
+    setting_defaults: ClassVar[dict[str, Any]] = {}
+    default_route: ClassVar[str] = ""  # set by @register_model (the first name a class is registered under)
 
-    def __init__(self, key: str, model_id: str, revision: str | None = None) -> None:
+    def __init__(
+        self,
+        key: str,
+        model_id: str,
+        revision: str | None = None,
+        *,
+        route: str | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
         self.key = key
         self.model_id = model_id
         self.revision = revision
+        self.route = route or self.default_route or type(self).__name__
+        self.settings = output_settings(settings or {}, self.setting_defaults)
         self.usage = Usage()
+
+    # ----------------------------------------------------------------------------- building
+    @classmethod
+    def from_spec(cls, key: str, spec: dict[str, Any], **kwargs: Any) -> AudioLanguageModel:
+        """Build the model ``key`` from its ``params.yaml`` entry; ``kwargs`` carry ``cache_dir``
+        (where local weights may be built or converted). Loads nothing: weights load on the
+        first real call, so a fully cached rerun never loads them."""
+        raise NotImplementedError(f"{cls.__name__} does not build from a params entry: implement from_spec")
+
+    @classmethod
+    def spec_capabilities(cls, spec: dict[str, Any]) -> Capabilities:
+        """What the params entry ``spec`` can do, without building anything (``ambiemo models list``)."""
+        return replace(cls.capabilities, needs=str(spec.get("needs") or cls.capabilities.needs))
 
     @property
     def identity(self) -> dict[str, Any]:
-        """What identifies this model's outputs in caches and provenance."""
-        return {"key": self.key, "model_id": self.model_id, "revision": self.revision, "route": type(self).__name__}
+        """What identifies this model's outputs in caches and provenance (not the params key)."""
+        return {
+            "route": self.route,
+            "version": type(self).version,
+            "model_id": self.model_id,
+            "revision": self.revision,
+            "settings_sha256": settings_sha256(self.settings),
+        }
 
-    @abc.abstractmethod
+    # ----------------------------------------------------------------------------- the two calls
     def generate(self, requests: Sequence[AudioRequest], config: GenerationConfig) -> list[list[Candidate]]:
-        """Return ``config.n`` candidates for each request, in request order."""
+        """Return ``config.n`` candidates for each request, in request order, and count their usage."""
+        requests = list(requests)
+        if not requests:
+            return []
+        if config.mode == "beam" and not self.capabilities.beam_search:
+            raise CapabilityError(
+                f"model {self.key!r} ({self.route}) has no beam search; use mode='sample' or a strategy that samples"
+            )
+        for r in requests:
+            r.audio_turn()  # one rule on every route, checked before any work
+        results = self._generate(requests, config)
+        if len(results) != len(requests):
+            raise RuntimeError(f"model {self.key!r} returned {len(results)} results for {len(requests)} requests")
+        for request, cands in zip(requests, results, strict=True):
+            if len(cands) != config.n:
+                raise RuntimeError(
+                    f"model {self.key!r} returned {len(cands)} candidates for utterance {request.utt_id!r}, "
+                    f"expected n={config.n}"
+                )
+            self._count(cands)
+        return results
 
     def score_options(self, request: AudioRequest, options: Sequence[str], prefix: str = "") -> np.ndarray:
         """Return ``log p(prefix + option | request)`` for each option (summed over its tokens)."""
-        raise CapabilityError(f"model {self.key!r} ({type(self).__name__}) cannot score options")
+        if not self.capabilities.option_scoring:
+            raise CapabilityError(f"model {self.key!r} ({self.route}) cannot score options")
+        options = list(options)
+        if not options:
+            raise ValueError(f"utterance {request.utt_id!r}: score_options needs at least one option")
+        request.audio_turn()
+        out = self._score_options(request, options, prefix)
+        logprobs = np.asarray(out.logprobs, dtype=np.float64)
+        if logprobs.shape != (len(options),):
+            raise RuntimeError(f"model {self.key!r} scored {logprobs.shape} for {len(options)} options")
+        self.usage.cost_usd += float(out.cost_usd or 0.0)
+        if np.isnan(logprobs).any():
+            self.usage.failures += 1
+        else:
+            self.usage.calls += 1
+            self.usage.prompt_tokens += int(out.prompt_tokens or 0)
+        return logprobs
+
+    def _generate(self, requests: list[AudioRequest], config: GenerationConfig) -> list[list[Candidate]]:
+        """``config.n`` candidates per request. Each candidate's ``meta`` carries ``prompt_tokens``
+        and ``wall_s``, and may carry ``cost_usd`` (its share of the call's price), ``call`` (which
+        of several calls for one request made it; candidates of one call share its prompt) and
+        ``error`` (the request failed: the reason; nothing else of it is used)."""
+        raise NotImplementedError(f"{type(self).__name__} implements no _generate")
+
+    def _score_options(self, request: AudioRequest, options: list[str], prefix: str) -> OptionScores:
+        raise CapabilityError(f"model {self.key!r} ({self.route}) cannot score options")
+
+    def _count(self, cands: Sequence[Candidate]) -> None:
+        """Usage of one request's candidates: per call, one call and its prompt (or one failure)."""
+        calls: dict[Any, list[Candidate]] = {}
+        for c in cands:
+            calls.setdefault(c.meta.get("call", 0), []).append(c)
+            self.usage.cost_usd += float(c.meta.get("cost_usd") or 0.0)
+        for group in calls.values():
+            if any("error" in c.meta for c in group):
+                self.usage.failures += 1
+                continue
+            self.usage.calls += 1
+            self.usage.prompt_tokens += int(group[0].meta.get("prompt_tokens") or 0)
+            self.usage.gen_tokens += sum(int(c.n_tokens) for c in group)
 
     def require(self, capability: str, strategy: str) -> None:
         if not getattr(self.capabilities, capability):
             raise CapabilityError(
                 f"strategy {strategy!r} needs {capability.replace('_', ' ')}, which model {self.key!r} "
-                f"({type(self).__name__}) does not provide; choose another strategy or model"
+                f"({self.route}) does not provide; choose another strategy or model"
             )

@@ -267,6 +267,10 @@ def convert_gguf(gguf: Path, dest: Path) -> Path:
 class CascadeALM(TransformersALM):
     """ASR + eGeMAPS-as-text + an instruction-tuned LLM (see the module docstring)."""
 
+    capabilities = Capabilities(needs="extra: demo; CPU")  # no audio window: Whisper runs window by window
+    setting_defaults = {"llm": DEFAULT_LLM, "llm_revision": None, "asr": DEFAULT_ASR, "asr_revision": None,
+                        "acoustic": "summary", "dtype": "auto", "device_map": "auto"}  # fmt: skip
+
     def __init__(
         self,
         key: str,
@@ -281,12 +285,23 @@ class CascadeALM(TransformersALM):
         device_map: str | dict | None = "auto",
         batch_size: int = DEFAULT_BATCH_SIZE,
         needs: str = "",
+        settings: dict[str, Any] | None = None,
     ) -> None:
         if acoustic not in ACOUSTIC_MODES:
             raise ValueError(f"model {key!r}: acoustic must be one of {', '.join(ACOUSTIC_MODES)}, got {acoustic!r}")
         revision = f"llm={_pin(llm, llm_revision)};asr={_pin(asr, asr_revision)};acoustic={acoustic}"
-        super().__init__(key, f"{llm}+{asr}", revision, dtype=dtype, device_map=device_map, batch_size=batch_size)
-        self.capabilities = Capabilities(needs=needs or "extra: demo; CPU")
+        # The ASR, LLM and acoustic settings all change the prompt, so all enter the identity.
+        parts = {"llm": llm, "llm_revision": llm_revision, "asr": asr, "asr_revision": asr_revision}
+        super().__init__(
+            key,
+            f"{llm}+{asr}",
+            revision,
+            dtype=dtype,
+            device_map=device_map,
+            batch_size=batch_size,
+            needs=needs,
+            settings={**(settings or {}), **parts, "acoustic": acoustic},
+        )
         self.llm, self.llm_revision = llm, llm_revision
         self.acoustic = acoustic
         self.cache_root = Path(cache_root)
@@ -306,6 +321,7 @@ class CascadeALM(TransformersALM):
             device_map=spec.get("device_map", "auto"),
             batch_size=int(spec.get("batch_size", DEFAULT_BATCH_SIZE)),
             needs=spec.get("needs", ""),
+            settings=spec,
         )
 
     def llm_folder(self) -> tuple[str, dict[str, Any]]:
@@ -327,14 +343,7 @@ class CascadeALM(TransformersALM):
 
     # ----------------------------------------------------------------------------- prompt
     def _waveform(self, request: AudioRequest) -> np.ndarray:
-        wav = np.asarray(request.waveform, dtype=np.float32)
-        if wav.ndim != 1:
-            raise ValueError(f"utterance {request.utt_id!r}: waveform must be mono (1-D), got shape {wav.shape}")
-        if request.sample_rate != 16_000:
-            import librosa
-
-            wav = librosa.resample(wav, orig_sr=request.sample_rate, target_sr=16_000).astype(np.float32)
-        return wav
+        return request.waveform_at(16_000)
 
     def perceive(self, request: AudioRequest) -> dict[str, Any]:
         """``{"transcript", "functionals"}`` of the request's clip (memoised by audio hash)."""

@@ -35,7 +35,15 @@ import numpy as np
 
 from ambiemo.errors import ModelCallError
 from ambiemo.models import register_model
-from ambiemo.models.base import AudioLanguageModel, AudioRequest, Candidate, Capabilities, GenerationConfig
+from ambiemo.models.base import (
+    COSMETIC_KEYS,
+    AudioLanguageModel,
+    AudioRequest,
+    Candidate,
+    Capabilities,
+    GenerationConfig,
+    OptionScores,
+)
 
 DEFAULT_LABELS = ("neutral", "happy", "angry", "sad")
 
@@ -78,7 +86,21 @@ class FakeModel(AudioLanguageModel):
         sleep_s: float = 0.0,
         load_s: float = 0.0,
     ) -> None:
-        super().__init__(key, model_id, revision)
+        # Everything that shapes the answers is a setting: two differently scripted fakes never share a cache entry.
+        settings = {
+            "answers": answers,
+            "logprobs": logprobs,
+            "ratings": ratings,
+            "option_logprobs": option_logprobs,
+            "fail": sorted(fail),
+            "labels": list(labels),
+            "logprobs_available": logprobs_available,
+            "beam_search": beam_search,
+            "option_scoring": option_scoring,
+            "wall_s": wall_s,
+            "script": None if script is None else f"{script.__module__}.{script.__qualname__}",
+        }
+        super().__init__(key, model_id, revision, settings=settings)
         self.sleep_s = float(sleep_s)
         if load_s:
             time.sleep(float(load_s))
@@ -99,10 +121,19 @@ class FakeModel(AudioLanguageModel):
     @classmethod
     def from_spec(cls, key: str, spec: dict[str, Any], **kwargs: Any) -> FakeModel:
         # Keys every params.yaml model entry may carry, which say nothing about the fake's answers.
-        generic = ("adapter", "id", "checkpoint", "revision", "params_b", "needs", "dtype", "device_map", "batch_size")
+        generic = {"adapter", "id", "checkpoint", "revision", "dtype", "device_map", *COSMETIC_KEYS}
         options = {k: v for k, v in spec.items() if k not in generic}
         options.update({k: v for k, v in kwargs.items() if k != "cache_dir"})  # nothing to store
         return cls(key, model_id=spec.get("id", "fake"), revision=spec.get("revision"), **options)
+
+    @classmethod
+    def spec_capabilities(cls, spec: dict[str, Any]) -> Capabilities:
+        return Capabilities(
+            logprobs=bool(spec.get("logprobs_available", True)),
+            beam_search=bool(spec.get("beam_search", True)),
+            option_scoring=bool(spec.get("option_scoring", True)),
+            needs=str(spec.get("needs") or "nothing (a test double)"),
+        )
 
     # -- generation -------------------------------------------------------------------------
     def _default_answer(self, request: AudioRequest, config: GenerationConfig, index: int) -> str:
@@ -132,9 +163,7 @@ class FakeModel(AudioLanguageModel):
             logprob = -float(_rng(text, index).uniform(0.5, 5.0))
         return text, float(logprob), n_tokens
 
-    def generate(self, requests: Sequence[AudioRequest], config: GenerationConfig) -> list[list[Candidate]]:
-        if config.mode == "beam" and not self.capabilities.beam_search:
-            raise RuntimeError(f"fake model {self.key!r} was asked for beam search, which its spec turns off")
+    def _generate(self, requests: list[AudioRequest], config: GenerationConfig) -> list[list[Candidate]]:
         if self.sleep_s:
             time.sleep(self.sleep_s)
         out = []
@@ -156,23 +185,20 @@ class FakeModel(AudioLanguageModel):
                         meta={"prompt_tokens": prompt_tokens, "wall_s": self.wall_s / config.n},
                     )
                 )
-            self.usage.calls += 1
-            self.usage.prompt_tokens += prompt_tokens
-            self.usage.gen_tokens += sum(c.n_tokens for c in cands)
             out.append(cands)
         return out
 
     # -- option scoring ---------------------------------------------------------------------
-    def score_options(self, request: AudioRequest, options: Sequence[str], prefix: str = "") -> np.ndarray:
-        if not self.capabilities.option_scoring:
-            return super().score_options(request, options, prefix)
+    def _score_options(self, request: AudioRequest, options: list[str], prefix: str) -> OptionScores:
         self.requests_seen.append(("score_options", request.utt_id, None))
         if self.sleep_s:
             time.sleep(self.sleep_s)
         if request.utt_id in self.fail:
             raise ModelCallError(f"fake model {self.key!r}: scripted failure on {request.utt_id!r}", request.utt_id)
-        self.usage.calls += 1
+        prompt_tokens = sum(len(m.text.split()) for m in request.messages) + 25
         if self.option_logprobs is not None:
-            return np.array([float(self.option_logprobs.get(o, -10.0)) for o in options])
-        rng = _rng(request.audio_sha1(), request.conversation(), list(options), prefix)
-        return -rng.uniform(0.1, 6.0, size=len(options))
+            logprobs = np.array([float(self.option_logprobs.get(o, -10.0)) for o in options])
+        else:
+            rng = _rng(request.audio_sha1(), request.conversation(), list(options), prefix)
+            logprobs = -rng.uniform(0.1, 6.0, size=len(options))
+        return OptionScores(logprobs, prompt_tokens, self.wall_s)

@@ -23,17 +23,33 @@ Decoding is exactly what ``GenerationConfig`` says: the checkpoint's own samplin
 (``top_k``, repetition penalty) are not applied. Weights load on the first real call, so a fully
 cached rerun never loads them.
 
-Sampled candidates are reproducible for a given batch: the RNG is seeded per batch from
-``GenerationConfig.seed`` and the batch's utterance ids. With ``batch_size: 1`` in the spec they
-do not depend on which other utterances share a batch (at the cost of GPU throughput).
+Sampled candidates do not depend on how the run happened. Candidate ``i`` of a request is drawn
+from its own random stream, seeded by ``sample_seed`` from the seed, the model's identity, the
+conversation, the audio, the temperature and top-p and ``i``: each step adds Gumbel noise from
+that stream to the tempered, top-p-truncated logits and takes the argmax (the Gumbel-max trick,
+an exact sample of the same distribution ``do_sample`` draws from). Batch size, which utterances
+share a batch, manifest order and what a cache already held therefore change nothing, and
+candidate ``i`` is the same whatever ``n`` is (a budget-4 run's samples are the first four of a
+budget-8 run's). ``max_new_tokens`` is not part of the stream either: a longer cap continues the
+same sample. What remains is arithmetic: padding changes the shapes of the matrix products, so
+the log-probabilities of one candidate can differ in the last bits between batch sizes (bounded
+in the tests on CPU); on a GPU, kernels may differ more, and in the rare case where two tokens'
+noisy scores tie within that difference, the sampled token can differ too.
+
+CUDA out of memory halves the batch and tries again, down to one utterance; an utterance that
+does not fit alone is recorded as failed (its candidates carry ``meta["error"]``) and the run
+goes on.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,7 +61,23 @@ from ambiemo.models.base import (
     Candidate,
     Capabilities,
     GenerationConfig,
+    OptionScores,
+    check_remote_code,
 )
+from ambiemo.models.tiny import (
+    AF3_TEMPLATE,
+    CHATML_SPECIALS,
+    QWEN2_AUDIO_TEMPLATE,
+    QWEN_OMNI_TEMPLATE,
+    _audio_encoder,
+    _feature_extractor,
+    _generation_config,
+    _text_config,
+    _train_tokenizer,
+    register_tiny,
+)
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 8  # utterances per generate() call; candidates multiply it by n
 FEATURE_MEMO_SIZE = 256  # utterances whose audio features are kept in memory
@@ -64,15 +96,68 @@ class Encoded:
     features: dict[str, Any] = field(default_factory=dict)
 
 
-def _batch_seed(seed: int, utt_ids: Sequence[str]) -> int:
-    h = hashlib.sha1("\x00".join([str(seed), *utt_ids]).encode()).digest()
-    return int.from_bytes(h[:4], "little")
+def sample_seed(identity: dict[str, Any], request: AudioRequest, config: GenerationConfig, index: int) -> int:
+    """The seed of candidate ``index``'s random stream: a hash of everything the sample may depend
+    on (seed, model identity, conversation, audio, temperature, top-p, index) and nothing else."""
+    payload = {
+        "seed": config.seed,
+        "model": identity,
+        "conversation": request.conversation(),
+        "audio_sha1": request.audio_sha1(),
+        "temperature": config.temperature,
+        "top_p": config.top_p,
+        "index": index,
+    }
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def _resolve_cache_root(spec: dict[str, Any], kwargs: dict[str, Any]):
+class GumbelMaxSampler:
+    """A transformers logits processor that turns greedy decoding into sampling with one random
+    stream per row: tempered and top-p-truncated scores (transformers' own warpers) plus Gumbel
+    noise drawn from the row's generator, whose argmax is a sample of the truncated softmax.
+
+    Every row draws one noise vector per step, so a row's ``t``-th token depends on its own
+    stream's ``t``-th draw only, never on the other rows."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device: Any) -> None:
+        import torch
+        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        self.warpers = [TemperatureLogitsWarper(temperature)]
+        if top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(top_p))
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if scores.shape[0] != len(self.generators):
+            raise RuntimeError(f"sampler built for {len(self.generators)} rows got {scores.shape[0]}")
+        scores = scores.float()
+        for warp in self.warpers:
+            scores = warp(input_ids, scores)
+        u = torch.stack(
+            [
+                torch.rand(scores.shape[1], generator=g, device=scores.device, dtype=torch.float32)
+                for g in self.generators
+            ]
+        )
+        tiny = torch.finfo(torch.float32).tiny
+        gumbel = -torch.log(-torch.log(u.clamp(min=tiny, max=1.0 - 1e-7)))
+        return scores + gumbel
+
+
+def failed_candidates(n: int, reason: str, prompt_tokens: int) -> list[Candidate]:
+    """``n`` candidates that record a failed request (no text, no log-probabilities)."""
+    return [
+        Candidate("", None, None, 0, meta={"error": reason, "prompt_tokens": prompt_tokens, "wall_s": 0.0})
+        for _ in range(n)
+    ]
+
+
+def _resolve_cache_root(spec: dict[str, Any], kwargs: dict[str, Any]) -> Path:
     """Where built or converted weights live: kwargs ``cache_dir``, else spec, else the default."""
-    from pathlib import Path
-
     from ambiemo.config import cache_dir
 
     chosen = kwargs.get("cache_dir") or spec.get("cache_dir")
@@ -88,6 +173,8 @@ class TransformersALM(AudioLanguageModel):
 
     capabilities = Capabilities(logprobs=True, beam_search=True, option_scoring=True, needs="")
     shared_prefill = True  # one prefill per prompt for n > 1 (see _generate_batch)
+    version = 2  # 2: per-candidate random streams (GumbelMaxSampler) instead of one per batch
+    setting_defaults = {"dtype": "auto", "device_map": "auto"}
 
     def __init__(
         self,
@@ -99,8 +186,11 @@ class TransformersALM(AudioLanguageModel):
         device_map: str | dict | None = "auto",
         batch_size: int = DEFAULT_BATCH_SIZE,
         needs: str = "",
+        settings: dict[str, Any] | None = None,
+        route: str | None = None,
     ) -> None:
-        super().__init__(key, model_id, revision)
+        settings = {**(settings or {}), "dtype": dtype, "device_map": device_map}
+        super().__init__(key, model_id, revision, route=route, settings=settings)
         if dtype not in DTYPES:
             raise ValueError(f"model {key!r}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
         if batch_size < 1:
@@ -109,7 +199,7 @@ class TransformersALM(AudioLanguageModel):
         self.device_map = device_map
         self.batch_size = batch_size
         if needs:
-            self.capabilities = Capabilities(logprobs=True, beam_search=True, option_scoring=True, needs=needs)
+            self.capabilities = replace(type(self).capabilities, needs=needs)
         self.model: Any = None
         self.tokenizer: Any = None
 
@@ -187,64 +277,100 @@ class TransformersALM(AudioLanguageModel):
             # would be a second vocabulary-sized copy per step that nothing reads).
             "output_logits": True,
         }
-        if config.mode == "greedy":
-            return HFGenerationConfig(do_sample=False, num_beams=1, **common)
-        if config.mode == "sample":
-            return HFGenerationConfig(
-                do_sample=True, num_beams=1, temperature=config.temperature, top_p=config.top_p, top_k=0, **common
-            )
+        if config.mode in ("greedy", "sample"):
+            # Sampling is greedy decoding over GumbelMaxSampler, one row per candidate (see _generate_batch).
+            return HFGenerationConfig(do_sample=False, num_beams=1, **{**common, "num_return_sequences": 1})
         return HFGenerationConfig(do_sample=False, num_beams=config.num_beams, length_penalty=1.0, **common)
 
-    def generate(self, requests: Sequence[AudioRequest], config: GenerationConfig) -> list[list[Candidate]]:
+    def _generate(self, requests: list[AudioRequest], config: GenerationConfig) -> list[list[Candidate]]:
         import torch
 
-        if not requests:
-            return []
         self._ensure_loaded()
         encoded = [self._encode(r) for r in requests]
+        seeds = None
+        if config.mode == "sample":
+            identity = self.identity
+            seeds = [[sample_seed(identity, r, config, k) for k in range(config.n)] for r in requests]
         # Length-sorted batches waste the least padding; results go back in request order.
         order = sorted(range(len(requests)), key=lambda i: len(encoded[i].input_ids))
         results: list[list[Candidate]] = [[] for _ in requests]
-        hf_config = self._hf_generation_config(config)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            rows = [encoded[i] for i in idx]
-            batch = self._collate(rows, pad_left=True)
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                torch.manual_seed(_batch_seed(config.seed, [requests[i].utt_id for i in idx]))
-                out = self._generate_batch(batch, hf_config, config)
-                # float32 before the softmax: bf16 logits on a GPU would round the log-probs.
-                token_lp = self.model.compute_transition_scores(
-                    out.sequences,
-                    tuple(step.float() for step in out.logits),
-                    getattr(out, "beam_indices", None),
-                    normalize_logits=True,
-                )
-            wall = time.perf_counter() - t0
-            cands = self._candidates(out.sequences[:, batch["input_ids"].shape[1] :], token_lp, out)
-            per_cand_wall = wall / max(len(cands), 1)
+        size = self.batch_size
+        while order:
+            idx, order = order[:size], order[size:]
+            try:
+                cands = self._run_batch([encoded[i] for i in idx], config, seeds and [seeds[i] for i in idx])
+            except torch.cuda.OutOfMemoryError as e:
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if len(idx) > 1:  # halve the batch and try these utterances again
+                    size = max(1, len(idx) // 2)
+                    log.warning("model %r: CUDA out of memory at batch size %d; trying %d", self.key, len(idx), size)
+                    order = idx + order
+                    continue
+                reason = f"CUDA out of memory with the utterance alone (batch size 1): {e}"
+                log.warning("model %r utterance %r failed: %s", self.key, requests[idx[0]].utt_id, reason)
+                results[idx[0]] = failed_candidates(config.n, reason, len(encoded[idx[0]].input_ids))
+                continue
             for j, i in enumerate(idx):
-                mine = cands[j * config.n : (j + 1) * config.n]
-                for c in mine:
-                    c.meta.update(prompt_tokens=len(encoded[i].input_ids), wall_s=per_cand_wall)
-                results[i] = mine
-                self.usage.calls += 1
-                self.usage.prompt_tokens += len(encoded[i].input_ids)
-                self.usage.gen_tokens += sum(c.n_tokens for c in mine)
+                results[i] = cands[j * config.n : (j + 1) * config.n]
         return results
 
-    def _generate_batch(self, batch: dict[str, Any], hf_config, config: GenerationConfig):
+    def _run_batch(
+        self, rows: list[Encoded], config: GenerationConfig, seeds: list[list[int]] | None
+    ) -> list[Candidate]:
+        """Generate for one batch of prompts: ``config.n`` candidates per prompt, prompt-major."""
+        import torch
+
+        batch = self._collate(rows, pad_left=True)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self._generate_batch(batch, rows, config, seeds)
+            # float32 before the softmax: bf16 logits on a GPU would round the log-probs.
+            token_lp = self.model.compute_transition_scores(
+                out.sequences,
+                tuple(step.float() for step in out.logits),
+                getattr(out, "beam_indices", None),
+                normalize_logits=True,
+            )
+        wall = time.perf_counter() - t0
+        cands = self._candidates(out.sequences[:, batch["input_ids"].shape[1] :], token_lp, out)
+        per_cand_wall = wall / max(len(cands), 1)
+        for j, c in enumerate(cands):
+            c.meta.update(prompt_tokens=len(rows[j // config.n].input_ids), wall_s=per_cand_wall)
+        return cands
+
+    def _generate_batch(
+        self, batch: dict[str, Any], rows: list[Encoded], config: GenerationConfig, seeds: list[list[int]] | None
+    ):
         """``generate`` with one prefill per prompt, however many candidates or beams.
 
         transformers repeats every prompt (and its audio) ``num_return_sequences`` or
         ``num_beams`` times before the first forward pass. Instead the prompt minus its last
         token is run once, its KV cache repeated per candidate, and ``generate`` continues from
         there (it feeds only the uncached last token, so the audio is not needed again).
+
+        Sampling runs as greedy decoding over ``GumbelMaxSampler`` with the prompts repeated
+        ``n`` times here, one row per candidate, each with its own random stream.
         """
+        from transformers import LogitsProcessorList
+
+        hf_config = self._hf_generation_config(config)
+        extra: dict[str, Any] = {}
+        if config.mode == "sample":
+            assert seeds is not None
+            device = batch["input_ids"].device
+            flat = [s for per_prompt in seeds for s in per_prompt]
+            extra["logits_processor"] = LogitsProcessorList(
+                [GumbelMaxSampler(flat, config.temperature, config.top_p, device)]
+            )
         expand = config.num_beams if config.mode == "beam" else config.n
-        if expand == 1 or not self.shared_prefill:
-            return self.model.generate(**batch, generation_config=hf_config)
+        if expand == 1:
+            return self.model.generate(**batch, generation_config=hf_config, **extra)
+        if not self.shared_prefill:
+            if config.mode == "beam":
+                return self.model.generate(**batch, generation_config=hf_config)
+            repeated = self._collate([r for r in rows for _ in range(config.n)], pad_left=True)
+            return self.model.generate(**repeated, generation_config=hf_config, **extra)
         ids, mask = batch["input_ids"], batch["attention_mask"]
         # The position ids generate() derives for left-padded rows, so both halves agree.
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
@@ -256,7 +382,11 @@ class TransformersALM(AudioLanguageModel):
         )
         cache = prefill.cache
         cache.batch_repeat_interleave(expand)
-        return self.model.generate(input_ids=ids, attention_mask=mask, cache=cache, generation_config=hf_config)
+        if config.mode == "sample":  # one row per candidate: the processor's streams line up with them
+            ids, mask = ids.repeat_interleave(expand, dim=0), mask.repeat_interleave(expand, dim=0)
+        return self.model.generate(
+            input_ids=ids, attention_mask=mask, cache=cache, generation_config=hf_config, **extra
+        )
 
     def _candidates(self, generated, token_lp, out) -> list[Candidate]:
         """Cut each sequence after its first end-of-turn token and sum its log-probabilities."""
@@ -293,28 +423,33 @@ class TransformersALM(AudioLanguageModel):
         """The continuation's tokens, tokenised on their own (the prompt ends at a turn boundary)."""
         return self.tokenizer(prefix + option, add_special_tokens=False)["input_ids"]
 
-    def score_options(self, request: AudioRequest, options: Sequence[str], prefix: str = "") -> np.ndarray:
+    def _score_options(self, request: AudioRequest, options: list[str], prefix: str) -> OptionScores:
         import torch
 
-        if not options:
-            raise ValueError(f"utterance {request.utt_id!r}: score_options needs at least one option")
         self._ensure_loaded()
+        t0 = time.perf_counter()
         enc = self._encode(request)
         conts = [self._option_ids(prefix, o) for o in options]
         empty = [o for o, c in zip(options, conts, strict=True) if not c]
         if empty:
             raise ValueError(f"utterance {request.utt_id!r}: options {empty!r} (with prefix {prefix!r}) have no tokens")
-        with torch.inference_mode():
-            logp = (
-                self._continuation_logprobs(enc, conts) if self.shared_prefill else self._repeated_logprobs(enc, conts)
-            )
+        try:
+            with torch.inference_mode():
+                logp = (
+                    self._continuation_logprobs(enc, conts)
+                    if self.shared_prefill
+                    else self._repeated_logprobs(enc, conts)
+                )
+        except torch.cuda.OutOfMemoryError as e:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            log.warning("model %r utterance %r: option scoring ran out of CUDA memory: %s", self.key, request.utt_id, e)
+            return OptionScores(np.full(len(options), np.nan), len(enc.input_ids), time.perf_counter() - t0)
         scores = np.empty(len(options))
         for i, c in enumerate(conts):
             tok = torch.tensor(c, device=logp.device)
             scores[i] = float(logp[i, torch.arange(len(c), device=logp.device), tok].sum())
-        self.usage.calls += 1
-        self.usage.prompt_tokens += len(enc.input_ids)
-        return scores
+        return OptionScores(scores, len(enc.input_ids), time.perf_counter() - t0)
 
     def _continuation_logprobs(self, enc: Encoded, conts: list[list[int]]):
         """Log-softmax rows predicting each continuation token (``[option, t, vocab]``), the prompt
@@ -359,17 +494,30 @@ class NativeAudioALM(TransformersALM):
     """A transformers audio-language model: chat template with an audio placeholder, expanded to
     one placeholder token per audio frame the encoder emits, plus that clip's features.
 
-    Subclasses set ``model_class`` (name in ``transformers``), ``audio_placeholder`` (the token
-    the chat template writes once per clip) and implement ``_audio_features``.
+    A new model is one subclass (README, "Extending it"): set ``model_class`` (its class in
+    ``transformers``), ``audio_placeholder`` (the token the chat template writes once per clip) and
+    ``capabilities`` (with ``max_audio_s``), and implement ``_audio_features``. Where the model
+    differs further, override the hooks: ``_load_model`` (how the weights load), ``_load_parts``
+    (tokenizer, feature extractor, template), ``hf_messages`` / ``prompt_text`` (the prompt).
     """
 
     model_class: str = ""
     audio_placeholder: str = ""
     use_processor: bool = True  # load tokenizer, feature extractor and template via AutoProcessor
 
-    def __init__(self, key: str, model_id: str, revision: str | None = None, *, local_path=None, **kw: Any) -> None:
+    def __init__(
+        self,
+        key: str,
+        model_id: str,
+        revision: str | None = None,
+        *,
+        local_path: Path | None = None,
+        trust_remote_code: bool = False,
+        **kw: Any,
+    ) -> None:
         super().__init__(key, model_id, revision, **kw)
         self.local_path = local_path  # a built tiny instance; None for hub checkpoints
+        self.trust_remote_code = trust_remote_code
         self.feature_extractor: Any = None
         self.chat_template: str | None = None
         self._feature_memo: dict[str, tuple[dict[str, Any], int]] = {}
@@ -380,6 +528,7 @@ class NativeAudioALM(TransformersALM):
 
         if "checkpoint" not in spec:
             raise KeyError(f"params.yaml models.{key} has no 'checkpoint' (a hub id or tiny:<arch>)")
+        trust = check_remote_code(key, spec)  # refused here, before anything is downloaded
         checkpoint = str(spec["checkpoint"])
         revision = spec.get("revision")
         local_path = None
@@ -393,16 +542,23 @@ class NativeAudioALM(TransformersALM):
             checkpoint,
             None if revision is None else str(revision),
             local_path=local_path,
+            trust_remote_code=trust,
             dtype=spec.get("dtype", "auto"),
             device_map=spec.get("device_map", "auto"),
             batch_size=int(spec.get("batch_size", DEFAULT_BATCH_SIZE)),
             needs=spec.get("needs", ""),
+            settings=spec,
+            route=spec.get("adapter"),
         )
 
     def _source(self) -> tuple[str, dict[str, Any]]:
+        """Where to load from and the ``from_pretrained`` kwargs that pin it (revision, remote code)."""
         if self.local_path is not None:
             return str(self.local_path), {}
-        return self.model_id, ({"revision": self.revision} if self.revision else {})
+        rev: dict[str, Any] = {"revision": self.revision} if self.revision else {}
+        if self.trust_remote_code:  # only ever with a pinned commit (check_remote_code)
+            rev["trust_remote_code"] = True
+        return self.model_id, rev
 
     def _load_parts(self, source: str, rev: dict[str, Any]) -> None:
         """Tokenizer, feature extractor and chat template."""
@@ -464,14 +620,7 @@ class NativeAudioALM(TransformersALM):
         return text
 
     def _waveform(self, request: AudioRequest) -> np.ndarray:
-        wav = np.asarray(request.waveform, dtype=np.float32)
-        if wav.ndim != 1:
-            raise ValueError(f"utterance {request.utt_id!r}: waveform must be mono (1-D), got shape {wav.shape}")
-        if request.sample_rate != self.sample_rate:
-            import librosa
-
-            wav = librosa.resample(wav, orig_sr=request.sample_rate, target_sr=self.sample_rate).astype(np.float32)
-        return wav
+        return request.waveform_at(self.sample_rate)
 
     def _audio_features(self, wav: np.ndarray) -> tuple[dict[str, Any], int]:
         """Feature tensors for one clip and the number of placeholder tokens it becomes."""
@@ -492,9 +641,12 @@ class NativeAudioALM(TransformersALM):
         return Encoded(ids, features)
 
 
-def _whisper_token_count(n_frames: int) -> int:
+def whisper_token_count(n_frames: int) -> int:
     """Audio tokens for ``n_frames`` mel frames: stride-2 conv, then stride-2 pooling."""
     return (((n_frames - 1) // 2 + 1) - 2) // 2 + 1
+
+
+_whisper_token_count = whisper_token_count  # the name adapters written before it was public import
 
 
 @register_model("hf-qwen2-audio")
@@ -504,15 +656,35 @@ class Qwen2AudioALM(NativeAudioALM):
 
     model_class = "Qwen2AudioForConditionalGeneration"
     audio_placeholder = "<|AUDIO|>"
+    capabilities = Capabilities(max_audio_s=30.0)  # the Whisper encoder hears 30 s; the features are cut there
 
     def _audio_features(self, wav: np.ndarray) -> tuple[dict[str, Any], int]:
         fe = self.feature_extractor(
             wav, sampling_rate=self.sample_rate, return_attention_mask=True, padding="max_length", return_tensors="pt"
         )
         mask = fe["attention_mask"]
-        return {"input_features": fe["input_features"], "feature_attention_mask": mask}, _whisper_token_count(
+        return {"input_features": fe["input_features"], "feature_attention_mask": mask}, whisper_token_count(
             int(mask.sum())
         )
+
+
+@register_tiny("qwen2-audio")
+def build_tiny_qwen2_audio(folder: Path) -> None:
+    """A ~0.3M-parameter Qwen2-Audio with the released checkpoint's template and special tokens."""
+    from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor
+
+    tokenizer = _train_tokenizer(
+        CHATML_SPECIALS + ["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"], QWEN2_AUDIO_TEMPLATE
+    )
+    config = Qwen2AudioConfig(
+        audio_config=dict(model_type="qwen2_audio_encoder", **_audio_encoder()),
+        text_config=_text_config(tokenizer),
+        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
+    )
+    model = Qwen2AudioForConditionalGeneration(config)
+    model.generation_config = _generation_config(tokenizer)
+    model.save_pretrained(folder)
+    Qwen2AudioProcessor(_feature_extractor(), tokenizer, chat_template=QWEN2_AUDIO_TEMPLATE).save_pretrained(folder)
 
 
 @register_model("hf-qwen2.5-omni")
@@ -540,6 +712,51 @@ class Qwen25OmniALM(Qwen2AudioALM):
         return super()._load_model(source, rev)
 
 
+@register_tiny("qwen2.5-omni")
+def build_tiny_qwen2_5_omni_thinker(folder: Path) -> None:
+    """A tiny Qwen2.5-Omni thinker (its vision tower one layer deep; the adapter never feeds it)."""
+    from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
+
+    specials = CHATML_SPECIALS + [
+        "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>", "<|IMAGE|>", "<|VIDEO|>", "<|vision_bos|>", "<|vision_eos|>",
+    ]  # fmt: skip
+    tokenizer = _train_tokenizer(specials, QWEN_OMNI_TEMPLATE)
+    ids = tokenizer.convert_tokens_to_ids
+    head_dim = 16  # hidden 64 / 4 heads; mrope sections (temporal, height, width) must sum to head_dim / 2
+    config = Qwen2_5OmniThinkerConfig(
+        audio_config=dict(**_audio_encoder(), n_window=100, output_dim=64),
+        vision_config={
+            "depth": 1,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 64,
+            "fullatt_block_indexes": [0],
+        },
+        text_config=_text_config(
+            tokenizer,
+            model_type="qwen2_5_omni_text",
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        ),
+        audio_token_index=ids("<|AUDIO|>"),
+        image_token_index=ids("<|IMAGE|>"),
+        video_token_index=ids("<|VIDEO|>"),
+        audio_start_token_id=ids("<|audio_bos|>"),
+        audio_end_token_id=ids("<|audio_eos|>"),
+        vision_start_token_id=ids("<|vision_bos|>"),
+        vision_end_token_id=ids("<|vision_eos|>"),
+        user_token_id=ids("<|im_start|>"),
+    )
+    assert config.text_config.hidden_size // config.text_config.num_attention_heads == head_dim
+    model = Qwen2_5OmniThinkerForConditionalGeneration(config)
+    model.generation_config = _generation_config(tokenizer)
+    model.save_pretrained(folder)
+    # No Qwen2_5OmniProcessor: it insists on an image processor (torchvision). The adapter builds
+    # audio inputs from these two parts, exactly as it does for the released checkpoint.
+    tokenizer.save_pretrained(folder)
+    _feature_extractor().save_pretrained(folder)
+
+
 @register_model("hf-audio-flamingo-3")
 class AudioFlamingo3ALM(NativeAudioALM):
     """Audio Flamingo 3 (``nvidia/audio-flamingo-3-hf``): ``<sound>`` before the user text; audio
@@ -551,6 +768,7 @@ class AudioFlamingo3ALM(NativeAudioALM):
     model_class = "AudioFlamingo3ForConditionalGeneration"
     audio_placeholder = "<sound>"
     max_audio_s = 600  # the processor's limit: 20 windows of 30 s
+    capabilities = Capabilities(max_audio_s=float(max_audio_s))
 
     def _audio_features(self, wav: np.ndarray) -> tuple[dict[str, Any], int]:
         window = int(self.sample_rate * self.feature_extractor.chunk_length)
@@ -564,6 +782,23 @@ class AudioFlamingo3ALM(NativeAudioALM):
             return_tensors="pt",
         )
         mask = fe["attention_mask"]
-        return {"input_features": fe["input_features"], "input_features_mask": mask}, _whisper_token_count(
+        return {"input_features": fe["input_features"], "input_features_mask": mask}, whisper_token_count(
             int(mask.sum())
         )
+
+
+@register_tiny("audio-flamingo-3")
+def build_tiny_audio_flamingo_3(folder: Path) -> None:
+    """A tiny Audio Flamingo 3 with its processor."""
+    from transformers import AudioFlamingo3Config, AudioFlamingo3ForConditionalGeneration, AudioFlamingo3Processor
+
+    tokenizer = _train_tokenizer(CHATML_SPECIALS + ["<sound>"], AF3_TEMPLATE)
+    config = AudioFlamingo3Config(
+        audio_config=dict(model_type="audioflamingo3_encoder", **_audio_encoder()),
+        text_config=_text_config(tokenizer),
+        audio_token_id=tokenizer.convert_tokens_to_ids("<sound>"),
+    )
+    model = AudioFlamingo3ForConditionalGeneration(config)
+    model.generation_config = _generation_config(tokenizer)
+    model.save_pretrained(folder)
+    AudioFlamingo3Processor(_feature_extractor(), tokenizer, chat_template=AF3_TEMPLATE).save_pretrained(folder)

@@ -27,11 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ambiemo.models import register_model
 from ambiemo.models.base import AudioLanguageModel, AudioRequest, Candidate, Capabilities, GenerationConfig
-from ambiemo.models.hf_native import _batch_seed
+from ambiemo.models.hf_native import sample_seed
 
 INSTALL = "pip install git+https://github.com/MoonshotAI/Kimi-Audio.git (or set code_dir to a clone of it)"
 # Upstream's defaults for the audio head (unused with text out) and the text repetition penalty.
@@ -148,16 +146,13 @@ class KimiAudioALM(AudioLanguageModel):
         results = []
         with tempfile.TemporaryDirectory(prefix="ambiemo-kimi-") as tmp:
             for request in requests:
-                wav = np.asarray(request.waveform, dtype=np.float32)
-                if request.sample_rate != self.sample_rate:
-                    import librosa
-
-                    wav = librosa.resample(wav, orig_sr=request.sample_rate, target_sr=self.sample_rate)
+                wav = request.waveform_at(self.sample_rate)
                 path = str(Path(tmp) / f"{request.audio_sha1()}.wav")
                 sf.write(path, wav, self.sample_rate, subtype="FLOAT")
                 cands = []
                 for j in range(config.n):
-                    torch.manual_seed(_batch_seed(config.seed, [request.utt_id, str(j)]))
+                    # Candidate j's own seed, from the request's content: no batch or order enters it.
+                    torch.manual_seed(sample_seed(self.identity, request, config, j))
                     t0 = time.perf_counter()
                     _, text = self.model.generate(self.messages(request, path), output_type="text", **sampling)
                     cands.append(

@@ -93,6 +93,7 @@ PHI4_SPECIALS = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|
 TINY_SPEECH_ADAPTER = "speech-lora"
 
 
+@tiny.register_tiny("phi4-multimodal")
 def build_tiny_phi4_multimodal(folder: Path) -> None:
     """A ~0.26M-parameter Phi-4-multimodal with a random (non-zero) speech LoRA in ``speech-lora/``."""
     from peft import LoraConfig, get_peft_model
@@ -153,6 +154,3 @@ def build_tiny_phi4_multimodal(folder: Path) -> None:
     # init_lora_weights=False: random A and B, so that the adapter visibly changes the output.
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["qkv_proj", "o_proj"], init_lora_weights=False)
     get_peft_model(model, lora).save_pretrained(folder / TINY_SPEECH_ADAPTER)
-
-
-tiny.BUILDERS["phi4-multimodal"] = build_tiny_phi4_multimodal  # becomes @register_tiny with the new tiny API

@@ -138,6 +138,7 @@ QWEN3_OMNI_SPECIALS = {
 }
 
 
+@tiny.register_tiny("qwen3-omni")
 def build_tiny_qwen3_omni(folder: Path) -> None:
     """A ~0.4M-parameter Qwen3-Omni-MoE thinker (4 experts, 2 active) with its tokenizer and features."""
     from transformers import Qwen3OmniMoeThinkerConfig, Qwen3OmniMoeThinkerForConditionalGeneration
@@ -189,6 +190,3 @@ def build_tiny_qwen3_omni(folder: Path) -> None:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     _feature_extractor().save_pretrained(folder)
-
-
-tiny.BUILDERS["qwen3-omni"] = build_tiny_qwen3_omni  # becomes @register_tiny("qwen3-omni") with the new tiny API

@@ -6,6 +6,10 @@ trained here in about a second (carrying the model's special tokens and a chat t
 same shape as the released checkpoint's) and a ``WhisperFeatureExtractor`` constructed locally
 (its mel filters are computed, not downloaded). Nothing is fetched from a hub.
 
+Each build is registered beside its adapter with ``@register_tiny("<arch>")``; this module holds
+the shared parts (tokenizer training, text and audio configs, the feature extractor, the
+generation config, the released chat templates) and the build-once machinery.
+
 They exist so that each native adapter's real code path (chat template, audio placeholder
 expansion, feature extraction, batched generation with scores, option scoring) runs in tests
 and in the offline demo profile (``checkpoint: tiny:qwen2-audio``). Their answers are random
@@ -24,6 +28,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from ambiemo.registry import Registry
 
 # Bump when anything below changes what a build produces; it is part of the folder name and of
 # the model identity, so caches never mix outputs of two different tiny models.
@@ -196,99 +202,39 @@ def _generation_config(tokenizer):
     )
 
 
-def _build_qwen2_audio(folder: Path) -> None:
-    from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor
-
-    tokenizer = _train_tokenizer(
-        CHATML_SPECIALS + ["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"], QWEN2_AUDIO_TEMPLATE
-    )
-    config = Qwen2AudioConfig(
-        audio_config=dict(model_type="qwen2_audio_encoder", **_audio_encoder()),
-        text_config=_text_config(tokenizer),
-        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
-    )
-    model = Qwen2AudioForConditionalGeneration(config)
-    model.generation_config = _generation_config(tokenizer)
-    model.save_pretrained(folder)
-    Qwen2AudioProcessor(_feature_extractor(), tokenizer, chat_template=QWEN2_AUDIO_TEMPLATE).save_pretrained(folder)
+TINY: Registry[Callable[[Path], None]] = Registry("tiny model build")
 
 
-def _build_qwen2_5_omni_thinker(folder: Path) -> None:
-    from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
+def register_tiny(arch: str) -> Callable[[Callable[[Path], None]], Callable[[Path], None]]:
+    """Register ``build(folder) -> None`` as the tiny ``arch`` (``checkpoint: tiny:<arch>``).
 
-    specials = CHATML_SPECIALS + [
-        "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>", "<|IMAGE|>", "<|VIDEO|>", "<|vision_bos|>", "<|vision_eos|>",
-    ]  # fmt: skip
-    tokenizer = _train_tokenizer(specials, QWEN_OMNI_TEMPLATE)
-    ids = tokenizer.convert_tokens_to_ids
-    head_dim = 16  # hidden 64 / 4 heads; mrope sections (temporal, height, width) must sum to head_dim / 2
-    config = Qwen2_5OmniThinkerConfig(
-        audio_config=dict(**_audio_encoder(), n_window=100, output_dim=64),
-        vision_config={
-            "depth": 1,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
-            "out_hidden_size": 64,
-            "fullatt_block_indexes": [0],
-        },
-        text_config=_text_config(
-            tokenizer,
-            model_type="qwen2_5_omni_text",
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-        ),
-        audio_token_index=ids("<|AUDIO|>"),
-        image_token_index=ids("<|IMAGE|>"),
-        video_token_index=ids("<|VIDEO|>"),
-        audio_start_token_id=ids("<|audio_bos|>"),
-        audio_end_token_id=ids("<|audio_eos|>"),
-        vision_start_token_id=ids("<|vision_bos|>"),
-        vision_end_token_id=ids("<|vision_eos|>"),
-        user_token_id=ids("<|im_start|>"),
-    )
-    assert config.text_config.hidden_size // config.text_config.num_attention_heads == head_dim
-    model = Qwen2_5OmniThinkerForConditionalGeneration(config)
-    model.generation_config = _generation_config(tokenizer)
-    model.save_pretrained(folder)
-    # No Qwen2_5OmniProcessor: it insists on an image processor (torchvision). The adapter builds
-    # audio inputs from these two parts, exactly as it does for the released checkpoint.
-    tokenizer.save_pretrained(folder)
-    _feature_extractor().save_pretrained(folder)
+    Each builder lives beside its adapter, in the adapter's module; ``build`` writes a
+    ``from_pretrained``-able folder (weights, config, tokenizer or processor files). The call
+    seeds torch with ``SEED`` first and writes the folder atomically (``ensure_tiny``).
+    """
+    return TINY.register(arch)
 
 
-def _build_audio_flamingo_3(folder: Path) -> None:
-    from transformers import AudioFlamingo3Config, AudioFlamingo3ForConditionalGeneration, AudioFlamingo3Processor
+def tiny_builders() -> Registry[Callable[[Path], None]]:
+    """The registry of tiny builds, after every adapter module has registered its own."""
+    from ambiemo.models import _import_adapters
 
-    tokenizer = _train_tokenizer(CHATML_SPECIALS + ["<sound>"], AF3_TEMPLATE)
-    config = AudioFlamingo3Config(
-        audio_config=dict(model_type="audioflamingo3_encoder", **_audio_encoder()),
-        text_config=_text_config(tokenizer),
-        audio_token_id=tokenizer.convert_tokens_to_ids("<sound>"),
-    )
-    model = AudioFlamingo3ForConditionalGeneration(config)
-    model.generation_config = _generation_config(tokenizer)
-    model.save_pretrained(folder)
-    AudioFlamingo3Processor(_feature_extractor(), tokenizer, chat_template=AF3_TEMPLATE).save_pretrained(folder)
-
-
-BUILDERS: dict[str, Callable[[Path], None]] = {
-    "qwen2-audio": _build_qwen2_audio,
-    "qwen2.5-omni": _build_qwen2_5_omni_thinker,
-    "audio-flamingo-3": _build_audio_flamingo_3,
-}
+    _import_adapters()
+    return TINY
 
 
 def build_tiny(arch: str, folder: str | os.PathLike) -> Path:
     """Build the tiny ``arch`` into ``folder`` (created; must not exist). Deterministic."""
     import torch
 
-    if arch not in BUILDERS:
-        raise KeyError(f"no tiny build for {arch!r}; known: {', '.join(sorted(BUILDERS))}")
+    builders = tiny_builders()
+    if arch not in builders:
+        raise KeyError(f"no tiny build for {arch!r}; known: {', '.join(builders.names())}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=False)
     with torch.random.fork_rng():
         torch.manual_seed(SEED)
-        BUILDERS[arch](folder)
+        builders.get(arch)(folder)
     (folder / "ambiemo_tiny.json").write_text(json.dumps({"arch": arch, "version": TINY_VERSION, "seed": SEED}) + "\n")
     return folder
 
@@ -321,6 +267,7 @@ def parse_tiny_checkpoint(checkpoint: str) -> str | None:
     if not checkpoint.startswith(TINY_PREFIX):
         return None
     arch = checkpoint[len(TINY_PREFIX) :]
-    if arch not in BUILDERS:
-        raise KeyError(f"checkpoint {checkpoint!r}: no tiny build for {arch!r}; known: {', '.join(sorted(BUILDERS))}")
+    builders = tiny_builders()
+    if arch not in builders:
+        raise KeyError(f"checkpoint {checkpoint!r}: no tiny build for {arch!r}; known: {', '.join(builders.names())}")
     return arch

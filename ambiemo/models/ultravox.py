@@ -19,46 +19,37 @@ log-probabilities too). That is the fast path on a GPU machine.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from ambiemo.models import register_model
-from ambiemo.models.base import AudioRequest
+from ambiemo.models.base import AudioRequest, Capabilities, check_remote_code
 from ambiemo.models.hf_native import Encoded, TransformersALM
 
 AUDIO_PLACEHOLDER = "<|audio|>"
-COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
 
 
 @register_model("hf-ultravox")
 class UltravoxALM(TransformersALM):
     """Ultravox via ``AutoModel`` with ``trust_remote_code`` (opt-in, pinned revision)."""
 
+    # Its Whisper encoder hears 30 s (the revisions pinned here do not chunk longer audio).
+    capabilities = Capabilities(max_audio_s=30.0)
+
     @classmethod
     def from_spec(cls, key: str, spec: dict[str, Any], **kwargs: Any) -> UltravoxALM:
         if "checkpoint" not in spec:
             raise KeyError(f"params.yaml models.{key} has no 'checkpoint' (e.g. fixie-ai/ultravox-v0_4)")
-        if spec.get("trust_remote_code") is not True:
-            raise PermissionError(
-                f"params.yaml models.{key}: Ultravox runs the checkpoint's own Python code; set "
-                "`trust_remote_code: true` to allow it (and pin `revision`), or serve it with vLLM and use "
-                "the OpenAI-compatible adapter"
-            )
-        revision = str(spec.get("revision") or "")
-        if not COMMIT_HASH.match(revision):
-            raise ValueError(
-                f"params.yaml models.{key}: with trust_remote_code the revision must be a 40-character commit "
-                f"hash, so the code that runs is fixed; got {revision or 'none'!r}"
-            )
-        # One prompt per generate call: the processor's audio offsets are per prompt.
+        check_remote_code(key, spec, needed=True)  # opt-in and a pinned commit, before anything is downloaded
+        # One prompt per generate call (batch_size is ignored): the processor's audio offsets are per prompt.
         return cls(
             key,
             str(spec["checkpoint"]),
-            revision,
+            str(spec["revision"]),
             dtype=spec.get("dtype", "auto"),
             device_map=spec.get("device_map", "auto"),
             batch_size=1,
             needs=spec.get("needs", ""),
+            settings=spec,
         )
 
     def _load(self) -> None:
@@ -96,16 +87,10 @@ class UltravoxALM(TransformersALM):
         ]
 
     def _encode(self, request: AudioRequest) -> Encoded:
-        import numpy as np
-
         text = self.tokenizer.apply_chat_template(
             self.chat_messages(request), tokenize=False, add_generation_prompt=True
         )
-        wav = np.asarray(request.waveform, dtype=np.float32)
-        if request.sample_rate != self.sample_rate:  # Whisper's feature extractor takes 16 kHz only
-            import librosa
-
-            wav = librosa.resample(wav, orig_sr=request.sample_rate, target_sr=self.sample_rate).astype(np.float32)
+        wav = request.waveform_at(self.sample_rate)  # Whisper's feature extractor takes 16 kHz only
         out = self.processor(text=text, audio=wav, sampling_rate=self.sample_rate, return_tensors="pt")
         features = {k: v for k, v in out.items() if k not in ("input_ids", "attention_mask")}
         return Encoded(out["input_ids"][0].tolist(), features)
