@@ -125,6 +125,13 @@ class Context:
                     raise RuntimeError(f"model {model.key!r} failed on utterance {u.utt_id!r}: {c.meta['error']}")
         return out
 
+    def score_options(
+        self, requests: Sequence[AudioRequest], options: Sequence[str], model: AudioLanguageModel | None = None
+    ) -> list[np.ndarray]:
+        """Log-probabilities of ``options`` for every request, in one call where the route batches them."""
+        model = model or self.model
+        return [np.asarray(x, dtype=float) for x in model.score_options_many(list(requests), list(options))]
+
     def parse(self, text: str) -> np.ndarray | None:
         return parse_distribution(text, self.labels)
 

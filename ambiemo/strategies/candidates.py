@@ -62,25 +62,37 @@ class CandidateStrategy(Strategy):
     def run(self, utts: Sequence[Utterance], budgets: Sequence[int]) -> list[list[Row]]:
         prompts = [self.ctx.prompts.ask("distribution", u.utt_id) for u in utts]
         per_budget = self.candidates(utts, prompts, budgets)
+        dists = {b: [[self.ctx.parse(c.text) for c in cands] for cands, _ in per_budget[b]] for b in budgets}
+        scores = self.rate(utts, prompts, per_budget, dists)
         rows: list[list[Row]] = [[] for _ in utts]
         for b in budgets:
             for i, (cands, cost) in enumerate(per_budget[b]):
-                rows[i].append(self.combine(utts[i], prompts[i], cands, cost, b))
+                rows[i].append(self.combine(prompts[i], cands, dists[b][i], scores[b][i], cost, b))
         return rows
 
     def rate(
-        self, utt: Utterance, prompt: Prompt, cands: list[Candidate], dists: list, cost: Cost
-    ) -> list[float | None]:
-        """A verifier score per candidate; None without a verifier."""
-        return [None] * len(cands)
+        self,
+        utts: Sequence[Utterance],
+        prompts: Sequence[Prompt],
+        per_budget: dict[int, list[tuple[list[Candidate], Cost]]],
+        dists: dict[int, list[list[np.ndarray | None]]],
+    ) -> dict[int, list[list[float | None]]]:
+        """A verifier score per candidate, per budget and utterance; None without a verifier."""
+        return {b: [[None] * len(cands) for cands, _ in rows] for b, rows in per_budget.items()}
 
     def weights(self, cands: list[Candidate], ok: list[int], scores: list[float | None]) -> np.ndarray:
         """Weights of the parsed candidates ``ok`` (in that order); empty when none parsed."""
         raise NotImplementedError
 
-    def combine(self, utt: Utterance, prompt: Prompt, cands: list[Candidate], cost: Cost, budget: int) -> Row:
-        dists = [self.ctx.parse(c.text) for c in cands]
-        scores = self.rate(utt, prompt, cands, dists, cost)
+    def combine(
+        self,
+        prompt: Prompt,
+        cands: list[Candidate],
+        dists: list[np.ndarray | None],
+        scores: list[float | None],
+        cost: Cost,
+        budget: int,
+    ) -> Row:
         ok = [i for i, p in enumerate(dists) if p is not None]
         w = self.weights(cands, ok, scores)
         if self.selects:
@@ -153,36 +165,45 @@ class _Verified(CandidateStrategy):
     def provenance(self) -> dict[str, Any]:
         return {**super().provenance(), "verifier_method": self.verifier_method()}
 
-    def rate(
-        self, utt: Utterance, prompt: Prompt, cands: list[Candidate], dists: list, cost: Cost
-    ) -> list[float | None]:
+    def rate(self, utts, prompts, per_budget, dists):
         """A score in [0, 1] per parsed candidate (None for the others, and for an unreadable rating).
 
         ``options``: the verifier's p(Yes) / (p(Yes) + p(No)) to "does the answer describe the
-        emotions well?", case forms summed (one forward pass per option); ``generate``: its greedy
-        0-10 rating, divided by 10.
+        emotions well?", case forms summed; ``generate``: its greedy 0-10 rating, divided by 10.
+        Every parsed candidate of every utterance and budget goes to the verifier in one call (a
+        local verifier batches them, an API verifier sends them concurrently); each row is charged
+        for its own candidates' ratings.
         """
         verifier = self.ctx.verifier
         method = self.verifier_method()
-        scores: list[float | None] = []
-        for c, p in zip(cands, dists, strict=True):
-            if p is None:
-                scores.append(None)
-                continue
-            messages = self.ctx.prompts.verifier(prompt, c.text, method)
-            request = AudioRequest(utt.utt_id, utt.waveform, utt.sample_rate, messages)
-            if method == "options":
-                logp = np.asarray(verifier.score_options(request, [*VERIFIER_YES, *VERIFIER_NO]), dtype=float)
-                yes, no = np.logaddexp.reduce(logp[: len(VERIFIER_YES)]), np.logaddexp.reduce(logp[len(VERIFIER_YES) :])
-                scores.append(float(1.0 / (1.0 + np.exp(no - yes))) if np.isfinite([yes, no]).all() else None)
-                cost.add_scoring(verifier=True)
-            else:
-                config = GenerationConfig(mode="greedy", n=1, max_new_tokens=self.ctx.max_new_tokens("verifier"))
-                reply = verifier.generate([request], config)[0]
-                if "error" in reply[0].meta:
-                    raise RuntimeError(f"verifier {verifier.key!r} failed on {utt.utt_id!r}: {reply[0].meta['error']}")
-                scores.append(parse_rating(reply[0].text))
-                cost.add(reply, verifier=True)
+        scores = super().rate(utts, prompts, per_budget, dists)
+        jobs, requests = [], []  # (budget, utterance, candidate) of each request, in that order
+        for b, rows in per_budget.items():
+            for i, (cands, _) in enumerate(rows):
+                for j, (c, p) in enumerate(zip(cands, dists[b][i], strict=True)):
+                    if p is None:
+                        continue
+                    u = utts[i]
+                    messages = self.ctx.prompts.verifier(prompts[i], c.text, method)
+                    jobs.append((b, i, j))
+                    requests.append(AudioRequest(u.utt_id, u.waveform, u.sample_rate, messages))
+        if not requests:
+            return scores
+        if method == "options":
+            n_yes = len(VERIFIER_YES)
+            for (b, i, j), logp in zip(
+                jobs, self.ctx.score_options(requests, [*VERIFIER_YES, *VERIFIER_NO], model=verifier), strict=True
+            ):
+                yes, no = np.logaddexp.reduce(logp[:n_yes]), np.logaddexp.reduce(logp[n_yes:])
+                scores[b][i][j] = float(1.0 / (1.0 + np.exp(no - yes))) if np.isfinite([yes, no]).all() else None
+                per_budget[b][i][1].add_scoring(verifier=True)
+            return scores
+        config = GenerationConfig(mode="greedy", n=1, max_new_tokens=self.ctx.max_new_tokens("verifier"))
+        for (b, i, j), reply in zip(jobs, verifier.generate(requests, config), strict=True):
+            if "error" in reply[0].meta:
+                raise RuntimeError(f"verifier {verifier.key!r} failed on {utts[i].utt_id!r}: {reply[0].meta['error']}")
+            scores[b][i][j] = parse_rating(reply[0].text)
+            per_budget[b][i][1].add(reply, verifier=True)
         return scores
 
 

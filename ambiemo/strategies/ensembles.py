@@ -88,11 +88,13 @@ class LabelScoring(Strategy):
                 options.append(form)
                 owner.append(j)
         owner_arr = np.array(owner)
+        prompts = [ctx.prompts.ask("single", u.utt_id) for u in utts]
+        requests = [
+            AudioRequest(u.utt_id, u.waveform, u.sample_rate, list(prompt.messages))
+            for u, prompt in zip(utts, prompts, strict=True)
+        ]
         rows = []
-        for u in utts:
-            prompt = ctx.prompts.ask("single", u.utt_id)
-            request = AudioRequest(u.utt_id, u.waveform, u.sample_rate, list(prompt.messages))
-            logp = np.asarray(ctx.model.score_options(request, options), dtype=float)
+        for u, prompt, logp in zip(utts, prompts, ctx.score_options(requests, options), strict=True):
             if not np.isfinite(logp).all():
                 raise RuntimeError(f"model {ctx.model.key!r} could not score the labels of {u.utt_id!r}")
             # log p(label) = logsumexp over its written forms, then normalised over the label set.
