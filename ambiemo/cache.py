@@ -618,19 +618,39 @@ class CachedModel(AudioLanguageModel):
         return results  # type: ignore[return-value]
 
     def score_options(self, request: AudioRequest, options: Sequence[str], prefix: str = "") -> np.ndarray:
+        return self.score_options_many([request], options, prefix)[0]
+
+    def score_options_many(
+        self, requests: Sequence[AudioRequest], options: Sequence[str], prefix: str = ""
+    ) -> list[np.ndarray]:
+        """Each request from the cache where it is there; the others in one call to the model."""
         ident = self._identity_sha()
-        key = scoring_key(self.identity, request, options, prefix)
-        value = self.cache.get(key)
-        if value is not None:
-            self.usage.cache_hits += 1
-            self.cache.count(ident, 1, 0)
-            return np.asarray(json.loads(value), dtype=np.float64)
-        self.cache.count(ident, 0, 1)
-        scores = np.asarray(self.model.score_options(request, options, prefix), dtype=np.float64)
-        if scores.shape != (len(options),):
-            raise RuntimeError(f"model {self.key!r} scored {scores.shape} for {len(options)} options")
-        if np.isnan(scores).any():
-            return scores  # a failed request: not cached
-        encoded = canonical_json([float(x) for x in scores])
-        self.cache.put_many(ident, self.key, "score_options", [(key, encoded)])
-        return np.asarray(json.loads(encoded), dtype=np.float64)
+        requests, options = list(requests), list(options)
+        keys = [scoring_key(self.identity, r, options, prefix) for r in requests]
+        out: list[np.ndarray | None] = [None] * len(requests)
+        todo = []
+        for j, key in enumerate(keys):
+            value = self.cache.get(key)
+            if value is None:
+                todo.append(j)
+            else:
+                out[j] = np.asarray(json.loads(value), dtype=np.float64)
+        hits = len(requests) - len(todo)
+        self.usage.cache_hits += hits
+        self.cache.count(ident, hits, len(todo))
+        if todo:
+            fresh = self.model.score_options_many([requests[j] for j in todo], options, prefix)
+            items = []
+            for j, scores in zip(todo, fresh, strict=True):
+                scores = np.asarray(scores, dtype=np.float64)
+                if scores.shape != (len(options),):
+                    raise RuntimeError(f"model {self.key!r} scored {scores.shape} for {len(options)} options")
+                if np.isnan(scores).any():  # a failed request: not cached
+                    out[j] = scores
+                    continue
+                encoded = canonical_json([float(x) for x in scores])
+                items.append((keys[j], encoded))
+                out[j] = np.asarray(json.loads(encoded), dtype=np.float64)
+            if items:
+                self.cache.put_many(ident, self.key, "score_options", items)
+        return [x for x in out if x is not None]  # every position is filled above

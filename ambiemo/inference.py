@@ -384,10 +384,18 @@ class _Guarded(AudioLanguageModel):
         return out
 
     def score_options(self, request: AudioRequest, options: Sequence[str], prefix: str = "") -> np.ndarray:
-        scores = self.model.score_options(request, options, prefix)
-        if np.isnan(np.asarray(scores, dtype=float)).any():
-            raise ModelCallError(f"model {self.key!r} could not score options for {request.utt_id!r}", request.utt_id)
-        return scores
+        return self.score_options_many([request], options, prefix)[0]
+
+    def score_options_many(
+        self, requests: Sequence[AudioRequest], options: Sequence[str], prefix: str = ""
+    ) -> list[np.ndarray]:
+        out = self.model.score_options_many(requests, options, prefix)
+        for request, scores in zip(requests, out, strict=True):
+            if np.isnan(np.asarray(scores, dtype=float)).any():
+                raise ModelCallError(
+                    f"model {self.key!r} could not score options for {request.utt_id!r}", request.utt_id
+                )
+        return out
 
 
 class _Progress:

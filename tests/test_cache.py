@@ -24,6 +24,7 @@ class CountingModel(AudioLanguageModel):
         self.loads = 0
         self.generate_calls: list[list[str]] = []  # utt_ids per call
         self.score_calls = 0
+        self.score_many_calls = 0
         self.fail = set(fail)
         self._weights = None
 
@@ -64,6 +65,10 @@ class CountingModel(AudioLanguageModel):
         if request.utt_id in self.fail:
             return np.full(len(options), np.nan)
         return -np.arange(1, len(options) + 1, dtype=np.float64) / 3 - len(prefix)
+
+    def score_options_many(self, requests, options, prefix=""):
+        self.score_many_calls += 1
+        return [self.score_options(r, options, prefix) for r in requests]
 
 
 def make_request(
@@ -543,3 +548,16 @@ def test_verify_cli(folder, monkeypatch, tmp_path):
     result = runner.invoke(app, ["cache", "verify", "--repair", "--params", str(params)])
     assert result.exit_code == 0 and "deleted 1 bad or old rows" in result.output
     assert GenerationCache(folder).stats()["entries"] == SAMPLE.n - 1
+
+
+def test_score_options_many_sends_only_the_misses_in_one_call(tmp_path: Path) -> None:
+    inner = CountingModel()
+    model = CachedModel(inner, GenerationCache(tmp_path / "c"))
+    reqs = [make_request(f"u{i}", seed=i) for i in range(3)]
+    first = model.score_options(reqs[1], ["a", "b"])
+    assert inner.score_many_calls == 1
+    out = model.score_options_many(reqs, ["a", "b"])
+    assert inner.score_many_calls == 2 and inner.score_calls == 3  # u0 and u2 together; u1 from the cache
+    np.testing.assert_array_equal(out[1], first)
+    assert [list(x) for x in out] == [list(model.score_options(r, ["a", "b"])) for r in reqs]
+    assert inner.score_calls == 3  # everything cached now

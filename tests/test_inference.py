@@ -375,11 +375,11 @@ def test_a_key_error_in_a_strategy_stops_the_run(manifest: Path, tmp_path: Path,
 
 def test_failed_api_candidates_and_nan_scores_are_recorded_failures(manifest: Path, tmp_path: Path) -> None:
     """The API routes' way to fail one request (candidates with meta["error"], NaN option scores)."""
-    from ambiemo.models.base import Candidate
+    from ambiemo.models.base import Candidate, OptionScores
 
-    class Flaky(FakeModel):
-        def generate(self, requests, config):
-            out = super().generate(requests, config)
+    class Flaky(FakeModel):  # adapters implement the underscored calls; the base class counts them
+        def _generate(self, requests, config):
+            out = super()._generate(requests, config)
             return [
                 [Candidate("", None, None, 0, {"error": "HTTP 503 (gave up after 3 attempts)"})] * config.n
                 if r.utt_id == "u3"
@@ -387,9 +387,9 @@ def test_failed_api_candidates_and_nan_scores_are_recorded_failures(manifest: Pa
                 for r, cands in zip(requests, out, strict=True)
             ]
 
-        def score_options(self, request, options, prefix=""):
-            scores = super().score_options(request, options, prefix)
-            return np.full(len(options), np.nan) if request.utt_id == "u1" else scores
+        def _score_options(self, request, options, prefix):
+            scores = super()._score_options(request, options, prefix)
+            return OptionScores(np.full(len(options), np.nan)) if request.utt_id == "u1" else scores
 
     params = make_params(tmp_path)
     params["inference"] = {"max_failure_share": 0.5}

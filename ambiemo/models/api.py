@@ -54,8 +54,15 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import tenacity
 
-from ambiemo.models._contract_shim import ContractModel, OptionScores
-from ambiemo.models.base import AudioRequest, Candidate, Capabilities, CapabilityError, GenerationConfig
+from ambiemo.models.base import (
+    AudioLanguageModel,
+    AudioRequest,
+    Candidate,
+    Capabilities,
+    CapabilityError,
+    GenerationConfig,
+    OptionScores,
+)
 from ambiemo.models.pool import EndpointPool
 
 log = logging.getLogger(__name__)
@@ -424,7 +431,7 @@ class CallUsage:
     thought_tokens: int = 0
 
 
-class ApiModel(ContractModel):
+class ApiModel(AudioLanguageModel):
     """Base of the API routes: from_spec parsing, candidates split into calls, the endpoint pool,
     bounded concurrency, retries, failures and cost. A route implements ``_make_client(url)``,
     ``_generate_once(client, request, config, n, seed)`` (one API call for ``n`` candidates) and
@@ -588,6 +595,11 @@ class ApiModel(ContractModel):
         for (j, _c, _n), cands in zip(jobs, done, strict=True):
             out[j].extend(cands)
         return out
+
+    def _score_options_many(self, requests: list[AudioRequest], options: list[str], prefix: str) -> list[OptionScores]:
+        """The requests concurrently, at most the pool's slots in flight (a verifier's B ratings)."""
+        _ = self.pool  # fail fast before any thread starts
+        return run_concurrently(lambda r: self._score_options(r, options, prefix), requests, self.pool.slots)
 
     def _score_options(self, request: AudioRequest, options: list[str], prefix: str) -> OptionScores:
         if prefix and not self.assistant_prefill:

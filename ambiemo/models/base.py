@@ -355,10 +355,32 @@ class AudioLanguageModel:
         if not options:
             raise ValueError(f"utterance {request.utt_id!r}: score_options needs at least one option")
         request.audio_turn()
-        out = self._score_options(request, options, prefix)
+        return self._count_scores(self._score_options(request, options, prefix), len(options))
+
+    def score_options_many(
+        self, requests: Sequence[AudioRequest], options: Sequence[str], prefix: str = ""
+    ) -> list[np.ndarray]:
+        """``score_options`` for several requests in one call (a verifier rating B candidates of a
+        batch of utterances, label scoring a batch): routes that can run them together (an API's
+        concurrent requests) override ``_score_options_many``; usage is counted per request."""
+        requests, options = list(requests), list(options)
+        if not requests:
+            return []
+        if not self.capabilities.option_scoring:
+            raise CapabilityError(f"model {self.key!r} ({self.route}) cannot score options")
+        if not options:
+            raise ValueError("score_options_many needs at least one option")
+        for r in requests:
+            r.audio_turn()
+        outs = self._score_options_many(requests, options, prefix)
+        if len(outs) != len(requests):
+            raise RuntimeError(f"model {self.key!r} scored {len(outs)} requests for {len(requests)}")
+        return [self._count_scores(out, len(options)) for out in outs]
+
+    def _count_scores(self, out: OptionScores, n_options: int) -> np.ndarray:
         logprobs = np.asarray(out.logprobs, dtype=np.float64)
-        if logprobs.shape != (len(options),):
-            raise RuntimeError(f"model {self.key!r} scored {logprobs.shape} for {len(options)} options")
+        if logprobs.shape != (n_options,):
+            raise RuntimeError(f"model {self.key!r} scored {logprobs.shape} for {n_options} options")
         self.usage.cost_usd += float(out.cost_usd or 0.0)
         if np.isnan(logprobs).any():
             self.usage.failures += 1
@@ -366,6 +388,10 @@ class AudioLanguageModel:
             self.usage.calls += 1
             self.usage.prompt_tokens += int(out.prompt_tokens or 0)
         return logprobs
+
+    def _score_options_many(self, requests: list[AudioRequest], options: list[str], prefix: str) -> list[OptionScores]:
+        """One ``_score_options`` per request, in order; override where the route can do better."""
+        return [self._score_options(r, options, prefix) for r in requests]
 
     def _generate(self, requests: list[AudioRequest], config: GenerationConfig) -> list[list[Candidate]]:
         """``config.n`` candidates per request. Each candidate's ``meta`` carries ``prompt_tokens``
