@@ -366,3 +366,71 @@ def plausible_accuracy(p, y_pred) -> float:
 def argmax_label(q) -> np.ndarray:
     """The model's top label per utterance (the first in label order on a tie)."""
     return check_distributions(q, "q (model)").argmax(axis=1)
+
+
+# --- conventions of the literature, side by side -------------------------------------------
+#
+# Published numbers on distributional emotion recognition use different definitions under the
+# same names; the conventions table shows each beside the others so that a reader can compare.
+#
+# - ``js_distance_nat``: sqrt(JSD), natural log, as AER-LLM's code computes it
+#   (``scipy.spatial.distance.jensenshannon`` with its default base). Range [0, sqrt(ln 2)].
+# - ``js_divergence_bits``: JSD itself (no square root), base 2, as the later soft-label SER work
+#   reports it. Range [0, 1]. It equals ``js_distance(p, q, base=2) ** 2``.
+# - ``r2_utterance_mean``: AER-LLM's R²: the squared Pearson correlation of each utterance's
+#   predicted and human k-vectors, averaged over the utterances where it is defined (rows where
+#   either vector is constant have no correlation; their count is returned beside it).
+# - ``r2_pooled``: the squared correlation of all (utterance, label) cells at once (``r2``).
+# - ``r2_label_mean``: the coefficient of determination per label column across utterances,
+#   averaged over labels: ``sklearn.metrics.r2_score(p, q)`` (multioutput "uniform_average"),
+#   as the later soft-label work computes it. It can be negative; it is not a squared correlation.
+
+
+def js_divergence_bits(p, q) -> np.ndarray:
+    """Jensen–Shannon divergence per utterance in bits (no square root), in [0, 1]."""
+    return js_distance(p, q, base=2) ** 2
+
+
+def r2_utterance_mean(p, q) -> tuple[float, int]:
+    """AER-LLM's R²: the mean per-utterance squared correlation, and how many rows had none."""
+    per = r2_per_utterance(p, q)
+    undefined = int(np.isnan(per).sum())
+    return (float(np.nanmean(per)) if undefined < per.size else float("nan")), undefined
+
+
+def r2_label_mean(p, q) -> float:
+    """scikit-learn's coefficient of determination per label column, averaged over labels."""
+    from sklearn.metrics import r2_score
+
+    p, q = _pair(p, q)
+    if len(p) < 2:
+        return float("nan")
+    return float(r2_score(p, q, multioutput="uniform_average"))
+
+
+CONVENTIONS: tuple[tuple[str, str, str], ...] = (
+    ("js_distance_nat", "sqrt(JSD), natural log", "AER-LLM (scipy jensenshannon, base e)"),
+    ("js_divergence_bits", "JSD, log base 2", "soft-label SER work"),
+    ("r2_utterance_mean", "mean over utterances of corr(p_i, q_i)^2", "AER-LLM"),
+    ("r2_pooled", "corr over all (utterance, label) cells, squared", "ambiemo's set-level r2"),
+    ("r2_label_mean", "mean over labels of sklearn r2_score", "soft-label SER work"),
+)
+
+
+def conventions_table(p, q) -> pd.DataFrame:
+    """One row per convention: its name, definition, source and value on (p, q); JS rows are
+    means over utterances; ``undefined`` counts utterances the convention has no value for."""
+    r2u, undefined = r2_utterance_mean(p, q)
+    values = {
+        "js_distance_nat": (float(js_distance(p, q, math.e).mean()), 0),
+        "js_divergence_bits": (float(js_divergence_bits(p, q).mean()), 0),
+        "r2_utterance_mean": (r2u, undefined),
+        "r2_pooled": (r2(p, q), 0),
+        "r2_label_mean": (r2_label_mean(p, q), 0),
+    }
+    return pd.DataFrame(
+        [
+            {"convention": name, "definition": d, "source": src, "value": values[name][0], "undefined": values[name][1]}
+            for name, d, src in CONVENTIONS
+        ]
+    )

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ambiemo import style
 from ambiemo.metrics import METRICS
 from ambiemo.scoring import at_largest_budget, overall
 
@@ -146,15 +147,10 @@ def _strategy_order(frame: pd.DataFrame, baseline: str = "baseline") -> list[str
 
 
 def _styles(strategies: Sequence[str], baseline: str = "baseline") -> dict[str, dict[str, Any]]:
-    """Line styles by strategy name: the baseline black, the others in name order through the
-    palette, so a strategy looks the same in every figure of one run."""
-    out = {baseline: {"color": BASELINE_COLOUR, "marker": "o", "linestyle": "-", "linewidth": 1.6}}
-    for i, s in enumerate(sorted(x for x in strategies if x != baseline)):
-        out[s] = {
-            "color": PALETTE[i % len(PALETTE)],
-            "marker": MARKERS[i % len(MARKERS)],
-            "linestyle": LINESTYLES[(i // 2) % len(LINESTYLES)],
-        }
+    """Encodings by strategy name (``ambiemo.style``): colour by family, marker and line style by
+    variant, the same in every figure; ``baseline`` (if renamed) keeps the baseline's look."""
+    out = style.encodings([s for s in strategies if s != baseline])
+    out[baseline] = style.encoding("baseline")
     return out
 
 

@@ -101,3 +101,17 @@ def test_ambiguity_distribution_takes_manifests(tables):
     }
     fig = plots.ambiguity_distribution({"demo": mm.Manifest(tables["manifest"], meta)})
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["clear", "low", "medium", "high"]
+
+
+def test_every_strategy_readout_and_reference_looks_different():
+    from ambiemo import plots, style
+
+    names = list(style.ENCODINGS)
+    looks = [tuple(str(v) for v in (e["color"], e["marker"], e["linestyle"])) for e in style.encodings(names).values()]
+    assert len(set(looks)) == len(looks)
+    # The demo's figure 3 bug: alm-v and w-bon shared colour and marker once nine strategies wrapped the palette.
+    st = plots._styles(["baseline", *names, "new-strategy"])
+    assert (st["alm-v"]["color"], st["alm-v"]["marker"]) != (st["w-bon"]["color"], st["w-bon"]["marker"])
+    assert st["new-strategy"]["color"] not in style.FAMILY_COLOUR.values()
+    # Okabe & Ito's published colours, a colour-blind-safe palette.
+    assert style.OKABE_ITO["vermilion"] == "#D55E00" and style.OKABE_ITO["bluish green"] == "#009E73"

@@ -1,0 +1,76 @@
+"""Cluster-aware paired tests: exact by hand, against scipy, and nominal under simulated speaker effects."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from ambiemo import permutation as P
+
+
+def test_exact_sign_flip_by_hand():
+    # sums (1, 2): patterns give 3, -1, 1, -3; |T*| >= 3 for 2 of 4.
+    p, exact = P.sign_flip_pvalues(np.array([[1.0, 2.0]]))
+    assert exact and p[0] == pytest.approx(0.5)
+    # sums (1, 2, 4): only ±7 reach |7|: 2 of 8.
+    p, _ = P.sign_flip_pvalues(np.array([[1.0, 2.0, 4.0]]))
+    assert p[0] == pytest.approx(0.25)
+
+
+def test_unclustered_matches_scipy_paired_permutation_test():
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(0.3, 1, 9), rng.normal(0, 1, 9)
+    ref = sps.permutation_test(
+        (x, y), lambda a, b, axis: np.mean(a - b, axis=axis), permutation_type="samples", vectorized=True
+    )
+    p, exact = P.sign_flip_pvalues((x - y)[None, :])
+    assert exact and p[0] == pytest.approx(ref.pvalue)
+
+
+def test_false_positive_rate_with_speaker_effects():
+    start = time.perf_counter()
+    rates = P.false_positive_rates(n_datasets=2000, n_speakers=10, per_speaker=20, seed=11)
+    print(rates, f"{time.perf_counter() - start:.1f}s")
+    assert rates["n_datasets"] >= 500
+    assert rates["clustered"] <= 0.06
+    assert rates["unclustered"] > 0.06  # treating utterances as independent is anti-conservative
+
+
+def _scores():
+    rng = np.random.default_rng(0)
+    rows = []
+    for spk in range(8):
+        shift = rng.normal(0, 0.1)
+        for i in range(6):
+            base = rng.uniform(0.3, 0.6)
+            utt = f"s{spk}u{i}"
+            rows.append(("d", "m", "baseline", 1, utt, f"s{spk}", base))
+            rows.append(("d", "m", "bon", 4, utt, f"s{spk}", base - 0.05 + shift))  # lower JS is better
+            rows.append(("d", "m", "cot", 1, utt, f"s{spk}", base + shift))
+    df = pd.DataFrame(rows, columns=["dataset", "model", "strategy", "budget", "utt_id", "speaker", "js"])
+    df.loc[(df["utt_id"] == "s0u0") & (df["strategy"] == "cot"), "js"] = np.nan
+    return df
+
+
+def test_clustered_comparisons_table():
+    scores = _scores()
+    out = P.clustered_comparisons(scores, ["js"], n_resamples=500).set_index("strategy")
+    assert list(out.columns) == P.COLUMNS[:2] + P.COLUMNS[3:]
+    bon, cot = out.loc["bon"], out.loc["cot"]
+    assert bon["n_clusters"] == 8 and bon["exact"]  # 2^8 = 256 patterns <= 500
+    assert bon["gain"] == pytest.approx(-bon["mean_diff"]) and bon["n_dropped"] == 0 and cot["n_dropped"] == 1
+    # Holm over the family of two: the smaller p doubles, the larger is at least it.
+    ps = np.sort(out["p_clustered"].to_numpy())
+    np.testing.assert_allclose(np.sort(out["p_clustered_holm"]), [min(1, 2 * ps[0]), max(min(1, 2 * ps[0]), ps[1])])
+    # Row order does not change a number.
+    again = P.clustered_comparisons(scores.sample(frac=1, random_state=2), ["js"], n_resamples=500)
+    pd.testing.assert_frame_equal(again.set_index("strategy"), out)
+
+
+def test_errors_name_the_column():
+    with pytest.raises(KeyError, match="speaker"):
+        P.clustered_comparisons(_scores().drop(columns="speaker"), ["js"])
