@@ -7,6 +7,7 @@ import logging
 import multiprocessing
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
