@@ -141,6 +141,7 @@ def build_model(params: dict[str, Any], key: str, cache: Any = None, **kwargs: A
     cache = cache if cache is not None else GenerationCache(cache_dir(params))
     # Local adapters keep built or converted weights (tiny models, the cascade's LLM) beside the cache.
     kwargs.setdefault("cache_dir", cache_dir(params))
+    kwargs.setdefault("weights_dir", (params.get("paths") or {}).get("weights_dir"))  # fetched weights, if any
     return CachedModel(load_model(key, model_spec(params, key), **kwargs), cache)
 
 

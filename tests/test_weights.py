@@ -101,3 +101,33 @@ def test_cli_fetch_reports_size_and_folder(tiny_files, offline_home, monkeypatch
     assert res.exit_code == 0, res.output
     assert f"tiny-hub: {len(tiny_files)} files" in res.output and "GiB" in res.output
     assert "paths.weights_dir" in res.output
+
+
+def test_a_native_adapter_loads_the_fetched_copy_offline_and_fails_fast_without_it(
+    tiny_files, offline_home, monkeypatch
+) -> None:
+    import numpy as np
+
+    from ambiemo.models import load_model
+    from ambiemo.models.base import AudioRequest, GenerationConfig, Message
+
+    spec = {"adapter": "hf-qwen2-audio", "checkpoint": REPO, "revision": COMMIT, "dtype": "float32"}
+    with FakeHub(REPO, COMMIT, tiny_files) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        weights.fetch("tiny", spec, offline_home / "dest")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")  # the hub is gone from here on
+    wav = (0.1 * np.random.default_rng(0).standard_normal(8000)).astype(np.float32)
+    request = AudioRequest("u0", wav, 16000, [Message("user", "Which emotion?", audio=True)])
+    config = GenerationConfig(mode="greedy", n=1, max_new_tokens=4)
+
+    offline = load_model("hub-tiny", spec, weights_dir=offline_home / "dest")
+    local = load_model(
+        "tiny",
+        {"adapter": "hf-qwen2-audio", "checkpoint": "tiny:qwen2-audio", "dtype": "float32"},
+        cache_dir=offline_home / "tiny",
+    )
+    got, want = offline.generate([request], config)[0][0], local.generate([request], config)[0][0]
+    assert (got.text, got.token_logprobs) == (want.text, want.token_logprobs)  # the same weights, loaded offline
+
+    with pytest.raises(weights.WeightsUnavailable, match="hub-tiny"):
+        load_model("hub-tiny", spec, weights_dir=offline_home / "nowhere").generate([request], config)

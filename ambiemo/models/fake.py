@@ -123,7 +123,7 @@ class FakeModel(AudioLanguageModel):
         # Keys every params.yaml model entry may carry, which say nothing about the fake's answers.
         generic = {"adapter", "id", "checkpoint", "revision", "dtype", "device_map", *COSMETIC_KEYS}
         options = {k: v for k, v in spec.items() if k not in generic}
-        options.update({k: v for k, v in kwargs.items() if k != "cache_dir"})  # nothing to store
+        options.update({k: v for k, v in kwargs.items() if k not in ("cache_dir", "weights_dir")})  # nothing to store
         return cls(key, model_id=spec.get("id", "fake"), revision=spec.get("revision"), **options)
 
     @classmethod

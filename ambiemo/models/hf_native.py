@@ -537,7 +537,7 @@ class NativeAudioALM(TransformersALM):
             # Built on first use into the cache folder; its identity is the builder version.
             local_path = ensure_tiny(arch, _resolve_cache_root(spec, kwargs))
             revision = TINY_VERSION
-        return cls(
+        model = cls(
             key,
             checkpoint,
             None if revision is None else str(revision),
@@ -550,15 +550,23 @@ class NativeAudioALM(TransformersALM):
             settings=spec,
             route=spec.get("adapter"),
         )
+        # Where fetched weights live (params paths.weights_dir): read before the hub, see ambiemo.weights.
+        model.weights_dir = kwargs.get("weights_dir")
+        return model
 
     def _source(self) -> tuple[str, dict[str, Any]]:
         """Where to load from and the ``from_pretrained`` kwargs that pin it (revision, remote code)."""
         if self.local_path is not None:
             return str(self.local_path), {}
-        rev: dict[str, Any] = {"revision": self.revision} if self.revision else {}
+        from ambiemo.weights import resolve
+
+        # A fetched copy, the HF cache without network, or the hub if it answers; else a fast clear error.
+        source, rev = resolve(
+            self.key, {"checkpoint": self.model_id, "revision": self.revision}, getattr(self, "weights_dir", None)
+        )
         if self.trust_remote_code:  # only ever with a pinned commit (check_remote_code)
             rev["trust_remote_code"] = True
-        return self.model_id, rev
+        return source, rev
 
     def _load_parts(self, source: str, rev: dict[str, Any]) -> None:
         """Tokenizer, feature extractor and chat template."""
