@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+PLANTED = {"openai": "sk-planted-4f0c2e9a1b7d", "gemini": "AIza-planted-91c3e7d2"}
 FIGURES = [
     "fig1_metric_heatmap",
     "fig2_metric_vs_ambiguity",
@@ -61,11 +62,15 @@ def pipeline_copy(tmp_path_factory) -> tuple[Path, dict[str, str]]:
         "GIT_AUTHOR_EMAIL": "t@t",
         "GIT_COMMITTER_NAME": "t",
         "GIT_COMMITTER_EMAIL": "t@t",
+        # Planted keys: the run must not write them anywhere (test_no_planted_key_in_any_output).
+        "OPENAI_API_KEY": PLANTED["openai"],
+        "GEMINI_API_KEY": PLANTED["gemini"],
     }
     _run(["git", "init", "-q"], dest, env)
     _run(["git", "add", "-A"], dest, env)
     _run(["git", "commit", "-qm", "copy"], dest, env)
-    _run(["dvc", "repro"], dest, env)
+    out = _run(["dvc", "repro"], dest, env)
+    (dest / ".git" / "repro.log").write_text(out.stdout + out.stderr)  # the run's log (git ignores it there)
     return dest, env
 
 
@@ -103,3 +108,18 @@ def test_second_repro_is_a_no_op_and_tracked_files_are_untouched(pipeline_copy):
     assert [line for line in changed if line.strip()] == [], "the run modified tracked files"
     status = _run(["git", "status", "--porcelain"], dest, env).stdout.split("\n")
     assert [line for line in status if line.strip()] == ["?? dvc.lock"], "the run left files git does not ignore"
+
+
+def test_no_planted_key_in_any_output(pipeline_copy):
+    """API keys live in the environment only: none of them appears in any file the run wrote or
+    in its log (tables, cache, executed notebooks, dvc.lock, figures, paper inputs)."""
+    dest, _ = pipeline_copy
+    scanned = 0
+    for path in dest.rglob("*"):
+        if (".git" in path.relative_to(dest).parts and path.name != "repro.log") or not path.is_file():
+            continue
+        data = path.read_bytes()
+        scanned += 1
+        for name, key in PLANTED.items():
+            assert key.encode() not in data, f"the {name} key leaked into {path.relative_to(dest)}"
+    assert scanned > 50 and (dest / "dvc.lock").is_file() and any((dest / "results" / "notebooks").rglob("*.ipynb"))
