@@ -308,6 +308,57 @@ def _remove_stale_temporaries(path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def run_strategies(
+    params: dict[str, Any],
+    model_key: str,
+    strategies: Sequence[str],
+    manifest_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    limit: int | None = None,
+    *,
+    progress: bool | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Every strategy of ``strategies`` with one model object: ``out_dir/<strategy>.parquet`` each.
+
+    The pipeline's inference stage (one per dataset x model): the model and the verifier are built
+    once and load their weights once, on the first call the cache cannot answer, however many
+    strategies follow. A strategy the route cannot serve is written as skipped (``write_skipped``);
+    one whose failures exceed ``inference.max_failure_share`` is written, the others still run,
+    and ``InferenceFailures`` naming all of them is raised at the end.
+    """
+    model = build_model(params, model_key)
+    settings = strategy_settings(params)
+    verifier = None
+    out: dict[str, pd.DataFrame] = {}
+    failed: list[InferenceFailures] = []
+    for strategy in strategies:
+        path = Path(out_dir) / f"{strategy}.parquet"
+        if STRATEGIES.get(strategy).uses_verifier and verifier is None and settings["verifier"]["model"]:
+            vkey = settings["verifier"]["model"]
+            verifier = model if vkey == model_key else build_model(params, vkey, cache=getattr(model, "cache", None))
+        try:
+            out[strategy] = run_inference(
+                params,
+                model_key,
+                strategy,
+                manifest_path,
+                path,
+                limit,
+                model=model,
+                verifier=verifier,
+                progress=progress,
+            )
+        except CapabilityError as err:  # a cell the route cannot serve: recorded, the rest runs
+            out[strategy] = write_skipped(params, model_key, strategy, manifest_path, path, reason=str(err))
+        except InferenceFailures as err:
+            failed.append(err)
+    if failed:
+        raise InferenceFailures(
+            "; ".join(str(e) for e in failed), {k: v for e in failed for k, v in e.failures.items()}, None
+        )
+    return out
+
+
 def write_skipped(
     params: dict[str, Any],
     model_key: str,
