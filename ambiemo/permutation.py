@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -152,7 +152,15 @@ def holm(pvalues: Sequence[float], alpha: float = ALPHA) -> np.ndarray:
     return out
 
 
-def _comparisons(scores, metrics, baseline, cluster, n_resamples, seed):
+KEY_COLUMNS = ("dataset", "model", "strategy", "budget", "metric")
+
+
+def paired_differences(
+    scores: pd.DataFrame, metrics: Sequence[str], baseline: str = "baseline", cluster: str = "speaker"
+) -> Iterator[tuple[tuple, np.ndarray, np.ndarray, int]]:
+    """Per dataset x model x strategy x budget x metric: ``(key, d, clusters, n_dropped)``, the
+    per-utterance differences against the baseline (its smallest budget) on the utterances both
+    answered, their clusters, and how many pairs a NaN dropped. Shared by the tests and ``power``."""
     for (dataset, model), g in scores.groupby(["dataset", "model"], sort=True):
         base = g[g["strategy"] == baseline]
         if base.empty:
@@ -165,16 +173,19 @@ def _comparisons(scores, metrics, baseline, cluster, n_resamples, seed):
                 d = cell.loc[common, metric].to_numpy(float) - base.loc[common, metric].to_numpy(float)
                 keep = np.isfinite(d)
                 key = (dataset, model, strategy, budget, metric)
-                row = paired_test(
-                    d[keep], base.loc[common, cluster].to_numpy()[keep], n_resamples=n_resamples, seed=seed, key=key
-                )
-                sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
-                yield {
-                    **dict(zip(("dataset", "model", "strategy", "budget", "metric"), key, strict=True)),
-                    **row,
-                    "n_dropped": int((~keep).sum()),
-                    "gain": sign * row.get("mean_diff", np.nan),
-                }
+                yield key, d[keep], base.loc[common, cluster].to_numpy()[keep], int((~keep).sum())
+
+
+def _comparisons(scores, metrics, baseline, cluster, n_resamples, seed):
+    for key, d, clusters, dropped in paired_differences(scores, metrics, baseline, cluster):
+        row = paired_test(d, clusters, n_resamples=n_resamples, seed=seed, key=key)
+        sign = 1.0 if HIGHER_IS_BETTER[key[-1]] else -1.0
+        yield {
+            **dict(zip(KEY_COLUMNS, key, strict=True)),
+            **row,
+            "n_dropped": dropped,
+            "gain": sign * row.get("mean_diff", np.nan),
+        }
 
 
 def clustered_comparisons(

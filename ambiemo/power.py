@@ -29,6 +29,8 @@ import pandas as pd
 from scipy import optimize
 from scipy import stats as sps
 
+from ambiemo.permutation import KEY_COLUMNS, paired_differences
+
 POWER = 0.8
 ALPHA = 0.05
 _MAX_CLUSTERS = 10**7
@@ -149,31 +151,15 @@ def power_table(
     budget): n, speakers, sd, icc, design effect, effective n, ``mde`` (metric units) and, for a
     metric with a stated gain in ``gains``, ``n_needed``. Pairs with a NaN are dropped and counted."""
     rows = []
-    for (dataset, model), g in scores.groupby(["dataset", "model"], sort=True):
-        base = g[g["strategy"] == baseline]
-        if base.empty:
-            continue
-        base = base[base["budget"] == base["budget"].min()].set_index("utt_id")
-        for (strategy, budget), cell in g[g["strategy"] != baseline].groupby(["strategy", "budget"], sort=True):
-            cell = cell.set_index("utt_id")
-            common = cell.index.intersection(base.index).sort_values()
-            for metric in metrics:
-                d = cell.loc[common, metric].to_numpy(float) - base.loc[common, metric].to_numpy(float)
-                keep = np.isfinite(d)
-                row = power_row(
-                    d[keep], base.loc[common, cluster].to_numpy()[keep], (gains or {}).get(metric), power, alpha
-                )
-                rows.append(
-                    {
-                        "dataset": dataset,
-                        "model": model,
-                        "strategy": strategy,
-                        "budget": budget,
-                        "metric": metric,
-                        "n_dropped": int((~keep).sum()),
-                        **row,
-                        "power": power,
-                        "alpha": alpha,
-                    }
-                )
+    for key, d, clusters, dropped in paired_differences(scores, metrics, baseline, cluster):
+        row = power_row(d, clusters, (gains or {}).get(key[-1]), power, alpha)
+        rows.append(
+            {
+                **dict(zip(KEY_COLUMNS, key, strict=True)),
+                "n_dropped": dropped,
+                **row,
+                "power": power,
+                "alpha": alpha,
+            }
+        )
     return pd.DataFrame(rows)
