@@ -125,3 +125,17 @@ def test_no_planted_key_in_any_output(pipeline_copy):
         for name, key in PLANTED.items():
             assert key.encode() not in data, f"the {name} key leaked into {path.relative_to(dest)}"
     assert scanned > 50 and (dest / "dvc.lock").is_file() and any((dest / "results" / "notebooks").rglob("*.ipynb"))
+
+
+def test_the_executed_figures_notebook_shows_every_figure(pipeline_copy):
+    """A reader who opens the executed notebook sees each figure inline, not a list of file paths."""
+    import nbformat
+
+    dest, _ = pipeline_copy
+    nb = nbformat.read(dest / "results" / "notebooks" / "06_figures.ipynb", as_version=4)
+    images = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})
+    ]
+    assert len(images) == len(FIGURES)
+    notes = [c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("**Figure")]
+    assert len(notes) == len(FIGURES)  # a sentence per figure saying what to look for
