@@ -55,7 +55,32 @@ MACROS = (
     "InteractionCILow",
     "InteractionCIHigh",
     "InteractionP",
+    "CILevel",
+    "BootstrapResamples",
+    "JSLog",
+    "ParseFailureRule",
 )
+
+# Settings the text states, written from params so that the text follows them.
+JS_LOG = {"e": "natural-log", "2": "base-2"}
+PARSE_FAILURE_RULES = {
+    "uniform": "contributes a uniform distribution (wrong for accuracy)",
+    "nan": "is left out of the distributional metrics (and is wrong for accuracy)",
+}
+
+
+def setting_macros(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings quoted in the manuscript: CI level, bootstrap resamples, JS log base, parse-failure rule."""
+    scoring = params.get("scoring") or {}
+    base, rule = str(scoring.get("js_base", "e")), str((params.get("parsing") or {}).get("on_failure", "uniform"))
+    if base not in JS_LOG or rule not in PARSE_FAILURE_RULES:
+        raise ValueError(f"paper: no wording for scoring.js_base={base!r} or parsing.on_failure={rule!r}")
+    return {
+        "CILevel": format_value(100 * float(scoring.get("ci_level", 0.95)), 0),
+        "BootstrapResamples": f"{int(scoring.get('bootstrap_resamples', 1000)):,}",
+        "JSLog": JS_LOG[base],
+        "ParseFailureRule": PARSE_FAILURE_RULES[rule],
+    }
 
 MAIN_COLUMNS = {
     "model": "Model",
@@ -297,7 +322,7 @@ def paper_outputs(
         )
     )
 
-    values = headline_numbers(summary, paired, mixed, params, manifests)
+    values = {**headline_numbers(summary, paired, mixed, params, manifests), **setting_macros(params)}
     missing = set(MACROS) - set(values)
     if missing:  # the manuscript uses every name in MACROS
         raise KeyError(f"paper macros not computed: {sorted(missing)}")
