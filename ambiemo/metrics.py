@@ -294,10 +294,12 @@ def majority_label(p, tie_policy: str = TIE_POLICY, y_pred=None) -> np.ndarray:
     p = check_distributions(p, "p (human)")
     if tie_policy not in TIE_POLICIES:
         raise ValueError(f"tie_policy {tie_policy!r} is not one of {TIE_POLICIES} (params scoring.tie_policy)")
-    top = np.isclose(p, p.max(axis=1, keepdims=True), rtol=0, atol=1e-9)
-    first = top.argmax(axis=1)  # first tied label in label order
-    tied = top.sum(axis=1) > 1
-    out = first.copy()
+    # The majority and what counts as a tie are ``ambiemo.labels.majority``'s; the policy only
+    # says what a tied row becomes.
+    names, tied = labels.majority(p, list(range(p.shape[1])))
+    out = np.where(tied, 0, names).astype(int)
+    top = np.isclose(p, p.max(axis=1, keepdims=True), rtol=0, atol=labels.EPS)
+    out[tied] = top[tied].argmax(axis=1)  # first tied label in label order
     if tie_policy == "exclude":
         out[tied] = -1
     elif tie_policy == "any":

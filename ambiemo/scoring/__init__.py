@@ -1,0 +1,96 @@
+"""Scores: predictions joined with the ground truth, one row per utterance × cell.
+
+``score_predictions`` turns prediction tables (``ambiemo.predictions``) and a manifest
+(``ambiemo.manifest``) into the **scores** table, long format, one row per
+dataset × model × strategy × budget × utterance:
+
+    dataset, model, strategy, budget, utt_id      the keys
+    speaker, n_raters, entropy_bits, ambiguity,   from the manifest; ``ambiguity_rank`` orders
+      ambiguity_rank, majority, majority_tie        the bins (0 = least ambiguous)
+    params_b, log10_params                        model capacity (params ``models.<key>.params_b``)
+    parsed_ok, n_candidates, model_calls,         from the predictions (compute per utterance)
+      verifier_calls, prompt_tokens, gen_tokens, wall_s
+    pred_label                                    the predicted label; "" for a parse failure
+    majority_used                                 the true label under the tie policy; "" if excluded
+    js, bc, kl, tv, brier, r2_utt                 distributional metrics (``ambiemo.metrics``)
+    pred_entropy_bits, confidence                 of the model's distribution / predicted label
+    correct                                       1/0 against ``majority_used``; NaN if excluded
+    plausible                                     1/0: the predicted label got at least one vote
+    oracle_js, oracle_bc, oracle_correct,         the best stored candidate by JS (see below)
+      oracle_n_parsed, pass_at_n
+    true_<L>, p_<L>                               human and model distributions, per label L
+
+A parse failure (``parsed_ok`` False) keeps the fallback distribution the predictions carry
+(params ``parsing.on_failure``) for the distributional metrics, but has no predicted label, so
+it counts as wrong for the hard-label ones; ``summarise`` reports the failure rate beside every
+number.
+
+**Oracle readout.** Each prediction row stores its candidates (JSON) with their parsed
+distributions. ``oracle_js`` is the JS distance of the candidate closest to the human
+distribution, a ceiling no selection rule that cannot see the labels reaches; ``oracle_bc`` and
+``oracle_correct`` describe that same candidate, ``pass_at_n`` says whether any candidate's top
+label is the majority label, and ``oracle_n_parsed`` how many candidates parsed.
+
+``summarise`` reduces scores to one row per dataset × model × strategy × budget (× ambiguity
+bin, with ``ambiguity == "all"`` for the whole set): every metric of ``ambiemo.metrics.METRICS``,
+the parse-failure rate, the counts behind the hard-label metrics, the oracle and the compute
+spent per utterance.
+
+
+Modules: ``schema``, ``scores``, ``summaries``; every name is importable from here as before."""
+
+from __future__ import annotations
+
+from ambiemo.scoring.schema import (
+    ALL,
+    COMPUTE_COLUMNS,
+    KEYS,
+    PREDICTION_REQUIRED,
+    SCORING_DEFAULTS,
+    ScoringError,
+    labels_of,
+    levels,
+    params_of,
+    read_predictions,
+    read_scores,
+    scoring_params,
+    write_scores,
+)
+from ambiemo.scoring.scores import candidate_distribution, parse_candidates, score_predictions
+from ambiemo.scoring.summaries import (
+    at_largest_budget,
+    compute_table,
+    gain_over_baseline,
+    group_metrics,
+    metrics_json,
+    overall,
+    reliability,
+    summarise,
+)
+
+__all__ = [
+    "ALL",
+    "COMPUTE_COLUMNS",
+    "KEYS",
+    "PREDICTION_REQUIRED",
+    "SCORING_DEFAULTS",
+    "ScoringError",
+    "at_largest_budget",
+    "candidate_distribution",
+    "compute_table",
+    "gain_over_baseline",
+    "group_metrics",
+    "labels_of",
+    "levels",
+    "metrics_json",
+    "overall",
+    "params_of",
+    "parse_candidates",
+    "read_predictions",
+    "read_scores",
+    "reliability",
+    "score_predictions",
+    "scoring_params",
+    "summarise",
+    "write_scores",
+]

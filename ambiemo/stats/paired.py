@@ -1,0 +1,240 @@
+"""Paired comparisons of each strategy with the baseline: Wilcoxon, sign-flip permutation, Holm, rank-biserial."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from ambiemo.scoring import scoring_params
+from ambiemo.stats.bootstrap import (
+    HIGHER_IS_BETTER,
+    _rng,
+    _seed,
+    clusters,
+    resample_weights,
+    stats_params,
+)
+
+# --------------------------------------------------------------------------- paired tests
+
+
+def rank_biserial(d: np.ndarray) -> float:
+    """Matched-pairs rank-biserial correlation (Kerby 2014) of differences ``d``: the share of
+    the rank sum of |d| on the positive side minus the share on the negative side, in [-1, 1];
+    zero differences are left out, as in the Wilcoxon test."""
+    d = np.asarray(d, dtype=float)
+    d = d[d != 0]
+    if d.size == 0:
+        return 0.0
+    r = sps.rankdata(np.abs(d))
+    return float((r[d > 0].sum() - r[d < 0].sum()) / r.sum())
+
+
+def holm(pvalues: Sequence[float], alpha: float = 0.05) -> np.ndarray:
+    """Holm-adjusted p-values (statsmodels ``multipletests``); NaN stays NaN."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    if ok.sum() == 1:  # a family of one needs no correction (and multipletests runs gc.collect())
+        out[ok] = p[ok]
+    elif ok.any():
+        out[ok] = multipletests(p[ok], alpha=alpha, method="holm")[1]
+    return out
+
+
+def _baseline_rows(g: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    base = g[g["strategy"] == baseline]
+    return base[base["budget"] == base["budget"].min()]
+
+
+PAIRED_COLUMNS = [
+    "dataset",
+    "model",
+    "strategy",
+    "budget",
+    "metric",
+    "n_pairs",
+    "n_dropped",
+    "baseline_mean",
+    "strategy_mean",
+    "mean_diff",
+    "diff_ci_low",
+    "diff_ci_high",
+    "gain",
+    "wilcoxon_stat",
+    "p_wilcoxon",
+    "p_permutation",
+    "rank_biserial",
+    "p_wilcoxon_holm",
+    "p_permutation_holm",
+    "significant",
+    "family",
+    "note",
+]
+
+
+def paired_comparisons(
+    scores: pd.DataFrame,
+    params: Mapping[str, Any] | None = None,
+    *,
+    metrics: Sequence[str] | None = None,
+    baseline: str | None = None,
+    n_resamples: int | None = None,
+    seed: int | None = None,
+) -> pd.DataFrame:
+    """Each strategy × budget against the baseline on the same utterances, per dataset × model.
+
+    ``metrics`` are per-utterance score columns (params ``stats.paired_metrics``: e.g. ``js``,
+    ``bc``, ``correct``). Differences are strategy − baseline; ``gain`` is the mean difference
+    signed so that positive means better. Pairs with a NaN on either side (a tie excluded from
+    ``correct``, a failure without a distribution) are dropped and counted in ``n_dropped``.
+    If the baseline ran at several budgets, its smallest is the reference.
+
+    Columns: dataset, model, strategy, budget, metric, n_pairs, n_dropped, baseline_mean,
+    strategy_mean, mean_diff, diff_ci_low, diff_ci_high, gain, wilcoxon_stat, p_wilcoxon,
+    p_permutation, rank_biserial, p_wilcoxon_holm, p_permutation_holm, significant (permutation
+    test after Holm at params ``stats.alpha``), family, note.
+    """
+    st, sp = stats_params(params), scoring_params(params)
+    baseline = baseline or st["baseline"]
+    metrics = list(metrics or st["paired_metrics"])
+    n_perm = int(n_resamples or st["permutation_resamples"])
+    seed = _seed(params, seed)
+    unknown = [m for m in metrics if m not in scores.columns]
+    if unknown:
+        raise KeyError(f"paired_comparisons: no per-utterance column(s) {unknown} in the scores")
+    rows = []
+    for (dataset, model), g in scores.groupby(["dataset", "model"], sort=True):
+        base = _baseline_rows(g, baseline)
+        if base.empty:
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "model": model,
+                    "strategy": "",
+                    "budget": np.nan,
+                    "metric": "",
+                    "note": f"no {baseline!r} rows for this model: nothing to compare with",
+                }
+            )
+            continue
+        base = base.set_index("utt_id")
+        others = g[g["strategy"] != baseline]
+        for (strategy, budget), cell in others.groupby(["strategy", "budget"], sort=True):
+            cell = cell.set_index("utt_id")
+            common = cell.index.intersection(base.index)
+            for metric in metrics:
+                rows.append(
+                    _paired_row(
+                        dataset,
+                        model,
+                        strategy,
+                        budget,
+                        metric,
+                        base.loc[common],
+                        cell.loc[common],
+                        n_perm,
+                        seed,
+                        int(sp["bootstrap_resamples"]),
+                        float(sp["ci_level"]),
+                    )
+                )
+    out = pd.DataFrame(rows)
+    if out.empty:  # one strategy only: nothing to compare, but the table keeps its columns
+        return pd.DataFrame(columns=PAIRED_COLUMNS)
+    if "p_permutation" not in out:
+        return out
+    family_keys = [*st["holm_family"], "metric"]
+    out["family"] = out[family_keys].astype(str).agg("/".join, axis=1)
+    out["p_wilcoxon_holm"] = np.nan
+    out["p_permutation_holm"] = np.nan
+    for idx in out.groupby("family").groups.values():
+        out.loc[idx, "p_wilcoxon_holm"] = holm(out.loc[idx, "p_wilcoxon"], st["alpha"])
+        out.loc[idx, "p_permutation_holm"] = holm(out.loc[idx, "p_permutation"], st["alpha"])
+    out["significant"] = out["p_permutation_holm"] < float(st["alpha"])
+    return out[PAIRED_COLUMNS]
+
+
+def _paired_row(
+    dataset,
+    model,
+    strategy,
+    budget,
+    metric,
+    base: pd.DataFrame,
+    cell: pd.DataFrame,
+    n_perm: int,
+    seed: int,
+    n_boot: int,
+    level: float,
+) -> dict[str, Any]:
+    x, y = cell[metric].to_numpy(dtype=float), base[metric].to_numpy(dtype=float)
+    ok = ~np.isnan(x) & ~np.isnan(y)
+    d = x[ok] - y[ok]
+    row: dict[str, Any] = {
+        "dataset": dataset,
+        "model": model,
+        "strategy": strategy,
+        "budget": budget,
+        "metric": metric,
+        "n_pairs": int(ok.sum()),
+        "n_dropped": int((~ok).sum()),
+        "note": "",
+    }
+    sign = 1.0 if HIGHER_IS_BETTER.get(metric, True) else -1.0
+    nan = float("nan")
+    if d.size == 0:
+        row.update(
+            baseline_mean=nan,
+            strategy_mean=nan,
+            mean_diff=nan,
+            diff_ci_low=nan,
+            diff_ci_high=nan,
+            gain=nan,
+            wilcoxon_stat=nan,
+            p_wilcoxon=nan,
+            p_permutation=nan,
+            rank_biserial=nan,
+            note="no utterance scored by both",
+        )
+        return row
+    row.update(
+        baseline_mean=float(y[ok].mean()),
+        strategy_mean=float(x[ok].mean()),
+        mean_diff=float(d.mean()),
+        gain=float(sign * d.mean()),
+        rank_biserial=rank_biserial(d),
+    )
+    rng = _rng(seed, (dataset, model, strategy, budget, metric))
+    codes, unit = clusters(cell.reset_index().loc[ok])
+    w = resample_weights(codes, n_boot, rng)
+    boots = w @ d / w.sum(axis=1)
+    row["diff_ci_low"], row["diff_ci_high"] = (float(v) for v in np.quantile(boots, [(1 - level) / 2, (1 + level) / 2]))
+    if not (d != 0).any():
+        row.update(
+            wilcoxon_stat=nan, p_wilcoxon=1.0, p_permutation=1.0, note="every pair is equal: no difference to test"
+        )
+        return row
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy notes when it falls back from the exact distribution
+        res = sps.wilcoxon(d, zero_method="wilcox")
+    row["wilcoxon_stat"], row["p_wilcoxon"] = float(res.statistic), float(res.pvalue)
+    perm = sps.permutation_test(
+        (x[ok], y[ok]),
+        lambda a, b, axis: np.mean(a - b, axis=axis),
+        permutation_type="samples",
+        n_resamples=n_perm,
+        vectorized=True,
+        rng=rng,
+    )
+    row["p_permutation"] = float(perm.pvalue)
+    if unit != "speaker":
+        row["note"] = f"bootstrap clusters: {unit}"
+    return row
