@@ -82,6 +82,7 @@ def setting_macros(params: Mapping[str, Any]) -> dict[str, Any]:
         "ParseFailureRule": PARSE_FAILURE_RULES[rule],
     }
 
+
 MAIN_COLUMNS = {
     "model": "Model",
     "strategy": "Strategy",
