@@ -80,10 +80,10 @@ def resolve(key: str, spec: Mapping[str, Any], weights_dir: str | os.PathLike | 
         return checkpoint, {**rev, "local_files_only": True}
     if hub_reachable():
         return checkpoint, rev
-    where = f" (looked in {Path(weights_dir) / folder_name(checkpoint, revision)} and the Hugging Face cache)"
+    looked = f"{Path(weights_dir) / folder_name(checkpoint, revision)} and " if weights_dir else ""
     raise WeightsUnavailable(
         f"model {key!r}: the weights of {checkpoint} at revision {revision or 'main'} are not on this machine"
-        f"{where if weights_dir else ' (looked in the Hugging Face cache)'} and the hub ({endpoint()}) cannot be "
+        f" (looked in {looked}the Hugging Face cache) and the hub ({endpoint()}) cannot be "
         f"reached. Either (1) on a machine with network run `ambiemo models fetch {key} --dest DIR`, copy DIR "
         "here and set `paths.weights_dir: DIR` in params.yaml; or (2) fill this machine's Hugging Face cache "
         f"(HF_HOME) with `hf download {checkpoint} --revision {revision or 'main'}` where the hub is reachable."

@@ -129,5 +129,7 @@ def test_a_native_adapter_loads_the_fetched_copy_offline_and_fails_fast_without_
     got, want = offline.generate([request], config)[0][0], local.generate([request], config)[0][0]
     assert (got.text, got.token_logprobs) == (want.text, want.token_logprobs)  # the same weights, loaded offline
 
+    with pytest.raises(weights.WeightsUnavailable, match="hub-tiny"):  # and without weights_dir at all
+        load_model("hub-tiny", spec).generate([request], config)
     with pytest.raises(weights.WeightsUnavailable, match="hub-tiny"):
         load_model("hub-tiny", spec, weights_dir=offline_home / "nowhere").generate([request], config)
