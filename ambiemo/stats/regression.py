@@ -278,6 +278,17 @@ def _tidy(result, kind: str, outcome: str, n_obs: int, n_groups: int, notes: lis
     return table[TABLE_COLUMNS]
 
 
+def _fit_mixedlm(model):
+    """REML by L-BFGS, then Powell where L-BFGS does not converge. statsmodels passes on to the next
+    method only when one does not converge, not when it raises: L-BFGS can step onto a singular
+    random-effects covariance (a variance near zero) and raise, which Powell's search survives."""
+    try:
+        return model.fit(reml=True, method=["lbfgs", "powell"])
+    except np.linalg.LinAlgError as err:
+        warnings.warn(f"lbfgs stopped on a singular matrix ({err}); refitted with powell", UserWarning, stacklevel=2)
+        return model.fit(reml=True, method="powell")
+
+
 def interaction_model(
     scores: pd.DataFrame,
     params: Mapping[str, Any] | None = None,
@@ -320,14 +331,14 @@ def interaction_model(
         groups = d["group"].nunique()
 
         def build(formula):
-            return smf.mixedlm(
-                formula, d, groups="group", re_formula="1", vc_formula={"utterance": "0 + C(utt_key)"}
-            ).fit(reml=True, method=["lbfgs", "powell"])
+            return _fit_mixedlm(
+                smf.mixedlm(formula, d, groups="group", re_formula="1", vc_formula={"utterance": "0 + C(utt_key)"})
+            )
     else:
         groups = d["utt_key"].nunique()
 
         def build(formula):
-            return smf.mixedlm(formula, d, groups="utt_key", re_formula="1").fit(reml=True, method=["lbfgs", "powell"])
+            return _fit_mixedlm(smf.mixedlm(formula, d, groups="utt_key", re_formula="1"))
 
     result = _fit_ladder(build, ladder, notes)
     if result is None:
