@@ -12,7 +12,7 @@ import pytest
 
 from ambiemo import stats
 from ambiemo.config import load_params
-from ambiemo.stats.regression import families
+from ambiemo.stats import families
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -48,7 +48,7 @@ from ambiemo.stats.bootstrap import (
     weighted_metrics,
 )
 from ambiemo.stats.paired import PAIRED_COLUMNS, holm, paired_comparisons, rank_biserial
-from ambiemo.stats.regression import TABLE_COLUMNS, correctness_model, interaction_model, model_frame
+from ambiemo.stats.regression import TABLE_COLUMNS, correctness_model, families, interaction_model, model_frame
 
 __all__ = [
     "HIGHER_IS_BETTER",
@@ -61,6 +61,7 @@ __all__ = [
     "cluster_counts",
     "clusters",
     "correctness_model",
+    "families",
     "holm",
     "interaction_model",
     "model_frame",
