@@ -191,8 +191,8 @@ def test_bad_family_term_names_the_key(sim):
 
 
 def test_profiles_in_params_yaml():
-    """The demo profile has one model per family (no ladder: today's model, with a note); the
-    ladder profile has families with two capacities, so the family term enters."""
+    """The demo and paper profiles have no family with two capacities (today's model, with a note);
+    the ladder profile has, so the family term enters."""
     params = load_params(ROOT / "params.yaml")
     assert params["stats"]["family_term"] == "fixed"
     models = params["models"]
@@ -204,5 +204,6 @@ def test_profiles_in_params_yaml():
         return caps.groupby(fam.to_numpy()).nunique()
 
     assert (ladders("demo") == 1).all()
+    assert (ladders("paper") == 1).all()  # the study's eight: Ultravox v0.3 and v0.4 share one capacity
     ladder = ladders("ladder")
     assert {"qwen2.5-omni", "voxtral", "gemma-3n"} <= set(ladder[ladder >= 2].index)
