@@ -111,6 +111,7 @@ class Stats(_Strict):
     mixed_model_metric: str = "js"
     budget: Literal["max", "min"] = "max"
     speaker_component_max_utterances: PositiveInt = 1000
+    family_term: Literal["fixed", "none"] = "fixed"  # ambiemo.stats.regression: the family term
 
 
 class Figures(_Strict):

@@ -17,9 +17,12 @@ Three questions, three tools:
   mixed model (statsmodels ``MixedLM``) of per-utterance JS distance on log10 capacity ×
   strategy × vote entropy, with random intercepts for utterance (and speaker where it is
   identifiable); ``correctness_model``: a GEE (binomial, exchangeable within utterance) for
-  correctness against the majority label with the same fixed effects. Capacity and entropy are
-  centred at their means, so main effects are read at the average capacity and ambiguity;
-  the strategy reference level is the baseline.
+  correctness against the majority label with the same fixed effects. Both carry family fixed
+  effects with one within-family capacity slope where some family has two capacities (params
+  ``stats.family_term``; ``regression``'s docstring says why and when it falls back). Capacity is
+  centred within families (or at its mean without the family term) and entropy at its mean, so
+  main effects are read at the average capacity and ambiguity; the strategy reference level is
+  the baseline.
 
 Every function takes the scores and the params mapping first (``f(scores, params, ...)``),
 reads its defaults from params (``scoring`` for resamples and CI level, ``stats`` for the rest,
@@ -45,7 +48,7 @@ from ambiemo.stats.bootstrap import (
     weighted_metrics,
 )
 from ambiemo.stats.paired import PAIRED_COLUMNS, holm, paired_comparisons, rank_biserial
-from ambiemo.stats.regression import TABLE_COLUMNS, correctness_model, interaction_model, model_frame
+from ambiemo.stats.regression import TABLE_COLUMNS, correctness_model, families, interaction_model, model_frame
 
 __all__ = [
     "HIGHER_IS_BETTER",
@@ -58,6 +61,7 @@ __all__ = [
     "cluster_counts",
     "clusters",
     "correctness_model",
+    "families",
     "holm",
     "interaction_model",
     "model_frame",

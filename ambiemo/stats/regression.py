@@ -1,4 +1,29 @@
-"""Interaction models: capacity × strategy × ambiguity (MixedLM on JS, GEE on correctness)."""
+"""Interaction models: capacity × strategy × ambiguity (MixedLM on JS, GEE on correctness).
+
+**Capacity within families.** Models differ in family (training data, architecture) as well as
+in size, so a slope fitted across all models mixes "bigger" with "from another family". Both
+models therefore carry *family fixed effects with one capacity slope shared by the families*
+(params ``stats.family_term: fixed``, the default): a ``C(family)`` intercept per family, and
+log10 capacity centred within each family (at the mean of its rows), so that the slope is
+estimated from differences between sizes of one family, and a family that scores better for
+other reasons moves its intercept, not the slope. Centred within families, the capacity
+interactions are also uncorrelated with a family-level difference in strategy gain or in the
+entropy slope where each model of a family has the same utterances (a balanced design; rows left
+out unbalance it a little). A family with one capacity informs its intercept and the strategy and entropy terms
+only. Families come from params ``models.<key>.family``; a model without one is its own family.
+
+Why not random slopes per family: statsmodels' ``MixedLM`` takes one grouping factor, which the
+utterance (or speaker) intercepts already hold, families would be crossed with it, and a
+variance of slopes over the handful of families a study has (two to ten) is barely estimated;
+the GEE has no random effects at all. A shared within-family slope needs only one family with
+two capacities.
+
+When no family has two capacities, or there is one family only, the family term is not fitted
+(with one family the plain slope already is within it; with no ladder the within-family slope is
+not identified): the model is today's one, with capacity centred at its overall mean, a note in
+the table says which case it was, and a ``UserWarning`` says so when the slope mixes families.
+``stats.family_term: none`` asks for the model without a family term.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +42,10 @@ from ambiemo.stats.bootstrap import stats_params
 _TERM_NAMES = (
     (re.compile(r"C\(strategy, Treatment\('[^']*'\)\)\[T\.([^\]]*)\]"), r"strategy[\1]"),
     (re.compile(r"C\(dataset\)\[T\.([^\]]*)\]"), r"dataset[\1]"),
+    (re.compile(r"C\(family\)\[T\.([^\]]*)\]"), r"family[\1]"),
 )
+FAMILY_TERMS = ("fixed", "none")
+REFERENCE_MODEL = "reference"  # reference predictors and human ceilings (team interface 3): not models to compare
 TABLE_COLUMNS = [
     "term",
     "estimate",
@@ -39,6 +67,82 @@ def _term(name: str) -> str:
     return name.replace(":", " × ")
 
 
+def families(models: pd.Series, params: Mapping[str, Any] | None) -> pd.Series:
+    """Each row's model family: params ``models.<key>.family``, else the model key itself (a model
+    without a family, or not in params, is its own family)."""
+    specs = dict((params or {}).get("models") or {})
+
+    def family(key: Any) -> str:
+        spec = specs.get(str(key))
+        named = spec.get("family") if isinstance(spec, Mapping) else None
+        return str(named) if named else str(key)
+
+    lookup = {key: family(key) for key in pd.unique(models)}
+    return models.map(lookup).astype(str)
+
+
+def _family_term(d: pd.DataFrame, cap: pd.Series, params: Mapping[str, Any] | None, asked: str) -> tuple[bool, str]:
+    """Whether the family fixed effects enter (and ``d["log10_capacity"]`` is centred within
+    families), and the note that says which family specification was used and why."""
+    d["family"] = families(d["model"], params)
+    ladders = d.groupby("family")["params_b"].nunique()
+    with_ladder = sorted(ladders[ladders >= 2].index)
+    alone = sorted(m for m in set(d["model"].astype(str)) if not _named_family(m, params))
+    if asked == "none":
+        return False, "family term: none (params stats.family_term)"
+    if d["log10_capacity"].nunique() < 2:
+        return False, "family term: none (one capacity only)"
+    if len(ladders) == 1:
+        return False, f"family term: none (one family only, {ladders.index[0]}: the capacity slope is within it)"
+    if not with_ladder:
+        message = (
+            f"family term: none, within-family capacity slope not identified: no family has two capacities "
+            f"({len(ladders)} families, one capacity each); fitted without a family term, so the capacity "
+            "terms mix differences within and between families"
+        )
+        warnings.warn(message, UserWarning, stacklevel=4)
+        return False, message
+    d["log10_capacity"] = cap - cap.groupby(d["family"]).transform("mean")
+    single = sorted(set(ladders.index) - set(with_ladder))
+    note = (
+        f"family term: fixed (family intercepts, one capacity slope shared by the families, log10 capacity "
+        f"centred within each family); {len(ladders)} families, {len(with_ladder)} with two or more "
+        f"capacities ({', '.join(with_ladder)})"
+    )
+    if single:
+        note += f"; families with one capacity inform their intercept only ({', '.join(single)})"
+    if alone:
+        note += f"; models without a params family are their own family ({', '.join(alone)})"
+    return True, note
+
+
+def _named_family(model: str, params: Mapping[str, Any] | None) -> bool:
+    spec = dict((params or {}).get("models") or {}).get(model)
+    return isinstance(spec, Mapping) and bool(spec.get("family"))
+
+
+def _rows(scores: pd.DataFrame, outcome: str, budget: str, notes: list[str]) -> pd.DataFrame:
+    """The rows a model fits: no reference predictors, one budget per strategy, an outcome and a
+    capacity; every row left out is counted in ``notes``."""
+    if outcome not in scores.columns:
+        raise KeyError(f"no per-utterance column {outcome!r} in the scores")
+    is_reference = scores["model"].astype(str) == REFERENCE_MODEL
+    if is_reference.any():
+        notes.append(f"{int(is_reference.sum())} rows of reference predictors (model {REFERENCE_MODEL!r}) left out")
+        scores = scores[~is_reference]
+    pick = scores.groupby(["dataset", "model", "strategy"])["budget"].transform(budget)
+    d = scores[scores["budget"] == pick]
+    if (scores["budget"] != pick).any():
+        notes.append(f"one budget per strategy ({budget})")
+    dropped_cap = int(d["params_b"].isna().sum())
+    if dropped_cap:
+        notes.append(f"{dropped_cap} rows without params_b left out")
+    dropped_y = int((d[outcome].isna() & d["params_b"].notna()).sum())
+    if dropped_y:
+        notes.append(f"{dropped_y} rows without {outcome} left out")
+    return d[d[outcome].notna() & d["params_b"].notna()].copy()
+
+
 def model_frame(
     scores: pd.DataFrame, outcome: str, params: Mapping[str, Any] | None = None, baseline: str | None = None
 ) -> tuple[pd.DataFrame, list[str], list[str]]:
@@ -49,31 +153,25 @@ def model_frame(
     the next only when the fuller one cannot be estimated (for correctness: a strategy that is
     always right for some model separates the data), and says so.
 
-    Keeps one budget per strategy (params ``stats.budget``), rows with an outcome and a
-    capacity, and builds centred ``log10_capacity`` and ``entropy``. Factors that do not vary
-    (one model, one strategy, one entropy) leave the formula, with a note.
+    Leaves out the reference predictors and human ceilings (``model == "reference"``), keeps one
+    budget per strategy (params ``stats.budget``), rows with an outcome and a capacity, and builds
+    ``log10_capacity`` (centred within families where the family term enters, at its overall mean
+    otherwise; see the module's docstring) and centred ``entropy``. Factors that do not vary (one
+    model, one strategy, one entropy) leave the formula, with a note.
     """
     st = stats_params(params)
     baseline = baseline or st["baseline"]
+    asked = str(st.get("family_term", "fixed"))
+    if asked not in FAMILY_TERMS:
+        raise ValueError(f"params stats.family_term is {asked!r}; use one of {', '.join(FAMILY_TERMS)}")
     notes: list[str] = []
-    if outcome not in scores.columns:
-        raise KeyError(f"no per-utterance column {outcome!r} in the scores")
-    pick = scores.groupby(["dataset", "model", "strategy"])["budget"].transform(st["budget"])
-    d = scores[scores["budget"] == pick].copy()
-    if (scores["budget"] != pick).any():
-        notes.append(f"one budget per strategy ({st['budget']})")
-    dropped_cap = int(d["params_b"].isna().sum())
-    if dropped_cap:
-        notes.append(f"{dropped_cap} rows without params_b left out")
-    dropped_y = int((d[outcome].isna() & d["params_b"].notna()).sum())
-    if dropped_y:
-        notes.append(f"{dropped_y} rows without {outcome} left out")
-    d = d[d[outcome].notna() & d["params_b"].notna()].copy()
+    d = _rows(scores, outcome, st["budget"], notes)
     d["y"] = d[outcome].astype(float)
     d["utt_key"] = d["dataset"].astype(str) + "/" + d["utt_id"].astype(str)
     cap = np.log10(d["params_b"].astype(float))
     d["log10_capacity"] = cap - cap.mean() if len(d) else cap
     d["entropy"] = d["entropy_bits"] - d["entropy_bits"].mean() if len(d) else d["entropy_bits"]
+    with_family, family_note = _family_term(d, cap, params, asked) if len(d) else (False, "")
     terms = []
     if d["log10_capacity"].nunique() >= 2:
         terms.append("log10_capacity")
@@ -92,10 +190,10 @@ def model_frame(
     else:
         notes.append("no variation in vote entropy: entropy terms dropped")
     if len(d):
-        notes.append(
-            f"centred at log10 params_b = {float(cap.mean()):.3f}, entropy = {float(d['entropy_bits'].mean()):.3f} bits"
-        )
-    extra = " + C(dataset)" if d["dataset"].nunique() > 1 else ""
+        where = "log10 params_b within each family" if with_family else f"log10 params_b = {float(cap.mean()):.3f}"
+        notes.append(f"centred at {where}, entropy = {float(d['entropy_bits'].mean()):.3f} bits")
+        notes.append(family_note)
+    extra = (" + C(dataset)" if d["dataset"].nunique() > 1 else "") + (" + C(family)" if with_family else "")
     ladder = ["y ~ " + (" * ".join(terms) if terms else "1") + extra]
     if len(terms) == 3:
         cap_t, strat_t, ent_t = terms
@@ -180,6 +278,17 @@ def _tidy(result, kind: str, outcome: str, n_obs: int, n_groups: int, notes: lis
     return table[TABLE_COLUMNS]
 
 
+def _fit_mixedlm(model):
+    """REML by L-BFGS, then Powell where L-BFGS does not converge. statsmodels passes on to the next
+    method only when one does not converge, not when it raises: L-BFGS can step onto a singular
+    random-effects covariance (a variance near zero) and raise, which Powell's search survives."""
+    try:
+        return model.fit(reml=True, method=["lbfgs", "powell"])
+    except np.linalg.LinAlgError as err:
+        warnings.warn(f"lbfgs stopped on a singular matrix ({err}); refitted with powell", UserWarning, stacklevel=2)
+        return model.fit(reml=True, method="powell")
+
+
 def interaction_model(
     scores: pd.DataFrame,
     params: Mapping[str, Any] | None = None,
@@ -222,14 +331,14 @@ def interaction_model(
         groups = d["group"].nunique()
 
         def build(formula):
-            return smf.mixedlm(
-                formula, d, groups="group", re_formula="1", vc_formula={"utterance": "0 + C(utt_key)"}
-            ).fit(reml=True, method=["lbfgs", "powell"])
+            return _fit_mixedlm(
+                smf.mixedlm(formula, d, groups="group", re_formula="1", vc_formula={"utterance": "0 + C(utt_key)"})
+            )
     else:
         groups = d["utt_key"].nunique()
 
         def build(formula):
-            return smf.mixedlm(formula, d, groups="utt_key", re_formula="1").fit(reml=True, method=["lbfgs", "powell"])
+            return _fit_mixedlm(smf.mixedlm(formula, d, groups="utt_key", re_formula="1"))
 
     result = _fit_ladder(build, ladder, notes)
     if result is None:
