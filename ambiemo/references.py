@@ -136,9 +136,19 @@ def reference_predictions(
         frame["parsed_ok"] = True
         frame[["n_candidates", "model_calls", "verifier_calls", "prompt_tokens", "gen_tokens"]] = 0
         frame["wall_s"] = 0.0
-        frame["candidates"] = json.dumps([])
         frames.append(frame)
-    return pd.concat(frames, ignore_index=True)[prediction_columns(labels)]
+    out = pd.concat(frames, ignore_index=True)
+    columns = prediction_columns(labels)
+    # No calls, so no verifier tokens or time, and no candidates, whichever of these the
+    # predictions schema carries.
+    for c in ("verifier_prompt_tokens", "verifier_gen_tokens"):
+        if c in columns:
+            out[c] = 0
+    if "verifier_wall_s" in columns:
+        out["verifier_wall_s"] = 0.0
+    if "candidates" in columns:
+        out["candidates"] = json.dumps([])
+    return out[columns]
 
 
 # --- the human ceiling ----------------------------------------------------------------------
