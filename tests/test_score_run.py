@@ -19,6 +19,7 @@ from ambiemo import scoring
 from ambiemo.labels import LabelSet
 from ambiemo.layout import Layout
 from ambiemo.predictions import write_predictions
+from ambiemo.scoring.stages import ci_table
 
 BINS = {"method": "fixed", "edges": [1.0, 1.5], "bins": ["clear", "low", "medium", "high"]}
 PROV = {"model": "test"}
@@ -147,7 +148,7 @@ def test_references_are_scored_with_cis_hand_computed_uniform_js(tmp_path):
     ceil = summary[(summary["strategy"] == "human-loo-counts") & (summary["ambiguity"] == "all")].iloc[0]
     assert np.isfinite(ceil[["js", "bc", "tv", "brier"]].astype(float)).all()
     assert ceil[["kl", "accuracy", "ece", "r2", "uar"]].isna().all()
-    ci = scoring.ci_table(scores, params)
+    ci = ci_table(scores, params)
     uci = ci[(ci["strategy"] == "uniform") & (ci["metric"] == "js") & (ci["ambiguity"] == "all")].iloc[0]
     assert uci["estimate"] == pytest.approx(row["js"]) and uci["ci_low"] <= uci["estimate"] <= uci["ci_high"]
     assert uci["n_clusters"] == 2

@@ -39,9 +39,12 @@ spent per utterance.
 
 ``score_run(params)`` scores exactly the active run's cells with the reference predictors and
 human ceilings beside them (``ambiemo.scoring.run``); summaries and statistics are written with
-``write_result`` (parquet with provenance, CSV beside it).
+``write_result`` (parquet with provenance, CSV beside it); ``ambiemo.scoring.stages`` holds the
+aggregate and stats stages (``aggregate_run``, ``stats_run``; not imported here, since they need
+``ambiemo.stats``).
 
-Modules: ``schema``, ``scores``, ``summaries``, ``run``, ``results``; every name is importable from here as before."""
+Modules: ``schema``, ``scores``, ``summaries``, ``run``, ``results`` (and ``stages``); every name
+is importable from here as before."""
 
 from __future__ import annotations
 
@@ -64,7 +67,6 @@ from ambiemo.scoring.schema import (
     write_scores,
 )
 from ambiemo.scoring.scores import candidate_distribution, parse_candidates, score_predictions
-from ambiemo.scoring.stages import aggregate_run, ci_table, stats_run
 from ambiemo.scoring.summaries import (
     at_largest_budget,
     compute_matched,
@@ -87,9 +89,7 @@ __all__ = [
     "VERIFIER_COLUMNS",
     "ScoreRun",
     "ScoringError",
-    "aggregate_run",
     "at_largest_budget",
-    "ci_table",
     "compute_matched",
     "candidate_distribution",
     "compute_table",
@@ -111,7 +111,6 @@ __all__ = [
     "score_predictions",
     "score_run",
     "scoring_params",
-    "stats_run",
     "summarise",
     "unanswered_table",
     "write_result",
