@@ -217,3 +217,59 @@ def test_compute_matched_picks_the_budget_closest_to_each_multiple():
     sc = table[table["strategy"] == "sc"]
     assert set(sc["budget"]) == {5}  # the budget of unknown tokens is never picked
     assert table.loc[(table["strategy"] == "bon") & (table["multiple"] == 4.0), "ratio"].item() == pytest.approx(4.2)
+
+
+def test_ceilings_come_from_the_ratings_table_where_there_is_one(tmp_path):
+    # two utterances, four raters each; by hand (scipy JS, natural log):
+    # u000 raters vote n, n, n, h -> LOO: three raters see (2n, 1h)/3, one sees (3n)/3
+    man = manifest_df(n=2, n_speakers=2)
+    votes = np.array([[3, 1, 0, 0], [2, 2, 0, 0]], dtype=float)
+    for j, x in enumerate(LABELS):
+        man[f"votes_{x}"] = votes[:, j]
+        man[f"p_{x}"] = votes[:, j] / 4
+    man["n_raters"], man["entropy_bits"] = 4, [0.811, 1.0]
+    man["ambiguity"], man["majority"], man["majority_tie"] = ["low", "low"], ["neutral", ""], [False, True]
+    man["max_share"], man["n_distinct"] = [0.75, 0.5], [2, 2]
+    params, layout = _layout(tmp_path, man, [("small", "baseline")])
+    from ambiemo.ratings import write_ratings
+
+    rows = [("u000", f"r{i}", lab) for i, lab in enumerate(["neutral", "neutral", "neutral", "happy"])]
+    rows += [("u001", f"r{i}", lab) for i, lab in enumerate(["neutral", "neutral", "happy", "happy"])]
+    ratings = pd.DataFrame(rows, columns=["utt_id", "rater", "label"])
+    ratings = ratings.assign(category=ratings["label"], weight=1.0, kind="primary", self_eval=False)
+    write_ratings(ratings, layout.ratings("demo"))
+    run = scoring.score_run(params)
+    assert run.ceilings["demo"]["source"].startswith("ratings")
+    got = run.scores[run.scores["model"] == "reference"]
+    assert set(got["strategy"]) == {"uniform", "label-prior", "hard-oracle", "human-loo", "human-split-half"}
+    loo = got[got["strategy"] == "human-loo"].set_index("utt_id")["js"]
+    e = np.eye(4)
+    expected0 = np.mean([jensenshannon(np.array([2, 1, 0, 0]) / 3, e[0])] * 3 + [jensenshannon(e[0], e[1])])
+    expected1 = np.mean(
+        [jensenshannon(np.array([1, 2, 0, 0]) / 3, e[0])] * 2 + [jensenshannon(np.array([2, 1, 0, 0]) / 3, e[1])] * 2
+    )
+    np.testing.assert_allclose(loo.loc[["u000", "u001"]], [expected0, expected1], atol=1e-12)
+    assert str(layout.ratings("demo")) in run.inputs
+
+
+def test_tokens_total_and_flops_by_hand():
+    scores = pd.DataFrame(
+        {
+            "model": ["small", "small", "reference"],
+            "prompt_tokens": [100.0, np.nan, 0.0],
+            "gen_tokens": [10.0, 5.0, 0.0],
+            "verifier_calls": [2, 0, 0],
+            "verifier_prompt_tokens": [50.0, np.nan, 0.0],
+            "verifier_gen_tokens": [4.0, 0.0, 0.0],
+        }
+    )
+    params = {"models": {"small": {"params_b": 7.0, "params_active_b": 0.5}, "judge": {"params_b": 2.0}}}
+    params["strategies"] = {"verifier": {"model": "judge"}}
+    got = scoring.summaries.tokens_and_flops(scores, params)
+    # row 0: 110 model + 54 verifier tokens; FLOPs 2 * 0.5e9 * 110 + 2 * 2e9 * 54
+    assert got.loc[0, "tokens_total"] == 164 and got.loc[0, "flops_est"] == pytest.approx(
+        2 * 0.5e9 * 110 + 2 * 2e9 * 54
+    )
+    # row 1: the model's prompt tokens are unknown, so the total is unknown (not 5)
+    assert np.isnan(got.loc[1, "tokens_total"]) and np.isnan(got.loc[1, "flops_est"])
+    assert got.loc[2, "tokens_total"] == 0

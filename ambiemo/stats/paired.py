@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from ambiemo.permutation import holm, paired_test, without_references
+from ambiemo.permutation import holm, paired_test, rank_biserial, without_references
 from ambiemo.scoring import scoring_params
 from ambiemo.stats.bootstrap import (
     HIGHER_IS_BETTER,
@@ -28,18 +28,6 @@ from ambiemo.stats.bootstrap import (
 )
 
 # --------------------------------------------------------------------------- paired tests
-
-
-def rank_biserial(d: np.ndarray) -> float:
-    """Matched-pairs rank-biserial correlation (Kerby 2014) of differences ``d``: the share of
-    the rank sum of |d| on the positive side minus the share on the negative side, in [-1, 1];
-    zero differences are left out, as in the Wilcoxon test."""
-    d = np.asarray(d, dtype=float)
-    d = d[d != 0]
-    if d.size == 0:
-        return 0.0
-    r = sps.rankdata(np.abs(d))
-    return float((r[d > 0].sum() - r[d < 0].sum()) / r.sum())
 
 
 def _baseline_rows(g: pd.DataFrame, baseline: str) -> pd.DataFrame:
