@@ -155,6 +155,11 @@ def test_references_are_scored_with_cis_hand_computed_uniform_js(tmp_path):
     assert set(ci.loc[ci["strategy"] == "human-loo-counts", "metric"]) == {"js", "bc", "tv", "brier"}
     # the by-bin breakdown has the references in each bin
     assert set(summary.loc[summary["strategy"] == "human-loo-counts", "ambiguity"]) == {"all", "clear", "low", "high"}
+    # binned by entropy, the ceilings follow the same bins as the model
+    params["scoring"]["ambiguity_from"] = "entropy"
+    by_entropy = scoring.score_run(params).scores
+    bins = by_entropy.groupby("strategy")["ambiguity"].apply(lambda s: tuple(s.sort_values()))
+    assert bins["human-loo-counts"] == bins["baseline"] == ("0.000", "1.000", "2.000")
 
 
 def test_unanswered_counts_survive_concatenating_cells(tmp_path):

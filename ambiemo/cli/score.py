@@ -139,10 +139,10 @@ def summary(
         table = table.drop(columns=["ambiguity", "ambiguity_rank"])
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix == ".parquet":
-            table.to_parquet(out, index=False)
+        if out.suffix == ".parquet":  # with provenance, and a CSV beside it
+            scoring.write_result(table, out, "summary", scoring.params_of(meta), [scores_path])
         else:
-            table.to_csv(out, index=False, float_format="%.6g")
+            table.to_csv(out, index=False, float_format=scoring.results.CSV_FLOAT_FORMAT)
     keys = [*scoring.KEYS, *(["ambiguity"] if by_bin else [])]
     shown = table if all_columns else table[[*keys, *_BRIEF]]
     with pd.option_context(

@@ -32,7 +32,7 @@ import pandas as pd
 from ambiemo import references as R
 from ambiemo.layout import Layout
 from ambiemo.scoring.schema import COMPUTE_COLUMNS, KEYS, VERIFIER_COLUMNS, ScoringError, scoring_params, write_scores
-from ambiemo.scoring.scores import score_predictions
+from ambiemo.scoring.scores import _ambiguity, score_predictions
 
 CELL_COLUMNS = ("dataset", "model", "table")
 SKIPPED_COLUMNS = ["dataset", "model", "strategy", "reason"]
@@ -203,10 +203,8 @@ def ceiling_scores(ceiling: pd.DataFrame, manifest: Any, sp: Mapping[str, Any]) 
     labels = list(manifest.labels)
     mdf = manifest.df
     order = list(manifest.meta.get("ambiguity", {}).get("bins", []))
-    if sp["ambiguity_from"] != "manifest":
-        raise ScoringError("the human ceilings are binned by the manifest's ambiguity bins; set scoring.ambiguity_from")
     m = mdf.set_index(mdf["utt_id"].astype(str)).loc[ceiling["utt_id"].astype(str)].reset_index(drop=True)
-    rank = {b: i for i, b in enumerate(order)}
+    bins, ranks = _ambiguity(m, order, sp["ambiguity_from"])  # the same bins as a model's rows
     out = pd.DataFrame(
         {
             "dataset": m["dataset"].astype(str),
@@ -219,8 +217,8 @@ def ceiling_scores(ceiling: pd.DataFrame, manifest: Any, sp: Mapping[str, Any]) 
             "entropy_bits": m["entropy_bits"].to_numpy(),
             "majority": m["majority"].to_numpy(),
             "majority_tie": m["majority_tie"].to_numpy(),
-            "ambiguity": m["ambiguity"].astype(str).to_numpy(dtype=object),
-            "ambiguity_rank": m["ambiguity"].astype(str).map(rank).to_numpy(dtype=int),
+            "ambiguity": bins,
+            "ambiguity_rank": ranks,
             "params_b": np.nan,
             "log10_params": np.nan,
             "parsed_ok": True,
