@@ -152,6 +152,9 @@ def test_references_are_scored_with_cis_hand_computed_uniform_js(tmp_path):
     uci = ci[(ci["strategy"] == "uniform") & (ci["metric"] == "js") & (ci["ambiguity"] == "all")].iloc[0]
     assert uci["estimate"] == pytest.approx(row["js"]) and uci["ci_low"] <= uci["estimate"] <= uci["ci_high"]
     assert uci["n_clusters"] == 2
+    # the reference rows change no column's type for the models' rows
+    alone = scoring.score_run(params, references=False).scores
+    assert (alone.dtypes == scores[alone.columns].dtypes).all()
     assert set(ci.loc[ci["strategy"] == "human-loo-counts", "metric"]) == {"js", "bc", "tv", "brier"}
     # the by-bin breakdown has the references in each bin
     assert set(summary.loc[summary["strategy"] == "human-loo-counts", "ambiguity"]) == {"all", "clear", "low", "high"}

@@ -229,6 +229,7 @@ def ceiling_scores(ceiling: pd.DataFrame, manifest: Any, sp: Mapping[str, Any]) 
         out[c] = 0.0
     out["pred_label"] = ""
     out["majority_used"] = ""
+    out["oracle_n_parsed"] = 0  # no candidates (and the column keeps the models' integer type)
     for c in R.CEILING_METRICS:
         out[c] = ceiling[c].to_numpy(dtype=float)
     for x in labels:
