@@ -281,3 +281,30 @@ def test_tokens_total_and_flops_by_hand():
     # row 1: the model's prompt tokens are unknown, so the total is unknown (not 5)
     assert np.isnan(got.loc[1, "tokens_total"]) and np.isnan(got.loc[1, "flops_est"])
     assert got.loc[2, "tokens_total"] == 0
+
+
+def test_references_change_no_number_of_the_models(tmp_path):
+    """The aggregate tables' model rows equal what the per-table functions give on the models'
+    scores alone: adding the reference rows perturbs no bootstrap, order or value."""
+    from ambiemo.scoring.stages import aggregate_run
+    from ambiemo.stats import bootstrap_ci
+
+    manifest = manifest_df(n=16, n_speakers=4)
+    params, layout = _layout(
+        tmp_path, manifest, [("small", "baseline"), ("small", "w-bon"), ("large", "baseline"), ("large", "w-bon")]
+    )
+    run = scoring.score_run(params)
+    run.write(params)
+    tables = aggregate_run(params)
+    alone = scoring.score_run(params, references=False).scores
+
+    def models(df):
+        return df[df["model"] != "reference"].reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(models(tables["summary"]), scoring.summarise(alone, params=params, per_bin=False))
+    pd.testing.assert_frame_equal(models(tables["by_ambiguity"]), scoring.summarise(alone, params=params))
+    pd.testing.assert_frame_equal(models(tables["ci"]), bootstrap_ci(alone, params, per_bin=True))
+    pd.testing.assert_frame_equal(models(tables["compute"]), scoring.compute_table(alone, params=params))
+    back, meta = scoring.read_result(layout.summary("ci"), "ci")
+    pd.testing.assert_frame_equal(back, tables["ci"])
+    assert meta["inputs"] == [str(layout.scores)] and meta["ceilings"]["demo"]["source"].startswith("counts")
