@@ -100,6 +100,7 @@ class Scoring(_Strict):
     ambiguity_from: Literal["manifest", "entropy"] = "manifest"
     bootstrap_resamples: PositiveInt = 1000
     ci_level: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    compute_multiples: list[Annotated[float, Field(gt=0)]] = [1, 2, 4, 8]
 
 
 class Stats(_Strict):
@@ -112,6 +113,8 @@ class Stats(_Strict):
     budget: Literal["max", "min"] = "max"
     speaker_component_max_utterances: PositiveInt = 1000
     family_term: Literal["fixed", "none"] = "fixed"  # ambiemo.stats.regression: the family term
+    power: Annotated[float, Field(gt=0, lt=1)] = 0.8
+    power_gains: dict[str, Annotated[float, Field(gt=0)]] = {"js": 0.02}
 
 
 class Figures(_Strict):

@@ -35,6 +35,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from ambiemo import metrics as M
+from ambiemo.references import MODEL as REFERENCE_MODEL
 
 N_RESAMPLES = 10_000
 ALPHA = 0.05
@@ -141,13 +142,16 @@ def paired_test(
 
 
 def holm(pvalues: Sequence[float], alpha: float = ALPHA) -> np.ndarray:
-    """Holm-adjusted p-values (statsmodels); NaN stays NaN."""
+    """Holm-adjusted p-values (statsmodels ``multipletests``); NaN stays NaN. The project's only
+    Holm correction (``ambiemo.stats.paired`` uses it too)."""
     from statsmodels.stats.multitest import multipletests
 
     p = np.asarray(pvalues, dtype=float)
     out = np.full(p.shape, np.nan)
     ok = ~np.isnan(p)
-    if ok.any():
+    if ok.sum() == 1:  # a family of one needs no correction (and multipletests runs gc.collect())
+        out[ok] = p[ok]
+    elif ok.any():
         out[ok] = multipletests(p[ok], alpha=alpha, method="holm")[1]
     return out
 
@@ -155,12 +159,20 @@ def holm(pvalues: Sequence[float], alpha: float = ALPHA) -> np.ndarray:
 KEY_COLUMNS = ("dataset", "model", "strategy", "budget", "metric")
 
 
+def without_references(scores: pd.DataFrame) -> pd.DataFrame:
+    """The scores of real models: the reference predictors and human ceilings
+    (``model == "reference"``) have no baseline to be compared with."""
+    return scores[scores["model"] != REFERENCE_MODEL] if "model" in scores else scores
+
+
 def paired_differences(
     scores: pd.DataFrame, metrics: Sequence[str], baseline: str = "baseline", cluster: str = "speaker"
 ) -> Iterator[tuple[tuple, np.ndarray, np.ndarray, int]]:
     """Per dataset x model x strategy x budget x metric: ``(key, d, clusters, n_dropped)``, the
     per-utterance differences against the baseline (its smallest budget) on the utterances both
-    answered, their clusters, and how many pairs a NaN dropped. Shared by the tests and ``power``."""
+    answered, their clusters, and how many pairs a NaN dropped. Shared by the tests and ``power``.
+    Reference rows are left out."""
+    scores = without_references(scores)
     for (dataset, model), g in scores.groupby(["dataset", "model"], sort=True):
         base = g[g["strategy"] == baseline]
         if base.empty:

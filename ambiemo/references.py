@@ -3,8 +3,11 @@
 A model's score means little alone: the uniform distribution is nearer to a split vote than to a
 unanimous one, so any model that answers close to uniform "improves" with ambiguity for free.
 These references are computed from the manifest (and the per-rater ratings table where a corpus
-has one) alone, never from a model, and come in the same form as a model's output so that the
-scoring stage can score them, with the same CIs and per-bin breakdown.
+has one) alone, never from a model, and come in the same form as a model's output. The score
+stage (``ambiemo.scoring.score_run``) scores the distribution references with
+``score_predictions`` and turns the ceilings into score rows (``ambiemo.scoring.run.ceiling_scores``:
+the manifest's speaker, entropy and bin, NaN in every metric but ``CEILING_METRICS``), so that
+they get the same CIs and per-bin breakdown as a model.
 
 Distribution references, one predictions-table row per utterance (``model = "reference"``,
 ``strategy`` = the name below, ``budget = 1``, ``p_<L>`` the distribution, no calls, no tokens):
@@ -136,9 +139,19 @@ def reference_predictions(
         frame["parsed_ok"] = True
         frame[["n_candidates", "model_calls", "verifier_calls", "prompt_tokens", "gen_tokens"]] = 0
         frame["wall_s"] = 0.0
-        frame["candidates"] = json.dumps([])
         frames.append(frame)
-    return pd.concat(frames, ignore_index=True)[prediction_columns(labels)]
+    out = pd.concat(frames, ignore_index=True)
+    columns = prediction_columns(labels)
+    # No calls, so no verifier tokens or time, and no candidates, whichever of these the
+    # predictions schema carries.
+    for c in ("verifier_prompt_tokens", "verifier_gen_tokens"):
+        if c in columns:
+            out[c] = 0
+    if "verifier_wall_s" in columns:
+        out["verifier_wall_s"] = 0.0
+    if "candidates" in columns:
+        out["candidates"] = json.dumps([])
+    return out[columns]
 
 
 # --- the human ceiling ----------------------------------------------------------------------

@@ -74,3 +74,31 @@ def test_clustered_comparisons_table():
 def test_errors_name_the_column():
     with pytest.raises(KeyError, match="speaker"):
         P.clustered_comparisons(_scores().drop(columns="speaker"), ["js"])
+
+
+def test_reference_rows_never_enter_a_comparison_with_a_baseline():
+    from ambiemo.power import power_table
+    from ambiemo.stats import paired_comparisons
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for model in ("m", "reference"):
+        for strategy in ("baseline", "bon", "uniform"):
+            for i in range(12):
+                rows.append(
+                    {
+                        "dataset": "d",
+                        "model": model,
+                        "strategy": strategy,
+                        "budget": 1,
+                        "utt_id": f"u{i}",
+                        "speaker": f"s{i % 4}",
+                        "js": rng.random(),
+                    }
+                )
+    scores = pd.DataFrame(rows)
+    # a reference model with a strategy named "baseline" still has no baseline of its own
+    assert set(P.clustered_comparisons(scores)["model"]) == {"m"}
+    assert set(power_table(scores)["model"]) == {"m"}
+    paired = paired_comparisons(scores, {"stats": {"paired_metrics": ["js"], "permutation_resamples": 100}})
+    assert set(paired["model"]) == {"m"} and len(paired) == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -157,7 +159,16 @@ def test_paired_comparisons_against_scipy(scores):
     assert row["p_wilcoxon"] == pytest.approx(wilcoxon(d).pvalue)
     assert row["diff_ci_low"] <= row["mean_diff"] <= row["diff_ci_high"]
     # the synthetic weighted strategy mixes in more of the human distribution: clearly better
-    assert row["gain"] > 0 and row["p_permutation"] < 0.01 and row["significant"]
+    # utterance by utterance ...
+    assert row["gain"] > 0 and row["p_permutation_unclustered"] < 0.01
+    # ... and the test that decides is clustered by speaker: the exact sign-flip p-value over
+    # every pattern of whole speakers' summed differences, by enumeration
+    spk = scores[(scores["model"] == "small") & (scores["strategy"] == "w-bon")].set_index("utt_id")["speaker"]
+    sums = pd.Series(d, index=spk.loc[cell.index].to_numpy()).groupby(level=0).sum().to_numpy()
+    flips = np.array(list(itertools.product((1, -1), repeat=len(sums))))
+    expected = np.mean(np.abs(flips @ sums) >= abs(sums.sum()) * (1 - 1e-10))
+    assert row["n_clusters"] == len(sums) and row["p_permutation"] == pytest.approx(expected)
+    assert row["min_p"] == pytest.approx(2 / 2 ** len(sums)) and row["p_permutation"] >= row["min_p"]
     # Holm within a family never lowers a p-value
     assert (table["p_permutation_holm"] >= table["p_permutation"] - 1e-12).all()
     fam = table[table["family"] == "demo/small/js"]

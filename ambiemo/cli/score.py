@@ -1,5 +1,7 @@
 """`ambiemo score`: score predictions against a manifest, and summarise scores.
 
+    ambiemo score [--params params.yaml] [--out PATH]   # the active run, as the score stage does
+
     ambiemo score --manifest results/manifests/demo.parquet \\
                   --predictions results/predictions/demo --out results/scores/demo.parquet
     ambiemo score summary results/scores/demo.parquet [--by-bin] [--out summary.csv]
@@ -63,7 +65,10 @@ def score(
     predictions: Annotated[
         list[Path] | None, typer.Option("--predictions", "-p", help="Prediction files or folders; repeatable.")
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the scores (parquet).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Where to write the scores (parquet; default for a run: the layout's)."),
+    ] = None,
     params_path: Annotated[
         Path, typer.Option("--params", help="params.yaml to read `scoring` and `models.<key>.params_b` from.")
     ] = Path("params.yaml"),
@@ -71,12 +76,17 @@ def score(
     """Score predictions: one row per utterance × model × strategy × budget (see ambiemo.scoring)."""
     if ctx.invoked_subcommand is not None:
         return
-    if manifest is None or not predictions or out is None:
-        raise typer.BadParameter(
-            "give --manifest, at least one --predictions and --out (or use `ambiemo score summary SCORES`)"
-        )
     from ambiemo import scoring
     from ambiemo.config import load_params
+
+    if manifest is None and not predictions:
+        _score_run(load_params(params_path), out)
+        return
+    if manifest is None or not predictions or out is None:
+        raise typer.BadParameter(
+            "give --manifest, at least one --predictions and --out; or none of them to score the "
+            "active run of --params (or use `ambiemo score summary SCORES`)"
+        )
     from ambiemo.manifest import read_manifest
 
     params = load_params(params_path)
@@ -91,6 +101,24 @@ def score(
     )
     for cell, n in scores.attrs["missing"].items():
         typer.echo(f"  {cell}: {n} manifest utterance(s) have no prediction")
+
+
+def _score_run(params: dict, out: Path | None) -> None:
+    """Every cell of the active run, with the references (``ambiemo.scoring.score_run``)."""
+    from ambiemo import scoring
+
+    run = scoring.score_run(params)
+    path = run.write(params, out)
+    n_cells = run.scores.groupby(list(scoring.KEYS)).ngroups
+    typer.echo(
+        f"{path}: {len(run.scores)} rows, {n_cells} cells (references included), "
+        f"{len(run.skipped)} cell(s) skipped, {int(run.unanswered['n_model_failures'].sum())} model failures, "
+        f"{int(run.unanswered['n_parse_failures'].sum())} parse failures"
+    )
+    for row in run.skipped.itertuples(index=False):
+        typer.echo(f"  skipped {row.dataset}/{row.model}/{row.strategy}: {row.reason}")
+    for dataset, ceiling in run.ceilings.items():
+        typer.echo(f"  {dataset}: human ceiling from {ceiling['source']}")
 
 
 @app.command("summary")
@@ -111,10 +139,10 @@ def summary(
         table = table.drop(columns=["ambiguity", "ambiguity_rank"])
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix == ".parquet":
-            table.to_parquet(out, index=False)
+        if out.suffix == ".parquet":  # with provenance, and a CSV beside it
+            scoring.write_result(table, out, "summary", scoring.params_of(meta), [scores_path])
         else:
-            table.to_csv(out, index=False, float_format="%.6g")
+            table.to_csv(out, index=False, float_format=scoring.results.CSV_FLOAT_FORMAT)
     keys = [*scoring.KEYS, *(["ambiguity"] if by_bin else [])]
     shown = table if all_columns else table[[*keys, *_BRIEF]]
     with pd.option_context(

@@ -37,16 +37,26 @@ the parse-failure rate, the counts behind the hard-label metrics, the oracle and
 spent per utterance.
 
 
-Modules: ``schema``, ``scores``, ``summaries``; every name is importable from here as before."""
+``score_run(params)`` scores exactly the active run's cells with the reference predictors and
+human ceilings beside them (``ambiemo.scoring.run``); summaries and statistics are written with
+``write_result`` (parquet with provenance, CSV beside it); ``ambiemo.scoring.stages`` holds the
+aggregate and stats stages (``aggregate_run``, ``stats_run``; not imported here, since they need
+``ambiemo.stats``).
+
+Modules: ``schema``, ``scores``, ``summaries``, ``run``, ``results`` (and ``stages``); every name
+is importable from here as before."""
 
 from __future__ import annotations
 
+from ambiemo.scoring.results import params_subset, read_result, write_result
+from ambiemo.scoring.run import ScoreRun, run_cells, score_run, unanswered_table
 from ambiemo.scoring.schema import (
     ALL,
     COMPUTE_COLUMNS,
     KEYS,
     PREDICTION_REQUIRED,
     SCORING_DEFAULTS,
+    VERIFIER_COLUMNS,
     ScoringError,
     labels_of,
     levels,
@@ -59,7 +69,9 @@ from ambiemo.scoring.schema import (
 from ambiemo.scoring.scores import candidate_distribution, parse_candidates, score_predictions
 from ambiemo.scoring.summaries import (
     at_largest_budget,
+    compute_matched,
     compute_table,
+    conventions,
     gain_over_baseline,
     group_metrics,
     metrics_json,
@@ -74,10 +86,14 @@ __all__ = [
     "KEYS",
     "PREDICTION_REQUIRED",
     "SCORING_DEFAULTS",
+    "VERIFIER_COLUMNS",
+    "ScoreRun",
     "ScoringError",
     "at_largest_budget",
+    "compute_matched",
     "candidate_distribution",
     "compute_table",
+    "conventions",
     "gain_over_baseline",
     "group_metrics",
     "labels_of",
@@ -85,12 +101,18 @@ __all__ = [
     "metrics_json",
     "overall",
     "params_of",
+    "params_subset",
     "parse_candidates",
     "read_predictions",
+    "read_result",
     "read_scores",
     "reliability",
+    "run_cells",
     "score_predictions",
+    "score_run",
     "scoring_params",
     "summarise",
+    "unanswered_table",
+    "write_result",
     "write_scores",
 ]

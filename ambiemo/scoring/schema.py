@@ -21,6 +21,7 @@ SCORING_DEFAULTS: dict[str, Any] = {
     "ambiguity_from": "manifest",  # manifest: its `ambiguity` bins; entropy: one bin per distinct entropy
     "bootstrap_resamples": 1000,
     "ci_level": 0.95,
+    "compute_multiples": [1, 2, 4, 8],  # compute-matched table: multiples of the baseline's tokens_total
 }
 
 PREDICTION_REQUIRED = (
@@ -38,6 +39,8 @@ PREDICTION_REQUIRED = (
     "wall_s",
 )
 COMPUTE_COLUMNS = ("model_calls", "verifier_calls", "prompt_tokens", "gen_tokens", "wall_s")
+# The verifier's own tokens and time (predictions interface); NaN in scores of tables written before them.
+VERIFIER_COLUMNS = ("verifier_prompt_tokens", "verifier_gen_tokens", "verifier_wall_s")
 _MANIFEST_COLUMNS = (
     "utt_id",
     "dataset",
@@ -60,6 +63,9 @@ def scoring_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     M.log_base(out["js_base"])
     if out["tie_policy"] not in M.TIE_POLICIES:
         raise ValueError(f"params scoring.tie_policy is {out['tie_policy']!r}; use one of {M.TIE_POLICIES}")
+    multiples = out["compute_multiples"]
+    if not isinstance(multiples, list | tuple) or not all(isinstance(m, int | float) and m > 0 for m in multiples):
+        raise ValueError(f"params scoring.compute_multiples is {multiples!r}; use a list of positive numbers")
     if out["ambiguity_from"] not in ("manifest", "entropy"):
         raise ValueError(f"params scoring.ambiguity_from is {out['ambiguity_from']!r}; use 'manifest' or 'entropy'")
     return out
@@ -102,11 +108,17 @@ def read_predictions(paths: Iterable[Any]) -> list[pd.DataFrame]:
 
 
 def write_scores(
-    scores: pd.DataFrame, path: Any, params: Mapping[str, Any] | None = None, inputs: Sequence[str] = ()
+    scores: pd.DataFrame,
+    path: Any,
+    params: Mapping[str, Any] | None = None,
+    inputs: Sequence[str] = (),
+    extra: Mapping[str, Any] | None = None,
 ) -> Any:
     """Write a scores table with what it was scored with (tie policy, JS base ...), its label set,
-    the ambiguity order, the missing-prediction counts and the provenance."""
+    the ambiguity order, the missing-prediction counts, the provenance (with each input's hash)
+    and ``extra`` (``score_run``: the unanswered counts, skipped cells, ceiling sources)."""
     from ambiemo.provenance import provenance
+    from ambiemo.scoring.results import file_hashes
     from ambiemo.tables import write_table
 
     sp = scoring_params(params)
@@ -122,7 +134,9 @@ def write_scores(
         "missing": dict(scores.attrs.get("missing", {})),
         "parse_failures": int((~scores["parsed_ok"]).sum()),
         "inputs": [str(x) for x in inputs],
+        "input_hashes": file_hashes(inputs),
         "provenance": provenance({"scoring": sp, "models": {"params_b": capacity}}, (params or {}).get("seed")),
+        **dict(extra or {}),
     }
     plain = scores.copy()
     plain.attrs = {}  # the metadata above carries them; pandas would store them a second time

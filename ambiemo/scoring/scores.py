@@ -12,11 +12,13 @@ import numpy as np
 import pandas as pd
 
 from ambiemo import metrics as M
+from ambiemo.references import MODEL as REFERENCE_MODEL
 from ambiemo.scoring.schema import (
     _MANIFEST_COLUMNS,
     COMPUTE_COLUMNS,
     KEYS,
     PREDICTION_REQUIRED,
+    VERIFIER_COLUMNS,
     ScoringError,
     labels_of,
     levels,
@@ -92,8 +94,7 @@ def score_predictions(manifest: Any, predictions: Any, params: Mapping[str, Any]
         out["log10_params"] = np.log10(out["params_b"].to_numpy(dtype=float))
     out["parsed_ok"] = parsed
     out["n_candidates"] = df["n_candidates"].to_numpy()
-    for c in COMPUTE_COLUMNS:
-        out[c] = df[c].astype(float).to_numpy()
+    out = out.join(_compute(df))
     out["pred_label"] = names[y_pred].astype(str)
     out["majority_used"] = names[y_true].astype(str)
     out["js"] = per_row(M.js_distance, base=base)
@@ -119,6 +120,15 @@ def score_predictions(manifest: Any, predictions: Any, params: Mapping[str, Any]
     out.attrs["ambiguity_order"] = levels(out)
     out.attrs["missing"] = _missing(preds, mdf)
     out.attrs["scoring"] = {k: sp[k] for k in ("js_base", "kl_epsilon", "tie_policy", "ambiguity_from")}
+    return out
+
+
+def _compute(df: pd.DataFrame) -> pd.DataFrame:
+    """The compute columns per row; the verifier's are NaN for tables written before the
+    verifier was counted on its own."""
+    out = pd.DataFrame({c: df[c].astype(float).to_numpy() for c in COMPUTE_COLUMNS}, index=df.index)
+    for c in VERIFIER_COLUMNS:
+        out[c] = df[c].astype(float).to_numpy() if c in df else np.nan
     return out
 
 
@@ -213,7 +223,7 @@ def _capacity(models: pd.Series, params: Mapping[str, Any] | None) -> np.ndarray
     out, absent = {}, []
     for key in models.unique():
         value = (specs.get(key) or {}).get("params_b")
-        if value is None:
+        if value is None and key != REFERENCE_MODEL:  # the reference predictors have no capacity
             absent.append(key)
         out[key] = float(value) if value is not None else float("nan")
     if absent:

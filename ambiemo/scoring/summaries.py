@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 
 from ambiemo import metrics as M
-from ambiemo.scoring.schema import ALL, COMPUTE_COLUMNS, KEYS, labels_of, scoring_params
+from ambiemo.references import CEILING_METRICS, CEILING_REFERENCES
+from ambiemo.references import MODEL as REFERENCE_MODEL
+from ambiemo.scoring.schema import ALL, COMPUTE_COLUMNS, KEYS, VERIFIER_COLUMNS, labels_of, scoring_params
 
 # --------------------------------------------------------------------------- summaries
 
@@ -100,18 +102,152 @@ def summarise(
             )
             row.update({c: float(part[c].mean()) for c in COMPUTE_COLUMNS})
             rows.append(row)
-    return pd.DataFrame(rows)
+    return ceiling_undefined(pd.DataFrame(rows))
 
 
-def compute_table(scores: pd.DataFrame, by: Sequence[str] = KEYS) -> pd.DataFrame:
+def is_ceiling(frame: pd.DataFrame) -> pd.Series:
+    """Rows of the human ceilings (``model == "reference"``, a ``human-*`` strategy)."""
+    if "model" not in frame or "strategy" not in frame:
+        return pd.Series(False, index=frame.index)
+    return (frame["model"] == REFERENCE_MODEL) & frame["strategy"].isin(CEILING_REFERENCES)
+
+
+def ceiling_undefined(summary: pd.DataFrame) -> pd.DataFrame:
+    """NaN in every metric a human ceiling does not define (all but js, bc, tv, brier): a
+    rater's vote is not a model's answer, so it has no confidence, label or KL of its own."""
+    mask = is_ceiling(summary)
+    if mask.any():
+        undefined = [c for c in (*M.METRICS, "oracle_js", "oracle_bc", "pass_at_n") if c not in CEILING_METRICS]
+        summary.loc[mask, [c for c in undefined if c in summary]] = np.nan
+    return summary
+
+
+def tokens_and_flops(scores: pd.DataFrame, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Per score row: ``tokens_total`` (model + verifier, prompt + generated) and ``flops_est``.
+
+    A part whose calls were made but whose tokens the route did not report leaves the row's
+    total NaN (unknown, not zero); verifier columns absent or NaN with no verifier call count 0.
+    ``flops_est`` = 2 × parameters × tokens, the model's and the verifier's each with its own
+    ``params_active_b`` (else ``params_b``): an estimate of the forward passes only.
+    """
+    model_tok = scores["prompt_tokens"].astype(float) + scores["gen_tokens"].astype(float)
+    no_verifier = scores["verifier_calls"].astype(float).fillna(0) == 0
+    ver = [
+        scores[c].astype(float) if c in scores else pd.Series(np.nan, index=scores.index)
+        for c in ("verifier_prompt_tokens", "verifier_gen_tokens")
+    ]
+    ver_tok = sum(v.where(~(no_verifier & v.isna()), 0.0) for v in ver)
+    specs = (params or {}).get("models") or {}
+    verifier = _verifier_model(params)
+    model_b = scores["model"].map(lambda k: _active_b(specs, k)).astype(float)
+    ver_b = _active_b(specs, verifier) if verifier else np.nan
+    ver_flops = (2e9 * ver_b * ver_tok).where(~no_verifier, 0.0)
+    return pd.DataFrame(
+        {"tokens_total": model_tok + ver_tok, "flops_est": 2e9 * model_b * model_tok + ver_flops}, index=scores.index
+    )
+
+
+def _active_b(specs: Mapping[str, Any], key: str) -> float:
+    spec = specs.get(key) or {}
+    value = spec.get("params_active_b", spec.get("params_b"))
+    return float(value) if value is not None else float("nan")
+
+
+def _verifier_model(params: Mapping[str, Any] | None) -> str | None:
+    if not params or "strategies" not in params:
+        return None
+    from ambiemo.config import strategy_settings
+
+    return strategy_settings(dict(params))["verifier"].get("model")
+
+
+def compute_table(
+    scores: pd.DataFrame, by: Sequence[str] = KEYS, params: Mapping[str, Any] | None = None
+) -> pd.DataFrame:
     """Compute spent per group: utterances, then per utterance the model calls, verifier calls,
-    prompt and generated tokens and wall seconds (means), and the totals of each."""
+    prompt and generated tokens and wall seconds (means), and the totals of each; then the
+    verifier's own tokens and seconds, ``tokens_total`` (model + verifier, prompt + generated,
+    per utterance) and ``flops_est`` (per utterance, an estimate: ``tokens_and_flops``).
+    Without ``params`` the FLOPs are NaN (no parameter counts)."""
     by = list(by)
+    cols = list(COMPUTE_COLUMNS)
     grouped = scores.groupby(by, sort=True)
-    per_utt = grouped[list(COMPUTE_COLUMNS)].mean()
-    totals = grouped[list(COMPUTE_COLUMNS)].sum(min_count=1).add_prefix("total_")
-    out = pd.concat([grouped["utt_id"].nunique().rename("n"), per_utt, totals], axis=1)
+    per_utt = grouped[cols].mean()
+    totals = grouped[cols].sum(min_count=1).add_prefix("total_")
+    extra = scores[[*by]].copy()
+    for c in VERIFIER_COLUMNS:
+        extra[c] = scores[c].astype(float) if c in scores else np.nan
+    extra = extra.join(tokens_and_flops(scores, params))
+    # mean(skipna=False): one utterance of unknown tokens makes the cell's total unknown
+    more = extra.groupby(by, sort=True)[[*VERIFIER_COLUMNS, "tokens_total", "flops_est"]].agg(
+        lambda s: s.mean(skipna=False)
+    )
+    out = pd.concat([grouped["utt_id"].nunique().rename("n"), per_utt, totals, more], axis=1)
     return out.reset_index()
+
+
+def compute_matched(
+    compute: pd.DataFrame,
+    multiples: Sequence[float] = (1, 2, 4, 8),
+    baseline: str = "baseline",
+    by: Sequence[str] = ("dataset", "model"),
+) -> pd.DataFrame:
+    """Each strategy at the budget whose ``tokens_total`` is closest to each multiple of the
+    baseline's (its smallest budget), per dataset × model; a tie goes to the smaller budget.
+
+    Columns: the ``by`` keys, ``multiple``, ``target_tokens``, ``strategy``, ``budget``,
+    ``tokens_total``, ``ratio`` (its tokens over the baseline's) and ``flops_est``. Strategies
+    with no known tokens and groups without a baseline are left out (the reference rows too).
+    """
+    by = list(by)
+    rows = []
+    known = compute[(compute["model"] != REFERENCE_MODEL) & compute["tokens_total"].notna()]
+    for key, g in known.groupby(by, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        base = g[g["strategy"] == baseline]
+        if base.empty:
+            continue
+        base_tokens = float(base.sort_values("budget")["tokens_total"].iloc[0])
+        for strategy, s in g.groupby("strategy", sort=True):
+            for multiple in multiples:
+                target = float(multiple) * base_tokens
+                pick = s.assign(_dist=(s["tokens_total"] - target).abs()).sort_values(
+                    ["_dist", "budget"], kind="stable"
+                )
+                best = pick.iloc[0]
+                rows.append(
+                    {
+                        **dict(zip(by, key, strict=True)),
+                        "multiple": float(multiple),
+                        "target_tokens": target,
+                        "strategy": strategy,
+                        "budget": int(best["budget"]),
+                        "tokens_total": float(best["tokens_total"]),
+                        "ratio": float(best["tokens_total"]) / base_tokens if base_tokens else np.nan,
+                        "flops_est": float(best["flops_est"]),
+                    }
+                )
+    columns = [*by, "multiple", "target_tokens", "strategy", "budget", "tokens_total", "ratio", "flops_est"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def conventions(scores: pd.DataFrame) -> pd.DataFrame:
+    """``ambiemo.metrics.conventions_table`` per dataset × model × strategy at its largest budget
+    (JS as natural-log distance and base-2 divergence, three R² conventions), on the rows with a
+    distribution; the human ceilings, which have none, are left out."""
+    parts = []
+    rows = at_largest_budget(scores[~is_ceiling(scores)])
+    for (dataset, model, strategy, budget), g in rows.groupby(list(KEYS), sort=True):
+        labels = _labels_in(g)
+        p = g[[f"true_{x}" for x in labels]].to_numpy(dtype=float)
+        q = g[[f"p_{x}" for x in labels]].to_numpy(dtype=float)
+        ok = np.isfinite(q).all(axis=1)
+        table = M.conventions_table(p[ok], q[ok])
+        parts.append(table.assign(dataset=dataset, model=model, strategy=strategy, budget=budget, n=int(ok.sum())))
+    if not parts:
+        return pd.DataFrame(columns=[*KEYS, "convention", "definition", "source", "value", "undefined", "n"])
+    out = pd.concat(parts, ignore_index=True)
+    return out[[*KEYS, *[c for c in out.columns if c not in KEYS]]]
 
 
 def metrics_json(

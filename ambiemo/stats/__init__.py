@@ -10,9 +10,11 @@ Three questions, three tools:
   metric on the resampled rows exactly (tests check this against ``ambiemo.metrics``).
 - **Does a strategy beat the baseline?** ``paired_comparisons``: per dataset × model ×
   strategy × budget, the per-utterance differences from the baseline (same utterances), with
-  the Wilcoxon signed-rank test, a paired sign-flip permutation test, Holm's correction within a
-  family (params ``stats.holm_family``), the matched-pairs rank-biserial correlation and the
-  mean difference with a speaker-clustered bootstrap interval.
+  a sign-flip permutation test that flips whole speakers (``p_permutation``, which decides
+  ``significant``; the unclustered test and the Wilcoxon signed-rank test beside it for
+  comparison), Holm's correction within a family (params ``stats.holm_family``), the
+  matched-pairs rank-biserial correlation, Cohen's d_z and the mean difference with a
+  speaker-clustered bootstrap interval. Reference rows (``model == "reference"``) are left out.
 - **How do capacity, test-time scaling and ambiguity interact?** ``interaction_model``: a linear
   mixed model (statsmodels ``MixedLM``) of per-utterance JS distance on log10 capacity ×
   strategy × vote entropy, with random intercepts for utterance (and speaker where it is

@@ -1,4 +1,10 @@
-"""Paired comparisons of each strategy with the baseline: Wilcoxon, sign-flip permutation, Holm, rank-biserial."""
+"""Paired comparisons of each strategy with the baseline: Wilcoxon, a speaker-clustered sign-flip
+permutation test (``ambiemo.permutation``: whole speakers flip, the same clusters as the CIs),
+Holm (statsmodels, ``ambiemo.permutation.holm``), rank-biserial and Cohen's d_z.
+
+``p_permutation`` is the clustered test and decides ``significant``; ``p_permutation_unclustered``
+(every utterance its own cluster) stands beside it so that a reader sees what clustering changes.
+The Wilcoxon test treats utterances as independent and is kept for comparison only."""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from ambiemo.permutation import holm, paired_test, rank_biserial, without_references
 from ambiemo.scoring import scoring_params
 from ambiemo.stats.bootstrap import (
     HIGHER_IS_BETTER,
@@ -21,32 +28,6 @@ from ambiemo.stats.bootstrap import (
 )
 
 # --------------------------------------------------------------------------- paired tests
-
-
-def rank_biserial(d: np.ndarray) -> float:
-    """Matched-pairs rank-biserial correlation (Kerby 2014) of differences ``d``: the share of
-    the rank sum of |d| on the positive side minus the share on the negative side, in [-1, 1];
-    zero differences are left out, as in the Wilcoxon test."""
-    d = np.asarray(d, dtype=float)
-    d = d[d != 0]
-    if d.size == 0:
-        return 0.0
-    r = sps.rankdata(np.abs(d))
-    return float((r[d > 0].sum() - r[d < 0].sum()) / r.sum())
-
-
-def holm(pvalues: Sequence[float], alpha: float = 0.05) -> np.ndarray:
-    """Holm-adjusted p-values (statsmodels ``multipletests``); NaN stays NaN."""
-    from statsmodels.stats.multitest import multipletests
-
-    p = np.asarray(pvalues, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = ~np.isnan(p)
-    if ok.sum() == 1:  # a family of one needs no correction (and multipletests runs gc.collect())
-        out[ok] = p[ok]
-    elif ok.any():
-        out[ok] = multipletests(p[ok], alpha=alpha, method="holm")[1]
-    return out
 
 
 def _baseline_rows(g: pd.DataFrame, baseline: str) -> pd.DataFrame:
@@ -77,6 +58,10 @@ PAIRED_COLUMNS = [
     "significant",
     "family",
     "note",
+    "n_clusters",
+    "cohens_dz",
+    "p_permutation_unclustered",
+    "min_p",
 ]
 
 
@@ -110,6 +95,7 @@ def paired_comparisons(
     unknown = [m for m in metrics if m not in scores.columns]
     if unknown:
         raise KeyError(f"paired_comparisons: no per-utterance column(s) {unknown} in the scores")
+    scores = without_references(scores)
     rows = []
     for (dataset, model), g in scores.groupby(["dataset", "model"], sort=True):
         base = _baseline_rows(g, baseline)
@@ -159,7 +145,7 @@ def paired_comparisons(
         out.loc[idx, "p_wilcoxon_holm"] = holm(out.loc[idx, "p_wilcoxon"], st["alpha"])
         out.loc[idx, "p_permutation_holm"] = holm(out.loc[idx, "p_permutation"], st["alpha"])
     out["significant"] = out["p_permutation_holm"] < float(st["alpha"])
-    return out[PAIRED_COLUMNS]
+    return out.reindex(columns=PAIRED_COLUMNS)
 
 
 def _paired_row(
@@ -226,15 +212,14 @@ def _paired_row(
         warnings.simplefilter("ignore")  # scipy notes when it falls back from the exact distribution
         res = sps.wilcoxon(d, zero_method="wilcox")
     row["wilcoxon_stat"], row["p_wilcoxon"] = float(res.statistic), float(res.pvalue)
-    perm = sps.permutation_test(
-        (x[ok], y[ok]),
-        lambda a, b, axis: np.mean(a - b, axis=axis),
-        permutation_type="samples",
-        n_resamples=n_perm,
-        vectorized=True,
-        rng=rng,
+    test = paired_test(d, codes, n_resamples=n_perm, seed=seed, key=(dataset, model, strategy, budget, metric))
+    row.update(
+        n_clusters=test["n_clusters"],
+        cohens_dz=test["cohens_dz"],
+        p_permutation=test["p_clustered"],
+        p_permutation_unclustered=test["p_unclustered"],
+        min_p=test["min_p"],
     )
-    row["p_permutation"] = float(perm.pvalue)
     if unit != "speaker":
         row["note"] = f"bootstrap clusters: {unit}"
     return row

@@ -1,0 +1,248 @@
+"""``score_run(params)``: score exactly the active run's cells, with the references beside them.
+
+The one place that enumerates cells: notebook ``03_score`` and ``ambiemo score`` both call it.
+
+1. **Cells**: every ``run.datasets × run.models × run.strategies`` predictions table in the
+   results layout (``ambiemo.layout``), nothing else, so that a stale table of another profile
+   never leaks in. A table whose metadata says ``skipped`` (no model of the run can serve the
+   strategy) is listed with its reason and not scored; a missing table is an error naming it.
+2. **References** (``ambiemo.references``), per dataset: ``uniform``, ``label-prior`` and
+   ``hard-oracle`` scored like a model (``model == "reference"``, budget 1); and the human
+   ceilings ``human-loo`` and ``human-split-half`` from ``ratings.parquet`` where the dataset has
+   one, else ``human-loo-counts`` from the manifest's vote counts. A ceiling row carries the
+   manifest's speaker, entropy and ambiguity bin (so the CIs and the per-bin breakdown treat it
+   like a model) and has values only for ``js``, ``bc``, ``tv`` and ``brier``: NaN elsewhere.
+3. **Unanswered**, per cell (dataset × model × table strategy × readout × budget): utterances of
+   the manifest, rows, utterances with no row (``n_missing``), the model did not answer
+   (``n_model_failures``, the table's ``model_failures``) and whose answer did not parse
+   (``n_parse_failures``, model failures excluded). It is a table of its own, so it survives the
+   concatenation of the cells (pandas drops ``attrs`` there) and is stored in the scores' metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ambiemo import references as R
+from ambiemo.layout import Layout
+from ambiemo.scoring.schema import COMPUTE_COLUMNS, KEYS, VERIFIER_COLUMNS, ScoringError, scoring_params, write_scores
+from ambiemo.scoring.scores import _ambiguity, score_predictions
+
+CELL_COLUMNS = ("dataset", "model", "table")
+SKIPPED_COLUMNS = ["dataset", "model", "strategy", "reason"]
+UNANSWERED_COLUMNS = [
+    "dataset",
+    "model",
+    "table",
+    "strategy",
+    "budget",
+    "n_utterances",
+    "n_rows",
+    "n_missing",
+    "n_model_failures",
+    "n_parse_failures",
+]
+
+
+@dataclass
+class ScoreRun:
+    """What ``score_run`` returns: the scores, the per-cell unanswered counts, the skipped cells,
+    the files read, and per dataset which human ceiling was computed from what."""
+
+    scores: pd.DataFrame
+    unanswered: pd.DataFrame
+    skipped: pd.DataFrame
+    inputs: list[str] = field(default_factory=list)
+    ceilings: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def write(self, params: Mapping[str, Any], path: str | Path | None = None) -> Path:
+        """Write the scores (default: the layout's ``scores/scores.parquet``) with the unanswered
+        counts, skipped cells and ceiling sources in the metadata."""
+        path = Path(path) if path is not None else Layout.from_params(params).scores
+        return write_scores(
+            self.scores,
+            path,
+            params,
+            inputs=self.inputs,
+            extra={
+                "unanswered": _records(self.unanswered),
+                "skipped": _records(self.skipped),
+                "ceilings": dict(self.ceilings),
+            },
+        )
+
+
+def run_cells(params: Mapping[str, Any]) -> list[tuple[str, str, str, Path]]:
+    """``(dataset, model, strategy, predictions path)`` of every cell of the active run, in order."""
+    run, layout = params["run"], Layout.from_params(params)
+    return [
+        (dataset, model, strategy, layout.predictions(dataset, model, strategy))
+        for dataset in run["datasets"]
+        for model in run["models"]
+        for strategy in run["strategies"]
+    ]
+
+
+def score_run(params: Mapping[str, Any], *, references: bool = True) -> ScoreRun:
+    """Score every cell of the active run and (unless ``references=False``) the reference
+    predictors and human ceilings of each dataset; see the module docstring."""
+    from ambiemo.manifest import read_manifest
+    from ambiemo.predictions import read_predictions
+
+    layout = Layout.from_params(params)
+    frames, unanswered, skipped, inputs, ceilings = [], [], [], [], {}
+    manifests: dict[str, Any] = {}
+    for dataset, model, strategy, path in run_cells(params):
+        if dataset not in manifests:
+            manifests[dataset] = read_manifest(layout.manifest(dataset))
+            inputs.append(str(layout.manifest(dataset)))
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path}: no predictions for dataset {dataset}, model {model}, strategy {strategy}; "
+                "has the infer stage run for this cell?"
+            )
+        predictions = read_predictions(path)
+        inputs.append(str(path))
+        if predictions.meta.get("skipped"):
+            skipped.append(
+                {"dataset": dataset, "model": model, "strategy": strategy, "reason": predictions.meta["skipped"]}
+            )
+            continue
+        scored = score_predictions(manifests[dataset], predictions, params)
+        frames.append(scored)
+        unanswered.append(
+            _unanswered(predictions.df, predictions.meta, manifests[dataset].df, dataset, model, strategy)
+        )
+    if not frames:
+        raise ScoringError(
+            f"every cell of the run was skipped ({len(skipped)}): no model of run.models can serve "
+            "run.strategies; see the reasons in the skipped table and choose other models or strategies"
+        )
+    labels = frames[0].attrs["labels"]
+    if references:
+        for dataset, manifest in manifests.items():
+            frames.append(score_predictions(manifest, R.reference_predictions(manifest.df, manifest.labels), params))
+            ceiling, source, used = human_ceilings(manifest, layout.ratings(dataset), params)
+            frames.append(ceiling)
+            ceilings[dataset] = {"source": source, "excluded": ceiling.attrs["excluded"]}
+            inputs += used
+    scores = pd.concat(frames, ignore_index=True).sort_values([*KEYS, "utt_id"], kind="stable")
+    scores = scores.reset_index(drop=True)
+    scores.attrs.update(
+        labels=list(labels),
+        ambiguity_order=frames[0].attrs["ambiguity_order"],
+        missing={k: v for f in frames for k, v in f.attrs.get("missing", {}).items()},
+    )
+    return ScoreRun(
+        scores=scores,
+        unanswered=pd.concat(unanswered, ignore_index=True)[UNANSWERED_COLUMNS],
+        skipped=pd.DataFrame(skipped, columns=SKIPPED_COLUMNS),
+        inputs=inputs,
+        ceilings=ceilings,
+    )
+
+
+def _unanswered(
+    df: pd.DataFrame, meta: Mapping[str, Any], manifest: pd.DataFrame, dataset: str, model: str, table: str
+) -> pd.DataFrame:
+    """Per readout × budget of one predictions table: what was not answered, and why."""
+    failed = set(map(str, (meta.get("model_failures") or {}).keys()))
+    n = int(manifest["utt_id"].nunique())
+    rows = []
+    for (strategy, budget), g in df.groupby(["strategy", "budget"], sort=True):
+        is_failure = g["utt_id"].astype(str).isin(failed)
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "table": table,
+                "strategy": strategy,
+                "budget": int(budget),
+                "n_utterances": n,
+                "n_rows": len(g),
+                "n_missing": n - int(g["utt_id"].nunique()),
+                "n_model_failures": int(is_failure.sum()),
+                "n_parse_failures": int((~g["parsed_ok"].astype(bool) & ~is_failure).sum()),
+            }
+        )
+    return pd.DataFrame(rows, columns=UNANSWERED_COLUMNS)
+
+
+def human_ceilings(manifest: Any, ratings_path: Path, params: Mapping[str, Any]) -> tuple[pd.DataFrame, str, list[str]]:
+    """Score rows of the human ceilings of one dataset, the source they came from (``ratings``:
+    human-loo and human-split-half from the per-rater table; ``counts``: human-loo-counts from the
+    manifest's vote counts), and the files read."""
+    from ambiemo.ratings import read_ratings
+
+    sp = scoring_params(params)
+    labels = list(manifest.labels)
+    if ratings_path.exists():
+        ratings = read_ratings(ratings_path)
+        parts = [
+            R.human_loo(ratings, labels, js_base=sp["js_base"]),
+            R.human_split_half(ratings, labels, js_base=sp["js_base"], seed=int(params.get("seed") or 0)),
+        ]
+        source, used = "ratings: human-loo, human-split-half from ratings.parquet", [str(ratings_path)]
+    else:
+        parts = [R.human_loo_counts(manifest.df, labels, js_base=sp["js_base"])]
+        source, used = "counts: human-loo-counts from the manifest's vote counts (no ratings.parquet)", []
+    out = pd.concat([ceiling_scores(part, manifest, sp) for part in parts], ignore_index=True)
+    out.attrs["excluded"] = {p["reference"].iloc[0] if len(p) else "?": p.attrs.get("excluded", {}) for p in parts}
+    return out, source, used
+
+
+def ceiling_scores(ceiling: pd.DataFrame, manifest: Any, sp: Mapping[str, Any]) -> pd.DataFrame:
+    """One human ceiling table (``ambiemo.references.human_*``) as score rows: the manifest's
+    columns for each utterance, the ceiling's ``js``, ``bc``, ``tv``, ``brier``, NaN elsewhere."""
+    labels = list(manifest.labels)
+    mdf = manifest.df
+    order = list(manifest.meta.get("ambiguity", {}).get("bins", []))
+    m = mdf.set_index(mdf["utt_id"].astype(str)).loc[ceiling["utt_id"].astype(str)].reset_index(drop=True)
+    bins, ranks = _ambiguity(m, order, sp["ambiguity_from"])  # the same bins as a model's rows
+    out = pd.DataFrame(
+        {
+            "dataset": m["dataset"].astype(str),
+            "model": R.MODEL,
+            "strategy": ceiling["reference"].to_numpy(),
+            "budget": 1,
+            "utt_id": ceiling["utt_id"].astype(str).to_numpy(),
+            "speaker": m["speaker"].fillna("").astype(str),
+            "n_raters": ceiling["n_raters"].to_numpy(),
+            "entropy_bits": m["entropy_bits"].to_numpy(),
+            "majority": m["majority"].to_numpy(),
+            "majority_tie": m["majority_tie"].to_numpy(),
+            "ambiguity": bins,
+            "ambiguity_rank": ranks,
+            "params_b": np.nan,
+            "log10_params": np.nan,
+            "parsed_ok": True,
+            "n_candidates": 0,
+        }
+    )
+    for c in (*COMPUTE_COLUMNS, *VERIFIER_COLUMNS):
+        out[c] = 0.0
+    out["pred_label"] = ""
+    out["majority_used"] = ""
+    out["oracle_n_parsed"] = 0  # no candidates (and the column keeps the models' integer type)
+    for c in R.CEILING_METRICS:
+        out[c] = ceiling[c].to_numpy(dtype=float)
+    for x in labels:
+        out[f"true_{x}"] = m[f"p_{x}"].to_numpy(dtype=float)
+    for x in labels:
+        out[f"p_{x}"] = np.nan
+    return out
+
+
+def unanswered_table(meta: Mapping[str, Any]) -> pd.DataFrame:
+    """The per-cell unanswered counts stored in a scores table's metadata (by ``ScoreRun.write``)."""
+    return pd.DataFrame(meta.get("unanswered", []), columns=UNANSWERED_COLUMNS)
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in df.to_dict("records")]
