@@ -193,6 +193,9 @@ def write_candidates(
         "provenance": dict(provenance),
         **meta,
     }
+    missing = [c for c in candidate_columns(labels) if c not in df.columns]
+    if missing:
+        raise CandidatesError(f"{path}: missing column(s) {missing} for label set {list(labels)}")
     df = _coerce(df, labels)
     validate(df, full_meta, where=str(path))
     return write_table(df, path, full_meta)

@@ -75,6 +75,9 @@ log = logging.getLogger(__name__)
 FAKE_SPEC = {"adapter": "fake"}
 # Default of params inference.max_failure_share: any broken clip is reported; the stage fails above 1%.
 MAX_FAILURE_SHARE = 0.01
+# Settings of params ``strategies`` that say how a run is done, not what it computes: left out of the
+# outputs' provenance, so that the files are byte-identical whatever they are.
+RUN_ONLY_SETTINGS = frozenset({"batch_size"})
 # Seconds between progress log lines (the bar, where shown, updates continuously).
 PROGRESS_LOG_EVERY_S = 60.0
 # Environment variables whose values are never written: API keys and tokens (see redact_secrets).
@@ -246,6 +249,8 @@ def run_inference(
         )
 
     relevant = {k: params[k] for k in ("seed", "prompts", "parsing", "strategies") if k in params}
+    if "strategies" in relevant:  # how utterances are batched changes no number, so not the files either
+        relevant["strategies"] = {k: v for k, v in relevant["strategies"].items() if k not in RUN_ONLY_SETTINGS}
     meta_prov = provenance(
         relevant,
         params.get("seed"),
