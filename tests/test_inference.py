@@ -326,6 +326,11 @@ def test_every_strategy_on_a_tiny_real_architecture(manifest: Path, tmp_path: Pa
             expected = softmax([logsumexp([lp[x], lp[x.title()]]) for x in FOUR])
             np.testing.assert_allclose(df[[f"p_{x}" for x in FOUR]].iloc[0], expected, rtol=1e-9)
             assert df["parsed_ok"].all()
+            # option scoring reports its prompt tokens and time on the real code path too
+            assert (df["prompt_tokens"] > 0).all() and (df["wall_s"] > 0).all() and (df["gen_tokens"] == 0).all()
+        if name == "alm-v":  # the tiny model verifies itself by scoring Yes/No: counted as the verifier's
+            rated = df["verifier_calls"] > 0  # only parsed candidates are rated; a noise model's may not parse
+            assert ((df["verifier_prompt_tokens"] > 0) == rated).all() and ((df["verifier_wall_s"] > 0) == rated).all()
         if name == "bon":
             cands = table[(table["utt_id"] == df["utt_id"].iloc[0]) & (table["budget"] == 2)]
             assert len(cands) == 2 and df.attrs["meta"]["provenance"]["strategy"]["candidate_source"] == "beam"
