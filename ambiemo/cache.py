@@ -5,7 +5,10 @@ the model's ``identity`` as a whole (route, adapter version, checkpoint, revisio
 its output-affecting settings: whatever the adapter puts there counts), the full conversation,
 a hash of the audio, every ``GenerationConfig`` field (mode, n, max_new_tokens, temperature,
 top_p, num_beams, seed) and the candidate's sample index; for ``score_options``, the options and
-the prefix instead of the config. The params key that names the model is *not* part of it
+the prefix instead of the config. A ``score_options`` entry stores the log-probabilities with the
+call's prompt tokens and seconds, so a rerun reports the usage of the call that made them (an
+entry of the older layout, log-probabilities alone, counts as stale and is recomputed). The
+params key that names the model is *not* part of it
 (an identity's ``"key"`` entry is dropped): renaming a model in params.yaml reuses its entries,
 while any changed setting misses. A rerun with the same inputs makes zero model calls.
 

@@ -241,3 +241,23 @@ def test_row_sums_match_the_fake_model_numbers(manifest: Path, tmp_path: Path) -
         assert row["prompt_tokens"] == words(book.ask("single", row["utt_id"]).messages)
         assert row["wall_s"] == pytest.approx(0.4) and row["gen_tokens"] == 0 and row["verifier_calls"] == 0
     assert len(ls) == N
+
+
+def test_an_option_score_cached_without_its_usage_is_recomputed(tmp_path: Path) -> None:
+    """An entry of the older layout (log-probabilities alone) would give a rerun no prompt tokens or
+    seconds: it counts as stale, and the model is asked again."""
+    from ambiemo.cache import CachedModel, GenerationCache, canonical_json, identity_sha, scoring_key
+    from ambiemo.models.base import AudioRequest, Message
+
+    request = AudioRequest("u0", np.zeros(800, dtype=np.float32), 16000, [Message("user", "Which?", audio=True)])
+    inner = FakeModel(option_logprobs={"a": -0.5, "b": -2.0}, wall_s=0.75)
+    cache = GenerationCache(tmp_path / "cache")
+    key = scoring_key(inner.identity, request, ["a", "b"], "")
+    cache.put_many(identity_sha(inner.identity), "fake", "score_options", [(key, canonical_json([-0.5, -2.0]))])
+    (got,) = CachedModel(inner, cache).score_options_many([request], ["a", "b"])
+    assert inner.requests_seen == [("score_options", "u0", None)] and cache.stale == 1
+    assert got.logprobs.tolist() == [-0.5, -2.0] and got.prompt_tokens == 1 + 25 and got.wall_s == 0.75
+    (again,) = CachedModel(FakeModel(option_logprobs={"a": -0.5, "b": -2.0}, wall_s=0.75), cache).score_options_many(
+        [request], ["a", "b"]
+    )
+    assert (again.prompt_tokens, again.wall_s, cache.stale) == (26, 0.75, 1)  # the new entry, from the cache
