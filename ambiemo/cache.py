@@ -5,7 +5,10 @@ the model's ``identity`` as a whole (route, adapter version, checkpoint, revisio
 its output-affecting settings: whatever the adapter puts there counts), the full conversation,
 a hash of the audio, every ``GenerationConfig`` field (mode, n, max_new_tokens, temperature,
 top_p, num_beams, seed) and the candidate's sample index; for ``score_options``, the options and
-the prefix instead of the config. The params key that names the model is *not* part of it
+the prefix instead of the config. A ``score_options`` entry stores the log-probabilities with the
+call's prompt tokens and seconds, so a rerun reports the usage of the call that made them (an
+entry of the older layout, log-probabilities alone, counts as stale and is recomputed). The
+params key that names the model is *not* part of it
 (an identity's ``"key"`` entry is dropped): renaming a model in params.yaml reuses its entries,
 while any changed setting misses. A rerun with the same inputs makes zero model calls.
 
@@ -56,6 +59,7 @@ from ambiemo.models.base import (
     Candidate,
     Capabilities,
     GenerationConfig,
+    OptionScores,
     Usage,
 )
 
@@ -174,6 +178,27 @@ def candidate_to_json(c: Candidate) -> str:
             "meta": c.meta,
         }
     )
+
+
+def scores_to_json(scores: OptionScores) -> str:
+    """An option-scoring result as stored: log-probabilities, prompt tokens, seconds (cost is not
+    stored: a cache hit costs nothing)."""
+    return canonical_json(
+        {
+            "logprobs": [float(x) for x in scores.logprobs],
+            "prompt_tokens": None if scores.prompt_tokens is None else int(scores.prompt_tokens),
+            "wall_s": float(scores.wall_s),
+        }
+    )
+
+
+def scores_from_json(s: str) -> OptionScores | None:
+    """A stored option-scoring result; None for an entry of the old layout (a bare list of
+    log-probabilities, without usage), which the caller recomputes."""
+    d = json.loads(s)
+    if not isinstance(d, dict):
+        return None
+    return OptionScores(np.asarray(d["logprobs"], dtype=np.float64), d["prompt_tokens"], float(d["wall_s"]))
 
 
 def candidate_from_json(s: str) -> Candidate:
@@ -618,23 +643,29 @@ class CachedModel(AudioLanguageModel):
         return results  # type: ignore[return-value]
 
     def score_options(self, request: AudioRequest, options: Sequence[str], prefix: str = "") -> np.ndarray:
-        return self.score_options_many([request], options, prefix)[0]
+        return self.score_options_many([request], options, prefix)[0].logprobs
 
     def score_options_many(
         self, requests: Sequence[AudioRequest], options: Sequence[str], prefix: str = ""
-    ) -> list[np.ndarray]:
-        """Each request from the cache where it is there; the others in one call to the model."""
+    ) -> list[OptionScores]:
+        """Each request from the cache where it is there; the others in one call to the model. An
+        entry holds the log-probabilities with the call's prompt tokens and seconds (``scores_to_json``),
+        so a rerun reports the usage of the call that made them; an entry without them (written
+        before they were stored) is not used: it counts as stale and is recomputed."""
         ident = self._identity_sha()
         requests, options = list(requests), list(options)
         keys = [scoring_key(self.identity, r, options, prefix) for r in requests]
-        out: list[np.ndarray | None] = [None] * len(requests)
+        out: list[OptionScores | None] = [None] * len(requests)
         todo = []
         for j, key in enumerate(keys):
             value = self.cache.get(key)
-            if value is None:
+            scores = None if value is None else scores_from_json(value)
+            if value is not None and scores is None:
+                self.cache._report("stale", key, self.key, ident)
+            if scores is None:
                 todo.append(j)
             else:
-                out[j] = np.asarray(json.loads(value), dtype=np.float64)
+                out[j] = scores
         hits = len(requests) - len(todo)
         self.usage.cache_hits += hits
         self.cache.count(ident, hits, len(todo))
@@ -642,15 +673,15 @@ class CachedModel(AudioLanguageModel):
             fresh = self.model.score_options_many([requests[j] for j in todo], options, prefix)
             items = []
             for j, scores in zip(todo, fresh, strict=True):
-                scores = np.asarray(scores, dtype=np.float64)
-                if scores.shape != (len(options),):
-                    raise RuntimeError(f"model {self.key!r} scored {scores.shape} for {len(options)} options")
-                if np.isnan(scores).any():  # a failed request: not cached
+                logprobs = np.asarray(scores.logprobs, dtype=np.float64)
+                if logprobs.shape != (len(options),):
+                    raise RuntimeError(f"model {self.key!r} scored {logprobs.shape} for {len(options)} options")
+                if np.isnan(logprobs).any():  # a failed request: not cached
                     out[j] = scores
                     continue
-                encoded = canonical_json([float(x) for x in scores])
+                encoded = scores_to_json(scores)
                 items.append((keys[j], encoded))
-                out[j] = np.asarray(json.loads(encoded), dtype=np.float64)
+                out[j] = scores_from_json(encoded)
             if items:
                 self.cache.put_many(ident, self.key, "score_options", items)
         return [x for x in out if x is not None]  # every position is filled above

@@ -4,13 +4,14 @@
 
     manifest --(audio, batches of utterances)--> strategy.run at every budget
              --> parse-failure policy --> predictions parquet (ambiemo.predictions)
+                                          + candidates parquet beside it (ambiemo.candidates)
 
 Resumable. The model is wrapped in the generation cache, whose every entry is one SQLite
 transaction, so a run killed at any moment (``kill -9`` included) resumes where it stopped:
-finished calls are answered from the cache, nothing is duplicated, and the predictions file is
-byte-identical to an uninterrupted run's. The file is written to a temporary name and renamed,
-so a reader sees the old file or the new one, never half of one; temporary files a killed
-writer left behind are removed by the next write. An unchanged rerun makes no model call.
+finished calls are answered from the cache, nothing is duplicated, and the predictions and
+candidates files are byte-identical to an uninterrupted run's. Each file is written to a
+temporary name and renamed, so a reader sees the old file or the new one, never half of one;
+temporary files a killed writer left behind are removed by the next write. An unchanged rerun makes no model call.
 
 Failures are classified (``ambiemo.errors``):
 
@@ -53,8 +54,16 @@ import numpy as np
 import pandas as pd
 
 from ambiemo.audio import AudioError
+from ambiemo.candidates import candidate_columns, candidates_frame, candidates_path, write_candidates
 from ambiemo.errors import ModelCallError
-from ambiemo.models.base import AudioLanguageModel, AudioRequest, Candidate, CapabilityError, GenerationConfig
+from ambiemo.models.base import (
+    AudioLanguageModel,
+    AudioRequest,
+    Candidate,
+    CapabilityError,
+    GenerationConfig,
+    OptionScores,
+)
 from ambiemo.parsing import apply_failure_policy
 from ambiemo.predictions import predicted_label, prediction_columns, read_predictions, write_predictions
 from ambiemo.prompts import PromptBook
@@ -66,6 +75,9 @@ log = logging.getLogger(__name__)
 FAKE_SPEC = {"adapter": "fake"}
 # Default of params inference.max_failure_share: any broken clip is reported; the stage fails above 1%.
 MAX_FAILURE_SHARE = 0.01
+# Settings of params ``strategies`` that say how a run is done, not what it computes: left out of the
+# outputs' provenance, so that the files are byte-identical whatever they are.
+RUN_ONLY_SETTINGS = frozenset({"batch_size"})
 # Seconds between progress log lines (the bar, where shown, updates continuously).
 PROGRESS_LOG_EVERY_S = 60.0
 # Environment variables whose values are never written: API keys and tokens (see redact_secrets).
@@ -223,7 +235,7 @@ def run_inference(
         )
     finally:
         bar.close()
-    out, parse_failures = _table(strat, df, budgets, results, failures, labels, model_key, policy)
+    out, cands, parse_failures = _table(strat, df, budgets, results, failures, labels, model_key, policy)
     identical = _identical_answers(strat, results, budgets)
     if identical is not None:
         log.warning(
@@ -237,6 +249,8 @@ def run_inference(
         )
 
     relevant = {k: params[k] for k in ("seed", "prompts", "parsing", "strategies") if k in params}
+    if "strategies" in relevant:  # how utterances are batched changes no number, so not the files either
+        relevant["strategies"] = {k: v for k, v in relevant["strategies"].items() if k not in RUN_ONLY_SETTINGS}
     meta_prov = provenance(
         relevant,
         params.get("seed"),
@@ -261,6 +275,16 @@ def run_inference(
         "n_utterances": len(df),
     }
     _remove_stale_temporaries(Path(out_path))
+    _remove_stale_temporaries(candidates_path(out_path))
+    # The candidates first: a predictions file that exists always has its candidates beside it.
+    write_candidates(
+        cands,
+        candidates_path(out_path),
+        labels=labels,
+        label_set=manifest.label_set,
+        provenance=meta_prov,
+        predictions=Path(out_path).name,
+    )
     path = write_predictions(out, out_path, labels=labels, label_set=manifest.label_set, provenance=meta_prov, **meta)
     _check_failures(name, failures, len(df), max_share, path)
     written = read_predictions(path)
@@ -386,6 +410,15 @@ def write_skipped(
         dataset=manifest.dataset,
     )
     empty = pd.DataFrame(columns=prediction_columns(manifest.labels))
+    write_candidates(
+        pd.DataFrame(columns=candidate_columns(manifest.labels)),
+        candidates_path(out_path),
+        labels=manifest.labels,
+        label_set=manifest.label_set,
+        provenance=prov,
+        predictions=Path(out_path).name,
+        skipped=reason,
+    )
     path = write_predictions(
         empty,
         out_path,
@@ -436,14 +469,14 @@ class _Guarded(AudioLanguageModel):
         return out
 
     def score_options(self, request: AudioRequest, options: Sequence[str], prefix: str = "") -> np.ndarray:
-        return self.score_options_many([request], options, prefix)[0]
+        return self.score_options_many([request], options, prefix)[0].logprobs
 
     def score_options_many(
         self, requests: Sequence[AudioRequest], options: Sequence[str], prefix: str = ""
-    ) -> list[np.ndarray]:
+    ) -> list[OptionScores]:
         out = self.model.score_options_many(requests, options, prefix)
         for request, scores in zip(requests, out, strict=True):
-            if np.isnan(np.asarray(scores, dtype=float)).any():
+            if np.isnan(np.asarray(scores.logprobs, dtype=float)).any():
                 raise ModelCallError(
                     f"model {self.key!r} could not score options for {request.utt_id!r}", request.utt_id
                 )
@@ -652,9 +685,11 @@ def _table(
     labels: tuple[str, ...],
     model_key: str,
     policy: str,
-) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The predictions rows (readout, then budget, then manifest order) and parse failures per readout@budget."""
-    rows = []
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """The predictions rows (readout, then budget, then manifest order), the candidates table (in the
+    same order, then candidate order) and parse failures per readout@budget."""
+    rows: list[dict[str, Any]] = []
+    cands: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
     parse_failures: dict[str, int] = {}
     for label in strat.row_labels():
         for b in budgets:
@@ -679,13 +714,22 @@ def _table(
                         "n_candidates": len(row.candidates),
                         "model_calls": c.model_calls,
                         "verifier_calls": c.verifier_calls,
-                        "prompt_tokens": pd.NA if c.prompt_tokens is None else c.prompt_tokens,
+                        "prompt_tokens": _tokens(c.prompt_tokens),
                         "gen_tokens": c.gen_tokens,
                         "wall_s": c.wall_s,
-                        "candidates": json.dumps(row.candidates, sort_keys=True),
+                        "verifier_prompt_tokens": pd.NA
+                        if c.verifier_prompt_tokens is None
+                        else c.verifier_prompt_tokens,
+                        "verifier_gen_tokens": c.verifier_gen_tokens,
+                        "verifier_wall_s": c.verifier_wall_s,
                     }
                 )
-    return pd.DataFrame(rows, columns=prediction_columns(labels)), parse_failures
+                cands.append((rows[-1], row.candidates))
+    return pd.DataFrame(rows, columns=prediction_columns(labels)), candidates_frame(cands, labels), parse_failures
+
+
+def _tokens(n: int | None) -> Any:
+    return pd.NA if n is None else n
 
 
 def _delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:

@@ -16,14 +16,19 @@ One row per utterance x strategy readout x budget. Columns, in this order:
     model_calls                 requests sent to the model for this row (one request may return many
                                 candidates); counted the same whether answered by the model or the cache
     verifier_calls              requests sent to the verifier
-    prompt_tokens, gen_tokens   tokens as the routes report them, model and verifier together;
-                                <NA> where a route reports none (option scoring gives no token counts)
-    wall_s                      seconds the calls took when they were made (stored with each candidate,
-                                so a rerun from the cache writes the same value); NaN where unknown
-    candidates                  JSON list, one object per candidate: text, logprob, n_tokens,
-                                p (its parsed distribution in label-set order, or null), verifier_score
-                                (or null), weight (its share in a weighted readout, or null), selected,
-                                prompt (template id) and label_order (as asked)
+    prompt_tokens, gen_tokens   the model's own tokens (Int64, int64) as its routes report them, option
+                                scoring included (prompt tokens only: nothing is generated); <NA> where
+                                a route reports none
+    wall_s                      the model's own seconds, when the calls were made (stored with each
+                                candidate and option score, so a rerun from the cache writes the same
+                                value); NaN where unknown
+    verifier_prompt_tokens      the verifier's prompt tokens (Int64; <NA> where unknown, 0 without one)
+    verifier_gen_tokens         the verifier's generated tokens (int64; 0 when it scores options)
+    verifier_wall_s             the verifier's seconds (float64; NaN where unknown)
+
+The candidates behind each row are in the candidates table beside this one
+(``ambiemo.candidates``: ``<strategy>.candidates.parquet``, one row per candidate);
+``Predictions.candidates`` reads it.
 
 Metadata (``ambiemo.tables``): ``label_set`` {name, labels}; ``provenance`` (model identity,
 strategy, its settings, candidate source ``beam``/``sampled``/``greedy``/``options``, selection
@@ -34,15 +39,16 @@ with ``parse_failures_by`` {"<strategy>@<budget>": count}; ``model_failures`` {u
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ambiemo.candidates import Candidates, candidates_path, read_candidates
 from ambiemo.tables import LabelledTable, read_table, write_table
 
 HEAD_COLUMNS = ("utt_id", "dataset", "model", "strategy", "budget")
@@ -55,9 +61,10 @@ TAIL_COLUMNS = (
     "prompt_tokens",
     "gen_tokens",
     "wall_s",
-    "candidates",
+    "verifier_prompt_tokens",
+    "verifier_gen_tokens",
+    "verifier_wall_s",
 )
-CANDIDATE_KEYS = ("text", "logprob", "n_tokens", "p", "verifier_score", "weight", "selected", "prompt", "label_order")
 
 
 def prediction_columns(labels: Sequence[str]) -> list[str]:
@@ -79,13 +86,13 @@ def predicted_label(p: np.ndarray, parsed_ok: bool, labels: Sequence[str]) -> st
 def _coerce(df: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
     """Fixed dtypes, so that equal content gives byte-identical parquet files."""
     df = df.copy()
-    for c in ("utt_id", "dataset", "model", "strategy", "pred_label", "candidates"):
+    for c in ("utt_id", "dataset", "model", "strategy", "pred_label"):
         df[c] = df[c].astype(str).astype(object)
-    for c in ("budget", "n_candidates", "model_calls", "verifier_calls"):
+    for c in ("budget", "n_candidates", "model_calls", "verifier_calls", "verifier_gen_tokens"):
         df[c] = df[c].astype("int64")
-    for c in ("prompt_tokens", "gen_tokens"):
+    for c in ("prompt_tokens", "gen_tokens", "verifier_prompt_tokens"):
         df[c] = df[c].astype("Int64")
-    for c in (*(f"p_{x}" for x in labels), "wall_s"):
+    for c in (*(f"p_{x}" for x in labels), "wall_s", "verifier_wall_s"):
         df[c] = df[c].astype("float64")
     df["parsed_ok"] = df["parsed_ok"].astype(bool)
     return df[prediction_columns(labels)]
@@ -121,14 +128,6 @@ def validate(df: pd.DataFrame, meta: Mapping[str, Any], where: str = "prediction
     )
     bad(~df["pred_label"].isin([*labels, ""]), f"have a pred_label outside the label set {labels}")
     bad(ok & (df["pred_label"] == "").to_numpy(), "parsed but have no pred_label")
-    for i, text in enumerate(df["candidates"]):
-        try:
-            cands = json.loads(text)
-            assert isinstance(cands, list) and all(isinstance(c, dict) for c in cands)
-        except (ValueError, AssertionError):
-            raise PredictionsError(
-                f"{where}: row {i} ({df['utt_id'].iloc[i]}): `candidates` is not a JSON list of objects"
-            ) from None
 
 
 def write_predictions(
@@ -150,8 +149,12 @@ def write_predictions(
 class Predictions(LabelledTable):
     """A predictions table read and checked by ``read_predictions``."""
 
-    def candidates(self, row: int) -> list[dict[str, Any]]:
-        return json.loads(self.df["candidates"].iloc[row])
+    @cached_property
+    def candidates(self) -> Candidates:
+        """The candidates table beside this one (``ambiemo.candidates``), read and checked on first use."""
+        if self.path is None:
+            raise FileNotFoundError("these predictions were not read from a file, so they have no candidates table")
+        return read_candidates(candidates_path(self.path))
 
     def parse_failure_rate(self) -> pd.Series:
         """Share of rows that did not parse, per (strategy, budget)."""

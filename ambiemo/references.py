@@ -51,7 +51,6 @@ Every excluded utterance is counted by reason in ``attrs["excluded"]``.
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 
@@ -142,15 +141,12 @@ def reference_predictions(
         frames.append(frame)
     out = pd.concat(frames, ignore_index=True)
     columns = prediction_columns(labels)
-    # No calls, so no verifier tokens or time, and no candidates, whichever of these the
-    # predictions schema carries.
+    # No calls, so no verifier tokens or time.
     for c in ("verifier_prompt_tokens", "verifier_gen_tokens"):
         if c in columns:
             out[c] = 0
     if "verifier_wall_s" in columns:
         out["verifier_wall_s"] = 0.0
-    if "candidates" in columns:
-        out["candidates"] = json.dumps([])
     return out[columns]
 
 

@@ -6,8 +6,6 @@ check scoring against frames whose every number the test controls.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 
@@ -85,7 +83,9 @@ def predictions_df(
     on_failure: str = "uniform",
 ) -> pd.DataFrame:
     """One prediction cell in the schema of ``ambiemo.predictions``: each candidate mixes the human
-    distribution (weight ``quality``) with noise; the first candidate is the prediction."""
+    distribution (weight ``quality``) with noise; the first candidate is the prediction. The
+    candidates are kept as strategies record them in ``candidate_records`` (not a schema column;
+    ``candidates_table`` makes the candidates table of ``ambiemo.candidates`` from it)."""
     rng = np.random.default_rng(seed)
     p = manifest[[f"p_{x}" for x in labels]].to_numpy()
     n, k = p.shape
@@ -105,6 +105,8 @@ def predictions_df(
                     "verifier_score": None,
                     "weight": None,
                     "selected": c == 0,
+                    "prompt": "distribution@1",
+                    "label_order": list(labels),
                 }
             )
         first = cands[0]["p"]
@@ -128,7 +130,10 @@ def predictions_df(
             prompt_tokens=100 * budget,
             gen_tokens=12 * n_candidates,
             wall_s=0.1 * budget,
-            candidates=json.dumps(cands),
+            verifier_prompt_tokens=0,
+            verifier_gen_tokens=0,
+            verifier_wall_s=0.0,
+            candidate_records=cands,
         )
         rows.append(row)
     return pd.DataFrame(rows)
@@ -153,6 +158,19 @@ PARAMS = {
         "mixed_model_metric": "js",
     },
 }
+
+
+def candidates_table(frames, labels=LABELS) -> pd.DataFrame:
+    """The candidates table (``ambiemo.candidates``) of prediction frames made here."""
+    from ambiemo.candidates import KEY_COLUMNS, candidates_frame
+
+    frames = [frames] if isinstance(frames, pd.DataFrame) else frames
+    rows = [
+        (row, row["candidate_records"])
+        for df in frames
+        for row in df[[*KEY_COLUMNS, "candidate_records"]].to_dict("records")
+    ]
+    return candidates_frame(rows, labels)
 
 
 def cells(

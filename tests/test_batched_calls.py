@@ -29,7 +29,8 @@ class Counting(FakeModel):
 
 def one_at_a_time(model: FakeModel) -> FakeModel:
     """The same model, but every rating sent alone (the old way)."""
-    model.score_options_many = lambda reqs, opts, prefix="": [model.score_options(r, opts, prefix) for r in reqs]
+    one = FakeModel.score_options_many  # the base class's, one request at a time
+    model.score_options_many = lambda reqs, opts, prefix="": [one(model, [r], opts, prefix)[0] for r in reqs]
     return model
 
 

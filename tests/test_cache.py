@@ -14,7 +14,7 @@ import pytest
 
 from ambiemo.cache import DB_NAME, CachedModel, GenerationCache, generation_key, scoring_key
 from ambiemo.config import cache_dir
-from ambiemo.models.base import AudioLanguageModel, AudioRequest, Candidate, GenerationConfig, Message
+from ambiemo.models.base import AudioLanguageModel, AudioRequest, Candidate, GenerationConfig, Message, OptionScores
 
 
 class CountingModel(AudioLanguageModel):
@@ -69,7 +69,7 @@ class CountingModel(AudioLanguageModel):
 
     def score_options_many(self, requests, options, prefix=""):
         self.score_many_calls += 1
-        return [self.score_options(r, options, prefix) for r in requests]
+        return [OptionScores(self.score_options(r, options, prefix), 7, 0.125) for r in requests]
 
 
 def make_request(
@@ -559,6 +559,7 @@ def test_score_options_many_sends_only_the_misses_in_one_call(tmp_path: Path) ->
     assert inner.score_many_calls == 1
     out = model.score_options_many(reqs, ["a", "b"])
     assert inner.score_many_calls == 2 and inner.score_calls == 3  # u0 and u2 together; u1 from the cache
-    np.testing.assert_array_equal(out[1], first)
-    assert [list(x) for x in out] == [list(model.score_options(r, ["a", "b"])) for r in reqs]
+    np.testing.assert_array_equal(out[1].logprobs, first)
+    assert [list(x.logprobs) for x in out] == [list(model.score_options(r, ["a", "b"])) for r in reqs]
+    assert [(x.prompt_tokens, x.wall_s) for x in out] == [(7, 0.125)] * 3  # the usage, from the cache too
     assert inner.score_calls == 3  # everything cached now

@@ -17,6 +17,7 @@ import soundfile as sf
 import yaml
 
 from ambiemo.cache import DB_NAME
+from ambiemo.candidates import candidates_path
 from ambiemo.labels import AmbiguityBins, LabelSet
 from ambiemo.manifest import build_manifest, write_manifest
 
@@ -135,6 +136,7 @@ def test_kill_9_at_several_points_then_rerun_is_exact(manifest, tmp_path, strate
 
     params = _params(tmp_path / "crashed")
     cache, out = tmp_path / "crashed" / "cache", tmp_path / "crashed" / "pred.parquet"
+    candidates = candidates_path(out)
 
     # 1. during model load: the cache file exists, the model is still loading (load_s), nothing computed
     proc = _start(params, manifest, strategy, out)
@@ -151,8 +153,9 @@ def test_kill_9_at_several_points_then_rerun_is_exact(manifest, tmp_path, strate
 
     # 3. during the write: everything computed, half a file under the temporary name, the real name untouched
     proc = _start(params, manifest, strategy, out, slow_write=True)
-    _kill_when(proc, lambda: any(out.parent.glob(f".{out.name}.*.tmp")), "the write to begin")
-    assert not out.exists(), "a reader never sees half a file under the real name"
+    # (the candidates table is written first, then the predictions: the first write hangs)
+    _kill_when(proc, lambda: any(out.parent.glob(".pred*.parquet.*.tmp")), "the write to begin")
+    assert not out.exists() and not candidates.exists(), "a reader never sees half a file under the real name"
     assert _entries(cache) == N * n
     hits1, misses1 = _lookups(cache)
     assert hits1 - hits0 == done // n, "the utterances finished before the kill came from the cache"
@@ -163,4 +166,5 @@ def test_kill_9_at_several_points_then_rerun_is_exact(manifest, tmp_path, strate
     assert f"live model calls 0, cache hits {N}" in output
     assert _entries(cache) == N * n, "nothing duplicated"
     assert out.read_bytes() == reference.read_bytes()
-    assert not list(out.parent.glob(f".{out.name}.*.tmp")), "the killed writer's temporary file is gone"
+    assert candidates.read_bytes() == candidates_path(reference).read_bytes()
+    assert not list(out.parent.glob(".pred*.tmp")), "the killed writer's temporary file is gone"

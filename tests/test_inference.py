@@ -3,7 +3,6 @@ predictions table; reruns from the cache, resumption, failures and refusals."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -97,9 +96,11 @@ def test_baseline_end_to_end(manifest: Path, tmp_path: Path) -> None:
     # compute from the candidates' meta: one call, the fake's wall time, its token counts
     assert (pred.df["model_calls"] == 1).all() and (pred.df["verifier_calls"] == 0).all()
     np.testing.assert_allclose(pred.df["wall_s"], 0.5)
-    cand = pred.candidates(0)[0]
-    assert cand["selected"] and cand["p"] == pytest.approx([0.7, 0.1, 0.1, 0.1]) and cand["prompt"] == "distribution@1"
+    cand = pred.candidates.of("u0", "baseline", 1).iloc[0]
+    assert cand["selected"] and cand["prompt"] == "distribution@1" and cand["index"] == 0
+    np.testing.assert_allclose(cand[[f"p_{x}" for x in FOUR]].to_numpy(dtype=float), [0.7, 0.1, 0.1, 0.1])
     assert pred.df["gen_tokens"].iloc[0] == cand["n_tokens"] == len(ANSWERS["*"][0]) // 4
+    assert not pred.candidates.of("u3", "baseline", 1)["parsed_ok"].any()  # "I cannot tell." has no distribution
     assert df.attrs["usage"]["calls"] == N
 
 
@@ -126,7 +127,9 @@ def test_one_failure_is_recorded_and_the_share_decides_the_stage(manifest: Path,
     df = run_inference(params, "fake", "bon", manifest, tmp_path / "p.parquet")
     failed = df[df["utt_id"] == "u2"]
     assert len(failed) == 2 and not failed["parsed_ok"].any() and (failed["n_candidates"] == 0).all()
-    assert (failed["model_calls"] == 0).all() and (failed["candidates"] == "[]").all()
+    assert (failed["model_calls"] == 0).all()
+    cands = read_predictions(tmp_path / "p.parquet").candidates.df
+    assert "u2" not in set(cands["utt_id"]) and set(cands["utt_id"]) == {"u0", "u1", "u3", "u4"}
     assert list(df.attrs["meta"]["model_failures"]) == ["u2"]
     assert "scripted failure" in df.attrs["meta"]["model_failures"]["u2"]
     assert df.attrs["meta"]["failures_by_kind"] == {"audio": 0, "model": 1}
@@ -193,9 +196,11 @@ def test_budgets_from_one_call_where_sound(manifest: Path, tmp_path: Path) -> No
     assert sorted(df["budget"].unique()) == [1, 2, 4]
     sc = df[df["strategy"] == "self-consistency"].set_index(["utt_id", "budget"])
     # the 2-sample row holds the first two of the 4-sample row's candidates
-    c2, c4 = json.loads(sc.loc[("u0", 2), "candidates"]), json.loads(sc.loc[("u0", 4), "candidates"])
-    assert c2 == c4[:2]
-    assert sc.loc[("u0", 2), "gen_tokens"] == sum(c["n_tokens"] for c in c4[:2])
+    table = read_predictions(tmp_path / "sc.parquet").candidates
+    c2, c4 = table.of("u0", "self-consistency", 2), table.of("u0", "self-consistency", 4)
+    same = ["text", "logprob", "n_tokens", *(f"p_{x}" for x in FOUR), "index"]
+    pd.testing.assert_frame_equal(c2[same].reset_index(drop=True), c4[same].iloc[:2].reset_index(drop=True))
+    assert sc.loc[("u0", 2), "gen_tokens"] == c4["n_tokens"].iloc[:2].sum()
     assert sc.loc[("u0", 2), "model_calls"] == 1
 
     fake.requests_seen.clear()
@@ -310,20 +315,24 @@ def test_every_strategy_on_a_tiny_real_architecture(manifest: Path, tmp_path: Pa
         df = run_inference(params, "tiny", name, manifest, tmp_path / f"{name}.parquet", limit=2, model=model)
         assert len(df) == 2 * len(df[["strategy", "budget"]].drop_duplicates()), name
         assert df.attrs["meta"]["model_failures"] == {}, name
-        for raw in df["candidates"]:
-            for c in json.loads(raw):
-                assert c["logprob"] is not None and np.isfinite(c["logprob"]), name
+        table = read_predictions(tmp_path / f"{name}.parquet").candidates.df
+        assert len(table) == df["n_candidates"].sum() and np.isfinite(table["logprob"]).all(), name
         if name == "label-scoring":
             # p = softmax over labels of logsumexp over each label's written forms (stored per option)
             from scipy.special import logsumexp, softmax
 
-            cands = json.loads(df["candidates"].iloc[0])
-            lp = {c["text"]: c["logprob"] for c in cands}
+            first = table[table["utt_id"] == df["utt_id"].iloc[0]]
+            lp = dict(zip(first["text"], first["logprob"], strict=True))
             expected = softmax([logsumexp([lp[x], lp[x.title()]]) for x in FOUR])
             np.testing.assert_allclose(df[[f"p_{x}" for x in FOUR]].iloc[0], expected, rtol=1e-9)
             assert df["parsed_ok"].all()
+            # option scoring reports its prompt tokens and time on the real code path too
+            assert (df["prompt_tokens"] > 0).all() and (df["wall_s"] > 0).all() and (df["gen_tokens"] == 0).all()
+        if name == "alm-v":  # the tiny model verifies itself by scoring Yes/No: counted as the verifier's
+            rated = df["verifier_calls"] > 0  # only parsed candidates are rated; a noise model's may not parse
+            assert ((df["verifier_prompt_tokens"] > 0) == rated).all() and ((df["verifier_wall_s"] > 0) == rated).all()
         if name == "bon":
-            cands = json.loads(df["candidates"].iloc[0])
+            cands = table[(table["utt_id"] == df["utt_id"].iloc[0]) & (table["budget"] == 2)]
             assert len(cands) == 2 and df.attrs["meta"]["provenance"]["strategy"]["candidate_source"] == "beam"
     assert model.usage.calls > 0
 
@@ -340,6 +349,7 @@ def test_a_cell_the_model_cannot_serve_is_written_as_skipped(manifest: Path, tmp
     written = read_predictions(out)
     assert len(df) == 0 and len(written) == 0 and written.meta["skipped"] == "needs logprobs"
     assert list(written.df.columns) == prediction_columns(written.labels)
+    assert len(written.candidates) == 0 and written.candidates.meta["skipped"] == "needs logprobs"
 
 
 # -- errors are classified, not swallowed ------------------------------------------------------------

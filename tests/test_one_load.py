@@ -29,7 +29,8 @@ def test_one_load_per_dataset_and_model(manifest: Path, tmp_path: Path, monkeypa
     params["strategies"]["verifier"] = {"model": "tiny", "method": "options"}  # the model verifies itself
     tables = run_strategies(params, "tiny", STRATEGIES, manifest, tmp_path / "out")
     assert loads == ["tiny"]  # six strategies (one of them with a verifier), one load
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"{s}.parquet" for s in STRATEGIES)
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == sorted([f"{s}.parquet" for s in STRATEGIES] + [f"{s}.candidates.parquet" for s in STRATEGIES])
     assert all(len(read_predictions(tmp_path / "out" / f"{s}.parquet").df) >= N for s in STRATEGIES)
 
     first = {s: (tmp_path / "out" / f"{s}.parquet").read_bytes() for s in STRATEGIES}

@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 import yaml
 from scipy.spatial.distance import jensenshannon
-from synthetic import LABELS, PARAMS, manifest_df, predictions_df
+from synthetic import LABELS, PARAMS, candidates_table, manifest_df, predictions_df
 from typer.testing import CliRunner
 
 from ambiemo import manifest as mm
 from ambiemo import scoring
+from ambiemo.candidates import write_candidates
 from ambiemo.labels import LabelSet
 from ambiemo.layout import Layout
 from ambiemo.predictions import write_predictions
@@ -56,6 +57,13 @@ def _layout(tmp_path, manifest, cells, datasets=("demo",), skipped=(), failures=
                 label_set="four",
                 provenance=PROV,
                 **meta,
+            )
+            write_candidates(  # beside each predictions table, as the infer stage writes it
+                candidates_table(df),
+                layout.candidates(dataset, model, strategy),
+                labels=LABELS,
+                label_set="four",
+                provenance=PROV,
             )
     return params, layout
 

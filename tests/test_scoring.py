@@ -12,7 +12,7 @@ import pytest
 import yaml
 from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import accuracy_score, f1_score, recall_score
-from synthetic import LABELS, PARAMS, cells, manifest_df, predictions_df
+from synthetic import LABELS, PARAMS, candidates_table, cells, manifest_df, predictions_df
 from typer.testing import CliRunner
 
 from ambiemo import scoring
@@ -25,7 +25,8 @@ def manifest():
 
 @pytest.fixture(scope="module")
 def scores(manifest):
-    return scoring.score_predictions(manifest, cells(manifest, budgets={"bon": [2, 4]}), PARAMS)
+    preds = cells(manifest, budgets={"bon": [2, 4]})
+    return scoring.score_predictions(manifest, preds, PARAMS, candidates=candidates_table(preds))
 
 
 def test_scores_have_one_row_per_utterance_and_cell(scores, manifest):
@@ -97,18 +98,17 @@ def test_tie_policies_change_the_hard_label_count(manifest):
     assert got["any"]["accuracy"] >= got["first"]["accuracy"]
 
 
-def _recorded(dists: list[list[float] | None]) -> str:
-    """Candidates as inference stores them: ``strategies.record`` of real candidates, JSON-encoded."""
+def _recorded(dists: list[list[float] | None]) -> list[dict]:
+    """Candidates as inference records them: ``strategies.record`` of real candidates."""
     from ambiemo.models.base import Candidate
     from ambiemo.prompts import Prompt
     from ambiemo.strategies import record
 
     prompt = Prompt("distribution@1", (), LABELS)
-    cands = [
+    return [
         record(Candidate(f"cand {i}", -1.0, None, 5), None if d is None else np.asarray(d), prompt)
         for i, d in enumerate(dists)
     ]
-    return json.dumps(cands, sort_keys=True)
 
 
 def test_oracle_picks_the_candidate_closest_to_the_humans():
@@ -116,10 +116,11 @@ def test_oracle_picks_the_candidate_closest_to_the_humans():
     # the humans: u000 unanimous "angry" (index 2), u001 unanimous "happy" (index 1)
     assert man["majority"].tolist()[:2] == ["angry", "happy"] and not man["majority_tie"][:2].any()
     preds = predictions_df(man, "small", "bon", budget=3, seed=0)
-    preds.loc[0, "candidates"] = _recorded([[0.5, 0.3, 0.2, 0.0], None, [0.1, 0.2, 0.6, 0.1]])
-    preds.loc[1, "candidates"] = _recorded([None, [0.7, 0.3, 0.0, 0.0]])
-    preds.loc[2, "candidates"] = _recorded([None, None])
-    s = scoring.score_predictions(man, preds, PARAMS).set_index("utt_id")
+    preds.at[0, "candidate_records"] = _recorded([[0.5, 0.3, 0.2, 0.0], None, [0.1, 0.2, 0.6, 0.1]])
+    preds.at[1, "candidate_records"] = _recorded([None, [0.7, 0.3, 0.0, 0.0]])
+    preds.at[2, "candidate_records"] = _recorded([None, None])
+    table = candidates_table(preds)  # the candidates table, one row per candidate (ambiemo.candidates)
+    s = scoring.score_predictions(man, preds, PARAMS, candidates=table).set_index("utt_id")
 
     first = s.loc["u000"]  # the third candidate is closer to one-hot "angry" and its top label is "angry"
     truth = [0.0, 0.0, 1.0, 0.0]
@@ -269,6 +270,7 @@ def test_write_read_scores_round_trip_is_byte_identical(scores, tmp_path):
 
 def test_cli_scores_and_summarises(manifest, tmp_path):
     mm = pytest.importorskip("ambiemo.manifest")
+    from ambiemo.candidates import candidates_path, write_candidates
     from ambiemo.cli import app
     from ambiemo.labels import LabelSet
     from ambiemo.tables import write_table
@@ -284,9 +286,9 @@ def test_cli_scores_and_summarises(manifest, tmp_path):
     pred_dir = tmp_path / "predictions"
     pred_dir.mkdir()
     for df in cells(manifest):
-        write_table(
-            df, pred_dir / f"{df['model'][0]}-{df['strategy'][0]}.parquet", {"label_set": {"labels": list(LABELS)}}
-        )
+        path = pred_dir / f"{df['model'][0]}-{df['strategy'][0]}.parquet"
+        write_table(df.drop(columns=["candidate_records"]), path, {"label_set": {"labels": list(LABELS)}})
+        write_candidates(candidates_table(df), candidates_path(path), labels=LABELS, label_set="four", provenance={})
     params_path = tmp_path / "params.yaml"
     # a params file the CLI accepts (the params schema wants an adapter per model)
     models = {k: {"adapter": "fake", **v} for k, v in PARAMS["models"].items()}
@@ -413,7 +415,9 @@ def crema():
             "prompt_tokens": 0,
             "gen_tokens": 0,
             "wall_s": 0.0,
-            "candidates": "[]",
+            "verifier_prompt_tokens": 0,
+            "verifier_gen_tokens": 0,
+            "verifier_wall_s": 0.0,
         }
     )
     summary_table = pd.read_csv(CREMA / "summaryTable.csv", index_col=0).set_index("FileName")

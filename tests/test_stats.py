@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy.stats import wilcoxon
 from statsmodels.stats.multitest import multipletests
-from synthetic import PARAMS, cells, manifest_df
+from synthetic import PARAMS, candidates_table, cells, manifest_df
 
 from ambiemo import scoring, stats
 
@@ -17,7 +17,8 @@ from ambiemo import scoring, stats
 @pytest.fixture(scope="module")
 def scores():
     man = manifest_df(n=32, seed=5)
-    return scoring.score_predictions(man, cells(man, budgets={"bon": [2, 4]}), PARAMS)
+    preds = cells(man, budgets={"bon": [2, 4]})
+    return scoring.score_predictions(man, preds, PARAMS, candidates=candidates_table(preds))
 
 
 # --------------------------------------------------------------------------- weighted metrics = resampled metrics

@@ -20,6 +20,12 @@ from ambiemo.strategies.ensembles import label_votes
 
 FOUR = ("neutral", "happy", "angry", "sad")
 UTT = Utterance("u0", np.zeros(1600, dtype=np.float32), 16000)
+BOOK = PromptBook(FOUR, seed=0, label_order="canonical")  # what ``run`` asks with
+
+
+def fake_prompt_tokens(messages) -> int:
+    """The fake model's token count of a prompt, as its docstring states it: words + 25."""
+    return sum(len(m.text.split()) for m in messages) + 25
 
 
 def answer(**shares: float) -> str:
@@ -168,7 +174,8 @@ def test_label_scoring_softmax_over_summed_variants() -> None:
     (row,) = run("label-scoring", FakeModel(option_logprobs=logp), [1])
     per_label = [logsumexp([logp[x], logp[x.title()]]) for x in FOUR]
     np.testing.assert_allclose(row.p, scipy_softmax(per_label), rtol=1e-12)
-    assert row.cost.model_calls == 1 and row.cost.prompt_tokens is None and row.cost.gen_tokens == 0
+    assert row.cost.model_calls == 1 and row.cost.gen_tokens == 0
+    assert row.cost.prompt_tokens == fake_prompt_tokens(BOOK.ask("single", "u0").messages)  # option scoring counts
     (row,) = run("label-scoring", FakeModel(option_logprobs=logp), [1], **{"label-scoring": {"variants": ["lower"]}})
     np.testing.assert_allclose(row.p, scipy_softmax([logp[x] for x in FOUR]), rtol=1e-12)
 
@@ -218,10 +225,13 @@ def test_cost_accounting() -> None:
         Candidate("b", -1.0, None, 5, {"prompt_tokens": 10, "wall_s": 0.25}),
     ]
     cost = Cost().add(cands).add(cands[:1], verifier=True)
-    assert (cost.model_calls, cost.verifier_calls, cost.prompt_tokens, cost.gen_tokens) == (1, 1, 20, 11)
-    assert cost.wall_s == 0.75
-    assert Cost().add(cands).add_scoring().prompt_tokens is None
-    assert math.isnan(Cost().add_scoring().wall_s)
+    # one request's prompt counts once; the verifier's request is its own (interface: model and verifier apart)
+    assert (cost.model_calls, cost.prompt_tokens, cost.gen_tokens, cost.wall_s) == (1, 10, 8, 0.5)
+    assert (cost.verifier_calls, cost.verifier_prompt_tokens, cost.verifier_gen_tokens) == (1, 10, 3)
+    assert cost.verifier_wall_s == 0.25
+    unknown = Candidate("c", -1.0, None, 2, {"prompt_tokens": None})  # a route that reports neither
+    later = Cost().add(cands).add([unknown])
+    assert later.prompt_tokens is None and math.isnan(later.wall_s) and later.gen_tokens == 10
 
 
 def test_settings_by_profile_and_ratings() -> None:
@@ -260,3 +270,46 @@ def test_w_bon_refuses_a_zero_temperature_before_any_call() -> None:
 
 def test_a_negative_number_is_no_rating() -> None:
     assert parse_rating("-3") is None and parse_rating("7/10") == 0.7
+
+
+# --------------------------------------------------------------------------- compute, model and verifier apart
+
+
+def test_label_scoring_charges_its_prompt_tokens_and_seconds_to_the_model() -> None:
+    (row,) = run("label-scoring", FakeModel(option_logprobs={"happy": -0.1}, wall_s=0.25), [1])
+    c = row.cost
+    assert (c.model_calls, c.gen_tokens, c.wall_s) == (1, 0, 0.25)
+    assert c.prompt_tokens == fake_prompt_tokens(BOOK.ask("single", "u0").messages)
+    assert (c.verifier_calls, c.verifier_prompt_tokens, c.verifier_gen_tokens, c.verifier_wall_s) == (0, 0, 0, 0.0)
+
+
+@pytest.mark.parametrize("method", ["options", "generate"])
+def test_verifier_usage_is_counted_apart_from_the_model(method: str) -> None:
+    # The model: one beam call of 3 candidates (0.3 s shared among them); the verifier rates each (0.5 s per request).
+    model = FakeModel(script=scripted(THREE), wall_s=0.3)
+    ratings = {A: "3", B: "9", C: "7"}
+    verifier = FakeModel(
+        ratings=ratings, option_logprobs={"Yes": -0.2, "No": -1.0}, option_scoring=method == "options", wall_s=0.5
+    )
+    (row,) = run("alm-v", model, [3], verifier)  # method auto: options where the verifier scores them
+    task = BOOK.ask("distribution", "u0")
+    c = row.cost
+    assert c.model_calls == 1 and c.prompt_tokens == fake_prompt_tokens(task.messages)
+    assert c.gen_tokens == 3 + 8 + 4 and c.wall_s == pytest.approx(0.3)
+    asked = [BOOK.verifier(task, text, method) for text, _, _ in THREE]
+    assert c.verifier_calls == 3
+    assert c.verifier_prompt_tokens == sum(fake_prompt_tokens(m) for m in asked)
+    assert c.verifier_wall_s == pytest.approx(3 * 0.5)
+    # a rating reply's tokens are the fake's max(1, len(text) // 4): one each; option scoring generates none
+    assert c.verifier_gen_tokens == (0 if method == "options" else 3)
+
+
+def test_an_unknown_token_count_stays_unknown() -> None:
+    from ambiemo.models.base import OptionScores
+
+    cost = Cost().add_scoring(OptionScores(np.zeros(2), prompt_tokens=None, wall_s=0.5), verifier=True)
+    cost.add_scoring(OptionScores(np.zeros(2), prompt_tokens=12, wall_s=0.25), verifier=True)
+    assert cost.verifier_prompt_tokens is None and cost.verifier_wall_s == 0.75 and cost.prompt_tokens == 0
+    total = cost + Cost(model_calls=1, prompt_tokens=5, gen_tokens=2, wall_s=1.0)
+    assert (total.prompt_tokens, total.gen_tokens, total.model_calls, total.verifier_calls) == (5, 2, 1, 2)
+    assert total.verifier_prompt_tokens is None

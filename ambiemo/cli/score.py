@@ -17,6 +17,8 @@ from typing import Annotated
 
 import typer
 
+from ambiemo.candidates import is_candidates_path
+
 app = typer.Typer(
     help="Score predictions against the human vote distributions, and summarise scores.",
     no_args_is_help=True,
@@ -45,7 +47,7 @@ def _prediction_files(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(path.rglob("*.parquet"))
+            found = sorted(p for p in path.rglob("*.parquet") if not is_candidates_path(p))  # read with their own
             if not found:
                 raise typer.BadParameter(
                     f"{path}: folder holds no .parquet prediction files", param_hint="--predictions"

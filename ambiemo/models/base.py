@@ -10,9 +10,11 @@ What the pipeline calls on an adapter is all declared on ``AudioLanguageModel``:
 
 - ``from_spec(key, spec, **kwargs)`` builds it from its ``params.yaml`` entry and
   ``spec_capabilities(spec)`` says what that entry can do without building it;
-- ``generate`` and ``score_options`` are template methods: they check the request, call the
-  adapter's ``_generate`` / ``_score_options`` and count ``usage`` once, here, from what the
-  adapter returns (no adapter touches ``usage``);
+- ``generate`` and ``score_options`` / ``score_options_many`` are template methods: they check the
+  request, call the adapter's ``_generate`` / ``_score_options`` and count ``usage`` once, here,
+  from what the adapter returns (no adapter touches ``usage``); ``score_options_many`` returns
+  each request's ``OptionScores`` (log-probabilities, prompt tokens, seconds), so option scoring
+  is counted in a row's compute like generation;
 - ``identity`` names the outputs in caches and provenance: the route, the adapter's ``version``,
   the checkpoint and revision, and ``settings_sha256``, a canonical hash of every
   output-affecting key of the params entry. The params key itself is not part of it (renaming a
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -182,13 +185,14 @@ class Capabilities:
 
 @dataclass
 class OptionScores:
-    """What an adapter's ``_score_options`` returns: ``log p(prefix + option | request)`` per option
-    (NaN throughout for a failed request), the prompt's tokens (None where the route reports none)
-    and the seconds the call took."""
+    """What an adapter's ``_score_options`` returns, and ``score_options_many`` gives back:
+    ``log p(prefix + option | request)`` per option (NaN throughout for a failed request), the
+    prompt's tokens (None where the route reports none) and the seconds the call took (NaN where
+    unknown). The generation cache stores all three, so a rerun reports the first run's usage."""
 
     logprobs: np.ndarray
     prompt_tokens: int | None = None
-    wall_s: float = 0.0
+    wall_s: float = math.nan
     cost_usd: float = 0.0  # what the call cost (API routes)
 
 
@@ -355,14 +359,16 @@ class AudioLanguageModel:
         if not options:
             raise ValueError(f"utterance {request.utt_id!r}: score_options needs at least one option")
         request.audio_turn()
-        return self._count_scores(self._score_options(request, options, prefix), len(options))
+        return self._count_scores(self._score_options(request, options, prefix), len(options)).logprobs
 
     def score_options_many(
         self, requests: Sequence[AudioRequest], options: Sequence[str], prefix: str = ""
-    ) -> list[np.ndarray]:
+    ) -> list[OptionScores]:
         """``score_options`` for several requests in one call (a verifier rating B candidates of a
-        batch of utterances, label scoring a batch): routes that can run them together (an API's
-        concurrent requests) override ``_score_options_many``; usage is counted per request."""
+        batch of utterances, label scoring a batch), each with what it cost (``OptionScores``: the
+        log-probabilities, the prompt's tokens, the call's seconds): routes that can run them together
+        (an API's concurrent requests) override ``_score_options_many``; usage is counted per request.
+        Strategies call this one, so that a row's compute includes its option scoring."""
         requests, options = list(requests), list(options)
         if not requests:
             return []
@@ -377,7 +383,9 @@ class AudioLanguageModel:
             raise RuntimeError(f"model {self.key!r} scored {len(outs)} requests for {len(requests)}")
         return [self._count_scores(out, len(options)) for out in outs]
 
-    def _count_scores(self, out: OptionScores, n_options: int) -> np.ndarray:
+    def _count_scores(self, out: OptionScores, n_options: int) -> OptionScores:
+        if not isinstance(out, OptionScores):
+            raise TypeError(f"model {self.key!r}: _score_options must return OptionScores, got {type(out).__name__}")
         logprobs = np.asarray(out.logprobs, dtype=np.float64)
         if logprobs.shape != (n_options,):
             raise RuntimeError(f"model {self.key!r} scored {logprobs.shape} for {n_options} options")
@@ -387,7 +395,8 @@ class AudioLanguageModel:
         else:
             self.usage.calls += 1
             self.usage.prompt_tokens += int(out.prompt_tokens or 0)
-        return logprobs
+        tokens = None if out.prompt_tokens is None else int(out.prompt_tokens)
+        return replace(out, logprobs=logprobs, prompt_tokens=tokens, wall_s=float(out.wall_s))
 
     def _score_options_many(self, requests: list[AudioRequest], options: list[str], prefix: str) -> list[OptionScores]:
         """One ``_score_options`` per request, in order; override where the route can do better."""

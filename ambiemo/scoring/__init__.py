@@ -25,11 +25,13 @@ A parse failure (``parsed_ok`` False) keeps the fallback distribution the predic
 it counts as wrong for the hard-label ones; ``summarise`` reports the failure rate beside every
 number.
 
-**Oracle readout.** Each prediction row stores its candidates (JSON) with their parsed
-distributions. ``oracle_js`` is the JS distance of the candidate closest to the human
-distribution, a ceiling no selection rule that cannot see the labels reaches; ``oracle_bc`` and
-``oracle_correct`` describe that same candidate, ``pass_at_n`` says whether any candidate's top
-label is the majority label, and ``oracle_n_parsed`` how many candidates parsed.
+**Oracle readout.** Each prediction row's candidates, with their parsed distributions, are in
+the candidates table beside the predictions (``ambiemo.candidates``; ``score_predictions`` reads
+it through ``Predictions.candidates`` or takes it as ``candidates=``). ``oracle_js`` is the JS
+distance of the candidate closest to the human distribution, a ceiling no selection rule that
+cannot see the labels reaches; ``oracle_bc`` and ``oracle_correct`` describe that same candidate,
+``pass_at_n`` says whether any candidate's top label is the majority label, and
+``oracle_n_parsed`` how many candidates parsed.
 
 ``summarise`` reduces scores to one row per dataset × model × strategy × budget (× ambiguity
 bin, with ``ambiguity == "all"`` for the whole set): every metric of ``ambiemo.metrics.METRICS``,
@@ -66,7 +68,7 @@ from ambiemo.scoring.schema import (
     scoring_params,
     write_scores,
 )
-from ambiemo.scoring.scores import candidate_distribution, parse_candidates, score_predictions
+from ambiemo.scoring.scores import candidate_distributions, score_predictions
 from ambiemo.scoring.summaries import (
     at_largest_budget,
     compute_matched,
@@ -90,8 +92,8 @@ __all__ = [
     "ScoreRun",
     "ScoringError",
     "at_largest_budget",
+    "candidate_distributions",
     "compute_matched",
-    "candidate_distribution",
     "compute_table",
     "conventions",
     "gain_over_baseline",
@@ -102,7 +104,6 @@ __all__ = [
     "overall",
     "params_of",
     "params_subset",
-    "parse_candidates",
     "read_predictions",
     "read_result",
     "read_scores",

@@ -85,7 +85,7 @@ def levels(
     return vals if include_all else [v for v in vals if v != ALL]
 
 
-def read_predictions(paths: Iterable[Any]) -> list[pd.DataFrame]:
+def read_predictions(paths: Iterable[Any]) -> list[Any]:
     """Read prediction tables (``ambiemo.predictions.read_predictions`` where it exists, which
     checks the schema; the bare parquet otherwise)."""
     try:
@@ -98,7 +98,7 @@ def read_predictions(paths: Iterable[Any]) -> list[pd.DataFrame]:
     for path in paths:
         if _read is not None:
             got = _read(path)
-            frames.append(got.df if hasattr(got, "df") else got[0] if isinstance(got, tuple) else got)
+            frames.append(got)  # the Predictions object: scoring reads its candidates table through it
         else:
             frames.append(read_table(path)[0])
     return frames

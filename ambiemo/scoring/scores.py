@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,13 +26,18 @@ from ambiemo.scoring.schema import (
 # --------------------------------------------------------------------------- scoring
 
 
-def score_predictions(manifest: Any, predictions: Any, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+def score_predictions(
+    manifest: Any, predictions: Any, params: Mapping[str, Any] | None = None, candidates: Any = None
+) -> pd.DataFrame:
     """Per-utterance scores of ``predictions`` against ``manifest`` (see the module docstring).
 
     ``manifest`` is an ``ambiemo.manifest.Manifest`` or a DataFrame with the manifest's columns;
     ``predictions`` one prediction table or a list of them (for example one per cell), each an
     ``ambiemo.predictions.Predictions`` or a DataFrame. ``params`` is the
     whole params mapping: its ``scoring`` section and ``models.<key>.params_b`` are used.
+    The oracle readout and pass@N come from the candidates tables (``ambiemo.candidates``): those of
+    predictions read from files (``Predictions.candidates``) and ``candidates`` (a table or a list
+    of them, for predictions given as DataFrames); rows without candidates get NaN there.
     Utterances of the manifest that a cell has no prediction for are counted in
     ``scores.attrs["missing"]``; predictions for utterances the manifest lacks are an error.
     """
@@ -107,7 +110,7 @@ def score_predictions(manifest: Any, predictions: Any, params: Mapping[str, Any]
     out["confidence"] = per_row(lambda _p, qq: M.confidence(qq, y_pred[has_q]))
     out["correct"] = M.correct(y_true, y_pred)
     out["plausible"] = M.plausible(p_true, y_pred).astype(float)
-    oracle = _oracle(df, labels, p_true, y_true, base)
+    oracle = _oracle(df, _candidate_frames(predictions, candidates), labels, p_true, y_true, base)
     for c in oracle:
         out[c] = oracle[c]
     for j, x in enumerate(labels):
@@ -242,41 +245,44 @@ def _missing(preds: pd.DataFrame, mdf: pd.DataFrame) -> dict[str, int]:
     return {"/".join(str(k) for k in key): int(n - c) for key, c in counts.items() if c < n}
 
 
-def parse_candidates(raw: Any) -> list[dict[str, Any]]:
-    """The ``candidates`` cell of a prediction row as a list of dicts ([] when absent)."""
-    if raw is None or (isinstance(raw, float) and math.isnan(raw)) or raw == "":
-        return []
-    items = json.loads(raw) if isinstance(raw, (str, bytes)) else raw
-    if not isinstance(items, list):
-        raise ScoringError(f"candidates must be a JSON list, got {type(items).__name__}")
-    return [c for c in items if isinstance(c, dict)]
+def _candidate_frames(predictions: Any, candidates: Any) -> pd.DataFrame | None:
+    """The candidates tables to read the oracle from: ``candidates`` (a table, a ``Candidates``, or a
+    list of either) and that of every ``Predictions`` read from a file (``Predictions.candidates``).
+    None when there are none (bare DataFrames without ``candidates``)."""
+    items = [] if candidates is None else candidates if isinstance(candidates, (list, tuple)) else [candidates]
+    preds = predictions if isinstance(predictions, (list, tuple)) else [predictions]
+    items = [*items, *(p.candidates for p in preds if getattr(p, "path", None) is not None and hasattr(p, "meta"))]
+    frames = [c.df if hasattr(c, "df") else c for c in items]
+    bad = [type(f).__name__ for f in frames if not isinstance(f, pd.DataFrame)]
+    if bad:
+        raise TypeError(f"candidates must be ambiemo Candidates or DataFrames (or a list of them), got {bad}")
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else None
 
 
-def candidate_distribution(cand: Mapping[str, Any], labels: Sequence[str]) -> np.ndarray | None:
-    """A candidate's parsed distribution in label order, or None if it did not parse.
-
-    The parsed distribution is stored under ``p`` as a list in label-set order (``ambiemo.predictions``);
-    ``parsed`` or ``distribution`` and a {label: probability} mapping are read too. It is renormalised: parsers return
-    proportions, and a candidate's probabilities that do not add up are read as proportions.
-    """
-    d = next((cand[k] for k in ("p", "parsed", "distribution") if k in cand), None)
-    if d is None:
-        return None
-    if isinstance(d, Mapping):
-        vec = np.array([float(d.get(x, 0.0) or 0.0) for x in labels])
-    else:
-        vec = np.asarray(d, dtype=float)
-        if vec.shape != (len(labels),):
-            return None
-    total = vec.sum()
-    if not np.isfinite(vec).all() or (vec < 0).any() or total <= 0:
-        return None
-    return vec / total
+def candidate_distributions(cands: pd.DataFrame, labels: Sequence[str]) -> tuple[pd.DataFrame, np.ndarray]:
+    """The parsed candidates of a candidates table (``ambiemo.candidates``) and their distributions in
+    label order, renormalised (parsers return proportions; the table stores them as parsed)."""
+    missing = [c for c in ("utt_id", *KEYS, "index", "parsed_ok", *(f"p_{x}" for x in labels)) if c not in cands]
+    if missing:
+        raise ScoringError(f"candidates lack column(s) {missing}; read them with ambiemo.candidates.read_candidates")
+    parsed = cands[cands["parsed_ok"].astype(bool)]
+    q = parsed[[f"p_{x}" for x in labels]].to_numpy(dtype=float)
+    total = q.sum(axis=1)
+    usable = np.isfinite(q).all(axis=1) & (q >= 0).all(axis=1) & (total > 0)
+    return parsed[usable].reset_index(drop=True), q[usable] / total[usable, None]
 
 
 def _oracle(
-    df: pd.DataFrame, labels: Sequence[str], p_true: np.ndarray, y_true: np.ndarray, base: Any
+    df: pd.DataFrame,
+    cands: pd.DataFrame | None,
+    labels: Sequence[str],
+    p_true: np.ndarray,
+    y_true: np.ndarray,
+    base: Any,
 ) -> dict[str, np.ndarray]:
+    """The best parsed candidate of each prediction row by JS distance to the humans (the first in
+    the model's order on a tie), and pass@N: whether any parsed candidate's top label is the majority."""
     n = len(df)
     out = {
         "oracle_js": np.full(n, np.nan),
@@ -285,21 +291,34 @@ def _oracle(
         "oracle_n_parsed": np.zeros(n, dtype=int),
         "pass_at_n": np.full(n, np.nan),
     }
-    if "candidates" not in df.columns:
+    if cands is None:
         return out
-    for i, raw in enumerate(df["candidates"].to_numpy()):
-        dists = [d for d in (candidate_distribution(c, labels) for c in parse_candidates(raw)) if d is not None]
-        out["oracle_n_parsed"][i] = len(dists)
-        if not dists:
-            continue
-        cand = np.vstack(dists)
-        truth = np.repeat(p_true[i : i + 1], len(cand), axis=0)
-        js = M.js_distance(truth, cand, base=base)
-        best = int(np.argmin(js))  # first best on a tie: candidate order is the model's
-        out["oracle_js"][i] = js[best]
-        out["oracle_bc"][i] = M.bhattacharyya_coefficient(truth[:1], cand[best : best + 1])[0]
-        if y_true[i] >= 0:
-            tops = cand.argmax(axis=1)
-            out["oracle_correct"][i] = float(tops[best] == y_true[i])
-            out["pass_at_n"][i] = float((tops == y_true[i]).any())
+    parsed, q = candidate_distributions(cands, labels)
+    if not len(parsed):
+        return out
+    keys = [*KEYS, "utt_id"]
+    where = pd.Series(np.arange(n), index=pd.MultiIndex.from_frame(df[keys].astype(str)))
+    at = pd.MultiIndex.from_frame(parsed[keys].astype(str))
+    known = at.isin(where.index)
+    if not known.all():
+        stray = "/".join(at[int(np.argmax(~known))])
+        raise ScoringError(
+            f"{int((~known).sum())} candidate(s) belong to no prediction row, e.g. {stray}; "
+            "were the candidates and predictions written by different runs?"
+        )
+    row = where.reindex(at).to_numpy(dtype=int)
+    js = M.js_distance(p_true[row], q, base=base)
+    bc = M.bhattacharyya_coefficient(p_true[row], q)
+    tops = q.argmax(axis=1)
+    order = pd.DataFrame({"row": row, "js": js, "index": parsed["index"].to_numpy(dtype=int)})
+    best = order.sort_values(["row", "js", "index"], kind="stable").drop_duplicates("row").index.to_numpy()
+    out["oracle_n_parsed"] = np.bincount(row, minlength=n)
+    out["oracle_js"][row[best]] = js[best]
+    out["oracle_bc"][row[best]] = bc[best]
+    hard = y_true[row] >= 0
+    correct = np.where(hard, (tops == y_true[row]).astype(float), np.nan)
+    out["oracle_correct"][row[best]] = correct[best]
+    hits = np.bincount(row[hard], weights=correct[hard], minlength=n)
+    rows_hard = np.bincount(row[hard], minlength=n) > 0
+    out["pass_at_n"][rows_hard] = (hits[rows_hard] > 0).astype(float)
     return out

@@ -32,13 +32,15 @@ Shared rules, stated once:
   search cannot be cut that way (the best 2 of a 3-beam search are not what a 2-beam search
   finds), so every beam width is its own call; ``w-bon`` asks the same beam calls as ``bon``
   and ``alm-v`` asks them with its B, which the generation cache answers without new compute.
-- Compute is read from the candidates (their ``meta``), never from live counters, so a rerun
-  answered by the cache writes identical rows.
+- Compute is read from the candidates (their ``meta``) and the option scores (``OptionScores``),
+  never from live counters, so a rerun answered by the cache writes identical rows. ``Cost`` keeps
+  the model's own usage (option scoring included) apart from the verifier's.
 
 The ``oracle`` readout (the best stored candidate against the human distribution, the ceiling a
 perfect selector would reach) needs the ground truth, so it is not a strategy that runs: scoring
 computes it (``ambiemo.scoring``: ``oracle_js``, ``pass_at_n``) from each candidate's parsed
-distribution, which every row stores in its ``candidates`` JSON.
+distribution, which the inference stage writes to the candidates table beside each predictions
+table (``ambiemo.candidates``: one row per candidate of ``Row.candidates``).
 
 Modules: ``base`` (the contract, the registry, ``record``), ``one_shot`` (baseline, cot),
 ``candidates`` (bon, w-bon, alm-v, w-alm-v and their one ``combine``), ``ensembles``

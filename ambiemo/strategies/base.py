@@ -10,7 +10,14 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from ambiemo.models.base import AudioLanguageModel, AudioRequest, Candidate, CapabilityError, GenerationConfig
+from ambiemo.models.base import (
+    AudioLanguageModel,
+    AudioRequest,
+    Candidate,
+    CapabilityError,
+    GenerationConfig,
+    OptionScores,
+)
 from ambiemo.parsing import parse_distribution
 from ambiemo.prompts import Prompt, PromptBook
 from ambiemo.registry import Registry
@@ -25,53 +32,68 @@ class Utterance:
     sample_rate: int
 
 
+def _plus(a: int | None, b: int | None) -> int | None:
+    """Token counts add up; one unknown (None) makes the sum unknown."""
+    return None if a is None or b is None else a + b
+
+
 @dataclass
 class Cost:
-    """Compute behind one prediction row."""
+    """Compute behind one prediction row: the model's own (``prompt_tokens``, ``gen_tokens``,
+    ``wall_s``, option scoring included) and the verifier's (``verifier_*``), kept apart.
+
+    A token count is None where a route reports none (it stays unknown when added to); seconds
+    are NaN where unknown. Everything is read from the candidates' ``meta`` and the
+    ``OptionScores`` the calls returned, never from live counters, so a rerun answered by the
+    cache gives the same cost.
+    """
 
     model_calls: int = 0
     verifier_calls: int = 0
-    prompt_tokens: int | None = 0  # None: a route reported none (option scoring)
+    prompt_tokens: int | None = 0
     gen_tokens: int = 0
-    wall_s: float = 0.0  # NaN: unknown
+    wall_s: float = 0.0
+    verifier_prompt_tokens: int | None = 0
+    verifier_gen_tokens: int = 0
+    verifier_wall_s: float = 0.0
 
     def add(self, candidates: Sequence[Candidate], *, verifier: bool = False) -> Cost:
         """One request's candidates (or the first few of them, for a derived budget)."""
-        if verifier:
-            self.verifier_calls += 1
-        else:
-            self.model_calls += 1
+        tokens: int | None = 0
         if candidates:
-            tokens = candidates[0].meta.get("prompt_tokens")
-            self.prompt_tokens = (
-                None if tokens is None or self.prompt_tokens is None else self.prompt_tokens + int(tokens)
-            )
-        self.gen_tokens += sum(int(c.n_tokens) for c in candidates)
-        self.wall_s += sum(float(c.meta.get("wall_s", math.nan)) for c in candidates)
-        return self
+            first = candidates[0].meta.get("prompt_tokens")
+            tokens = None if first is None else int(first)
+        gen = sum(int(c.n_tokens) for c in candidates)
+        wall = sum(float(c.meta.get("wall_s", math.nan)) for c in candidates)
+        return self._charge(verifier, tokens, gen, wall)
 
-    def add_scoring(self, *, verifier: bool = False) -> Cost:
-        """One ``score_options`` request: no tokens or time reported by the contract."""
+    def add_scoring(self, scores: OptionScores, *, verifier: bool = False) -> Cost:
+        """One option-scoring request: its prompt tokens and seconds (no tokens are generated)."""
+        return self._charge(verifier, scores.prompt_tokens, 0, float(scores.wall_s))
+
+    def _charge(self, verifier: bool, prompt_tokens: int | None, gen_tokens: int, wall_s: float) -> Cost:
         if verifier:
             self.verifier_calls += 1
+            self.verifier_prompt_tokens = _plus(self.verifier_prompt_tokens, prompt_tokens)
+            self.verifier_gen_tokens += gen_tokens
+            self.verifier_wall_s += wall_s
         else:
             self.model_calls += 1
-            self.prompt_tokens = None
-            self.wall_s = math.nan
+            self.prompt_tokens = _plus(self.prompt_tokens, prompt_tokens)
+            self.gen_tokens += gen_tokens
+            self.wall_s += wall_s
         return self
 
     def __add__(self, other: Cost) -> Cost:
-        pt = (
-            None
-            if self.prompt_tokens is None or other.prompt_tokens is None
-            else self.prompt_tokens + other.prompt_tokens
-        )
         return Cost(
             self.model_calls + other.model_calls,
             self.verifier_calls + other.verifier_calls,
-            pt,
+            _plus(self.prompt_tokens, other.prompt_tokens),
             self.gen_tokens + other.gen_tokens,
             self.wall_s + other.wall_s,
+            _plus(self.verifier_prompt_tokens, other.verifier_prompt_tokens),
+            self.verifier_gen_tokens + other.verifier_gen_tokens,
+            self.verifier_wall_s + other.verifier_wall_s,
         )
 
 
@@ -127,10 +149,11 @@ class Context:
 
     def score_options(
         self, requests: Sequence[AudioRequest], options: Sequence[str], model: AudioLanguageModel | None = None
-    ) -> list[np.ndarray]:
-        """Log-probabilities of ``options`` for every request, in one call where the route batches them."""
+    ) -> list[OptionScores]:
+        """Log-probabilities of ``options`` for every request, with what each call cost, in one call
+        where the route batches them."""
         model = model or self.model
-        return [np.asarray(x, dtype=float) for x in model.score_options_many(list(requests), list(options))]
+        return list(model.score_options_many(list(requests), list(options)))
 
     def parse(self, text: str) -> np.ndarray | None:
         return parse_distribution(text, self.labels)
@@ -143,7 +166,8 @@ class Context:
 
 
 def record(c: Candidate, p: np.ndarray | None, prompt: Prompt, **extra: Any) -> dict[str, Any]:
-    """A candidate as stored in the ``candidates`` JSON column."""
+    """A candidate as the strategies keep it in ``Row.candidates``; the inference stage writes these
+    to the candidates table (``ambiemo.candidates``), one row each."""
     out = {
         "text": c.text,
         "logprob": c.logprob,

@@ -191,12 +191,13 @@ class _Verified(CandidateStrategy):
             return scores
         if method == "options":
             n_yes = len(VERIFIER_YES)
-            for (b, i, j), logp in zip(
+            for (b, i, j), rated in zip(
                 jobs, self.ctx.score_options(requests, [*VERIFIER_YES, *VERIFIER_NO], model=verifier), strict=True
             ):
+                logp = rated.logprobs
                 yes, no = np.logaddexp.reduce(logp[:n_yes]), np.logaddexp.reduce(logp[n_yes:])
                 scores[b][i][j] = float(1.0 / (1.0 + np.exp(no - yes))) if np.isfinite([yes, no]).all() else None
-                per_budget[b][i][1].add_scoring(verifier=True)
+                per_budget[b][i][1].add_scoring(rated, verifier=True)
             return scores
         config = GenerationConfig(mode="greedy", n=1, max_new_tokens=self.ctx.max_new_tokens("verifier"))
         for (b, i, j), reply in zip(jobs, verifier.generate(requests, config), strict=True):

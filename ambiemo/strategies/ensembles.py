@@ -94,7 +94,8 @@ class LabelScoring(Strategy):
             for u, prompt in zip(utts, prompts, strict=True)
         ]
         rows = []
-        for u, prompt, logp in zip(utts, prompts, ctx.score_options(requests, options), strict=True):
+        for u, prompt, scored in zip(utts, prompts, ctx.score_options(requests, options), strict=True):
+            logp = scored.logprobs
             if not np.isfinite(logp).all():
                 raise RuntimeError(f"model {ctx.model.key!r} could not score the labels of {u.utt_id!r}")
             # log p(label) = logsumexp over its written forms, then normalised over the label set.
@@ -113,7 +114,7 @@ class LabelScoring(Strategy):
                 }
                 for form, lp in zip(options, logp, strict=True)
             ]
-            rows.append([Row(self.name, 1, p, recs, Cost().add_scoring())])
+            rows.append([Row(self.name, 1, p, recs, Cost().add_scoring(scored))])
         return rows
 
 
