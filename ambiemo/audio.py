@@ -4,12 +4,21 @@ Every model receives the same thing: a float32 mono waveform in [-1, 1] at the m
 sample rate (16 kHz for every ALM in the study). Resampling calls soxr, the library behind
 ``librosa.resample``'s default (``res_type="soxr_hq"``), directly: the output is the same
 and it spares every inference process the seconds that importing librosa takes.
+
+``FeatureMemo`` keeps what a local adapter's feature extractor made of a clip, so that the
+strategies of one dataset x model (which run in one process) extract each clip's features once.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -94,3 +103,86 @@ def audio_duration(path: str | os.PathLike) -> float:
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         raise AudioError(f"{path}: cannot read audio header: {e}") from e
     return info.frames / info.samplerate
+
+
+# --------------------------------------------------------------------------- the feature memo
+
+FEATURE_MEMO_BYTES = 512 * 2**20  # feature tensors kept in memory (a 30 s Whisper clip is ~1.5 MB)
+
+
+def nbytes(value: Any) -> int:
+    """Bytes held by the arrays and tensors in ``value`` (nested dicts, lists and tuples)."""
+    if isinstance(value, dict):
+        return sum(nbytes(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(nbytes(v) for v in value)
+    return int(getattr(value, "nbytes", 0))
+
+
+def settings_key(settings: Mapping[str, Any]) -> str:
+    """A short, stable fingerprint of a feature extractor's settings (anything JSON can print)."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+class FeatureMemo:
+    """Audio features computed once per clip and extractor settings, whichever strategy asks.
+
+    Keyed by the audio's content hash and a fingerprint of everything the features depend on
+    (``settings_key``: the adapter, its sample rate, the extractor's configuration), so that two
+    models whose extractors differ never share an entry and two requests with the same clip and
+    settings always do. Bounded by ``max_bytes`` (least recently used entries go first; ``0``
+    turns it off). The value is the one the first computation returned: callers must not modify it.
+    Thread-safe; ``hits``, ``misses`` and ``evictions`` count what it did.
+    """
+
+    def __init__(self, max_bytes: int = FEATURE_MEMO_BYTES) -> None:
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict[tuple[str, str], tuple[Any, int]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.bytes = 0
+        self.hits = self.misses = self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, audio_key: str, settings: str, compute: Callable[[], Any]) -> Any:
+        """The memoised features of (``audio_key``, ``settings``), computing them on a miss."""
+        key = (audio_key, settings)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return self._items[key][0]
+            self.misses += 1
+        value = compute()  # outside the lock: extraction is the slow part
+        size = nbytes(value)
+        with self._lock:
+            if key not in self._items and size <= self.max_bytes:
+                self._items[key] = (value, size)
+                self.bytes += size
+                while self.bytes > self.max_bytes:
+                    _, (_, dropped) = self._items.popitem(last=False)
+                    self.bytes -= dropped
+                    self.evictions += 1
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.bytes = 0
+            self.hits = self.misses = self.evictions = 0
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "entries": len(self._items),
+            "bytes": self.bytes,
+            "max_bytes": self.max_bytes,
+            "hits": self.hits,
+            "misses": self.misses,
+            "evictions": self.evictions,
+        }
+
+
+# One memo per process, shared by every local adapter: the settings fingerprint keeps models apart.
+FEATURE_MEMO = FeatureMemo()

@@ -155,6 +155,19 @@ def generation_key(identity: dict[str, Any], request: AudioRequest, config: Gene
     )
 
 
+def generation_keys(identity: dict[str, Any], request: AudioRequest, config: GenerationConfig) -> list[str]:
+    """``[generation_key(identity, request, config, i) for i in range(config.n)]``, hashing the
+    audio and serialising the conversation once instead of once per candidate."""
+    base = {
+        "kind": "generate",
+        "model": key_identity(identity),
+        "conversation": request.conversation(),
+        "audio_sha1": request.audio_sha1(),
+        "config": config.as_dict(),
+    }
+    return [make_key({**base, "sample_index": i}) for i in range(config.n)]
+
+
 def scoring_key(identity: dict[str, Any], request: AudioRequest, options: Sequence[str], prefix: str) -> str:
     return make_key(
         {
@@ -610,7 +623,7 @@ class CachedModel(AudioLanguageModel):
 
     def generate(self, requests: Sequence[AudioRequest], config: GenerationConfig) -> list[list[Candidate]]:
         identity, ident = self.identity, self._identity_sha()
-        keys = [[generation_key(identity, r, config, i) for i in range(config.n)] for r in requests]
+        keys = [generation_keys(identity, r, config) for r in requests]
         stored = self.cache.get_many([k for ks in keys for k in ks])
         results: list[list[Candidate] | None] = [None] * len(requests)
         todo = []

@@ -2,89 +2,142 @@
 
 It answers every ``POST /v1/chat/completions`` after a fixed delay with a JSON distribution, and
 counts the requests it held at once (the concurrency the client really achieved). Bounded: it
-serves until ``stop()`` and never talks to any other address.
+serves until stopped and never talks to any other address.
+
+It runs in its own process, as a real server does: in the client's process its handler threads
+(reading 200 kB JSON bodies of base64 audio) would compete for the client's interpreter lock and
+the benchmark would measure the two together. It keeps connections alive (HTTP/1.1), as vLLM's
+server does; an HTTP/1.0 server makes the client open a TCP connection per request.
+
+    python benchmarks/fake_server.py --delay 0.1      # prints its URL, serves until killed
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ANSWER = '{"neutral": 0.4, "happy": 0.3, "angry": 0.2, "sad": 0.1}'
 
 
+def make_server(delay_s: float) -> ThreadingHTTPServer:
+    state = {"requests": 0, "in_flight": 0, "max_in_flight": 0}
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive
+
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+        def do_GET(self) -> None:  # /v1/models, /health; /stats for the benchmark
+            if self.path.rstrip("/").endswith("/stats"):
+                with lock:
+                    self._send(dict(state))
+                return
+            self._send({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length", 0))
+            raw = self.rfile.read(length)
+            if self.path.rstrip("/").endswith("/reset"):
+                with lock:
+                    state.update(requests=0, in_flight=0, max_in_flight=0)
+                self._send({})
+                return
+            body = json.loads(raw or b"{}")
+            with lock:
+                state["requests"] += 1
+                state["in_flight"] += 1
+                state["max_in_flight"] = max(state["max_in_flight"], state["in_flight"])
+            try:
+                time.sleep(delay_s)
+                n = int(body.get("n", 1))
+                choices = [
+                    {
+                        "index": i,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": ANSWER},
+                        "logprobs": None,
+                    }
+                    for i in range(n)
+                ]
+                payload = {
+                    "id": "cmpl-fake",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body.get("model", "fake"),
+                    "choices": choices,
+                    "usage": {"prompt_tokens": 50, "completion_tokens": 20 * n, "total_tokens": 50 + 20 * n},
+                }
+            finally:
+                with lock:
+                    state["in_flight"] -= 1
+            self._send(payload)
+
+        def _send(self, payload: dict) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    return httpd
+
+
 class FakeChatServer:
+    """The server in a child process: ``url``, ``reset()`` and ``max_in_flight`` from the client side."""
+
     def __init__(self, delay_s: float = 0.1) -> None:
         self.delay_s = delay_s
-        self.requests = 0
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self._lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # quiet
-                pass
-
-            def do_GET(self) -> None:  # /v1/models, /health
-                self._send({"object": "list", "data": [{"id": "fake", "object": "model"}]})
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", 0))
-                body = json.loads(self.rfile.read(length) or b"{}")
-                with server._lock:
-                    server.requests += 1
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                try:
-                    time.sleep(server.delay_s)
-                    n = int(body.get("n", 1))
-                    choices = [
-                        {
-                            "index": i,
-                            "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": ANSWER},
-                            "logprobs": None,
-                        }
-                        for i in range(n)
-                    ]
-                    self._send(
-                        {
-                            "id": "cmpl-fake",
-                            "object": "chat.completion",
-                            "created": 0,
-                            "model": body.get("model", "fake"),
-                            "choices": choices,
-                            "usage": {"prompt_tokens": 50, "completion_tokens": 20 * n, "total_tokens": 50 + 20 * n},
-                        }
-                    )
-                finally:
-                    with server._lock:
-                        server.in_flight -= 1
-
-            def _send(self, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.url = ""
+        self._proc: subprocess.Popen | None = None
 
     def __enter__(self) -> FakeChatServer:
-        self._thread.start()
+        self._proc = subprocess.Popen(
+            [sys.executable, __file__, "--delay", str(self.delay_s)], stdout=subprocess.PIPE, text=True
+        )
+        self.url = self._proc.stdout.readline().strip()
+        if not self.url.startswith("http://127.0.0.1:"):
+            self.__exit__()
+            raise RuntimeError(f"the fake server did not start (it printed {self.url!r})")
         return self
 
     def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=10)
+            self._proc = None
+
+    def _ask(self, path: str, data: bytes | None = None) -> dict:
+        with urllib.request.urlopen(urllib.request.Request(self.url + path, data=data), timeout=10) as r:
+            return json.loads(r.read())
 
     def reset(self) -> None:
-        with self._lock:
-            self.requests = self.max_in_flight = 0
+        self._ask("/reset", b"{}")
+
+    @property
+    def max_in_flight(self) -> int:
+        return int(self._ask("/stats")["max_in_flight"])
+
+    @property
+    def requests(self) -> int:
+        return int(self._ask("/stats")["requests"])
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description="a fake chat-completions server on 127.0.0.1")
+    ap.add_argument("--delay", type=float, default=0.1, help="seconds before each answer")
+    args = ap.parse_args()
+    server = make_server(args.delay)
+    print(f"http://127.0.0.1:{server.server_address[1]}/v1", flush=True)
+    server.serve_forever()

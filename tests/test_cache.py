@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ambiemo.cache import DB_NAME, CachedModel, GenerationCache, generation_key, scoring_key
+from ambiemo.cache import DB_NAME, CachedModel, GenerationCache, generation_key, generation_keys, scoring_key
 from ambiemo.config import cache_dir
 from ambiemo.models.base import AudioLanguageModel, AudioRequest, Candidate, GenerationConfig, Message, OptionScores
 
@@ -158,6 +158,17 @@ def test_every_config_field_and_sample_index_is_in_the_key():
     assert set(changed) == {f.name for f in dataclasses.fields(GenerationConfig)}, "a new config field must be tested"
     for name, value in changed.items():
         assert generation_key(ident, req, dataclasses.replace(config, **{name: value}), 0) != base, name
+
+
+def test_keys_of_a_request_computed_at_once_equal_the_keys_one_by_one():
+    """The cache looks its candidates up with ``generation_keys`` (audio hashed once); entries
+    written under ``generation_key`` must be found by it, and the other way round."""
+    req = make_request()
+    ident = CountingModel().identity
+    config = dataclasses.replace(SAMPLE, n=6)
+    keys = generation_keys(ident, req, config)
+    assert keys == [generation_key(ident, req, config, i) for i in range(6)]
+    assert len(set(keys)) == 6
 
 
 def test_changed_conversation_audio_or_model_identity_misses(folder):

@@ -80,7 +80,6 @@ from ambiemo.models.tiny import (
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 8  # utterances per generate() call; candidates multiply it by n
-FEATURE_MEMO_SIZE = 256  # utterances whose audio features are kept in memory
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
@@ -520,7 +519,7 @@ class NativeAudioALM(TransformersALM):
         self.trust_remote_code = trust_remote_code
         self.feature_extractor: Any = None
         self.chat_template: str | None = None
-        self._feature_memo: dict[str, tuple[dict[str, Any], int]] = {}
+        self._feature_settings: str | None = None  # settings_key of feature_settings(), once loaded
 
     @classmethod
     def from_spec(cls, key: str, spec: dict[str, Any], **kwargs: Any) -> NativeAudioALM:
@@ -634,13 +633,27 @@ class NativeAudioALM(TransformersALM):
         """Feature tensors for one clip and the number of placeholder tokens it becomes."""
         raise NotImplementedError
 
+    def feature_settings(self) -> dict[str, Any]:
+        """Everything ``_audio_features`` depends on besides the clip: the adapter (its code), its
+        sample rate and the extractor's configuration. A subclass whose features depend on more
+        (an instance setting) adds it here, or the feature memo would mix them up."""
+        fe = self.feature_extractor
+        return {
+            "adapter": f"{type(self).__module__}.{type(self).__qualname__}",
+            "sample_rate": self.sample_rate,
+            "extractor": fe.to_dict() if hasattr(fe, "to_dict") else repr(fe),
+        }
+
     def features_for(self, request: AudioRequest) -> tuple[dict[str, Any], int]:
-        key = request.audio_sha1()
-        if key not in self._feature_memo:
-            if len(self._feature_memo) >= FEATURE_MEMO_SIZE:
-                self._feature_memo.pop(next(iter(self._feature_memo)))
-            self._feature_memo[key] = self._audio_features(self._waveform(request))
-        return self._feature_memo[key]
+        """The clip's feature tensors and audio-token count, from ``ambiemo.audio.FEATURE_MEMO`` when
+        another strategy (or candidate, or verifier turn) of this process has already asked."""
+        from ambiemo.audio import FEATURE_MEMO, settings_key
+
+        if self._feature_settings is None:
+            self._feature_settings = settings_key(self.feature_settings())
+        return FEATURE_MEMO.get(
+            request.audio_sha1(), self._feature_settings, lambda: self._audio_features(self._waveform(request))
+        )
 
     def _encode(self, request: AudioRequest) -> Encoded:
         features, n_audio = self.features_for(request)

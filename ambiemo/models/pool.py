@@ -75,6 +75,7 @@ class EndpointPool:
         self.clock = clock
         self.redact = redact  # failure reasons pass through it before they are logged or raised (keys)
         self._cond = threading.Condition()
+        self._client_lock = threading.Lock()  # one SDK client per endpoint, however many threads start at once
 
     @property
     def slots(self) -> int:
@@ -92,9 +93,7 @@ class EndpointPool:
             i = self._acquire(tried)
             ep = self.endpoints[i]
             try:
-                if ep.client is None:
-                    ep.client = self.make_client(ep.url)
-                result = fn(ep.client)
+                result = fn(self._client(ep))
             except Exception as exc:
                 if not self.is_down(exc):
                     raise
@@ -108,6 +107,16 @@ class EndpointPool:
             with self._cond:
                 ep.calls += 1
             return result
+
+    def _client(self, ep: Endpoint) -> Any:
+        """The endpoint's SDK client, built by the first call that needs it. Threads that start
+        together wait for that one: each building its own (an HTTP connection pool, a TLS context)
+        cost more CPU than the calls themselves at 16 in flight, and all but one were thrown away."""
+        if ep.client is None:
+            with self._client_lock:
+                if ep.client is None:
+                    ep.client = self.make_client(ep.url)
+        return ep.client
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _acquire(self, tried: set[int]) -> int:

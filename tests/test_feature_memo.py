@@ -1,0 +1,103 @@
+"""Audio features are extracted once per clip and extractor settings, across the strategies of one
+dataset x model (issue 11): counted calls, identical outputs, and the memo's bound."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_inference import N, make_params, manifest  # noqa: F401  (the fixture)
+
+from ambiemo import audio
+from ambiemo.audio import FeatureMemo, settings_key
+from ambiemo.inference import run_strategies
+from ambiemo.predictions import read_predictions
+
+
+def test_memo_keys_by_content_and_settings() -> None:
+    memo = FeatureMemo(max_bytes=10**6)
+    calls = []
+
+    def compute(tag):
+        def run():
+            calls.append(tag)
+            return {"x": np.full(10, len(calls), dtype=np.float32)}  # 40 bytes
+
+        return run
+
+    a = memo.get("clip-a", settings_key({"n_mels": 80}), compute("a80"))
+    again = memo.get("clip-a", settings_key({"n_mels": 80}), compute("a80 again"))
+    other_settings = memo.get("clip-a", settings_key({"n_mels": 128}), compute("a128"))
+    other_clip = memo.get("clip-b", settings_key({"n_mels": 80}), compute("b80"))
+    assert calls == ["a80", "a128", "b80"]  # the repeat was answered from the memo
+    assert again is a and other_settings is not a and other_clip is not a
+    assert memo.stats() == {"entries": 3, "bytes": 120, "max_bytes": 10**6, "hits": 1, "misses": 3, "evictions": 0}
+    # settings fingerprints do not depend on key order, and do depend on every value
+    assert settings_key({"a": 1, "b": 2}) == settings_key({"b": 2, "a": 1}) != settings_key({"a": 1, "b": 3})
+
+
+def test_memo_is_bounded_in_bytes_least_recently_used_first() -> None:
+    memo = FeatureMemo(max_bytes=100)  # room for two 40-byte entries
+
+    def value():
+        return (np.zeros(10, dtype=np.float32), 7)
+
+    memo.get("a", "s", value)
+    memo.get("b", "s", value)
+    memo.get("a", "s", value)  # a is now the most recently used
+    memo.get("c", "s", value)  # evicts b
+    assert memo.bytes == 80 and memo.evictions == 1
+    assert [k for k, _ in memo._items] == ["a", "c"]
+    off = FeatureMemo(max_bytes=0)
+    off.get("a", "s", value)
+    off.get("a", "s", value)
+    assert len(off) == 0 and off.misses == 2  # 0 turns it off: every request computes
+
+
+@pytest.fixture
+def extractor_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts calls of the Whisper feature extractor (the tiny Qwen2-Audio's), whoever makes them."""
+    from transformers import WhisperFeatureExtractor
+
+    calls: list[int] = []
+    original = WhisperFeatureExtractor.__call__
+
+    def counting(self, raw_speech, *args, **kwargs):
+        calls.append(1)
+        return original(self, raw_speech, *args, **kwargs)
+
+    monkeypatch.setattr(WhisperFeatureExtractor, "__call__", counting)
+    return calls
+
+
+def _tables(folder: Path, strategies: list[str]) -> dict[str, pd.DataFrame]:
+    timing = ["wall_s", "verifier_wall_s"]
+    return {s: read_predictions(folder / f"{s}.parquet").df.drop(columns=timing, errors="ignore") for s in strategies}
+
+
+@pytest.mark.slow
+def test_two_strategies_extract_each_clip_once(
+    manifest: Path,  # noqa: F811
+    tmp_path: Path,
+    extractor_calls: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    strategies = ["baseline", "self-consistency"]
+    runs = {}
+    for memo_bytes in (0, audio.FEATURE_MEMO_BYTES):
+        monkeypatch.setattr(audio, "FEATURE_MEMO", FeatureMemo(max_bytes=memo_bytes))
+        extractor_calls.clear()
+        run_dir = tmp_path / f"memo-{memo_bytes}"
+        params = make_params(run_dir)  # its own generation cache: every call reaches the model
+        params["models"]["tiny"] = {"adapter": "hf-qwen2-audio", "checkpoint": "tiny:qwen2-audio", "dtype": "float32"}
+        run_strategies(params, "tiny", strategies, manifest, run_dir / "out")
+        runs[memo_bytes] = (len(extractor_calls), audio.FEATURE_MEMO.stats(), _tables(run_dir / "out", strategies))
+    (calls_off, _, off), (calls_on, stats_on, on) = runs[0], runs[audio.FEATURE_MEMO_BYTES]
+    # Without the memo every generate call extracts its clips again: baseline once per clip, and
+    # self-consistency once per budget's call at least; with it, each clip once for both strategies.
+    assert calls_off >= 2 * N
+    assert calls_on == N and stats_on["misses"] == N and stats_on["hits"] == calls_off - N
+    for s in strategies:
+        pd.testing.assert_frame_equal(on[s], off[s])  # the memo changes the cost, never an answer
