@@ -69,10 +69,11 @@ def _write(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
-def read_result(folder: str | os.PathLike, name: str) -> pd.DataFrame:
+def read_result(folder: str | os.PathLike, name: str, optional: bool = False) -> pd.DataFrame | None:
     """The pipeline table ``name`` in ``folder`` (``results/summary``, ``results/stats``):
     ``<name>.parquet`` (written through ``ambiemo.tables``, provenance in its metadata) where it
-    exists, else the ``<name>.csv`` beside it; FileNotFoundError naming both otherwise."""
+    exists, else the ``<name>.csv`` beside it. Neither: FileNotFoundError naming both, or None
+    when ``optional`` (a table an older run does not write; the caller says so)."""
     from ambiemo.tables import read_table
 
     folder = Path(folder)
@@ -81,6 +82,8 @@ def read_result(folder: str | os.PathLike, name: str) -> pd.DataFrame:
         return read_table(parquet)[0]
     if csv.is_file():
         return pd.read_csv(csv)
+    if optional:
+        return None
     raise FileNotFoundError(f"no table {name!r}: neither {parquet} nor {csv} exists; has the stage that writes it run?")
 
 
