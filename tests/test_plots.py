@@ -99,7 +99,8 @@ def test_save_figure_is_byte_identical_on_rerun(tables, tmp_path):
 def test_heatmap_shows_every_model_and_strategy(tables):
     fig = plots.metric_heatmap(tables["summary"], "js")
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["small", "solo", "large"]  # by capacity, 0.5B first; no reference row
+    # By capacity, 0.5B first; the reference rows are not a model.
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["small", "solo", "large"]
     columns = [t.get_text() for t in ax.get_xticklabels()]
     assert columns[0] == "baseline" and "bon\nB=2" in columns and "bon\nB=4" in columns
     image = ax.images[0].get_array()
