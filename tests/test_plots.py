@@ -273,3 +273,36 @@ def test_every_strategy_readout_and_reference_looks_different():
     assert st["new-strategy"]["color"] not in style.FAMILY_COLOUR.values()
     # Okabe & Ito's published colours, a colour-blind-safe palette.
     assert style.OKABE_ITO["vermilion"] == "#D55E00" and style.OKABE_ITO["bluish green"] == "#009E73"
+
+
+def test_every_registered_strategy_and_readout_has_a_stated_encoding():
+    import ambiemo.strategies  # noqa: F401  (registers every strategy)
+    from ambiemo import style
+    from ambiemo.strategies.base import STRATEGIES
+
+    classes = [STRATEGIES.get(n) for n in STRATEGIES.names()]
+    names = {row for cls in classes for row in (cls.name, *cls.readouts)}
+    assert names and names <= set(style.ENCODINGS), sorted(names - set(style.ENCODINGS))
+    assert set(style.REFERENCES) == {
+        "uniform",
+        "label-prior",
+        "hard-oracle",
+        "human-loo",
+        "human-split-half",
+        "human-loo-counts",
+    }
+
+
+def test_model_families_look_different_and_keep_their_look():
+    from ambiemo import style
+
+    names = [f"family-{i:02d}" for i in range(24)]
+    looks = style.model_family_encodings(names)
+    assert len({(e["color"], e["marker"], str(e["linestyle"])) for e in looks.values()}) == len(names)
+    # A family's look depends on the set of families, not on the order they are given in.
+    assert style.model_family_encodings(list(reversed(names))) == looks
+    assert plots.model_families({"models": {"a": {"family": "x"}, "b": {}}}, ["a", "b", "c"]) == {
+        "a": "x",
+        "b": "b",
+        "c": "c",
+    }
