@@ -540,6 +540,8 @@ def compute_curves(
                 finite = finite[np.isfinite(finite)]
                 if finite.size and (finite > 0).all() and finite.max() / finite.min() > 20:
                     ax.set_xscale("log")
+                if x == "flops_est":
+                    ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter())  # 36G, not an offset "1e10"
                 ax.set_xlabel(xlabel)
                 if c == 0:
                     several = data["dataset"].nunique() > 1
