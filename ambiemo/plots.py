@@ -418,9 +418,12 @@ def gain_intervals(
 
 
 def model_families(params: Mapping[str, Any] | None, models: Sequence[str]) -> dict[str, str]:
-    """Each model's family (params ``models.<key>.family``); a model without one is its own family."""
-    table = (params or {}).get("models") or {}
-    return {m: str((table.get(m) or {}).get("family") or m) for m in models}
+    """Each model's family (params ``models.<key>.family``); a model without one is its own family:
+    ``ambiemo.stats.families``, the grouping the capacity models use, so the figure and the table agree."""
+    from ambiemo.stats import families
+
+    models = list(models)
+    return dict(zip(models, families(pd.Series(models, dtype=object), params), strict=True))
 
 
 def interaction(gains: pd.DataFrame, baseline: str = "baseline", families: Mapping[str, str] | None = None) -> Figure:
