@@ -10,6 +10,7 @@
     tab_mixed.tex       the mixed model of JS distance on capacity × strategy × entropy
     tab_compute.tex     compute per utterance, per model × strategy × budget (total tokens and the FLOPs
                         estimate where the compute table has them)
+    tab_compute_matched.tex  each strategy at the budget closest to a multiple of the baseline's tokens
     tab_conventions.tex JS and R² under each convention of the literature, per model × strategy
     tab_power.tex       the minimum detectable gain at 80% power and the utterances a stated gain needs
 
@@ -318,38 +319,7 @@ def paper_outputs(
     )
 
     paired = stats.get("paired")
-    if paired is not None and len(paired):
-        js = _with_order(paired[paired["metric"] == "js"], strategies)
-        keep = {
-            "model": "Model",
-            "strategy": "Strategy",
-            "budget": "$B$",
-            "mean_diff": "$\\Delta$JS",
-            "diff_ci_low": "CI low",
-            "diff_ci_high": "CI high",
-            "rank_biserial": "$r_{rb}$",
-            "p_wilcoxon_holm": "$p_{W}$",
-            "p_permutation_holm": "$p_{perm}$",
-            "significant": "Sig.",
-        }
-        keep = {**({"dataset": "Dataset"} if multi else {}), **keep}
-        table = js[list(keep)].rename(columns=keep)
-    else:
-        table = pd.DataFrame({"Note": ["no paired comparison (one strategy only)"]})
-    written.append(
-        latex_table(
-            table,
-            out / "tab_paired.tex",
-            label="tab:paired",
-            digits=3,
-            escape_headers=False,
-            caption="Each strategy against the baseline on per-utterance JS distance "
-            "(negative $\\Delta$ = closer to the annotators): Wilcoxon signed-rank "
-            "($p_W$) and paired permutation ($p_{perm}$) tests, both Holm-corrected "
-            "within each dataset and model; significance (Sig.) is the permutation "
-            "test's; matched-pairs rank-biserial effect size $r_{rb}$.",
-        )
-    )
+    written.append(paired_tex(paired, strategies, multi, out / "tab_paired.tex"))
 
     mixed = stats.get("mixed_model")
     if mixed is not None and len(mixed):
@@ -400,6 +370,7 @@ def paper_outputs(
             "($2 \\times$ parameters $\\times$ tokens, each of model and verifier with its own size).",
         )
     )
+    written.append(compute_matched_tex(tables.get("compute_matched"), out / "tab_compute_matched.tex"))
     written.append(conventions_tex(tables.get("conventions"), params, out / "tab_conventions.tex"))
     written.append(power_tex(stats.get("power"), params, out / "tab_power.tex"))
 
@@ -411,6 +382,88 @@ def paper_outputs(
         write_macros({k: values[k] for k in MACROS}, out / "macros.tex", digits={"BaselineParseFail": 1, "Alpha": 2})
     )
     return written
+
+
+PAIRED_TABLE = {
+    "model": "Model",
+    "strategy": "Strategy",
+    "budget": "$B$",
+    "n_clusters": "Speakers",
+    "mean_diff": "$\\Delta$JS",
+    "diff_ci_low": "CI low",
+    "diff_ci_high": "CI high",
+    "rank_biserial": "$r_{rb}$",
+    "cohens_dz": "$d_z$",
+    "p_wilcoxon_holm": "$p_{W}$",
+    "p_permutation_unclustered": "$p_{perm}^{utt}$",
+    "p_permutation_holm": "$p_{perm}$",
+    "significant": "Sig.",
+}
+
+
+def paired_tex(paired: pd.DataFrame | None, strategies: list[str], multi: bool, path: Path) -> Path:
+    """Each strategy against the baseline on per-utterance JS: the difference with its interval,
+    effect sizes and Holm-corrected p-values (the columns the stats stage wrote, in this order)."""
+    clustered = paired is not None and "p_permutation_unclustered" in paired
+    test = (
+        "a sign-flip permutation test that flips whole speakers ($p_{perm}$; beside it $p_{perm}^{utt}$, the "
+        "same test with every utterance its own cluster, uncorrected, to show what clustering changes)"
+        if clustered
+        else "a paired permutation test ($p_{perm}$)"
+    )
+    caption = (
+        "Each strategy against the baseline on per-utterance JS distance (negative $\\Delta$ = closer to the "
+        f"annotators; reference predictors left out): a Wilcoxon signed-rank test ($p_W$) and {test}, "
+        "Holm-corrected within each dataset and model; significance (Sig.) is the permutation test's; "
+        "effect sizes: matched-pairs rank-biserial $r_{rb}$"
+        + (" and Cohen's $d_z$." if paired is not None and "cohens_dz" in paired else ".")
+    )
+    if paired is None or paired.empty:
+        return _note_table(path, "tab:paired", caption, "no paired comparison (one strategy only)")
+    js = _with_order(paired[(paired["metric"] == "js") & (paired["model"] != REFERENCE_MODEL)], strategies)
+    keep = {**({"dataset": "Dataset"} if multi else {}), **{k: v for k, v in PAIRED_TABLE.items() if k in js}}
+    if "n_clusters" in js:
+        js = js.assign(n_clusters=js["n_clusters"].map(lambda v: None if pd.isna(v) else int(v)))
+    return latex_table(
+        js[list(keep)].rename(columns=keep), path, label="tab:paired", digits=3, escape_headers=False, caption=caption
+    )
+
+
+def compute_matched_tex(matched: pd.DataFrame | None, path: Path) -> Path:
+    """Compute-matched comparisons: per model and multiple of the baseline's tokens, each strategy at
+    the budget whose total tokens come closest (the score stage's ``compute_matched`` table)."""
+    caption = (
+        "Compute-matched comparison: for each multiple of the baseline's total tokens per utterance, each "
+        "strategy at the budget whose total tokens (prompt and generated, model and verifier) come closest, "
+        "with the ratio it actually spent and its FLOPs estimate ($2 \\times$ parameters $\\times$ tokens)."
+    )
+    if matched is None or matched.empty:
+        return _note_table(path, "tab:compute-matched", caption, "not computed by this run")
+    names = {
+        "dataset": "Dataset",
+        "model": "Model",
+        "multiple": "Multiple",
+        "strategy": "Strategy",
+        "budget": "$B$",
+        "tokens_total": "Total tok.",
+        "ratio": "Ratio",
+        "flops_est": "FLOPs (est.)",
+    }
+    if "dataset" in matched and matched["dataset"].nunique() < 2:
+        names.pop("dataset")
+    names = {k: v for k, v in names.items() if k in matched}
+    table = matched.sort_values([c for c in ("dataset", "model", "multiple", "strategy") if c in matched])
+    table = table.assign(budget=table["budget"].map(lambda v: None if pd.isna(v) else int(v)))
+    flops = {"flops_est": lambda v: None if pd.isna(v) else f"{float(v):.3g}"}
+    table = table.assign(**{c: table[c].map(f) for c, f in flops.items() if c in table})
+    return latex_table(
+        table[list(names)].rename(columns=names),
+        path,
+        label="tab:compute-matched",
+        digits={"Multiple": 1, "Total tok.": 0, "Ratio": 2},
+        escape_headers=False,
+        caption=caption,
+    )
 
 
 CONVENTION_COLUMNS = {
@@ -538,6 +591,8 @@ __all__ = [
     "format_value",
     "headline_numbers",
     "main_table",
+    "paired_tex",
     "paper_outputs",
     "power_tex",
+    "compute_matched_tex",
 ]

@@ -146,3 +146,54 @@ def test_power_table_shows_the_minimum_detectable_gain(run, tmp_path):
     assert "Power 80\\%" in text
     assert math.isfinite(row["mde"]) and row["mde"] > 0
     assert "not computed by this run" in paper.power_tex(pd.DataFrame(), {}, tmp_path / "q.tex").read_text()
+
+
+def test_paired_table_shows_the_clustered_test_beside_the_unclustered_one(tmp_path):
+    paired = pd.DataFrame(
+        {
+            "dataset": "demo",
+            "model": ["m", "reference"],
+            "strategy": ["cot", "uniform"],
+            "budget": [1, 1],
+            "metric": "js",
+            "n_clusters": [8.0, 8.0],
+            "mean_diff": [-0.05, 0.1],
+            "diff_ci_low": [-0.08, 0.0],
+            "diff_ci_high": [-0.02, 0.2],
+            "rank_biserial": [-0.6, 0.0],
+            "cohens_dz": [-0.9, 0.0],
+            "p_wilcoxon_holm": [0.01, 1.0],
+            "p_permutation_unclustered": [0.004, 1.0],
+            "p_permutation_holm": [0.03, 1.0],
+            "significant": [True, False],
+        }
+    )
+    text = paper.paired_tex(paired, ["baseline", "cot"], False, tmp_path / "p.tex").read_text()
+    assert "flips whole speakers" in text and "Cohen's $d_z$" in text
+    rows = body_rows(text)
+    assert rows == ["m & cot & 1 & 8 & -0.050 & -0.080 & -0.020 & -0.600 & -0.900 & 0.010 & 0.004 & 0.030 & yes \\\\"]
+    old = paired.drop(columns=["p_permutation_unclustered", "cohens_dz", "n_clusters"])
+    text = paper.paired_tex(old, ["baseline", "cot"], False, tmp_path / "o.tex").read_text()
+    assert "flips whole speakers" not in text and body_rows(text)[0].startswith("m & cot & 1 & -0.050")
+
+
+def test_compute_matched_table(tmp_path):
+    matched = pd.DataFrame(
+        {
+            "dataset": "demo",
+            "model": "m",
+            "multiple": [2.0, 2.0],
+            "target_tokens": [400.0, 400.0],
+            "strategy": ["w-bon", "alm-v"],
+            "budget": [4, 2],
+            "tokens_total": [380.0, 452.0],
+            "ratio": [1.9, 2.26],
+            "flops_est": [1.2e11, 3.4e11],
+        }
+    )
+    rows = body_rows(paper.compute_matched_tex(matched, tmp_path / "c.tex").read_text())
+    assert rows == [
+        "m & 2.0 & alm-v & 2 & 452 & 2.26 & 3.4e+11 \\\\",
+        "m & 2.0 & w-bon & 4 & 380 & 1.90 & 1.2e+11 \\\\",
+    ]
+    assert "not computed by this run" in paper.compute_matched_tex(None, tmp_path / "n.tex").read_text()
