@@ -105,6 +105,18 @@ def _best_rows(
     return rows
 
 
+def _is_numeric(column: pd.Series) -> bool:
+    """Right-aligned: a numeric column, or one of numbers with gaps (a budget that references lack)."""
+    if pd.api.types.is_bool_dtype(column):
+        return False
+    if pd.api.types.is_numeric_dtype(column):
+        return True
+    values = column.dropna()
+    return len(values) > 0 and all(
+        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) for v in values
+    )
+
+
 def _row(
     values: Sequence[Any], names: Sequence[str], places: Mapping[str, int], bold: Sequence[bool], italic: bool
 ) -> str:
@@ -150,7 +162,7 @@ def latex_table(
     if missing:
         raise KeyError(f"latex_table {path}: no column(s) {missing}; the table has {list(df.columns)}")
     data = df[names]
-    numeric = [pd.api.types.is_numeric_dtype(data[c]) and not pd.api.types.is_bool_dtype(data[c]) for c in names]
+    numeric = [_is_numeric(data[c]) for c in names]
     places = {c: (digits.get(c, 3) if isinstance(digits, Mapping) else int(digits)) for c in names}
     if italic is not None and len(italic) != len(data):
         raise ValueError(f"latex_table {path}: italic has {len(italic)} flags for {len(data)} rows")

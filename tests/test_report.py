@@ -96,14 +96,16 @@ def test_read_result_prefers_the_parquet_and_names_what_is_missing(tmp_path):
 
 
 def test_latex_table_sets_reference_rows_in_italics_below_a_rule_and_never_best(tmp_path):
-    df = pd.DataFrame({"name": ["m1", "m2", "uniform"], "js": [0.3, 0.2, 0.1]})
+    df = pd.DataFrame({"name": ["m1", "m2", "uniform"], "budget": pd.Series([4, 1, None], dtype=object)})
+    df["js"] = [0.3, 0.2, 0.1]
     text = report.latex_table(df, tmp_path / "t.tex", best={"js": "min"}, italic=[False, False, True], rules=[2])
+    assert "\\begin{tabular}{lrr}" in text.read_text()  # a budget with gaps is still a number column
     lines = text.read_text().split("\\midrule\n", 1)[1].splitlines()
     assert lines[:4] == [
-        "m1 & 0.300 \\\\",
-        "m2 & \\textbf{0.200} \\\\",  # the best among the models, though the reference is lower
+        "m1 & 4 & 0.300 \\\\",
+        "m2 & 1 & \\textbf{0.200} \\\\",  # the best among the models, though the reference is lower
         "\\midrule",
-        "\\textit{uniform} & \\textit{0.100} \\\\",
+        "\\textit{uniform} & \\textit{--} & \\textit{0.100} \\\\",
     ]
     with pytest.raises(ValueError, match="italic has 1 flags for 3 rows"):
         report.latex_table(df, tmp_path / "u.tex", italic=[True])
