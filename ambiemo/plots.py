@@ -456,7 +456,9 @@ def interaction(gains: pd.DataFrame, baseline: str = "baseline", families: Mappi
     looks = style.model_family_encodings(data["family"].unique())
     caps = np.sort(data["params_b"].unique())
     with plt.rc_context(RC):
-        fig, axes = _grid(len(rows), len(levels), min(DOUBLE, 0.6 + 1.6 * len(levels)), 1.3, sharex=True, sharey=True)
+        panel_h = 1.3 if len(rows) <= 8 else max(0.75, 10.4 / len(rows))  # many datasets × strategies: one page
+        width = min(DOUBLE, 0.6 + 1.6 * len(levels))
+        fig, axes = _grid(len(rows), len(levels), width, panel_h, sharex=True, sharey=True)
         for r, (dataset, strategy) in enumerate(rows):
             for c, level in enumerate(levels):
                 ax = axes[r, c]
