@@ -4,13 +4,19 @@
 
     macros.tex          \\newcommand for each number quoted in the text (names listed in MACROS)
     tab_datasets.tex    the corpora: utterances, speakers, raters, unanimity, entropy, bins
-    tab_main.tex        every metric per model × strategy (each strategy at its largest budget)
+    tab_main.tex        every metric per model × strategy (each strategy at its largest budget), with the
+                        reference predictors as rows below a rule, in italics
     tab_paired.tex      each strategy against the baseline: mean JS difference, effect size, Holm p
     tab_mixed.tex       the mixed model of JS distance on capacity × strategy × entropy
-    tab_compute.tex     compute per utterance, per model × strategy × budget
+    tab_compute.tex     compute per utterance, per model × strategy × budget (total tokens and the FLOPs
+                        estimate where the compute table has them)
+    tab_compute_matched.tex  each strategy at the budget closest to a multiple of the baseline's tokens
+    tab_conventions.tex JS and R² under each convention of the literature, per model × strategy
+    tab_power.tex       the minimum detectable gain at 80% power and the utterances a stated gain needs
 
-Inputs are the pipeline's own tables (``results/summary/*.csv``, ``results/stats/*.csv``), so the
-paper can be rebuilt from them without rerunning inference.
+Inputs are the pipeline's own tables (``results/summary/*``, ``results/stats/*``, read by
+``ambiemo.report.read_result``: parquet, or CSV from older runs), so the paper can be rebuilt from
+them without rerunning inference. A table the run did not write becomes a one-line note saying so.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ import pandas as pd
 
 from ambiemo.report import format_value, latex_escape, latex_table, write_macros
 from ambiemo.scoring import at_largest_budget, overall
+from ambiemo.style import REFERENCES
+
+REFERENCE_MODEL = "reference"  # the model name of the reference predictors' rows (team interface 3)
 
 # The profile note printed in the abstract and the results; a demo build must never read as a finding.
 PROFILE_NOTES = {
@@ -59,6 +68,11 @@ MACROS = (
     "BootstrapResamples",
     "JSLog",
     "ParseFailureRule",
+    "UniformJS",
+    "LabelPriorJS",
+    "HardOracleJS",
+    "HumanCeilingJS",
+    "BaselineVsUniform",
 )
 
 # Settings the text states, written from params so that the text follows them.
@@ -138,7 +152,8 @@ def headline_numbers(
     run = params["run"]
     rows = overall(summary)
     dataset = run["datasets"][0]
-    first = rows[rows["dataset"] == dataset]
+    refs = rows[(rows["dataset"] == dataset) & (rows["model"] == REFERENCE_MODEL)].set_index("strategy")
+    first = rows[(rows["dataset"] == dataset) & (rows["model"] != REFERENCE_MODEL)]
     sizes = first.drop_duplicates("model").set_index("model")["params_b"].astype(float).dropna()
     # The largest model whose capacity is known (API models have none), else the first model of the run.
     largest = sizes.idxmax() if len(sizes) else (first["model"].iloc[0] if len(first) else run["models"][0])
@@ -161,6 +176,7 @@ def headline_numbers(
         "BaselineParseFail": 100 * float(base["parse_failure_rate"].iloc[0]) if len(base) else float("nan"),
         "Alpha": alpha,
     }
+    values.update(reference_numbers(refs, values["BaselineJS"]))
     js_tests = paired[paired["metric"] == "js"] if paired is not None and len(paired) else pd.DataFrame()
     values["NumComparisons"] = len(js_tests)
     values["NumSignificant"] = int(js_tests["significant"].astype(bool).sum()) if len(js_tests) else 0
@@ -189,6 +205,56 @@ def headline_numbers(
     return values
 
 
+def reference_numbers(refs: pd.DataFrame, baseline_js: float) -> dict[str, Any]:
+    """The references' mean JS (first dataset, rows indexed by strategy) and how the baseline
+    compares with the uniform distribution, for the text; missing references are ``--``."""
+
+    def js(name: str) -> float:
+        return float(refs.loc[name, "js"]) if name in refs.index else float("nan")
+
+    uniform = js("uniform")
+    if np.isfinite(uniform) and np.isfinite(baseline_js):
+        verdict = "closer to the annotators than" if baseline_js < uniform else "no closer to the annotators than"
+    else:
+        verdict = "not compared with"
+    return {
+        "UniformJS": uniform,
+        "LabelPriorJS": js("label-prior"),
+        "HardOracleJS": js("hard-oracle"),
+        "HumanCeilingJS": js("human-loo") if "human-loo" in refs.index else js("human-loo-counts"),
+        "BaselineVsUniform": verdict,
+    }
+
+
+def _budgets(budgets: pd.Series, reference: list[bool]) -> pd.Series:
+    """Budgets as integers, and none (--) for the reference predictors, which have no budget."""
+    values = [None if ref else int(b) for b, ref in zip(budgets, reference, strict=True)]
+    return pd.Series(values, index=budgets.index, dtype=object)
+
+
+def main_table(summary: pd.DataFrame, strategies: list[str]) -> tuple[pd.DataFrame, list[bool], list[int]]:
+    """The main table's rows: per dataset, every model × strategy at its largest budget, then the
+    reference predictors (in ``style.REFERENCES`` order, budget shown as --). Returns the frame,
+    the italic flag per row (the references) and the row positions that get a rule above them."""
+    rows = at_largest_budget(overall(summary))
+    parts, italic, rules = [], [], []
+    for _, d in rows.groupby("dataset", sort=True):
+        models = _with_order(d[d["model"] != REFERENCE_MODEL], strategies)
+        refs = d[d["model"] == REFERENCE_MODEL]
+        refs = refs.assign(_o=refs["strategy"].map({r: i for i, r in enumerate(REFERENCES)}).fillna(len(REFERENCES)))
+        refs = refs.sort_values(["_o", "strategy"]).drop(columns="_o")
+        rules.append(sum(len(p) for p in parts))
+        parts.append(models)
+        italic += [False] * len(models)
+        if len(refs):
+            rules.append(sum(len(p) for p in parts))
+            parts.append(refs)
+            italic += [True] * len(refs)
+    main = pd.concat(parts, ignore_index=True) if parts else rows
+    main["budget"] = _budgets(main["budget"], italic)
+    return main, italic, rules
+
+
 def _main_caption(params: Mapping[str, Any]) -> str:
     base = str((params.get("scoring") or {}).get("js_base", "e"))
     policy = str((params.get("parsing") or {}).get("on_failure", "uniform"))
@@ -199,8 +265,12 @@ def _main_caption(params: Mapping[str, Any]) -> str:
         else "are left out of the distributional metrics and count as wrong for accuracy"
     )
     return (
-        f"Every metric per model and strategy (each at its largest budget $B$). JS distance uses {log}; "
-        f"parse failures {failed}."
+        f"Every metric per model and strategy (each at its largest budget $B$). JS distance uses {log} "
+        "(params scoring.js\\_base; Table~\\ref{tab:conventions} gives the base-2 divergence beside it); "
+        "$R^2$ is the pooled squared correlation over all (utterance, label) cells. "
+        f"Parse failures {failed}. In italics below each rule, the reference predictors: uniform, "
+        "the label prior (leave one speaker out), the hard oracle (one-hot majority vote) and the human "
+        "ceilings (one annotator against the others); a ceiling defines only JS, BC, TV and Brier (--)."
     )
 
 
@@ -229,7 +299,7 @@ def paper_outputs(
         )
     )
 
-    main = _with_order(at_largest_budget(summary), strategies)
+    main, italic, rules = main_table(tables["summary"], strategies)
     cols = [c for c in MAIN_COLUMNS if c in main]
     metric_cols = [c for c in cols if c not in ("model", "strategy", "budget")]
     main[metric_cols] = main[metric_cols].astype(float)  # a CSV column of 0s and 1s reads back as integers
@@ -243,42 +313,13 @@ def paper_outputs(
             digits=3,
             escape_headers=False,
             caption=_main_caption(params),
+            italic=italic,
+            rules=rules,
         )
     )
 
     paired = stats.get("paired")
-    if paired is not None and len(paired):
-        js = _with_order(paired[paired["metric"] == "js"], strategies)
-        keep = {
-            "model": "Model",
-            "strategy": "Strategy",
-            "budget": "$B$",
-            "mean_diff": "$\\Delta$JS",
-            "diff_ci_low": "CI low",
-            "diff_ci_high": "CI high",
-            "rank_biserial": "$r_{rb}$",
-            "p_wilcoxon_holm": "$p_{W}$",
-            "p_permutation_holm": "$p_{perm}$",
-            "significant": "Sig.",
-        }
-        keep = {**({"dataset": "Dataset"} if multi else {}), **keep}
-        table = js[list(keep)].rename(columns=keep)
-    else:
-        table = pd.DataFrame({"Note": ["no paired comparison (one strategy only)"]})
-    written.append(
-        latex_table(
-            table,
-            out / "tab_paired.tex",
-            label="tab:paired",
-            digits=3,
-            escape_headers=False,
-            caption="Each strategy against the baseline on per-utterance JS distance "
-            "(negative $\\Delta$ = closer to the annotators): Wilcoxon signed-rank "
-            "($p_W$) and paired permutation ($p_{perm}$) tests, both Holm-corrected "
-            "within each dataset and model; significance (Sig.) is the permutation "
-            "test's; matched-pairs rank-biserial effect size $r_{rb}$.",
-        )
-    )
+    written.append(paired_tex(paired, strategies, multi, out / "tab_paired.tex"))
 
     mixed = stats.get("mixed_model")
     if mixed is not None and len(mixed):
@@ -301,6 +342,7 @@ def paper_outputs(
     )
 
     compute = _with_order(tables["compute"], strategies)
+    compute = compute[compute["model"] != REFERENCE_MODEL]
     keep = {
         **({"dataset": "Dataset"} if multi else {}),
         "model": "Model",
@@ -311,7 +353,10 @@ def paper_outputs(
         "prompt_tokens": "Prompt tok.",
         "gen_tokens": "Gen. tok.",
         "wall_s": "Seconds",
+        "tokens_total": "Total tok.",
+        "flops_est": "FLOPs (est.)",
     }
+    keep = {k: v for k, v in keep.items() if k in compute}
     written.append(
         latex_table(
             compute[list(keep)].rename(columns=keep),
@@ -319,9 +364,15 @@ def paper_outputs(
             label="tab:compute",
             digits=2,
             escape_headers=False,
-            caption="Compute per utterance, per strategy and budget.",
+            caption="Compute per utterance, per strategy and budget: model calls and verifier calls, the "
+            "model's own prompt and generated tokens and seconds; where the run records them, the total "
+            "tokens processed (prompt and generated, model and verifier) and an estimate of the FLOPs "
+            "($2 \\times$ parameters $\\times$ tokens, each of model and verifier with its own size).",
         )
     )
+    written.append(compute_matched_tex(tables.get("compute_matched"), out / "tab_compute_matched.tex"))
+    written.append(conventions_tex(tables.get("conventions"), params, out / "tab_conventions.tex"))
+    written.append(power_tex(stats.get("power"), params, out / "tab_power.tex"))
 
     values = {**headline_numbers(summary, paired, mixed, params, manifests), **setting_macros(params)}
     missing = set(MACROS) - set(values)
@@ -333,4 +384,215 @@ def paper_outputs(
     return written
 
 
-__all__ = ["MACROS", "dataset_table", "format_value", "headline_numbers", "paper_outputs"]
+PAIRED_TABLE = {
+    "model": "Model",
+    "strategy": "Strategy",
+    "budget": "$B$",
+    "n_clusters": "Speakers",
+    "mean_diff": "$\\Delta$JS",
+    "diff_ci_low": "CI low",
+    "diff_ci_high": "CI high",
+    "rank_biserial": "$r_{rb}$",
+    "cohens_dz": "$d_z$",
+    "p_wilcoxon_holm": "$p_{W}$",
+    "p_permutation_unclustered": "$p_{perm}^{utt}$",
+    "p_permutation_holm": "$p_{perm}$",
+    "significant": "Sig.",
+}
+
+
+def paired_tex(paired: pd.DataFrame | None, strategies: list[str], multi: bool, path: Path) -> Path:
+    """Each strategy against the baseline on per-utterance JS: the difference with its interval,
+    effect sizes and Holm-corrected p-values (the columns the stats stage wrote, in this order)."""
+    clustered = paired is not None and "p_permutation_unclustered" in paired
+    test = (
+        "a sign-flip permutation test that flips whole speakers ($p_{perm}$; beside it $p_{perm}^{utt}$, the "
+        "same test with every utterance its own cluster, uncorrected, to show what clustering changes)"
+        if clustered
+        else "a paired permutation test ($p_{perm}$)"
+    )
+    caption = (
+        "Each strategy against the baseline on per-utterance JS distance (negative $\\Delta$ = closer to the "
+        f"annotators; reference predictors left out): a Wilcoxon signed-rank test ($p_W$) and {test}, "
+        "Holm-corrected within each dataset and model; significance (Sig.) is the permutation test's; "
+        "effect sizes: matched-pairs rank-biserial $r_{rb}$"
+        + (" and Cohen's $d_z$." if paired is not None and "cohens_dz" in paired else ".")
+    )
+    if paired is None or paired.empty:
+        return _note_table(path, "tab:paired", caption, "no paired comparison (one strategy only)")
+    js = _with_order(paired[(paired["metric"] == "js") & (paired["model"] != REFERENCE_MODEL)], strategies)
+    keep = {**({"dataset": "Dataset"} if multi else {}), **{k: v for k, v in PAIRED_TABLE.items() if k in js}}
+    if "n_clusters" in js:
+        js = js.assign(n_clusters=js["n_clusters"].map(lambda v: None if pd.isna(v) else int(v)))
+    return latex_table(
+        js[list(keep)].rename(columns=keep), path, label="tab:paired", digits=3, escape_headers=False, caption=caption
+    )
+
+
+def compute_matched_tex(matched: pd.DataFrame | None, path: Path) -> Path:
+    """Compute-matched comparisons: per model and multiple of the baseline's tokens, each strategy at
+    the budget whose total tokens come closest (the score stage's ``compute_matched`` table)."""
+    caption = (
+        "Compute-matched comparison: for each multiple of the baseline's total tokens per utterance, each "
+        "strategy at the budget whose total tokens (prompt and generated, model and verifier) come closest, "
+        "with the ratio it actually spent and its FLOPs estimate ($2 \\times$ parameters $\\times$ tokens)."
+    )
+    if matched is None or matched.empty:
+        return _note_table(path, "tab:compute-matched", caption, "not computed by this run")
+    names = {
+        "dataset": "Dataset",
+        "model": "Model",
+        "multiple": "Multiple",
+        "strategy": "Strategy",
+        "budget": "$B$",
+        "tokens_total": "Total tok.",
+        "ratio": "Ratio",
+        "flops_est": "FLOPs (est.)",
+    }
+    if "dataset" in matched and matched["dataset"].nunique() < 2:
+        names.pop("dataset")
+    names = {k: v for k, v in names.items() if k in matched}
+    table = matched.sort_values([c for c in ("dataset", "model", "multiple", "strategy") if c in matched])
+    table = table.assign(budget=table["budget"].map(lambda v: None if pd.isna(v) else int(v)))
+    flops = {"flops_est": lambda v: None if pd.isna(v) else f"{float(v):.3g}"}
+    table = table.assign(**{c: table[c].map(f) for c, f in flops.items() if c in table})
+    return latex_table(
+        table[list(names)].rename(columns=names),
+        path,
+        label="tab:compute-matched",
+        digits={"Multiple": 1, "Total tok.": 0, "Ratio": 2},
+        escape_headers=False,
+        caption=caption,
+    )
+
+
+CONVENTION_COLUMNS = {
+    "js_distance_nat": "JS dist.\\ (ln)",
+    "js_divergence_bits": "JS div.\\ (bits)",
+    "r2_utterance_mean": "$R^2_{\\mathrm{utt}}$",
+    "r2_pooled": "$R^2_{\\mathrm{pooled}}$",
+    "r2_label_mean": "$R^2_{\\mathrm{label}}$",
+}
+CELL_KEYS = ("dataset", "model", "strategy", "budget")
+
+
+def _note_table(path: Path, label: str, caption: str, note: str) -> Path:
+    return latex_table(pd.DataFrame({"Note": [note]}), path, label=label, caption=caption)
+
+
+def _cells_first(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[bool], list[int]]:
+    """Model rows (each strategy at its largest budget) then reference rows in italics, per dataset."""
+    frame = at_largest_budget(frame)
+    is_ref = frame["model"] == REFERENCE_MODEL
+    frame = frame.assign(_r=is_ref.astype(int)).sort_values(["dataset", "_r", "model", "strategy"]).drop(columns="_r")
+    italic = (frame["model"] == REFERENCE_MODEL).tolist()
+    rules = [
+        i
+        for i in range(1, len(italic))
+        if italic[i] != italic[i - 1] or frame["dataset"].iloc[i] != frame["dataset"].iloc[i - 1]
+    ]
+    return frame.reset_index(drop=True), italic, rules
+
+
+def conventions_tex(conventions: pd.DataFrame | None, params: Mapping[str, Any], path: Path) -> Path:
+    """The conventions table: per cell, JS as the natural-log distance and as the base-2 divergence,
+    R² as the per-utterance mean, the pooled value and the per-label coefficient of determination.
+    Takes the score stage's ``conventions`` table, long (``convention``, ``value``) or wide."""
+    base = str((params.get("scoring") or {}).get("js_base", "e"))
+    headline = "natural-log distance" if base == "e" else f"distance with logarithms to base {base}"
+    caption = (
+        "The same predictions under each convention of the literature. JS: the distance (square root of "
+        "the divergence) with the natural logarithm, as AER-LLM's code computes it, and the divergence in "
+        "bits, as the later soft-label work reports it; $R^2$: the squared correlation per utterance "
+        "averaged over utterances (AER-LLM), pooled over all (utterance, label) cells, and the coefficient "
+        "of determination per label averaged over labels (scikit-learn's r2\\_score). The headline of "
+        f"every other table is the JS {headline} (params scoring.js\\_base) and the pooled $R^2$."
+    )
+    if conventions is None or conventions.empty:
+        return _note_table(path, "tab:conventions", caption, "not computed by this run")
+    keys = [k for k in CELL_KEYS if k in conventions]
+    if "convention" in conventions and "value" in conventions:
+        wide = conventions.pivot_table(index=keys, columns="convention", values="value", aggfunc="first").reset_index()
+    else:
+        wide = conventions
+    cols = [c for c in CONVENTION_COLUMNS if c in wide]
+    table, italic, rules = _cells_first(wide[[*keys, *cols]])
+    multi = table["dataset"].nunique() > 1
+    table["budget"] = _budgets(table["budget"], italic)
+    names = {**({"dataset": "Dataset"} if multi else {}), "model": "Model", "strategy": "Strategy", "budget": "$B$"}
+    names.update({c: CONVENTION_COLUMNS[c] for c in cols})
+    return latex_table(
+        table[list(names)].rename(columns=names),
+        path,
+        label="tab:conventions",
+        digits=3,
+        escape_headers=False,
+        caption=caption,
+        italic=italic,
+        rules=rules,
+    )
+
+
+POWER_COLUMNS = {
+    "model": "Model",
+    "strategy": "Strategy",
+    "budget": "$B$",
+    "metric": "Metric",
+    "n": "$n$",
+    "n_clusters": "Speakers",
+    "icc": "ICC",
+    "design_effect": "Design eff.",
+    "mde": "MDE",
+    "gain": "Gain",
+    "n_needed": "$n$ needed",
+}
+
+
+def power_tex(power: pd.DataFrame | None, params: Mapping[str, Any], path: Path) -> Path:
+    """The power table: per dataset, model, strategy (at its largest budget) and metric, the
+    minimum detectable gain and, for a stated gain, the utterances needed to detect it."""
+    caption = (
+        "Power of each comparison with the baseline: the smallest gain detectable (MDE, in the metric's "
+        "units) at the stated power and two-sided $\\alpha$ given the observed per-utterance variance of "
+        "the paired difference and its intra-speaker correlation (ICC, through the design effect), and, "
+        "for a stated gain, the number of utterances needed to detect it. A null result below the MDE "
+        "says nothing."
+    )
+    if power is None or power.empty or "mde" not in power:
+        return _note_table(path, "tab:power", caption, "not computed by this run")
+    table = at_largest_budget(power[power["model"] != REFERENCE_MODEL])
+    table = table.sort_values(["dataset", "model", "strategy", "metric"]).reset_index(drop=True)
+    multi = table["dataset"].nunique() > 1
+    cols = {**({"dataset": "Dataset"} if multi else {}), **{k: v for k, v in POWER_COLUMNS.items() if k in table}}
+    table = table.assign(
+        **{
+            c: table[c].map(lambda v: None if pd.isna(v) else int(v))
+            for c in ("budget", "n", "n_clusters", "n_needed")
+            if c in table
+        }
+    )
+    first = table.get("power")
+    if first is not None and first.notna().any():
+        caption += f" Power {format_value(100 * float(first.dropna().iloc[0]), 0)}\\%."
+    return latex_table(
+        table[list(cols)].rename(columns=cols),
+        path,
+        label="tab:power",
+        digits={cols[c]: d for c, d in {"icc": 2, "design_effect": 2, "mde": 3, "gain": 3}.items() if c in cols},
+        escape_headers=False,
+        caption=caption,
+    )
+
+
+__all__ = [
+    "MACROS",
+    "conventions_tex",
+    "dataset_table",
+    "format_value",
+    "headline_numbers",
+    "main_table",
+    "paired_tex",
+    "paper_outputs",
+    "power_tex",
+    "compute_matched_tex",
+]

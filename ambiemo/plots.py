@@ -23,6 +23,7 @@ heatmaps use viridis. Outputs are deterministic: no timestamps in the PDF.
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F
 MARKERS = ("s", "^", "D", "v", "P", "X", "*", "h")
 LINESTYLES = ("-", "--", "-.", ":")
 BASELINE_COLOUR = "#000000"
+REFERENCE_MODEL = "reference"  # the model name of the reference predictors' rows (uniform, human ceilings …)
 
 # Figure widths in inches: one column and two columns of a two-column paper.
 SINGLE, DOUBLE = 3.5, 7.2
@@ -176,7 +178,7 @@ def metric_heatmap(summary: pd.DataFrame, metric: str = "js", ci: pd.DataFrame |
     Brighter is better whichever way the metric points. With a ``bootstrap_ci`` table, each cell
     also shows the half-width of its interval.
     """
-    data = overall(summary)
+    data = _models_only(overall(summary))
     datasets = sorted(data["dataset"].unique())
     higher = METRICS[metric].higher_is_better if metric in METRICS else True
     with plt.rc_context(RC):
@@ -232,27 +234,69 @@ def metric_heatmap(summary: pd.DataFrame, metric: str = "js", ci: pd.DataFrame |
 # --------------------------------------------------------------------------- 2. metric vs ambiguity
 
 
-def metric_vs_ambiguity(summary: pd.DataFrame, metric: str = "js", baseline: str = "baseline") -> Figure:
+def _models_only(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of real models: the reference predictors (``model == "reference"``) left out."""
+    return frame[frame["model"] != REFERENCE_MODEL] if "model" in frame else frame
+
+
+def _with_ci(frame: pd.DataFrame, ci: pd.DataFrame | None, metric: str) -> pd.DataFrame:
+    """``frame`` with the ``ci_low`` / ``ci_high`` of ``metric`` from a ``bootstrap_ci`` table
+    (NaN where it has none), matched on the cell and the ambiguity bin."""
+    if ci is None or ci.empty:
+        return frame.assign(ci_low=np.nan, ci_high=np.nan)
+    keys = [k for k in ("dataset", "model", "strategy", "budget", "ambiguity") if k in frame and k in ci]
+    rows = ci[ci["metric"] == metric][[*keys, "ci_low", "ci_high"]].drop_duplicates(keys)
+    return frame.drop(columns=["ci_low", "ci_high"], errors="ignore").merge(rows, on=keys, how="left")
+
+
+def _band(ax, x, line: pd.DataFrame, colour: str, alpha: float = 0.15) -> None:
+    """The confidence band of a line, where its interval is known."""
+    lo, hi = line["ci_low"].to_numpy(dtype=float), line["ci_high"].to_numpy(dtype=float)
+    if np.isfinite(lo).any():
+        ax.fill_between(np.asarray(x, dtype=float), lo, hi, color=colour, alpha=alpha, linewidth=0)
+
+
+def metric_vs_ambiguity(
+    summary: pd.DataFrame, metric: str = "js", baseline: str = "baseline", ci: pd.DataFrame | None = None
+) -> Figure:
     """``metric`` per ambiguity bin (least to most ambiguous), one line per strategy (at its largest
-    budget), one panel per model; one row of panels per dataset."""
-    data = at_largest_budget(summary[summary["ambiguity"] != "all"])
+    budget), one panel per model; one row of panels per dataset.
+
+    With a per-bin ``bootstrap_ci`` table (``per_bin=True``) each line has its confidence band.
+    The reference predictors (rows with ``model == "reference"``: uniform, label-prior,
+    hard-oracle, the human ceilings) are drawn in every panel of their dataset as thin grey lines,
+    labelled at their right end; a reference that does not define ``metric`` (the human ceilings
+    define JS, BC, TV and Brier only) is left out. When JS is plotted and the summary holds no
+    uniform reference, each panel says so: the free slope of a near-uniform answer would be unseen.
+    """
+    data = _with_ci(at_largest_budget(summary[summary["ambiguity"] != "all"]), ci, metric)
+    refs = data[data["model"] == REFERENCE_MODEL]
+    data = _models_only(data)
     datasets = sorted(data["dataset"].unique())
     models = _model_order(data)
     strategies = _strategy_order(data, baseline)
     styles = _styles(strategies, baseline)
+    ref_styles = style.encodings(sorted(refs["strategy"].unique()))
     with plt.rc_context(RC):
-        fig, axes = _grid(len(datasets), len(models), min(DOUBLE, 0.4 + 2.4 * len(models)), 1.9, sharey=True)
+        fig, axes = _grid(len(datasets), len(models), min(DOUBLE, 0.6 + 2.4 * len(models)), 1.9, sharey=True)
         for r, dataset in enumerate(datasets):
             d = data[data["dataset"] == dataset]
-            bins = d[["ambiguity", "ambiguity_rank"]].drop_duplicates().sort_values("ambiguity_rank")
-            pos = {b: i for i, b in enumerate(bins["ambiguity"])}
+            ref_d = refs[refs["dataset"] == dataset]
+            bins = pd.concat([d, ref_d])[["ambiguity", "ambiguity_rank"]].drop_duplicates()
+            pos = {b: i for i, b in enumerate(bins.sort_values("ambiguity_rank")["ambiguity"])}
             for c, model in enumerate(models):
                 ax = axes[r, c]
                 for s in strategies:
                     line = d[(d["model"] == model) & (d["strategy"] == s)].sort_values("ambiguity_rank")
                     if len(line):
-                        ax.plot(line["ambiguity"].map(pos), line[metric], label=s, **styles[s])
+                        x = line["ambiguity"].map(pos)
+                        ax.plot(x, line[metric], label=s, **styles[s])
+                        _band(ax, x, line, styles[s]["color"])
+                _reference_lines(ax, ref_d, metric, pos, ref_styles)
+                if metric == "js" and "uniform" not in set(ref_d["strategy"]):
+                    ax.text(0.02, 0.02, "uniform reference missing", transform=ax.transAxes, fontsize=6, color="red")
                 ax.set_xticks(range(len(pos)), list(pos))
+                ax.set_xlim(-0.2, len(pos) - 1 + 0.9)  # room for the reference labels at the right
                 ax.set_title(f"{model}" + (f" · {dataset}" if len(datasets) > 1 else ""))
                 ax.set_xlabel("ambiguity (vote entropy bin)")
                 if c == 0:
@@ -261,11 +305,33 @@ def metric_vs_ambiguity(summary: pd.DataFrame, metric: str = "js", baseline: str
     return fig
 
 
-def _legend(fig: Figure, axes: np.ndarray) -> None:
+def _reference_lines(ax, refs: pd.DataFrame, metric: str, pos: Mapping[str, int], styles) -> None:
+    """Each reference predictor as a labelled grey line (with its band) over the bins."""
+    for name in sorted(refs["strategy"].unique()):
+        line = refs[refs["strategy"] == name].sort_values("ambiguity_rank")
+        line = line[np.isfinite(line[metric].to_numpy(dtype=float))]
+        if line.empty:
+            continue  # a human ceiling does not define this metric
+        x = line["ambiguity"].map(pos).to_numpy(dtype=float)
+        y = line[metric].to_numpy(dtype=float)
+        ax.plot(x, y, label=name, zorder=1, **styles[name])
+        _band(ax, x, line, styles[name]["color"], alpha=0.08)
+        ax.annotate(
+            name,
+            (x[-1], y[-1]),
+            xytext=(3, 0),
+            textcoords="offset points",
+            fontsize=5.5,
+            color=styles[name]["color"],
+            va="center",
+        )
+
+
+def _legend(fig: Figure, axes: np.ndarray, ncol: int = 5) -> None:
     handles, labels = {}, []
     for ax in axes.ravel():
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            if lab not in handles:
+            if lab not in handles and not lab.startswith("_"):
                 handles[lab] = h
                 labels.append(lab)
     if handles:
@@ -273,7 +339,7 @@ def _legend(fig: Figure, axes: np.ndarray) -> None:
             [handles[x] for x in labels],
             labels,
             loc="lower center",
-            ncol=min(len(labels), 5),
+            ncol=min(len(labels), ncol),
             bbox_to_anchor=(0.5, 1.0),
         )
     fig.tight_layout()
@@ -291,60 +357,181 @@ def _message_figure(text: str) -> Figure:
     return fig
 
 
-def interaction(gains: pd.DataFrame, baseline: str = "baseline") -> Figure:
-    """Gain over the baseline (positive = better) against model capacity (log scale), one line per
-    strategy (at its largest budget), one panel per ambiguity level, one row per dataset. Takes
-    ``scoring.gain_over_baseline(summary, metric)``."""
-    data = at_largest_budget(gains)
+def gain_intervals(
+    scores: pd.DataFrame,
+    metric: str = "js",
+    params: Mapping[str, Any] | None = None,
+    baseline: str = "baseline",
+    n_resamples: int | None = None,
+    seed: int | None = None,
+) -> pd.DataFrame:
+    """Each strategy's gain over the baseline on the per-utterance score ``metric`` (``js``, ``bc``,
+    ``tv``, ``brier``, ``correct`` …) with a speaker-clustered percentile bootstrap interval, per
+    dataset × model × strategy × budget × ambiguity level (``"all"`` and each bin).
+
+    The gain is the mean paired difference over the utterances both scored, signed so that positive
+    is better; pairs with a NaN on either side are dropped and counted in ``n_dropped``. Whole
+    speakers are resampled (``ambiemo.stats.clusters``, the same clusters as every other CI), from a
+    generator seeded by the run seed and the group's name, so an interval does not depend on row
+    order or on which other cells are present. The reference predictors are left out (no baseline).
+    Defaults: params ``scoring.bootstrap_resamples``, ``scoring.ci_level``, ``seed``.
+    """
+    from ambiemo.scoring import scoring_params
+    from ambiemo.stats import clusters, resample_weights
+
+    if metric not in scores.columns:
+        raise KeyError(f"gain_intervals: the scores have no per-utterance column {metric!r}")
+    sp = scoring_params(params)
+    n_resamples = int(n_resamples or sp["bootstrap_resamples"])
+    alpha = (1 - float(sp["ci_level"])) / 2
+    seed = int(seed if seed is not None else (params or {}).get("seed", 0) or 0)
+    sign = 1.0 if (METRICS[metric].higher_is_better if metric in METRICS else True) else -1.0
+    rows = []
+    for (dataset, model), g in _models_only(scores).groupby(["dataset", "model"], sort=True):
+        base = g[g["strategy"] == baseline]
+        base = base[base["budget"] == base["budget"].min()].set_index("utt_id")[metric]
+        for (strategy, budget), cell in g[g["strategy"] != baseline].groupby(["strategy", "budget"], sort=True):
+            cell = cell.set_index("utt_id")
+            common = cell.index.intersection(base.index)
+            pairs = cell.loc[common].assign(d=sign * (cell.loc[common, metric] - base.loc[common])).reset_index()
+            dropped = int(pairs["d"].isna().sum())
+            pairs = pairs.dropna(subset=["d"])
+            levels = [("all", -1, pairs)] + [
+                (b, int(p["ambiguity_rank"].iloc[0]), p) for b, p in pairs.groupby("ambiguity", sort=True)
+            ]
+            for level, rank, part in levels:
+                key = (dataset, model, strategy, budget, level, metric)
+                row = dict(zip(("dataset", "model", "strategy", "budget", "ambiguity"), key, strict=False))
+                row.update(ambiguity_rank=rank, metric=metric, n_pairs=len(part), n_dropped=dropped)
+                row["params_b"] = float(part["params_b"].iloc[0]) if "params_b" in part and len(part) else np.nan
+                d = part["d"].to_numpy(dtype=float)
+                if d.size == 0:
+                    rows.append({**row, "gain": np.nan, "ci_low": np.nan, "ci_high": np.nan})
+                    continue
+                codes, _ = clusters(part)
+                rng = np.random.default_rng([seed, zlib.crc32(repr(key).encode())])
+                w = resample_weights(codes, n_resamples, rng)
+                boot = (w @ d) / w.sum(axis=1)
+                low, high = np.quantile(boot, [alpha, 1 - alpha])
+                rows.append({**row, "gain": float(d.mean()), "ci_low": float(low), "ci_high": float(high)})
+    return pd.DataFrame(rows)
+
+
+def model_families(params: Mapping[str, Any] | None, models: Sequence[str]) -> dict[str, str]:
+    """Each model's family (params ``models.<key>.family``); a model without one is its own family:
+    ``ambiemo.stats.families``, the grouping the capacity models use, so the figure and the table agree."""
+    from ambiemo.stats import families
+
+    models = list(models)
+    return dict(zip(models, families(pd.Series(models, dtype=object), params), strict=True))
+
+
+def interaction(gains: pd.DataFrame, baseline: str = "baseline", families: Mapping[str, str] | None = None) -> Figure:
+    """Gain over the baseline (positive = better) against model capacity (log scale): one row of
+    panels per strategy (at its largest budget) and dataset, one column per ambiguity level, and in
+    each panel one line per model **family** through its models' sizes (a family with one model is
+    a point), each family with its own colour and marker (``style.model_family_encodings``).
+
+    Takes ``gain_intervals(scores, metric)`` (error bars from its ``ci_low`` / ``ci_high``) or
+    ``scoring.gain_over_baseline(summary, metric)`` (no intervals). ``families`` maps a model to
+    its family (``model_families(params, models)``); unmapped models are their own family. The
+    reference predictors are left out, and so are models without a capacity (API models): the
+    figure's footnote counts them.
+    """
+    data = at_largest_budget(_models_only(gains))
+    data = data[data["strategy"] != baseline]
     if data.empty:
         return _message_figure("no gain to show: the run has no strategy besides the baseline")
     metric = str(data["metric"].iloc[0])
-    datasets = sorted(data["dataset"].unique())
+    families = dict(families or {})
+    data = data.assign(family=data["model"].map(lambda m: families.get(m, m)))
+    no_size = sorted(data.loc[~(data["params_b"] > 0), "model"].unique())
+    data = data[data["params_b"] > 0]
+    if data.empty:
+        return _message_figure(f"no gain against capacity: no model has a capacity (left out: {', '.join(no_size)})")
+    if "ci_low" not in data:
+        data = data.assign(ci_low=np.nan, ci_high=np.nan)
     levels = data[["ambiguity", "ambiguity_rank"]].drop_duplicates().sort_values("ambiguity_rank")["ambiguity"].tolist()
-    strategies = _strategy_order(data, baseline)
-    styles = _styles(strategies, baseline)
+    rows = [(d, s) for d in sorted(data["dataset"].unique()) for s in _strategy_order(data[data["dataset"] == d])]
+    looks = style.model_family_encodings(data["family"].unique())
+    caps = np.sort(data["params_b"].unique())
     with plt.rc_context(RC):
-        fig, axes = _grid(len(datasets), len(levels), min(DOUBLE, 0.4 + 1.8 * len(levels)), 1.9, sharey=True)
-        for r, dataset in enumerate(datasets):
+        panel_h = 1.3 if len(rows) <= 8 else max(0.75, 10.4 / len(rows))  # many datasets × strategies: one page
+        width = min(DOUBLE, 0.6 + 1.6 * len(levels))
+        fig, axes = _grid(len(rows), len(levels), width, panel_h, sharex=True, sharey=True)
+        for r, (dataset, strategy) in enumerate(rows):
             for c, level in enumerate(levels):
                 ax = axes[r, c]
-                d = data[(data["dataset"] == dataset) & (data["ambiguity"] == level)]
-                for s in strategies:
-                    line = d[d["strategy"] == s].sort_values("params_b")
-                    if len(line):
-                        ax.plot(line["params_b"], line["gain"], label=s, **styles[s])
+                d = data[(data["dataset"] == dataset) & (data["strategy"] == strategy) & (data["ambiguity"] == level)]
+                for fam in sorted(d["family"].unique()):
+                    _family_line(ax, d[d["family"] == fam].sort_values("params_b"), fam, looks[fam])
                 ax.axhline(0, color=BASELINE_COLOUR, linewidth=0.8)
-                caps = np.sort(d["params_b"].dropna().unique())
-                if len(caps) and (caps > 0).all():
-                    ax.set_xscale("log")
-                    ax.set_xticks(caps, [f"{c:g}" for c in caps])  # the models' own sizes, not decades
-                    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-                    ax.set_xlim(caps[0] / 1.6, caps[-1] * 1.6)
-                ax.set_title(
-                    ("all utterances" if level == "all" else f"ambiguity: {level}")
-                    + (f" · {dataset}" if len(datasets) > 1 else "")
-                )
+                ax.set_xscale("log")
+                ax.set_xticks(caps, [f"{x:g}" for x in caps])  # the models' own sizes, not decades
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+                ax.set_xlim(caps[0] / 1.6, caps[-1] * 1.6)
+                if r == 0:
+                    ax.set_title("all utterances" if level == "all" else f"ambiguity: {level}")
                 if c == 0:
-                    name = METRICS[metric].label if metric in METRICS else metric
-                    ax.set_ylabel(f"gain in {name} over {baseline}\n(positive = better)")
-        fig.supxlabel("model capacity (billions of parameters, log scale)", fontsize=RC["axes.labelsize"])
-        _legend(fig, axes)
+                    ax.set_ylabel(strategy + (f"\n{dataset}" if len({d for d, _ in rows}) > 1 else ""))
+        name = METRICS[metric].label if metric in METRICS else metric
+        fig.supylabel(f"gain in {name} over {baseline} (positive = better)", fontsize=RC["axes.labelsize"])
+        note = f"; left out, no capacity: {', '.join(no_size)}" if no_size else ""
+        fig.supxlabel(f"model capacity (billions of parameters, log scale){note}", fontsize=RC["axes.labelsize"])
+        _legend(fig, axes, ncol=6)
     return fig
 
 
-# --------------------------------------------------------------------------- 4. compute-matched curves
+def _family_line(ax, line: pd.DataFrame, family: str, look: Mapping[str, Any]) -> None:
+    """One family's gains through its models' sizes, with error bars where the interval is known."""
+    x, y = line["params_b"].to_numpy(dtype=float), line["gain"].to_numpy(dtype=float)
+    lo, hi = line["ci_low"].to_numpy(dtype=float), line["ci_high"].to_numpy(dtype=float)
+    ax.plot(x, y, label=family, **look)
+    if np.isfinite(lo).any():
+        yerr = np.vstack([y - lo, hi - y])
+        ax.errorbar(x, y, yerr=yerr, fmt="none", ecolor=look["color"], elinewidth=0.7, capsize=1.5)
 
 
-def compute_curves(summary: pd.DataFrame, metric: str = "js", baseline: str = "baseline") -> Figure:
-    """``metric`` against generated tokens and against model calls per utterance: one line per
-    strategy through its budgets, one row per model (and dataset)."""
-    data = overall(summary)
+# --------------------------------------------------------------------------- 4. compute curves
+
+# x axes of figure 4, best first: (column, label); the first of each pair the table has is used.
+COMPUTE_AXES = (
+    (
+        ("tokens_total", "tokens processed per utterance\n(prompt + generated, model + verifier)"),
+        ("gen_tokens", "generated tokens per utterance\n(model only)"),
+    ),
+    (("calls_total", "calls per utterance\n(model + verifier)"), ("model_calls", "model calls per utterance")),
+    (("flops_est", "FLOPs per utterance (estimate:\n2 × parameters × tokens)"),),
+)
+
+
+def compute_curves(
+    summary: pd.DataFrame, metric: str = "js", baseline: str = "baseline", compute: pd.DataFrame | None = None
+) -> Figure:
+    """``metric`` against compute per utterance: one line per strategy through its budgets, one row
+    per model (and dataset), one column per compute axis.
+
+    The axes are the total tokens processed (``tokens_total``: prompt + generated, model and
+    verifier), the calls (model + verifier calls, so that a verifier's scoring is counted) and the
+    estimated FLOPs (``flops_est``, 2 × parameters × tokens: an estimate) where the summary or the
+    ``compute`` table has them; otherwise the older axes (generated tokens, model calls) stand in,
+    and the FLOPs column is left out. The reference predictors spend no compute and are left out.
+    """
+    data = _models_only(overall(summary))
+    if compute is not None:
+        keys = [k for k in ("dataset", "model", "strategy", "budget") if k in compute]
+        extra = [c for c in ("tokens_total", "flops_est", "verifier_calls") if c in compute and c not in data]
+        if extra:
+            data = data.merge(compute[[*keys, *extra]].drop_duplicates(keys), on=keys, how="left")
+    if "verifier_calls" in data and "model_calls" in data:
+        data = data.assign(calls_total=data["model_calls"] + data["verifier_calls"].fillna(0))
+    xs = [next(((col, lab) for col, lab in axis if _has(data, col)), None) for axis in COMPUTE_AXES]
+    xs = [x for x in xs if x is not None]
     rows = [(d, m) for d in sorted(data["dataset"].unique()) for m in _model_order(data[data["dataset"] == d])]
     strategies = _strategy_order(data, baseline)
     styles = _styles(strategies, baseline)
-    xs = (("gen_tokens", "generated tokens per utterance"), ("model_calls", "model calls per utterance"))
     with plt.rc_context(RC):
-        fig, axes = _grid(len(rows), 2, DOUBLE * 0.75, 1.9, sharey="row")
+        fig, axes = _grid(len(rows), len(xs), min(DOUBLE, 0.6 + 2.3 * len(xs)), 1.9, sharey="row")
         for r, (dataset, model) in enumerate(rows):
             d = data[(data["dataset"] == dataset) & (data["model"] == model)]
             for c, (x, xlabel) in enumerate(xs):
@@ -358,12 +545,18 @@ def compute_curves(summary: pd.DataFrame, metric: str = "js", baseline: str = "b
                 finite = finite[np.isfinite(finite)]
                 if finite.size and (finite > 0).all() and finite.max() / finite.min() > 20:
                     ax.set_xscale("log")
+                if x == "flops_est":
+                    ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter())  # 36G, not an offset "1e10"
                 ax.set_xlabel(xlabel)
                 if c == 0:
                     several = data["dataset"].nunique() > 1
                     ax.set_ylabel(f"{_label(metric)}\n{model}" + (f" · {dataset}" if several else ""))
         _legend(fig, axes)
     return fig
+
+
+def _has(frame: pd.DataFrame, column: str) -> bool:
+    return column in frame and bool(np.isfinite(frame[column].to_numpy(dtype=float)).any())
 
 
 # --------------------------------------------------------------------------- 5. reliability
@@ -376,7 +569,7 @@ def reliability_diagrams(
     beside the diagonal of perfect calibration, with the bin's mean confidence marked and the
     ECE in the title; one row per model (and dataset), one column per strategy (at its largest
     budget, or only ``strategies``). Takes ``scoring.reliability(scores)``."""
-    data = at_largest_budget(rel)
+    data = at_largest_budget(_models_only(rel))
     if strategies is not None:
         data = data[data["strategy"].isin(strategies)]
     rows = [(d, m) for d in sorted(data["dataset"].unique()) for m in _model_order(data[data["dataset"] == d])]

@@ -1,7 +1,9 @@
 """Tables and numbers for the paper, written as LaTeX files that ``paper/`` ``\\input``s.
 
 Nothing in the manuscript is typed by hand: ``latex_table`` writes a booktabs table from a
-DataFrame and ``write_macros`` writes one ``\\newcommand`` per number quoted in the text. Both
+DataFrame and ``write_macros`` writes one ``\\newcommand`` per number quoted in the text.
+``read_result`` reads a pipeline table by name (the parquet the stage writes, or the CSV of
+older runs), the one place that knows which. Both writers
 format deterministically (fixed decimals, ``--`` for a missing value, ``-0.000`` printed as
 ``0.000``, sorted macros), so an unchanged rerun writes byte-identical files.
 """
@@ -67,17 +69,63 @@ def _write(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
-def _best_rows(data: pd.DataFrame, best: Mapping[str, str], places: Mapping[str, int]) -> dict[str, set[int]]:
-    """Per column of ``best``, the rows holding its best value after rounding (ties all bold)."""
+def read_result(folder: str | os.PathLike, name: str, optional: bool = False) -> pd.DataFrame | None:
+    """The pipeline table ``name`` in ``folder`` (``results/summary``, ``results/stats``):
+    ``<name>.parquet`` (written through ``ambiemo.tables``, provenance in its metadata) where it
+    exists, else the ``<name>.csv`` beside it. Neither: FileNotFoundError naming both, or None
+    when ``optional`` (a table an older run does not write; the caller says so)."""
+    from ambiemo.tables import read_table
+
+    folder = Path(folder)
+    parquet, csv = folder / f"{name}.parquet", folder / f"{name}.csv"
+    if parquet.is_file():
+        return read_table(parquet)[0]
+    if csv.is_file():
+        return pd.read_csv(csv)
+    if optional:
+        return None
+    raise FileNotFoundError(f"no table {name!r}: neither {parquet} nor {csv} exists; has the stage that writes it run?")
+
+
+def _best_rows(
+    data: pd.DataFrame, best: Mapping[str, str], places: Mapping[str, int], skip: Sequence[bool] | None = None
+) -> dict[str, set[int]]:
+    """Per column of ``best``, the rows holding its best value after rounding (ties all bold);
+    rows marked in ``skip`` (reference rows: yardsticks, not contenders) never count."""
     rows: dict[str, set[int]] = {}
     for col, how in best.items():
         if how not in ("min", "max"):
             raise ValueError(f"latex_table: best[{col!r}] must be 'min' or 'max', got {how!r}")
         values = pd.to_numeric(data[col], errors="coerce").round(places[col]).to_numpy(dtype=float)
+        if skip is not None:
+            values = np.where(np.asarray(skip, dtype=bool), np.nan, values)
         if np.isfinite(values).any():
             target = np.nanmin(values) if how == "min" else np.nanmax(values)
             rows[col] = set(np.flatnonzero(values == target))
     return rows
+
+
+def _is_numeric(column: pd.Series) -> bool:
+    """Right-aligned: a numeric column, or one of numbers with gaps (a budget that references lack)."""
+    if pd.api.types.is_bool_dtype(column):
+        return False
+    if pd.api.types.is_numeric_dtype(column):
+        return True
+    values = column.dropna()
+    return len(values) > 0 and all(
+        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) for v in values
+    )
+
+
+def _row(
+    values: Sequence[Any], names: Sequence[str], places: Mapping[str, int], bold: Sequence[bool], italic: bool
+) -> str:
+    """One table row: each cell formatted, bold where it is its column's best, else italic if asked."""
+    cells = []
+    for col, value, b in zip(names, values, bold, strict=True):
+        text = format_value(value, places[col])
+        cells.append(f"\\textbf{{{text}}}" if b else f"\\textit{{{text}}}" if italic else text)
+    return " & ".join(cells) + " \\\\\n"
 
 
 def latex_table(
@@ -91,6 +139,8 @@ def latex_table(
     notes: str | None = None,
     placement: str = "t",
     escape_headers: bool = True,
+    italic: Sequence[bool] | None = None,
+    rules: Sequence[int] = (),
 ) -> Path:
     """Write ``df`` as a booktabs ``tabular`` (inside a ``table`` float when a caption or label is
     given) to ``path``, for ``\\input``.
@@ -100,6 +150,8 @@ def latex_table(
     column (``{"js": "min", "accuracy": "max"}``); ``notes`` goes under the table in small type.
     Numeric columns are right-aligned, others left. Headers are escaped unless
     ``escape_headers`` is False (then they may hold math such as ``$\\downarrow$``).
+    ``italic`` (one flag per row) sets rows in italics and keeps them out of ``best`` (the reference
+    predictors beside the models); ``rules`` are row positions that get a ``\\midrule`` above them.
     """
     if isinstance(columns, Mapping):
         names, headers = list(columns), [str(v) for v in columns.values()]
@@ -110,9 +162,11 @@ def latex_table(
     if missing:
         raise KeyError(f"latex_table {path}: no column(s) {missing}; the table has {list(df.columns)}")
     data = df[names]
-    numeric = [pd.api.types.is_numeric_dtype(data[c]) and not pd.api.types.is_bool_dtype(data[c]) for c in names]
+    numeric = [_is_numeric(data[c]) for c in names]
     places = {c: (digits.get(c, 3) if isinstance(digits, Mapping) else int(digits)) for c in names}
-    bold_rows = _best_rows(data, best or {}, places)
+    if italic is not None and len(italic) != len(data):
+        raise ValueError(f"latex_table {path}: italic has {len(italic)} flags for {len(data)} rows")
+    bold_rows = _best_rows(data, best or {}, places, italic)
 
     lines = [HEADER]
     floating = caption is not None or label is not None
@@ -124,12 +178,12 @@ def latex_table(
             lines.append(f"\\label{{{label}}}\n")
     lines.append("\\begin{tabular}{" + "".join("r" if n else "l" for n in numeric) + "}\n\\toprule\n")
     lines.append(" & ".join(latex_escape(h) if escape_headers else h for h in headers) + " \\\\\n\\midrule\n")
+    rule_rows = set(rules)
     for i, row in enumerate(data.itertuples(index=False)):
-        cells = []
-        for col, value in zip(names, row, strict=True):
-            text = format_value(value, places[col])
-            cells.append(f"\\textbf{{{text}}}" if i in bold_rows.get(col, ()) else text)
-        lines.append(" & ".join(cells) + " \\\\\n")
+        if i in rule_rows and i > 0:
+            lines.append("\\midrule\n")
+        bold = [i in bold_rows.get(col, ()) for col in names]
+        lines.append(_row(row, names, places, bold, italic is not None and italic[i]))
     lines.append("\\bottomrule\n\\end{tabular}\n")
     if notes:
         lines.append(f"\\par\\smallskip{{\\footnotesize {notes}}}\n")

@@ -15,6 +15,11 @@ reads the others, and no two strategies look alike even in grey scale:
     reference          grey     #666666        uniform: none, dotted; label-prior: none, dashdot;
                                                hard-oracle: none, dashed; human-*: none, solid (thin)
 
+Model **families** (the capacity ladders of figure 3, params ``models.<key>.family``) get their
+own encoding from ``model_family_encodings``: one Okabe & Ito colour and one marker per family,
+in name order, with a line style that changes once the colours are used up, so that no two
+families look alike (up to 24; beyond, colour and marker repeat with another line style).
+
 The palette is Okabe & Ito (2008), "Color Universal Design", distinguishable under the common
 colour-vision deficiencies. A strategy this table does not know gets a unique grey-scale-safe
 fallback (yellow #F0E442 or the palette's last colours, markers not used above), still distinct.
@@ -98,6 +103,33 @@ def encodings(names: Sequence[str]) -> dict[str, dict[str, Any]]:
             "color": _FALLBACK_COLOURS[i % len(_FALLBACK_COLOURS)],
             "marker": _FALLBACK_MARKERS[i % len(_FALLBACK_MARKERS)],
             "linestyle": _FALLBACK_STYLES[(i // len(_FALLBACK_MARKERS)) % len(_FALLBACK_STYLES)],
+        }
+    return out
+
+
+# Family markers: filled shapes that stay apart at small sizes.
+_FAMILY_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p")
+_FAMILY_COLOURS = (
+    OKABE_ITO["black"],
+    OKABE_ITO["orange"],
+    OKABE_ITO["sky blue"],
+    OKABE_ITO["bluish green"],
+    OKABE_ITO["vermilion"],
+    OKABE_ITO["blue"],
+    OKABE_ITO["reddish purple"],
+    OKABE_ITO["yellow"],
+)
+
+
+def model_family_encodings(families: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """matplotlib keyword arguments (color, marker, linestyle) per model family, in name order:
+    the same family gets the same look in every figure of one run."""
+    out = {}
+    for i, name in enumerate(sorted(set(families))):
+        out[name] = {
+            "color": _FAMILY_COLOURS[i % len(_FAMILY_COLOURS)],
+            "marker": _FAMILY_MARKERS[i % len(_FAMILY_MARKERS)],
+            "linestyle": _FALLBACK_STYLES[(i // 24) % len(_FALLBACK_STYLES)],
         }
     return out
 

@@ -80,3 +80,32 @@ def test_macros(tmp_path):
     ]
     with pytest.raises(ValueError, match="both become"):
         report.write_macros({"a-b": 1, "AB": 2}, tmp_path / "n.tex")
+
+
+def test_read_result_prefers_the_parquet_and_names_what_is_missing(tmp_path):
+    from ambiemo.tables import write_table
+
+    df = pd.DataFrame({"model": ["a", "b"], "js": [0.25, 0.5]})
+    df.assign(js=[9.0, 9.0]).to_csv(tmp_path / "summary.csv", index=False)
+    pd.testing.assert_frame_equal(report.read_result(tmp_path, "summary"), df.assign(js=[9.0, 9.0]))  # CSV only
+    write_table(df, tmp_path / "summary.parquet", {"provenance": {}})
+    pd.testing.assert_frame_equal(report.read_result(tmp_path, "summary"), df)  # the parquet wins
+    with pytest.raises(FileNotFoundError, match=r"power\.parquet.*power\.csv"):
+        report.read_result(tmp_path, "power")
+    assert report.read_result(tmp_path, "power", optional=True) is None
+
+
+def test_latex_table_sets_reference_rows_in_italics_below_a_rule_and_never_best(tmp_path):
+    df = pd.DataFrame({"name": ["m1", "m2", "uniform"], "budget": pd.Series([4, 1, None], dtype=object)})
+    df["js"] = [0.3, 0.2, 0.1]
+    text = report.latex_table(df, tmp_path / "t.tex", best={"js": "min"}, italic=[False, False, True], rules=[2])
+    assert "\\begin{tabular}{lrr}" in text.read_text()  # a budget with gaps is still a number column
+    lines = text.read_text().split("\\midrule\n", 1)[1].splitlines()
+    assert lines[:4] == [
+        "m1 & 4 & 0.300 \\\\",
+        "m2 & 1 & \\textbf{0.200} \\\\",  # the best among the models, though the reference is lower
+        "\\midrule",
+        "\\textit{uniform} & \\textit{--} & \\textit{0.100} \\\\",
+    ]
+    with pytest.raises(ValueError, match="italic has 1 flags for 3 rows"):
+        report.latex_table(df, tmp_path / "u.tex", italic=[True])
