@@ -111,11 +111,13 @@ FEATURE_MEMO_BYTES = 512 * 2**20  # feature tensors kept in memory (a 30 s Whisp
 
 
 def nbytes(value: Any) -> int:
-    """Bytes held by the arrays and tensors in ``value`` (nested dicts, lists and tuples)."""
+    """Bytes held by the arrays, tensors, bytes and strings in ``value`` (nested dicts, lists and tuples)."""
     if isinstance(value, dict):
         return sum(nbytes(v) for v in value.values())
     if isinstance(value, list | tuple):
         return sum(nbytes(v) for v in value)
+    if isinstance(value, bytes | bytearray | str):
+        return len(value)
     return int(getattr(value, "nbytes", 0))
 
 

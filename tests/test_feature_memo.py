@@ -101,3 +101,30 @@ def test_two_strategies_extract_each_clip_once(
     assert calls_on == N and stats_on["misses"] == N and stats_on["hits"] == calls_off - N
     for s in strategies:
         pd.testing.assert_frame_equal(on[s], off[s])  # the memo changes the cost, never an answer
+
+
+def test_api_routes_encode_each_clip_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The WAV an API request carries is encoded once per clip, however many requests send it, and is
+    the same bytes the encoder gives; two clips differing in one sample never share an entry."""
+    import base64
+
+    from ambiemo.models import api
+    from ambiemo.models.base import AudioRequest, Message
+
+    monkeypatch.setattr(audio, "FEATURE_MEMO", FeatureMemo(max_bytes=10**7))
+    calls = []
+    encode = api.wav_bytes
+    monkeypatch.setattr(api, "wav_bytes", lambda x, sr: calls.append(len(x)) or encode(x, sr))
+    rng = np.random.default_rng(0)
+    clip = rng.uniform(-0.5, 0.5, 16000).astype(np.float32)
+    nudged = clip.copy()
+    nudged[100] += 1e-3
+    messages = (Message("user", "Which emotion?"),)
+    requests = [AudioRequest(f"u{i}", clip, 16000, messages) for i in range(3)]
+    texts = [api.request_wav(r, as_base64=True) for r in requests]
+    wavs = [api.request_wav(r) for r in requests]
+    assert len(calls) == 2  # once as base64, once as bytes, for three requests
+    assert texts[0] == base64.b64encode(encode(clip, 16000)).decode("ascii") and len(set(texts)) == 1
+    assert wavs[0] == encode(clip, 16000) and len(set(wavs)) == 1
+    assert api.request_wav(AudioRequest("v", nudged, 16000, messages)) == encode(nudged, 16000) != wavs[0]
+    assert audio.FEATURE_MEMO.bytes == len(texts[0]) + 2 * len(wavs[0])  # strings and bytes count against the bound

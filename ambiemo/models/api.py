@@ -35,6 +35,7 @@ position there, or on which endpoint of a pool served it.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import hashlib
 import io
@@ -337,6 +338,19 @@ def wav_bytes(waveform: np.ndarray, sample_rate: int) -> bytes:
         w.setframerate(int(sample_rate))
         w.writeframes(pcm.tobytes())
     return buf.getvalue()
+
+
+def request_wav(request: AudioRequest, *, as_base64: bool = False) -> bytes | str:
+    """The request's clip as ``wav_bytes`` (or their base64 text), encoded once per clip and kept in
+    ``ambiemo.audio.FEATURE_MEMO``: every candidate, retry, verifier turn and strategy that sends the
+    same clip reuses it, so the client's CPU per request is the SDK's, not the encoder's."""
+    from ambiemo.audio import FEATURE_MEMO
+
+    def encode() -> bytes | str:
+        wav = wav_bytes(request.waveform, request.sample_rate)
+        return base64.b64encode(wav).decode("ascii") if as_base64 else wav
+
+    return FEATURE_MEMO.get(request.audio_sha1(), "wav-pcm16-base64" if as_base64 else "wav-pcm16", encode)
 
 
 def cost_usd(pricing: dict[str, float] | None, *, text_in: int, audio_in: int, out: int) -> float:

@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from ambiemo.models import register_model
-from ambiemo.models.api import ApiModel, CallUsage, MalformedResponse, RequestFailed, api_key_from_env, wav_bytes
+from ambiemo.models.api import ApiModel, CallUsage, MalformedResponse, RequestFailed, api_key_from_env, request_wav
 from ambiemo.models.base import AudioRequest, Candidate, GenerationConfig
 
 
@@ -65,7 +65,7 @@ class GeminiModel(ApiModel):
         from google.genai import types
 
         turn = request.audio_turn()
-        audio = types.Part.from_bytes(data=wav_bytes(request.waveform, request.sample_rate), mime_type="audio/wav")
+        audio = types.Part.from_bytes(data=request_wav(request), mime_type="audio/wav")
         system = [m.text for m in request.messages if m.role == "system"]
         contents = []
         for i, m in enumerate(request.messages):

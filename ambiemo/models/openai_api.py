@@ -26,7 +26,6 @@ token (``api.option_logprobs_from_top``).
 
 from __future__ import annotations
 
-import base64
 import os
 from typing import Any
 
@@ -38,7 +37,7 @@ from ambiemo.models.api import (
     MalformedResponse,
     RequestFailed,
     api_key_from_env,
-    wav_bytes,
+    request_wav,
 )
 from ambiemo.models.base import AudioRequest, Candidate, Capabilities, GenerationConfig
 
@@ -119,7 +118,7 @@ class OpenAIChatModel(ApiModel):
     def messages(self, request: AudioRequest, prefix: str = "") -> list[dict[str, Any]]:
         """The chat messages for ``request`` (and an assistant turn to continue, if ``prefix``)."""
         turn = request.audio_turn()
-        data = base64.b64encode(wav_bytes(request.waveform, request.sample_rate)).decode("ascii")
+        data = request_wav(request, as_base64=True)
         out: list[dict[str, Any]] = []
         for i, m in enumerate(request.messages):
             if i == turn:
