@@ -17,6 +17,9 @@ paired differences ``d`` and their speakers. From them:
 - ``n_needed``: the utterances needed to detect a stated ``gain``: the smallest number of
   speakers ``C'`` (each of the observed mean size ``m``, the same ``icc`` and ``sd``) whose power
   reaches the target, times ``m`` (rounded up).
+- ``note``: why a row has no ``mde``: paired differences without variance (a strategy answering
+  exactly as the baseline does, e.g. both fall back to uniform) leave nothing to plan from, so
+  ``mde`` and ``n_needed`` are missing there rather than a misleading 0.
 """
 
 from __future__ import annotations
@@ -129,11 +132,17 @@ def n_needed(
 def power_row(d, clusters, gain: float | None = None, power: float = POWER, alpha: float = ALPHA) -> dict:
     """The design of ``d``, its minimum detectable gain and (for a stated ``gain``) the n needed."""
     row = design(d, clusters)
+    row["gain"] = gain
+    if not (np.isfinite(row["sd"]) and row["sd"] > 0):
+        # Identical paired differences (a strategy that answers as the baseline does) give no variance
+        # to plan from: no detectable gain is computed rather than a misleading 0.
+        row.update(mde=float("nan"), n_needed=None, note="no variance in the paired differences")
+        return row
     effect = minimum_detectable_effect(row["n_effective"], _df(row["n_effective"], row["n_clusters"]), power, alpha)
     row["mde"] = effect * row["sd"]
-    row["gain"] = gain
-    ok = gain is not None and np.isfinite(row["sd"]) and row["sd"] > 0
+    ok = gain is not None
     row["n_needed"] = n_needed(gain, row["sd"], row["icc"], row["mean_cluster_size"], power, alpha) if ok else None
+    row["note"] = ""
     return row
 
 

@@ -68,3 +68,12 @@ def test_power_table_and_n_needed_with_clusters():
         >= 0.8
         > PW.t_power(eff, (c - 1) * 8 / de, min((c - 1) * 8 / de, c - 1) - 1)
     )
+
+
+def test_no_variance_gives_no_detectable_gain():
+    # A strategy that answers exactly as its baseline: every paired difference is 0, so the MDE of
+    # delta * sd would read 0 ("any gain is detectable"); it must be missing, with the reason.
+    row = PW.power_row(np.zeros(12), np.repeat(["a", "b", "c"], 4), gain=0.02)
+    assert math.isnan(row["mde"]) and row["n_needed"] is None and "no variance" in row["note"]
+    ok = PW.power_row(np.array([0.1, -0.2, 0.05, 0.3, 0.0, -0.1]), np.arange(6), gain=0.02)
+    assert ok["mde"] > 0 and ok["note"] == ""
