@@ -6,7 +6,13 @@ Every figure is an estimate and says so:
 - **calls**: the requests each strategy sends per utterance at its budgets (the counts follow the
   strategies' own rules: one beam search per width, the first N of N_max samples, the verifier
   once per candidate). Requests that two cells send identically (``w-bon`` asks ``bon``'s beam
-  searches, ``w-alm-v`` ``alm-v``'s candidates and ratings) count once under *new*.
+  searches, ``w-alm-v`` ``alm-v``'s candidates and ratings) count once under *unique*, on the
+  model that serves them (a verifier's unique requests include those of other models' cells).
+- **cached**: the share of the unique requests' cache entries (one per candidate of a generation,
+  one per option-scoring request) that the generation cache (``paths.cache_dir``) already holds for
+  the model's identity (built from its params entry, nothing loaded). An estimate from entry counts:
+  entries of another limit or dataset count too, while a verifier rates identical candidate texts
+  once (so a finished run can show less than 100%); unknown where the identity cannot be built here.
 - **tokens**: prompt text at about 4 characters per token, plus audio tokens at the model's rate
   (``models.<key>.audio_tokens_per_s``; defaults below) times the clips' mean duration; generated
   tokens at the prompt's ``max_new_tokens`` (an upper bound; plus a thinking model's ``thinking_budget``),
@@ -92,7 +98,11 @@ def strategy_requests(
     if name == "label-scoring":
         return [Request("model", "options", "single", "options", 2 * n_labels)]
     if name == "prompt-ensemble":
-        return [Request("model", "generate", f"paraphrase-{k}", "greedy", 1) for k in range(max(budgets))]
+        # paraphrase 0 is the main prompt (ambiemo.prompts): the baseline's request, paid once
+        return [
+            Request("model", "generate", f"paraphrase-{k}" if k else "distribution", "greedy", 1)
+            for k in range(max(budgets))
+        ]
     raise KeyError(f"ambiemo.plan knows no request pattern for strategy {name!r}; add it to strategy_requests")
 
 
@@ -103,7 +113,9 @@ class ModelPlan:
     local: bool
     cells: int = 0
     calls: int = 0
-    new_calls: int = 0
+    new_calls: int = 0  # unique requests this model serves (printed as "unique")
+    needed_entries: float = 0.0  # cache entries those requests make: one per generated candidate or scoring
+    cached_entries: int | None = None  # entries the generation cache holds for the model's identity
     verifier_calls: int = 0
     prompt_tokens: float = 0.0  # text and audio
     audio_tokens: float = 0.0  # the audio part of prompt_tokens
@@ -129,7 +141,7 @@ class Plan:
             "profile": self.profile,
             "estimate": True,
             "datasets": self.datasets,
-            "models": {k: asdict(v) for k, v in self.models.items()},
+            "models": {k: {**asdict(v), "cached_share": coverage(v)} for k, v in self.models.items()},
             "missing": self.missing,
             "notes": self.notes,
         }
@@ -229,11 +241,44 @@ def plan(
     ctx = _Ctx(params, strategy_settings(dict(params)), results, pilot or {}, out, dict(utterances or {}))
     for ds in run.get("datasets") or []:
         _plan_dataset(ctx, ds)
+    held = _cache_entries(params)
     for key, mp in out.models.items():
         spec = model_spec(dict(params), key)
         _price(mp, spec)
         _check_model(key, mp, spec, out, ctx.pilot.get(key))
+        mp.cached_entries = _cached_for(key, spec, held, out)
     return out
+
+
+def _cache_entries(params: Mapping[str, Any]) -> dict[str, int]:
+    """Entries per identity_sha in the generation cache, or {} where there is no cache yet."""
+    from ambiemo.cache import GenerationCache
+    from ambiemo.config import cache_dir
+
+    folder = cache_dir(dict(params))
+    if not folder.exists():
+        return {}
+    return {row["identity_sha"]: int(row["entries"]) for row in GenerationCache(folder).identity_stats()}
+
+
+def _cached_for(key: str, spec: Mapping[str, Any], held: Mapping[str, int], out: Plan) -> int | None:
+    """The cache entries held for the identity ``key``'s params entry builds (nothing is loaded)."""
+    from ambiemo.cache import identity_sha
+    from ambiemo.models import load_model
+
+    try:
+        identity = load_model(key, dict(spec)).identity
+    except Exception as exc:  # a route whose package is absent here, remote code not allowed, ...
+        out.notes.append(f"{key}: cache coverage unknown (its identity cannot be built here: {exc})")
+        return None
+    return held.get(identity_sha(identity), 0)
+
+
+def coverage(mp: ModelPlan) -> float | None:
+    """The share of ``mp``'s needed cache entries already held (at most 1), or None where unknown."""
+    if mp.cached_entries is None or not mp.needed_entries:
+        return None
+    return min(1.0, mp.cached_entries / mp.needed_entries)
 
 
 @dataclass
@@ -337,6 +382,7 @@ def _count(
         return
     seen.add(sig)
     target.new_calls += count
+    target.needed_entries += count * (req.n if req.kind == "generate" else 1)
     audio = count * info["mean_clip_s"] * target.audio_tokens_per_s
     target.audio_tokens += audio
     target.prompt_tokens += audio + count * chars.get(req.prompt, chars["distribution"]) / CHARS_PER_TOKEN
@@ -356,6 +402,10 @@ def _price(mp: ModelPlan, spec: Mapping[str, Any]) -> None:
     text_tok = mp.prompt_tokens - mp.audio_tokens
     audio_tok = mp.audio_tokens
     mp.usd = round((text_tok * text_rate + audio_tok * audio_rate + mp.gen_tokens * out_rate) / 1e6, 2)
+
+
+def _share(x: float | None) -> str:
+    return "?" if x is None else f"{100 * x:.0f}%"
 
 
 def _check_model(
@@ -442,7 +492,8 @@ def format_plan(p: Plan) -> str:
         )
     lines.append("")
     head = (
-        f"{'model':<22} {'route':<18} {'cells':>5} {'written':>7} {'calls':>10} {'new':>10} {'verifier':>9} "
+        f"{'model':<22} {'route':<18} {'cells':>5} {'written':>7} {'calls':>10} {'unique':>10} {'cached':>7} "
+        f"{'verifier':>9} "
         f"{'prompt Mtok':>11} {'gen Mtok':>9} {'USD':>9} {'GPU h':>7}"
     )
     lines += [head, "-" * len(head)]
@@ -451,6 +502,7 @@ def format_plan(p: Plan) -> str:
         gpu = "-" if not m.local else ("pilot?" if m.gpu_hours is None else f"{m.gpu_hours:,.1f}")
         lines.append(
             f"{m.key:<22} {m.route:<18} {m.cells:>5} {m.cells_written:>7} {m.calls:>10,} {m.new_calls:>10,} "
+            f"{_share(coverage(m)):>7} "
             f"{m.verifier_calls:>9,} {m.prompt_tokens / 1e6:>11.2f} {m.gen_tokens / 1e6:>9.2f} {usd:>9} "
             f"{gpu:>7}"
         )

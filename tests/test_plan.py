@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from ambiemo.labels import AmbiguityBins, LabelSet
 from ambiemo.manifest import build_manifest, write_manifest
-from ambiemo.plan import format_plan, plan
+from ambiemo.plan import coverage, format_plan, plan
 
 FOUR = ("neutral", "happy", "angry", "sad")
 N = 5
@@ -72,11 +72,14 @@ def test_calls_follow_the_strategies_rules(results: Path) -> None:
     # first n of 4 samples), alm-v 1 (B=2), label-scoring 1, prompt-ensemble 3 (K_max paraphrases)
     assert fake.calls == N * (1 + 2 + 2 + 1 + 1 + 1 + 3)
     assert fake.verifier_calls == N * 2  # alm-v rates each of its 2 candidates
-    # new compute: w-bon's and alm-v's beam searches are bon's; the verifier (also `fake`) adds its 2
-    assert fake.new_calls == N * (1 + 2 + 1 + 1 + 3) + N * 2
+    # unique compute: w-bon's and alm-v's beam searches are bon's; paraphrase 0 is the baseline's
+    # prompt, so the ensemble adds 2; the verifier (also `fake`) adds its 2
+    assert fake.new_calls == N * (1 + 2 + 1 + 1 + 2) + N * 2
     # generated tokens, upper bound 8 + 10 x 4 labels = 48 per candidate: baseline 1, bon 2 + 3,
-    # samples 4, paraphrases 3; label scoring and the verifier (option scoring) generate nothing
-    assert fake.gen_tokens == pytest.approx(N * 48 * (1 + 2 + 3 + 4 + 3))
+    # samples 4, paraphrases 1 and 2; label scoring and the verifier (option scoring) generate nothing
+    assert fake.gen_tokens == pytest.approx(N * 48 * (1 + 2 + 3 + 4 + 2))
+    # cache entries needed: one per generated candidate (1 + 5 + 4 + 2) and per scoring request (1 + 2)
+    assert fake.needed_entries == N * (1 + 5 + 4 + 2 + 1 + 2)
     assert p.datasets["tiny"] == {"utterances": N, "mean_clip_s": 2.0, "source": "prepared manifest", "labels": 4}
 
 
@@ -192,3 +195,25 @@ def test_plan_of_a_profile_whose_corpora_are_missing_reports_and_exits_0(tmp_pat
     data = json.loads(out.read_text())
     assert data["datasets"]["tiny"]["utterances"] is None
     assert "not prepared yet" in res.output
+
+
+def test_cache_coverage_counts_the_entries_held_for_the_models_identity(results: Path, tmp_path: Path) -> None:
+    """The plan's `cached` share is the entries the generation cache holds for the identity the
+    params entry builds, against the entries the profile needs; other identities do not count."""
+    from ambiemo.cache import GenerationCache
+    from ambiemo.models import load_model
+
+    p = params()
+    p["paths"] = {"cache_dir": str(tmp_path / "cache")}
+    assert plan(p, results=results).models["fake"].cached_entries == 0  # no cache folder yet
+    cache = GenerationCache(tmp_path / "cache")
+    sha = cache.register(load_model("fake", {"adapter": "fake"}).identity, "fake")
+    cache.put_many(sha, "fake", "generation", [(f"k{i}", "{}") for i in range(30)])
+    other = cache.register({"route": "fake", "version": 0, "model_id": "other"}, "other")
+    cache.put_many(other, "other", "generation", [(f"o{i}", "{}") for i in range(500)])
+    cache.close()
+    fake = plan(p, results=results).models["fake"]
+    assert fake.cached_entries == 30
+    assert coverage(fake) == pytest.approx(30 / (N * 15))
+    table = format_plan(plan(p, results=results))
+    assert f"{100 * 30 / (N * 15):.0f}%" in next(line for line in table.splitlines() if line.startswith("fake "))
