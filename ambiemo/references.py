@@ -170,6 +170,7 @@ def _normalise(v: np.ndarray) -> np.ndarray:
 def _ceiling_frame(rows: list[dict], reference: str, excluded: Mapping[str, int], **attrs) -> pd.DataFrame:
     out = pd.DataFrame(rows, columns=["utt_id", "reference", "n_raters", *CEILING_METRICS])
     out["reference"] = reference
+    out.attrs["reference"] = reference  # named even when no utterance qualifies
     out.attrs["excluded"] = {k: int(v) for k, v in excluded.items() if v}
     out.attrs.update(attrs)
     return out

@@ -26,8 +26,9 @@ BINS = {"method": "fixed", "edges": [1.0, 1.5], "bins": ["clear", "low", "medium
 PROV = {"model": "test"}
 
 
-def _layout(tmp_path, manifest, cells, datasets=("demo",), skipped=(), failures=None):
-    """A results folder holding ``manifest`` for each dataset and each (model, strategy) cell."""
+def _layout(tmp_path, manifest, cells, datasets=("demo",), skipped=(), failures=None, limit=None):
+    """A results folder holding ``manifest`` for each dataset and each (model, strategy) cell (of the
+    first ``limit`` utterances, as `run.limit` makes the infer stage answer)."""
     params = copy.deepcopy(PARAMS)
     params["paths"] = {"results": str(tmp_path / "results")}
     params["seed"] = 0
@@ -41,7 +42,7 @@ def _layout(tmp_path, manifest, cells, datasets=("demo",), skipped=(), failures=
             man, layout.manifest(dataset), label_set=LabelSet("four", LABELS), ambiguity=BINS, exclusions={}
         )
         for i, (model, strategy) in enumerate(cells):
-            df = predictions_df(man, model, strategy, seed=i, fail_rate=0.0)
+            df = predictions_df(man if limit is None else man.head(limit), model, strategy, seed=i, fail_rate=0.0)
             meta = {}
             if (model, strategy) in skipped:
                 meta["skipped"] = f"{model} cannot run {strategy}"
@@ -171,6 +172,27 @@ def test_references_are_scored_with_cis_hand_computed_uniform_js(tmp_path):
     by_entropy = scoring.score_run(params).scores
     bins = by_entropy.groupby("strategy")["ambiguity"].apply(lambda s: tuple(s.sort_values()))
     assert bins["human-loo-counts"] == bins["baseline"] == ("0.000", "1.000", "2.000")
+
+
+def test_references_answer_the_utterances_the_cells_answer(tmp_path):
+    # run.limit = 5 of 12: the yardsticks must be scored on the same five utterances as the models
+    man = manifest_df(n=12, n_speakers=3)
+    params, _ = _layout(tmp_path, man, [("small", "baseline")], limit=5)
+    scores = scoring.score_run(params).scores
+    first = set(man["utt_id"].head(5))
+    for strategy, rows in scores.groupby("strategy"):
+        assert set(rows["utt_id"]) == first, strategy
+    uni = scores[scores["strategy"] == "uniform"].set_index("utt_id").loc[man["utt_id"].head(5)]
+    p = man[[f"p_{x}" for x in LABELS]].to_numpy()[:5]
+    np.testing.assert_allclose(uni["js"], [jensenshannon(q, np.full(4, 0.25)) for q in p], atol=1e-12)
+    # the label prior leaves each speaker out of the five, not of the whole manifest
+    prior = scores[scores["strategy"] == "label-prior"].set_index("utt_id")
+    five = man.head(5)
+    for _, row in five.iterrows():
+        rest = five[five["speaker"] != row["speaker"]][[f"p_{x}" for x in LABELS]].mean().to_numpy()
+        assert prior.loc[row["utt_id"], "js"] == pytest.approx(
+            jensenshannon(row[[f"p_{x}" for x in LABELS]].to_numpy(float), rest), abs=1e-12
+        )
 
 
 def test_unanswered_counts_survive_concatenating_cells(tmp_path):

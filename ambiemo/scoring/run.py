@@ -22,7 +22,7 @@ The one place that enumerates cells: notebook ``03_score`` and ``ambiemo score``
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -126,11 +126,16 @@ def score_run(params: Mapping[str, Any], *, references: bool = True) -> ScoreRun
         )
     labels = frames[0].attrs["labels"]
     if references:
-        for dataset, manifest in manifests.items():
+        cells = list(frames)
+        for dataset, full in manifests.items():
+            # The references answer exactly the utterances the run's cells answer (all of them, or
+            # the first run.limit), so that a model and its yardsticks are scored on the same set.
+            asked = {str(u) for f in cells for u in f.loc[f["dataset"].astype(str) == dataset, "utt_id"]}
+            manifest = replace(full, df=full.df[full.df["utt_id"].astype(str).isin(asked)].reset_index(drop=True))
             frames.append(score_predictions(manifest, R.reference_predictions(manifest.df, manifest.labels), params))
             ceiling, source, used = human_ceilings(manifest, layout.ratings(dataset), params)
             frames.append(ceiling)
-            ceilings[dataset] = {"source": source, "excluded": ceiling.attrs["excluded"]}
+            ceilings[dataset] = {"source": source, "excluded": ceiling.attrs["excluded"], "utterances": len(asked)}
             inputs += used
     scores = pd.concat(frames, ignore_index=True).sort_values([*KEYS, "utt_id"], kind="stable")
     scores = scores.reset_index(drop=True)
@@ -184,6 +189,7 @@ def human_ceilings(manifest: Any, ratings_path: Path, params: Mapping[str, Any])
     labels = list(manifest.labels)
     if ratings_path.exists():
         ratings = read_ratings(ratings_path)
+        ratings = ratings[ratings["utt_id"].astype(str).isin(set(manifest.df["utt_id"].astype(str)))]
         parts = [
             R.human_loo(ratings, labels, js_base=sp["js_base"]),
             R.human_split_half(ratings, labels, js_base=sp["js_base"], seed=int(params.get("seed") or 0)),
@@ -193,7 +199,7 @@ def human_ceilings(manifest: Any, ratings_path: Path, params: Mapping[str, Any])
         parts = [R.human_loo_counts(manifest.df, labels, js_base=sp["js_base"])]
         source, used = "counts: human-loo-counts from the manifest's vote counts (no ratings.parquet)", []
     out = pd.concat([ceiling_scores(part, manifest, sp) for part in parts], ignore_index=True)
-    out.attrs["excluded"] = {p["reference"].iloc[0] if len(p) else "?": p.attrs.get("excluded", {}) for p in parts}
+    out.attrs["excluded"] = {p.attrs["reference"]: p.attrs.get("excluded", {}) for p in parts}
     return out, source, used
 
 
