@@ -97,8 +97,9 @@ def sign_flip_pvalues(
 
 
 def cluster_sums(d: np.ndarray, clusters: np.ndarray) -> np.ndarray:
-    """Sum of ``d`` per cluster (clusters in order of first appearance)."""
-    codes, uniques = pd.factorize(np.asarray(clusters))
+    """Sum of ``d`` per cluster (clusters in sorted order, so that the sums, and the sign patterns
+    drawn for them, do not depend on the order of the rows)."""
+    codes, uniques = pd.factorize(np.asarray(clusters), sort=True)
     return np.bincount(codes, weights=np.asarray(d, dtype=float), minlength=len(uniques))
 
 
@@ -171,7 +172,10 @@ def paired_differences(
     """Per dataset x model x strategy x budget x metric: ``(key, d, clusters, n_dropped)``, the
     per-utterance differences against the baseline (its smallest budget) on the utterances both
     answered, their clusters, and how many pairs a NaN dropped. Shared by the tests and ``power``.
-    Reference rows are left out."""
+    Reference rows are left out. Clusters are those of the bootstrap CIs (``ambiemo.stats.clusters``:
+    speakers, and each utterance without a speaker its own) when ``cluster`` is ``"speaker"``."""
+    from ambiemo.stats.bootstrap import clusters as bootstrap_clusters
+
     scores = without_references(scores)
     for (dataset, model), g in scores.groupby(["dataset", "model"], sort=True):
         base = g[g["strategy"] == baseline]
@@ -181,11 +185,13 @@ def paired_differences(
         for (strategy, budget), cell in g[g["strategy"] != baseline].groupby(["strategy", "budget"], sort=True):
             cell = cell.set_index("utt_id")
             common = cell.index.intersection(base.index).sort_values()
+            rows = base.loc[common].reset_index()
+            groups = bootstrap_clusters(rows)[0] if cluster == "speaker" else rows[cluster].to_numpy()
             for metric in metrics:
                 d = cell.loc[common, metric].to_numpy(float) - base.loc[common, metric].to_numpy(float)
                 keep = np.isfinite(d)
                 key = (dataset, model, strategy, budget, metric)
-                yield key, d[keep], base.loc[common, cluster].to_numpy()[keep], int((~keep).sum())
+                yield key, d[keep], groups[keep], int((~keep).sum())
 
 
 def _comparisons(scores, metrics, baseline, cluster, n_resamples, seed):

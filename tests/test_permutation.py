@@ -10,6 +10,7 @@ import pytest
 from scipy import stats as sps
 
 from ambiemo import permutation as P
+from ambiemo.power import power_table
 
 
 def test_exact_sign_flip_by_hand():
@@ -77,7 +78,6 @@ def test_errors_name_the_column():
 
 
 def test_reference_rows_never_enter_a_comparison_with_a_baseline():
-    from ambiemo.power import power_table
     from ambiemo.stats import paired_comparisons
 
     rng = np.random.default_rng(1)
@@ -102,3 +102,51 @@ def test_reference_rows_never_enter_a_comparison_with_a_baseline():
     assert set(power_table(scores)["model"]) == {"m"}
     paired = paired_comparisons(scores, {"stats": {"paired_metrics": ["js"], "permutation_resamples": 100}})
     assert set(paired["model"]) == {"m"} and len(paired) == 2
+
+
+def _null_scores(n_speakers: int, per_speaker: int, seed: int, speakers: bool = True) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for strategy in ("baseline", "bon"):
+        for s in range(n_speakers):
+            effect = rng.normal(0, 0.1)
+            for j in range(per_speaker):
+                rows.append(
+                    {
+                        "dataset": "d",
+                        "model": "m",
+                        "strategy": strategy,
+                        "budget": 1,
+                        "utt_id": f"s{s}-u{j}",
+                        "speaker": f"s{s}" if speakers else "",
+                        "js": 0.4 + effect + rng.normal(0, 0.05),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_paired_p_values_do_not_depend_on_row_order():
+    # 20 speakers: past exact enumeration, so the sign patterns are drawn; the clusters and pairs they
+    # are drawn for must not follow the row order
+    from ambiemo.stats import paired_comparisons
+
+    scores = _null_scores(20, 6, seed=3)
+    params = {"stats": {"paired_metrics": ["js"], "permutation_resamples": 999}}
+    cols = ["p_permutation", "p_permutation_unclustered", "p_wilcoxon", "diff_ci_low", "diff_ci_high"]
+    first = paired_comparisons(scores, params)[cols]
+    for seed in (1, 2):
+        shuffled = scores.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+        pd.testing.assert_frame_equal(paired_comparisons(shuffled, params)[cols], first)
+        table = power_table(shuffled)
+        assert table["mde"].iloc[0] == pytest.approx(power_table(scores)["mde"].iloc[0], rel=1e-12)
+
+
+def test_power_clusters_like_the_paired_table_when_speakers_are_unknown():
+    # no speaker ids: each utterance is its own cluster, in the power table as in the paired tests and CIs
+    from ambiemo.stats import paired_comparisons
+
+    scores = _null_scores(4, 10, seed=5, speakers=False)
+    paired = paired_comparisons(scores, {"stats": {"paired_metrics": ["js"], "permutation_resamples": 99}})
+    row = power_table(scores).iloc[0]
+    assert row["n_clusters"] == paired["n_clusters"].iloc[0] == 40
+    assert np.isfinite(row["mde"]) and row["icc"] == 0.0

@@ -115,7 +115,7 @@ def paired_comparisons(
         others = g[g["strategy"] != baseline]
         for (strategy, budget), cell in others.groupby(["strategy", "budget"], sort=True):
             cell = cell.set_index("utt_id")
-            common = cell.index.intersection(base.index)
+            common = cell.index.intersection(base.index).sort_values()  # row order never moves a p-value
             for metric in metrics:
                 rows.append(
                     _paired_row(
