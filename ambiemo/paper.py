@@ -30,6 +30,7 @@ import pandas as pd
 
 from ambiemo.report import format_value, latex_escape, latex_table, write_macros
 from ambiemo.scoring import at_largest_budget, overall
+from ambiemo.stats.bootstrap import stats_params
 from ambiemo.style import REFERENCES
 
 REFERENCE_MODEL = "reference"  # the model name of the reference predictors' rows (team interface 3)
@@ -158,10 +159,11 @@ def headline_numbers(
     # The largest model whose capacity is known (API models have none), else the first model of the run.
     largest = sizes.idxmax() if len(sizes) else (first["model"].iloc[0] if len(first) else run["models"][0])
     cell = at_largest_budget(first[first["model"] == largest]) if len(first) else first
-    base = cell[cell["strategy"] == "baseline"]
+    st = stats_params(params)
+    base = cell[cell["strategy"] == st["baseline"]]
     scored = cell.dropna(subset=["js"])
     best = scored.loc[scored["js"].idxmin()] if len(scored) else None
-    alpha = float((params.get("stats") or {}).get("alpha", 0.05))
+    alpha = float(st["alpha"])
     values: dict[str, Any] = {
         "ProfileName": run["profile"],
         "ProfileNote": PROFILE_NOTES.get(run["profile"], ""),
