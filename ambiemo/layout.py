@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ambiemo.candidates import SUFFIX as CANDIDATES_SUFFIX
+
 SUMMARY_TABLES = ("summary", "by_ambiguity", "ci", "compute", "compute_matched", "conventions", "unanswered")
 STATS_TABLES = ("paired", "mixed_model", "gee_correctness", "power")
-CANDIDATES_SUFFIX = ".candidates.parquet"
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ambiemo.references import MODEL as REFERENCE_MODEL  # the model name of the reference rows
 from ambiemo.report import format_value, latex_escape, latex_table, write_macros
 from ambiemo.scoring import at_largest_budget, overall
 from ambiemo.stats.bootstrap import stats_params
 from ambiemo.style import REFERENCES
-
-REFERENCE_MODEL = "reference"  # the model name of the reference predictors' rows (team interface 3)
 
 # The profile note printed in the abstract and the results; a demo build must never read as a finding.
 PROFILE_NOTES = {

@@ -40,6 +40,7 @@ from matplotlib.figure import Figure
 
 from ambiemo import style
 from ambiemo.metrics import METRICS
+from ambiemo.references import MODEL as REFERENCE_MODEL  # the model name of the reference rows
 from ambiemo.scoring import at_largest_budget, overall
 
 # Okabe & Ito (2008), "Color Universal Design", without its black, which marks the baseline.
@@ -47,7 +48,6 @@ PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F
 MARKERS = ("s", "^", "D", "v", "P", "X", "*", "h")
 LINESTYLES = ("-", "--", "-.", ":")
 BASELINE_COLOUR = "#000000"
-REFERENCE_MODEL = "reference"  # the model name of the reference predictors' rows (uniform, human ceilings …)
 
 # Figure widths in inches: one column and two columns of a two-column paper.
 SINGLE, DOUBLE = 3.5, 7.2

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ambiemo.references import MODEL as REFERENCE_MODEL  # the model name of the reference rows
 from ambiemo.stats.bootstrap import stats_params
 
 # --------------------------------------------------------------------------- interaction models
@@ -45,7 +46,6 @@ _TERM_NAMES = (
     (re.compile(r"C\(family\)\[T\.([^\]]*)\]"), r"family[\1]"),
 )
 FAMILY_TERMS = ("fixed", "none")
-REFERENCE_MODEL = "reference"  # reference predictors and human ceilings (team interface 3): not models to compare
 TABLE_COLUMNS = [
     "term",
     "estimate",
