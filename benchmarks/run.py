@@ -61,8 +61,10 @@ NOTES = {
         "every request open a TCP connection: the server now runs in its own process with keep-alive, as vLLM "
         "does. What remains is CPU per request under one interpreter lock on 2 shared cores: 200 requests at "
         "16 in flight took 3.3 s where the server's delay accounts for 1.25 s, about 10 ms of client CPU per "
-        "request, of which 4-5 ms is ambiemo encoding the clip as a base64 WAV (pyinstrument) and the rest the "
-        "SDK (request building, pydantic parsing of the answer, httpx). 16 in flight needs under 6 ms."
+        "request, of which 4-5 ms was ambiemo encoding the clip as a base64 WAV (pyinstrument): now encoded once "
+        "per clip (ambiemo.models.api.request_wav, kept in the feature memo). The rest is the SDK (request "
+        "building, pydantic parsing of the answer, httpx), 5-6 ms; 16 in flight needs under 6 ms, so the ratio "
+        "sits at the edge of the target and moves with the machine's load and the process's weight."
     ),
     "scoring": (
         "pyinstrument: the bootstrap spent 85% of its time in a one-hot (rows x distinct values) product for "
