@@ -160,11 +160,14 @@ def test_an_override_under_the_merge_key_wins(tmp_path):
     assert run["limit"] == 4 and run["models"] == ["cascade-smollm2", "tiny-qwen2-audio"]
 
 
-def test_a_strategy_registered_as_the_readme_says(tmp_path):
+def test_a_strategy_registered_as_the_readme_says(tmp_path, monkeypatch):
     """README "Extending it", A strategy: subclass, register, settings under strategies.<name>, add to a profile."""
     from ambiemo.models.fake import FakeModel
     from ambiemo.prompts import PromptBook
     from ambiemo.strategies import STRATEGIES, Context, Cost, Row, Strategy, Utterance, register_strategy
+
+    # The registry is left as the other tests expect it (without this test's strategy) afterwards.
+    monkeypatch.setattr(STRATEGIES, "_items", dict(STRATEGIES._items))
 
     if "uniform-test" not in STRATEGIES:
 
