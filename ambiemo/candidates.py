@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ambiemo.tables import LabelledTable, read_table, write_table
+from ambiemo.tables import LabelledTable, meta_labels, read_table, row_check, write_table
 
 SUFFIX = ".candidates.parquet"
 KEY_COLUMNS = ("utt_id", "dataset", "model", "strategy", "budget")
@@ -138,10 +138,7 @@ def _coerce(df: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
 
 def validate(df: pd.DataFrame, meta: Mapping[str, Any], where: str = "candidates") -> None:
     """Raise ``CandidatesError`` naming the file, the column and the rows at fault."""
-    ls = meta.get("label_set")
-    if not isinstance(ls, Mapping) or not ls.get("labels"):
-        raise CandidatesError(f"{where}: metadata has no label_set {{name, labels}}; rewrite it with `ambiemo infer`")
-    labels = list(ls["labels"])
+    labels = meta_labels(meta, where, CandidatesError)
     missing = [c for c in candidate_columns(labels) if c not in df.columns]
     if missing:
         raise CandidatesError(f"{where}: missing column(s) {missing} for label set {labels}")
@@ -157,11 +154,7 @@ def validate(df: pd.DataFrame, meta: Mapping[str, Any], where: str = "candidates
     if len(df) == 0:
         return
 
-    def bad(mask: Any, what: str) -> None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.any():
-            rows = df.loc[mask, ["utt_id", "strategy", "budget", "index"]].astype(str).agg("/".join, axis=1).tolist()
-            raise CandidatesError(f"{where}: {mask.sum()} row(s) {what}: {rows[:5]}{' ...' if len(rows) > 5 else ''}")
+    bad = row_check(df, ["utt_id", "strategy", "budget", "index"], where, CandidatesError)
 
     bad(
         df.duplicated(["utt_id", "strategy", "budget", "index"], keep=False), "repeat (utt_id, strategy, budget, index)"

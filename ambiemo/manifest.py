@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from ambiemo.labels import CLEAR, AmbiguityBins, LabelSet, describe_votes
-from ambiemo.tables import LabelledTable, read_table, write_table
+from ambiemo.tables import LabelledTable, read_table, row_check, write_table
 
 # Text columns describing an utterance; a loader fills what its corpus knows, "" otherwise.
 INFO_COLUMNS = ("utt_id", "dataset", "audio_path", "duration_s", "speaker", "gender", "split", "transcript", "intended")
@@ -228,11 +228,7 @@ def validate(df: pd.DataFrame, meta: Mapping[str, Any], where: str = "manifest")
     if len(df) == 0:
         return
 
-    def bad(mask: Any, what: str) -> None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.any():
-            ids = df.loc[mask, "utt_id"].astype(str).tolist()
-            raise ManifestError(f"{where}: {mask.sum()} utterance(s) {what}: {ids[:5]}{' ...' if len(ids) > 5 else ''}")
+    bad = row_check(df, ["utt_id"], where, ManifestError, noun="utterance")
 
     ids = df["utt_id"].astype(str)
     bad(ids.str.len() == 0, "have an empty utt_id")

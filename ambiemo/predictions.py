@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from ambiemo.candidates import Candidates, candidates_path, read_candidates
-from ambiemo.tables import LabelledTable, read_table, write_table
+from ambiemo.tables import LabelledTable, meta_labels, read_table, row_check, write_table
 
 HEAD_COLUMNS = ("utt_id", "dataset", "model", "strategy", "budget")
 TAIL_COLUMNS = (
@@ -100,21 +100,14 @@ def _coerce(df: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
 
 def validate(df: pd.DataFrame, meta: Mapping[str, Any], where: str = "predictions") -> None:
     """Raise ``PredictionsError`` naming the file, the column and the rows at fault."""
-    ls = meta.get("label_set")
-    if not isinstance(ls, Mapping) or not ls.get("labels"):
-        raise PredictionsError(f"{where}: metadata has no label_set {{name, labels}}; rewrite it with `ambiemo infer`")
-    labels = list(ls["labels"])
+    labels = meta_labels(meta, where, PredictionsError)
     missing = [c for c in prediction_columns(labels) if c not in df.columns]
     if missing:
         raise PredictionsError(f"{where}: missing column(s) {missing} for label set {labels}")
     if len(df) == 0:
         return
 
-    def bad(mask: Any, what: str) -> None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.any():
-            rows = df.loc[mask, ["utt_id", "strategy", "budget"]].astype(str).agg("/".join, axis=1).tolist()
-            raise PredictionsError(f"{where}: {mask.sum()} row(s) {what}: {rows[:5]}{' ...' if len(rows) > 5 else ''}")
+    bad = row_check(df, ["utt_id", "strategy", "budget"], where, PredictionsError)
 
     bad(df.duplicated(["utt_id", "strategy", "budget"], keep=False), "repeat (utt_id, strategy, budget)")
     bad(df["budget"].to_numpy() < 1, "have a budget below 1")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,29 @@ def read_table(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such table; has the stage that writes it run?")
     return pd.read_parquet(path), read_meta(path)
+
+
+def meta_labels(meta: Mapping[str, Any], where: str, error: type[Exception]) -> list[str]:
+    """The label set's labels recorded in ``meta``, or ``error`` naming ``where`` when there are none."""
+    ls = meta.get("label_set")
+    if not isinstance(ls, Mapping) or not ls.get("labels"):
+        raise error(f"{where}: metadata has no label_set {{name, labels}}; rewrite it with `ambiemo infer`")
+    return list(ls["labels"])
+
+
+def row_check(
+    df: pd.DataFrame, keys: Sequence[str], where: str, error: type[Exception], noun: str = "row"
+) -> Callable[[Any, str], None]:
+    """``bad(mask, what)``: raise ``error`` naming ``where`` and the first five rows (their ``keys``,
+    joined with "/") where ``mask`` holds, so that a table's checks say exactly what is wrong."""
+
+    def bad(mask: Any, what: str) -> None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.any():
+            rows = df.loc[mask, list(keys)].astype(str).agg("/".join, axis=1).tolist()
+            raise error(f"{where}: {mask.sum()} {noun}(s) {what}: {rows[:5]}{' ...' if len(rows) > 5 else ''}")
+
+    return bad
 
 
 @dataclass

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from ambiemo import metrics as M
+from ambiemo.predictions import HEAD_COLUMNS
 
 KEYS = ("dataset", "model", "strategy", "budget")
 ALL = "all"  # the ambiguity value of a summary row over every bin
@@ -24,21 +25,9 @@ SCORING_DEFAULTS: dict[str, Any] = {
     "compute_multiples": [1, 2, 4, 8],  # compute-matched table: multiples of the baseline's tokens_total
 }
 
-PREDICTION_REQUIRED = (
-    "utt_id",
-    "dataset",
-    "model",
-    "strategy",
-    "budget",
-    "parsed_ok",
-    "n_candidates",
-    "model_calls",
-    "verifier_calls",
-    "prompt_tokens",
-    "gen_tokens",
-    "wall_s",
-)
 COMPUTE_COLUMNS = ("model_calls", "verifier_calls", "prompt_tokens", "gen_tokens", "wall_s")
+# The predictions columns scoring needs (ambiemo.predictions names them all), beside the p_<label> ones.
+PREDICTION_REQUIRED = (*HEAD_COLUMNS, "parsed_ok", "n_candidates", *COMPUTE_COLUMNS)
 # The verifier's own tokens and time (predictions interface); NaN in scores of tables written before them.
 VERIFIER_COLUMNS = ("verifier_prompt_tokens", "verifier_gen_tokens", "verifier_wall_s")
 _MANIFEST_COLUMNS = (
