@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from fake_api import fake_servers, set_api_env
-from test_models_api import FAST_RETRY, GEMINI_KEY, OPENAI_KEY, assert_is_the_clip, chat_response, make_request
+from test_models_api import FAST_RETRY, assert_is_the_clip, chat_response, make_request
+from test_models_api_pool import api_env, fake_api  # noqa: F401  (the fake servers and the fake keys, autouse)
 
 from ambiemo.config import load_params
 from ambiemo.models import load_model
@@ -19,23 +19,13 @@ pytest.importorskip("openai")
 SERVED = ("voxtral-mini-3b", "voxtral-small-24b", "gemma-3n-e2b", "gemma-3n-e4b")
 
 
-@pytest.fixture
-def fake_api():
-    yield from fake_servers()
-
-
-@pytest.fixture(autouse=True)
-def api_env(monkeypatch):
-    set_api_env(monkeypatch, OPENAI_KEY, GEMINI_KEY)
-
-
 def reply(i, path, body, headers):
     seed = body["seed"]
     return 200, chat_response([(f"neutral {seed}-{k}", [("neutral", -0.25 * (k + 1))]) for k in range(body["n"])])
 
 
 @pytest.mark.parametrize("key", SERVED)
-def test_served_ladder_entry_reaches_its_server(key, fake_api, repo_root):
+def test_served_ladder_entry_reaches_its_server(key, fake_api, repo_root):  # noqa: F811  (the imported fixture)
     params = load_params(repo_root / "params.yaml")
     spec = dict(params["models"][key])
     assert spec["adapter"] == "openai-compatible" and spec["family"] in key and spec["params_b"] > 0
