@@ -73,8 +73,8 @@ def build_adapter(smoke: bool, work: Path) -> Any:
     import torch
     import transformers
 
-    from ambiemo.models.hf_native import Qwen2AudioALM
-    from ambiemo.models.tiny import build_tiny
+    from ambiemo.models.hf.native import Qwen2AudioALM
+    from ambiemo.models.hf.tiny import build_tiny
 
     folder = build_tiny("qwen2-audio", work / "processor")
     device = "cpu" if smoke else "cuda"
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     from run import fixed_length
 
     from ambiemo.models.base import AudioRequest, GenerationConfig, Message
-    from ambiemo.prompts import PromptBook
+    from ambiemo.strategies.prompts import PromptBook
 
     if not args.smoke and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --smoke on a CPU")

@@ -62,7 +62,7 @@ NOTES = {
         "does. What remains is CPU per request under one interpreter lock on 2 shared cores: 200 requests at "
         "16 in flight took 3.3 s where the server's delay accounts for 1.25 s, about 10 ms of client CPU per "
         "request, of which 4-5 ms was ambiemo encoding the clip as a base64 WAV (pyinstrument): now encoded once "
-        "per clip (ambiemo.models.api.request_wav, kept in the feature memo). The rest is the SDK (request "
+        "per clip (ambiemo.models.api.client.request_wav, kept in the feature memo). The rest is the SDK (request "
         "building, pydantic parsing of the answer, httpx), 5-6 ms; 16 in flight needs under 6 ms, so the ratio "
         "sits at the edge of the target and moves with the machine's load and the process's weight."
     ),
@@ -126,9 +126,9 @@ class Workload:
     """The demo corpus (``n`` clips, built here), its prompts, and the local models, loaded once."""
 
     def __init__(self, n: int, tmp: Path) -> None:
-        from ambiemo.config import load_params
+        from ambiemo.core.config import load_params
         from ambiemo.data import prepare_dataset
-        from ambiemo.prompts import PromptBook
+        from ambiemo.strategies.prompts import PromptBook
 
         self.tmp = tmp
         self.params = load_params(ROOT / "params.yaml")
@@ -141,7 +141,7 @@ class Workload:
         self._models: dict[str, Any] = {}
 
     def requests(self, n: int | None = None) -> list[Any]:
-        from ambiemo.audio import load_audio
+        from ambiemo.data.audio import load_audio
         from ambiemo.models.base import AudioRequest
 
         df = self.manifest.df.iloc[:n]
@@ -226,8 +226,8 @@ def bench_candidates(w: Workload, args: argparse.Namespace) -> list[Result]:
 
 
 def bench_batching_and_cache(w: Workload, args: argparse.Namespace) -> list[Result]:
-    from ambiemo.cache import CachedModel, GenerationCache
-    from ambiemo.inference import run_inference
+    from ambiemo.inference.cache import CachedModel, GenerationCache
+    from ambiemo.inference.run import run_inference
     from ambiemo.models import load_model
     from ambiemo.models.base import GenerationConfig
 
@@ -376,7 +376,7 @@ def bench_concurrency(w: Workload, args: argparse.Namespace) -> list[Result]:
 def bench_scoring(w: Workload, args: argparse.Namespace) -> list[Result]:
     import pandas as pd
 
-    from ambiemo import metrics as M
+    from ambiemo.scoring import metrics as M
     from ambiemo.scoring import score_predictions
     from ambiemo.stats import bootstrap_ci
 

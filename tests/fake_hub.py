@@ -1,5 +1,5 @@
 """A fake model hub on 127.0.0.1 serving one repository at one commit, for offline tests of
-``ambiemo.weights`` (``HF_ENDPOINT`` points huggingface_hub at it). It speaks the few routes a
+``ambiemo.models.weights`` (``HF_ENDPOINT`` points huggingface_hub at it). It speaks the few routes a
 snapshot download uses: the model-info API and ``resolve`` (HEAD and GET) for each file."""
 
 from __future__ import annotations

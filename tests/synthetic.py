@@ -1,6 +1,6 @@
 """Small synthetic manifests, predictions and scores for the scoring, stats and plot tests.
 
-Built here rather than with ``ambiemo.manifest``/``ambiemo.predictions`` so that these tests
+Built here rather than with ``ambiemo.data.manifest``/``ambiemo.inference.predictions`` so that these tests
 check scoring against frames whose every number the test controls.
 """
 
@@ -82,10 +82,10 @@ def predictions_df(
     labels=LABELS,
     on_failure: str = "uniform",
 ) -> pd.DataFrame:
-    """One prediction cell in the schema of ``ambiemo.predictions``: each candidate mixes the human
+    """One prediction cell in the schema of ``ambiemo.inference.predictions``: each candidate mixes the human
     distribution (weight ``quality``) with noise; the first candidate is the prediction. The
     candidates are kept as strategies record them in ``candidate_records`` (not a schema column;
-    ``candidates_table`` makes the candidates table of ``ambiemo.candidates`` from it)."""
+    ``candidates_table`` makes the candidates table of ``ambiemo.inference.candidates`` from it)."""
     rng = np.random.default_rng(seed)
     p = manifest[[f"p_{x}" for x in labels]].to_numpy()
     n, k = p.shape
@@ -161,8 +161,8 @@ PARAMS = {
 
 
 def candidates_table(frames, labels=LABELS) -> pd.DataFrame:
-    """The candidates table (``ambiemo.candidates``) of prediction frames made here."""
-    from ambiemo.candidates import KEY_COLUMNS, candidates_frame
+    """The candidates table (``ambiemo.inference.candidates``) of prediction frames made here."""
+    from ambiemo.inference.candidates import KEY_COLUMNS, candidates_frame
 
     frames = [frames] if isinstance(frames, pd.DataFrame) else frames
     rows = [

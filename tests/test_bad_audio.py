@@ -16,9 +16,9 @@ import pytest
 import soundfile as sf
 
 from ambiemo.data.crema_d import VOTE_COLUMNS, load_crema_d
-from ambiemo.inference import InferenceFailures, run_inference
-from ambiemo.labels import AmbiguityBins, LabelSet
-from ambiemo.manifest import build_manifest, write_manifest
+from ambiemo.data.labels import AmbiguityBins, LabelSet
+from ambiemo.data.manifest import build_manifest, write_manifest
+from ambiemo.inference.run import InferenceFailures, run_inference
 from ambiemo.models.base import Capabilities
 from ambiemo.models.fake import FakeModel
 
@@ -135,7 +135,7 @@ def _recording_fake() -> tuple[FakeModel, dict[str, np.ndarray]]:
 
 def test_broken_audio_is_a_per_utterance_failure_and_odd_audio_is_predicted(corpus, tmp_path, caplog):
     fake, seen = _recording_fake()
-    with caplog.at_level(logging.INFO, logger="ambiemo.inference"):
+    with caplog.at_level(logging.INFO, logger="ambiemo.inference.run"):
         df = run_inference(_params(tmp_path, 0.5), "fake", "baseline", corpus, tmp_path / "p.parquet", model=fake)
     meta = df.attrs["meta"]
     failures = meta["model_failures"]
@@ -172,6 +172,6 @@ def test_the_stage_fails_at_the_end_naming_them(corpus, tmp_path):
     assert "inference.max_failure_share = 1.0%" in message
     assert all(name in message for name in BROKEN)
     assert sorted(seen) == sorted(ODD), "the run went on past every broken clip"
-    from ambiemo.predictions import read_predictions
+    from ambiemo.inference.predictions import read_predictions
 
     assert sorted(read_predictions(out).meta["model_failures"]) == sorted(BROKEN), "and wrote what it computed"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from test_inference import N, make_params, manifest  # noqa: F401  (the fixture)
 
-from ambiemo.inference import run_inference
+from ambiemo.inference.run import run_inference
 from ambiemo.models.fake import FakeModel
 
 

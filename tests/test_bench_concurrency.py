@@ -11,7 +11,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ambiemo.models.pool import EndpointPool
+from ambiemo.models.api.pool import EndpointPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from fake_server import FakeChatServer  # noqa: E402

@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import f1_score, recall_score
 
-from ambiemo import metrics as M
+from ambiemo.scoring import metrics as M
 from ambiemo.stats import bootstrap as B
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ambiemo.cache import DB_NAME, CachedModel, GenerationCache, generation_key, generation_keys, scoring_key
-from ambiemo.config import cache_dir
+from ambiemo.core.config import cache_dir
+from ambiemo.inference.cache import DB_NAME, CachedModel, GenerationCache, generation_key, generation_keys, scoring_key
 from ambiemo.models.base import AudioLanguageModel, AudioRequest, Candidate, GenerationConfig, Message, OptionScores
 
 
@@ -475,7 +475,7 @@ def test_flipped_bytes_in_the_file_are_detected_reported_and_recomputed(folder, 
 
     inner = CountingModel()
     cache = GenerationCache(folder)
-    with caplog.at_level(logging.WARNING, logger="ambiemo.cache"):
+    with caplog.at_level(logging.WARNING, logger="ambiemo.inference.cache"):
         again = CachedModel(inner, cache).generate(req, SAMPLE)
     assert again == first, "the damaged candidate was recomputed, not used"
     assert inner.usage.calls == 1 and cache.stats()["corrupt"] == 1
@@ -500,7 +500,7 @@ def test_truncated_value_and_old_format_entry_are_never_used(folder, caplog):
 
     inner = CountingModel()
     cache = GenerationCache(folder)
-    with caplog.at_level(logging.WARNING, logger="ambiemo.cache"):
+    with caplog.at_level(logging.WARNING, logger="ambiemo.inference.cache"):
         assert CachedModel(inner, cache).generate(req, SAMPLE) == first
     assert inner.generate_calls == [["a", "b"]]
     assert (cache.stats()["corrupt"], cache.stats()["stale"]) == (1, 1)
@@ -523,7 +523,7 @@ def test_a_format_1_cache_file_is_set_aside_with_a_message(folder, caplog):
         conn.executemany(
             "INSERT INTO entries VALUES (?, 'fake', 'generate', ?)", [(f"k{i}", '{"text":"x"}') for i in range(3)]
         )
-    with caplog.at_level(logging.WARNING, logger="ambiemo.cache"):
+    with caplog.at_level(logging.WARNING, logger="ambiemo.inference.cache"):
         cache = GenerationCache(folder)
     assert "cache format 1" in caplog.text and "its 3 entries are ignored" in caplog.text
     assert cache.stats()["entries"] == 0 and cache.get("k0") is None

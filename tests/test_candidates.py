@@ -1,4 +1,4 @@
-"""The candidates table (``ambiemo.candidates``): its schema and dtypes, what inference writes into it,
+"""The candidates table (``ambiemo.inference.candidates``): its schema and dtypes, what inference writes into it,
 the oracle readout read from it, and that its bytes do not depend on how the run happened."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from scipy.spatial.distance import jensenshannon
 from test_inference import FOUR, N, make_params, manifest  # noqa: F401  (the fixture)
 
 from ambiemo import scoring
-from ambiemo.candidates import (
+from ambiemo.inference.candidates import (
     CANDIDATE_COLUMNS,
     CandidatesError,
     candidate_columns,
@@ -22,12 +22,12 @@ from ambiemo.candidates import (
     read_candidates,
     write_candidates,
 )
-from ambiemo.inference import run_inference
+from ambiemo.inference.predictions import read_predictions
+from ambiemo.inference.run import run_inference
 from ambiemo.models.base import Candidate
 from ambiemo.models.fake import FakeModel
-from ambiemo.predictions import read_predictions
-from ambiemo.prompts import Prompt
 from ambiemo.strategies import record
+from ambiemo.strategies.prompts import Prompt
 
 PROMPT = Prompt("distribution@1", (), ("sad", "neutral", "happy", "angry"))
 
@@ -76,7 +76,7 @@ def test_round_trip_keeps_values_dtypes_and_bytes(tmp_path: Path) -> None:
 
 
 def test_bad_tables_are_refused_naming_the_file_and_the_column(tmp_path: Path) -> None:
-    from ambiemo.tables import read_table, write_table
+    from ambiemo.core.tables import read_table, write_table
 
     frame = candidates_frame([(_key("u1"), _records([[0.2, 0.3, 0.5, 0.0]]))], FOUR)
     good = write_candidates(frame, tmp_path / "x.candidates.parquet", labels=FOUR, label_set="four", provenance={})
@@ -147,7 +147,7 @@ def test_oracle_and_pass_at_n_from_the_table_match_a_hand_computation(manifest: 
 
 
 def read_manifest_of(path: Path):
-    from ambiemo.manifest import read_manifest
+    from ambiemo.data.manifest import read_manifest
 
     return read_manifest(path)
 
@@ -168,7 +168,7 @@ def _bytes(folder: Path) -> dict[str, bytes]:
 
 
 def test_a_rerun_from_the_cache_writes_identical_predictions_and_candidates(manifest: Path, tmp_path: Path) -> None:  # noqa: F811
-    from ambiemo.cache import CachedModel, GenerationCache
+    from ambiemo.inference.cache import CachedModel, GenerationCache
 
     params = make_params(tmp_path)
     cache = GenerationCache(tmp_path / "shared-cache")
@@ -218,7 +218,7 @@ def test_batch_size_does_not_change_a_byte(manifest: Path, tmp_path: Path) -> No
 def test_row_sums_match_the_fake_model_numbers(manifest: Path, tmp_path: Path) -> None:  # noqa: F811
     """The fake reports words + 25 prompt tokens per request and its ``wall_s`` per request; a
     row's model and verifier columns add up exactly those, option scoring included."""
-    from ambiemo.prompts import PromptBook
+    from ambiemo.strategies.prompts import PromptBook
 
     params = make_params(tmp_path)
     book = PromptBook.from_params(params, FOUR)
@@ -246,7 +246,7 @@ def test_row_sums_match_the_fake_model_numbers(manifest: Path, tmp_path: Path) -
 def test_an_option_score_cached_without_its_usage_is_recomputed(tmp_path: Path) -> None:
     """An entry of the older layout (log-probabilities alone) would give a rerun no prompt tokens or
     seconds: it counts as stale, and the model is asked again."""
-    from ambiemo.cache import CachedModel, GenerationCache, canonical_json, identity_sha, scoring_key
+    from ambiemo.inference.cache import CachedModel, GenerationCache, canonical_json, identity_sha, scoring_key
     from ambiemo.models.base import AudioRequest, Message
 
     request = AudioRequest("u0", np.zeros(800, dtype=np.float32), 16000, [Message("user", "Which?", audio=True)])

@@ -9,7 +9,7 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import r2_score
 
-from ambiemo import metrics as M
+from ambiemo.scoring import metrics as M
 
 P = np.array([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6], [1.0, 0.0, 0.0], [0.5, 0.5, 0.0]])
 Q = np.array([[0.5, 0.4, 0.1], [1 / 3, 1 / 3, 1 / 3], [0.7, 0.2, 0.1], [0.1, 0.6, 0.3]])

@@ -16,10 +16,10 @@ import pytest
 import soundfile as sf
 import yaml
 
-from ambiemo.cache import DB_NAME
-from ambiemo.candidates import candidates_path
-from ambiemo.labels import AmbiguityBins, LabelSet
-from ambiemo.manifest import build_manifest, write_manifest
+from ambiemo.data.labels import AmbiguityBins, LabelSet
+from ambiemo.data.manifest import build_manifest, write_manifest
+from ambiemo.inference.cache import DB_NAME
+from ambiemo.inference.candidates import candidates_path
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ N_PER_REQUEST = {"baseline": 1, "self-consistency": 3}
 # hangs, so that the test can kill it during the write.
 SLOW_WRITE = """
 import sys, time
-import ambiemo.tables as tables
+import ambiemo.core.tables as tables
 def half_write(table, where, *args, **kwargs):
     with open(where, "wb") as f:
         f.write(b"PAR1" + b"half a parquet file")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ambiemo.audio import AudioError, audio_duration, load_audio
+from ambiemo.data.audio import AudioError, audio_duration, load_audio
 
 
 def _tone(sr: float, seconds: float, freq: float) -> np.ndarray:
@@ -43,7 +43,7 @@ def test_resample_matches_librosa(n, orig_sr):
     import librosa
 
     x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
-    from ambiemo.audio import resample
+    from ambiemo.data.audio import resample
 
     ours, ref = resample(x, orig_sr, 16000), librosa.resample(x, orig_sr=orig_sr, target_sr=16000)
     assert ours.shape == ref.shape

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ambiemo.audio import load_audio
 from ambiemo.data import prepare_dataset
+from ambiemo.data.audio import load_audio
 from ambiemo.data.demo import EMOTIONS, LEVELS, RATERS, build_demo_corpus, design_corpus, design_digest, synthesise
-from ambiemo.manifest import read_manifest
+from ambiemo.data.manifest import read_manifest
 
 SEED = 20260203
 PARAMS = {

@@ -23,10 +23,10 @@ import pytest
 import soundfile as sf
 
 from ambiemo.data import DataError, get_loader, prepare_dataset
+from ambiemo.data.labels import LabelSet, tally_votes
+from ambiemo.data.manifest import ManifestError, read_manifest
 from ambiemo.data.msp_podcast import parse_emo_detail
-from ambiemo.labels import LabelSet, tally_votes
-from ambiemo.manifest import ManifestError, read_manifest
-from ambiemo.ratings import COLUMNS, read_ratings
+from ambiemo.data.ratings import COLUMNS, read_ratings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LABELS = ["neutral", "happy", "angry", "sad"]

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from test_inference import N, make_params, manifest  # noqa: F401  (the fixture)
 
-from ambiemo import audio
-from ambiemo.audio import FeatureMemo, settings_key
-from ambiemo.inference import run_strategies
-from ambiemo.predictions import read_predictions
+from ambiemo.data import audio
+from ambiemo.data.audio import FeatureMemo, settings_key
+from ambiemo.inference.predictions import read_predictions
+from ambiemo.inference.run import run_strategies
 
 
 def test_memo_keys_by_content_and_settings() -> None:
@@ -108,7 +108,7 @@ def test_api_routes_encode_each_clip_once(monkeypatch: pytest.MonkeyPatch) -> No
     the same bytes the encoder gives; two clips differing in one sample never share an entry."""
     import base64
 
-    from ambiemo.models import api
+    from ambiemo.models.api import client as api
     from ambiemo.models.base import AudioRequest, Message
 
     monkeypatch.setattr(audio, "FEATURE_MEMO", FeatureMemo(max_bytes=10**7))

@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 import ambiemo
 from ambiemo.cli import app
-from ambiemo.config import load_params, section
-from ambiemo.provenance import provenance
-from ambiemo.registry import Registry
-from ambiemo.tables import read_meta, read_table, write_table
+from ambiemo.core.config import load_params, section
+from ambiemo.core.provenance import provenance
+from ambiemo.core.registry import Registry
+from ambiemo.core.tables import read_meta, read_table, write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,13 +12,13 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from ambiemo.cache import CachedModel, GenerationCache
-from ambiemo.inference import InferenceFailures, run_inference
-from ambiemo.labels import AmbiguityBins, LabelSet
-from ambiemo.manifest import build_manifest, write_manifest
+from ambiemo.data.labels import AmbiguityBins, LabelSet
+from ambiemo.data.manifest import build_manifest, write_manifest
+from ambiemo.inference.cache import CachedModel, GenerationCache
+from ambiemo.inference.predictions import prediction_columns, read_predictions
+from ambiemo.inference.run import InferenceFailures, run_inference
 from ambiemo.models.base import CapabilityError
 from ambiemo.models.fake import FakeModel
-from ambiemo.predictions import prediction_columns, read_predictions
 
 FOUR = ("neutral", "happy", "angry", "sad")
 N = 5
@@ -286,7 +286,7 @@ def test_every_strategy_on_a_tiny_real_architecture(manifest: Path, tmp_path: Pa
     option scoring, the verifier's assistant turn), shrunk to a random ~0.3M-parameter instance.
     Its answers are noise, so what is checked is the plumbing and the label-scoring arithmetic."""
     pytest.importorskip("torch")
-    from ambiemo.inference import build_model
+    from ambiemo.inference.run import build_model
     from ambiemo.strategies import STRATEGIES
 
     params = make_params(tmp_path)
@@ -339,7 +339,7 @@ def test_every_strategy_on_a_tiny_real_architecture(manifest: Path, tmp_path: Pa
 
 def test_a_cell_the_model_cannot_serve_is_written_as_skipped(manifest: Path, tmp_path: Path) -> None:
     """The pipeline's infer notebook records an impossible cell instead of stopping the matrix."""
-    from ambiemo.inference import write_skipped
+    from ambiemo.inference.run import write_skipped
 
     out = tmp_path / "w-bon.parquet"
     with pytest.raises(CapabilityError, match="logprobs"):
@@ -415,7 +415,7 @@ def test_failed_api_candidates_and_nan_scores_are_recorded_failures(manifest: Pa
 # -- identical answers -------------------------------------------------------------------------------
 def test_identical_answer_to_every_utterance_is_warned_and_recorded(manifest: Path, tmp_path: Path, caplog) -> None:
     same = '{"neutral": 0.4, "happy": 0.3, "angry": 0.2, "sad": 0.1}'
-    with caplog.at_level(logging.WARNING, logger="ambiemo.inference"):
+    with caplog.at_level(logging.WARNING, logger="ambiemo.inference.run"):
         df = run_inference(
             make_params(tmp_path, answers={"*": [same]}), "fake", "baseline", manifest, tmp_path / "a.parquet"
         )
@@ -427,7 +427,7 @@ def test_identical_answer_to_every_utterance_is_warned_and_recorded(manifest: Pa
     }
     assert "tiny/fake/baseline: the model gave the identical answer to all 5 utterances" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="ambiemo.inference"):
+    with caplog.at_level(logging.WARNING, logger="ambiemo.inference.run"):
         # (another cache: the fake's scripted answers are not part of its identity)
         df = run_inference(
             make_params(tmp_path / "other", answers=ANSWERS), "fake", "baseline", manifest, tmp_path / "b.parquet"
@@ -439,14 +439,14 @@ def test_identical_answer_to_every_utterance_is_warned_and_recorded(manifest: Pa
 def test_progress_bar_and_log_lines_count_hits_failures_and_spend(
     manifest: Path, tmp_path: Path, caplog, capsys, monkeypatch
 ) -> None:
-    import ambiemo.inference as inference
+    import ambiemo.inference.run as inference
 
     monkeypatch.setattr(inference, "PROGRESS_LOG_EVERY_S", 0.0)  # a line per batch
     params = make_params(tmp_path, answers=ANSWERS, fail=["u2"])
     params["inference"] = {"max_failure_share": 0.5}
     params["strategies"]["batch_size"] = 2
     run_inference(params, "fake", "baseline", manifest, tmp_path / "a.parquet", limit=2)  # u0, u1 cached
-    with caplog.at_level(logging.INFO, logger="ambiemo.inference"):
+    with caplog.at_level(logging.INFO, logger="ambiemo.inference.run"):
         run_inference(params, "fake", "baseline", manifest, tmp_path / "b.parquet", progress=True)
     lines = [r.getMessage() for r in caplog.records if "utterances (" in r.getMessage()]
     assert len(lines) == 3  # batches of 2, 2, 1

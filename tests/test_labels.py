@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.stats import entropy as scipy_entropy
 
-from ambiemo.labels import (
+from ambiemo.data.labels import (
     AmbiguityBins,
     LabelSet,
     entropy_bits,

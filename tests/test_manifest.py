@@ -7,9 +7,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from ambiemo.labels import AmbiguityBins, LabelSet
-from ambiemo.manifest import ManifestError, build_manifest, manifest_columns, read_manifest, write_manifest
-from ambiemo.tables import read_table, write_table
+from ambiemo.core.tables import read_table, write_table
+from ambiemo.data.labels import AmbiguityBins, LabelSet
+from ambiemo.data.manifest import ManifestError, build_manifest, manifest_columns, read_manifest, write_manifest
 
 FOUR = LabelSet("four", ("neutral", "happy", "angry", "sad"))
 
@@ -117,7 +117,7 @@ def test_write_refuses_invalid_rows(tmp_path):
 
 def test_manifests_with_absolute_audio_paths_read_as_before(tmp_path):
     """A manifest from before relative paths (absolute paths, no audio_root) is not rewritten."""
-    from ambiemo.manifest import resolve_audio
+    from ambiemo.data.manifest import resolve_audio
 
     df = pd.DataFrame({"utt_id": ["a", "b"], "audio_path": [str(tmp_path / "a.wav"), ""]})
     assert resolve_audio(df, {}, where="m").equals(df)

@@ -13,7 +13,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy, pearsonr, spearmanr
 from sklearn.metrics import brier_score_loss, f1_score
 
-from ambiemo import metrics as M
+from ambiemo.scoring import metrics as M
 
 K = 4
 UNIFORM = np.full((1, K), 0.25)

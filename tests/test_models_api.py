@@ -19,11 +19,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.special import logsumexp
 
-from ambiemo.cache import CachedModel, GenerationCache
+from ambiemo.core.provenance import provenance
+from ambiemo.inference.cache import CachedModel, GenerationCache
 from ambiemo.models import load_model
-from ambiemo.models.api import ConfigurationError, RetryPolicy, option_logprobs_from_top, request_seed
+from ambiemo.models.api.client import ConfigurationError, RetryPolicy, option_logprobs_from_top, request_seed
 from ambiemo.models.base import AudioRequest, CapabilityError, GenerationConfig, Message
-from ambiemo.provenance import provenance
 
 pytest.importorskip("openai")
 pytest.importorskip("google.genai")
@@ -673,10 +673,10 @@ def test_inference_over_a_served_model(fake_api, tmp_path):
     is answered from the cache without a request; GPT-4o (no log-probabilities) refuses W-BoN."""
     import pandas as pd
 
-    from ambiemo.inference import run_inference
-    from ambiemo.labels import AmbiguityBins, LabelSet
-    from ambiemo.manifest import build_manifest, write_manifest
-    from ambiemo.predictions import read_predictions
+    from ambiemo.data.labels import AmbiguityBins, LabelSet
+    from ambiemo.data.manifest import build_manifest, write_manifest
+    from ambiemo.inference.predictions import read_predictions
+    from ambiemo.inference.run import run_inference
 
     labels = ("neutral", "happy", "angry", "sad")
     paths = []

@@ -1,4 +1,4 @@
-"""API faults, injected by fake servers on 127.0.0.1, each classified as ambiemo.models.api says:
+"""API faults, injected by fake servers on 127.0.0.1, each classified as ambiemo.models.api.client says:
 retried (429 with and without Retry-After, 5xx, timeouts, dropped connections, malformed bodies),
 recorded (400 refusals), or stopping the run (401). Waits and the total-time bound are checked
 with an injected sleep and clock, by counts, never by wall time. Then: the key leaks nowhere, the
@@ -26,9 +26,9 @@ from test_models_api import (
     vllm_spec,
 )
 
-from ambiemo.cache import CachedModel, GenerationCache
+from ambiemo.inference.cache import CachedModel, GenerationCache
 from ambiemo.models import load_model
-from ambiemo.models.api import ConfigurationError, RetryPolicy, call_with_retries, is_retryable
+from ambiemo.models.api.client import ConfigurationError, RetryPolicy, call_with_retries, is_retryable
 from ambiemo.models.base import GenerationConfig
 
 pytest.importorskip("openai")
@@ -167,7 +167,7 @@ def test_total_time_bounds_the_retries():
         calls.append(t.now)
         raise RateLimited("slow down")
 
-    from ambiemo.models.api import RequestFailed
+    from ambiemo.models.api.client import RequestFailed
 
     policy = RetryPolicy(max_attempts=100, max_total_s=10.0)
     with pytest.raises(RequestFailed) as err:

@@ -13,9 +13,9 @@ from fake_api import fake_servers, set_api_env
 from test_models_api import GEMINI_KEY, OPENAI_KEY, chat_response, make_request, vllm_spec
 
 from ambiemo.models import load_model
-from ambiemo.models.api import request_seed
+from ambiemo.models.api.client import request_seed
+from ambiemo.models.api.pool import EndpointPool, NoEndpoint
 from ambiemo.models.base import GenerationConfig
-from ambiemo.models.pool import EndpointPool, NoEndpoint
 
 pytest.importorskip("openai")
 

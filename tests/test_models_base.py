@@ -246,7 +246,9 @@ def test_remote_code_needs_opt_in_and_a_pinned_commit(spec, message):
 
 
 def test_remote_code_runs_only_when_pinned(tmp_path, monkeypatch):
-    monkeypatch.setattr("ambiemo.weights.hub_reachable", lambda *a, **k: True)  # as if online: where to load from
+    monkeypatch.setattr(
+        "ambiemo.models.weights.hub_reachable", lambda *a, **k: True
+    )  # as if online: where to load from
     assert check_remote_code("m", {"trust_remote_code": True, "revision": PIN}) is True
     assert check_remote_code("m", {}) is False
     with pytest.raises(RemoteCodeRefused, match="models.m: this model runs the checkpoint's own Python code"):

@@ -17,7 +17,7 @@ import torch
 
 from ambiemo.models import load_model
 from ambiemo.models.base import AudioRequest, GenerationConfig, Message
-from ambiemo.models.cascade import SUMMARY_DESCRIPTORS, describe_acoustics, wheel_folder
+from ambiemo.models.hf.cascade import SUMMARY_DESCRIPTORS, describe_acoustics, wheel_folder
 
 CLIPS = ["03a01Fa.wav", "03a01Wa.wav", "03a02Ta.wav"]  # EmoDB: happy, angry, sad (speaker 03)
 LABELS = ["neutral", "happy", "angry", "sad"]

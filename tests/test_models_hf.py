@@ -289,7 +289,7 @@ def test_option_scoring_rejects_empty_input(models):
 
 # ----------------------------------------------------------------------------------- the specs
 def test_demo_spec_from_params_builds_and_runs(repo_root, cache_root):
-    from ambiemo.config import load_params
+    from ambiemo.core.config import load_params
 
     spec = load_params(repo_root / "params.yaml")["models"]["tiny-qwen2-audio"]
     model = load_model("tiny-qwen2-audio", spec, cache_dir=cache_root)

@@ -305,7 +305,7 @@ LADDER_KEYS = {
 
 @pytest.mark.parametrize(("key", "route"), list(LADDER_KEYS.items()))
 def test_ladder_spec_from_params_builds_without_loading(key, route, repo_root):
-    from ambiemo.config import load_params
+    from ambiemo.core.config import load_params
 
     spec = load_params(repo_root / "params.yaml")["models"][key]
     assert spec["adapter"] == route
@@ -316,7 +316,7 @@ def test_ladder_spec_from_params_builds_without_loading(key, route, repo_root):
 
 
 def test_ladder_profile_names_only_defined_models_with_families(repo_root):
-    from ambiemo.config import load_params
+    from ambiemo.core.config import load_params
 
     params = load_params(repo_root / "params.yaml")
     ladder = params["profiles"]["ladder"]["models"]
@@ -329,7 +329,7 @@ def test_ladder_profile_names_only_defined_models_with_families(repo_root):
 
 
 def test_ladder_profile_resolves_every_per_profile_setting_as_the_paper_does(repo_root):
-    from ambiemo.config import load_params
+    from ambiemo.core.config import load_params
     from ambiemo.strategies import strategy_settings
 
     params = load_params(repo_root / "params.yaml")

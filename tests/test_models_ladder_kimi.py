@@ -12,7 +12,7 @@ import pytest
 
 from ambiemo.models import CapabilityError, load_model
 from ambiemo.models.base import AudioRequest, GenerationConfig, Message
-from ambiemo.models.kimi_audio import KimiCodeMissing, import_kimia
+from ambiemo.models.upstream.kimi_audio import KimiCodeMissing, import_kimia
 
 torch = pytest.importorskip("torch")
 SR = 16_000

@@ -10,7 +10,7 @@ import pytest
 from test_models_api import FAST_RETRY, assert_is_the_clip, chat_response, make_request
 from test_models_api_pool import api_env, fake_api  # noqa: F401  (the fake servers and the fake keys, autouse)
 
-from ambiemo.config import load_params
+from ambiemo.core.config import load_params
 from ambiemo.models import load_model
 from ambiemo.models.base import GenerationConfig
 

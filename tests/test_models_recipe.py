@@ -14,7 +14,7 @@ import yaml
 
 from ambiemo.models import MODELS, load_model
 from ambiemo.models.base import AudioRequest, GenerationConfig, Message
-from ambiemo.models.tiny import tiny_builders
+from ambiemo.models.hf.tiny import tiny_builders
 
 
 def _recipe(readme: str) -> tuple[str, str]:

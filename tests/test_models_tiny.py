@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from ambiemo.models.tiny import TINY_VERSION, build_tiny, ensure_tiny, parse_tiny_checkpoint, tiny_builders
+from ambiemo.models.hf.tiny import TINY_VERSION, build_tiny, ensure_tiny, parse_tiny_checkpoint, tiny_builders
 
 
 def _weights(folder):
@@ -89,6 +89,6 @@ def test_each_tiny_build_is_registered_beside_its_adapter():
     ]:
         assert inspect.getmodule(builders.get(arch)) is inspect.getmodule(MODELS.get(adapter)), arch
     with pytest.raises(ValueError, match="registered twice"):
-        from ambiemo.models.tiny import register_tiny
+        from ambiemo.models.hf.tiny import register_tiny
 
         register_tiny("qwen2-audio")(lambda folder: None)

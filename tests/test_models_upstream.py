@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from ambiemo.models import load_model
-from ambiemo.models.audio_flamingo2 import UpstreamCodeMissing, clap_windows, import_upstream
 from ambiemo.models.base import AudioRequest, GenerationConfig, Message, RemoteCodeRefused
+from ambiemo.models.upstream.audio_flamingo2 import UpstreamCodeMissing, clap_windows, import_upstream
 
 PIN = "5b3a5929d7d20f1e8971a18f637e7c8556b5a743"
 
@@ -42,7 +42,7 @@ def test_ultravox_needs_a_pinned_commit(revision):
 
 
 def test_ultravox_spec_from_params_builds_without_loading(repo_root):
-    from ambiemo.config import load_params
+    from ambiemo.core.config import load_params
 
     models = load_params(repo_root / "params.yaml")["models"]
     for key in ("ultravox-v0.3", "ultravox-v0.4"):
@@ -114,7 +114,7 @@ FAKE_FACTORY = textwrap.dedent(
     import torch
     from transformers import LogitsProcessor, LogitsProcessorList, Qwen2Config, Qwen2ForCausalLM
 
-    from ambiemo.models.tiny import _train_tokenizer
+    from ambiemo.models.hf.tiny import _train_tokenizer
 
     calls = []
 
@@ -268,7 +268,7 @@ def test_af2_option_scores_match_an_independent_forward_pass(af2):
 def test_ultravox_encode_passes_the_processor_outputs_through(tmp_path):
     from transformers import AutoTokenizer
 
-    from ambiemo.models.tiny import ensure_tiny
+    from ambiemo.models.hf.tiny import ensure_tiny
 
     m = load_model("uv", {"adapter": "hf-ultravox", "checkpoint": "x/y", "trust_remote_code": True, "revision": PIN})
     m.tokenizer = AutoTokenizer.from_pretrained(ensure_tiny("qwen2-audio", tmp_path))

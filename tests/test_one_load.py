@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from test_inference import N, make_params, manifest  # noqa: F401  (the fixture)
 
-from ambiemo.inference import run_strategies
-from ambiemo.models.hf_native import NativeAudioALM
-from ambiemo.predictions import read_predictions
+from ambiemo.inference.predictions import read_predictions
+from ambiemo.inference.run import run_strategies
+from ambiemo.models.hf.native import NativeAudioALM
 
 STRATEGIES = ["baseline", "bon", "w-bon", "self-consistency", "label-scoring", "alm-v"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ambiemo.paper import MACROS, setting_macros
+from ambiemo.report.paper import MACROS, setting_macros
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "paper").glob("*.tex")) + sorted((ROOT / "paper" / "sections").glob("*.tex"))

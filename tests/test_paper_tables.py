@@ -13,8 +13,10 @@ from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import r2_score
 from synthetic import PARAMS, cells, manifest_df
 
-from ambiemo import metrics as M
-from ambiemo import paper, power, scoring
+from ambiemo import scoring
+from ambiemo.report import paper
+from ambiemo.scoring import metrics as M
+from ambiemo.stats import power
 
 STRATEGIES = ["baseline", "cot", "bon"]
 RUN_PARAMS = {

@@ -12,8 +12,8 @@ import yaml
 from typer.testing import CliRunner
 
 from ambiemo.cli import app
-from ambiemo.config import load_params, strategy_settings
-from ambiemo.params_schema import ParamsError, validate_params
+from ambiemo.core.config import load_params, strategy_settings
+from ambiemo.core.params import ParamsError, validate_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,7 +103,7 @@ def test_model_and_dataset_entries_keep_their_own_keys(repo_params):
     p = copy.deepcopy(repo_params)
     p["models"]["fake"]["answers"] = {"*": ["{}"]}  # an adapter-specific key
     p["datasets"]["demo"]["n_speakers"] = 4  # a loader-specific key
-    p["paths"]["weights_dir"] = "weights"  # ambiemo.weights
+    p["paths"]["weights_dir"] = "weights"  # ambiemo.models.weights
     validate_params(p)
     del p["models"]["fake"]["adapter"]
     assert "models.fake.adapter" in problems(p)
@@ -163,8 +163,8 @@ def test_an_override_under_the_merge_key_wins(tmp_path):
 def test_a_strategy_registered_as_the_readme_says(tmp_path, monkeypatch):
     """README "Extending it", A strategy: subclass, register, settings under strategies.<name>, add to a profile."""
     from ambiemo.models.fake import FakeModel
-    from ambiemo.prompts import PromptBook
     from ambiemo.strategies import STRATEGIES, Context, Cost, Row, Strategy, Utterance, register_strategy
+    from ambiemo.strategies.prompts import PromptBook
 
     # The registry is left as the other tests expect it (without this test's strategy) afterwards.
     monkeypatch.setattr(STRATEGIES, "_items", dict(STRATEGIES._items))

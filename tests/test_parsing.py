@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ambiemo.parsing import apply_failure_policy, label_lookup, parse_distribution, parse_number
+from ambiemo.strategies.parsing import apply_failure_policy, label_lookup, parse_distribution, parse_number
 
 FOUR = ("neutral", "happy", "angry", "sad")
 SIX = ("angry", "disgust", "fear", "happy", "neutral", "sad")

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from ambiemo import permutation as P
-from ambiemo.power import power_table
+from ambiemo.stats import permutation as P
+from ambiemo.stats.power import power_table
 
 
 def test_exact_sign_flip_by_hand():

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from ambiemo.labels import AmbiguityBins, LabelSet
-from ambiemo.manifest import build_manifest, write_manifest
-from ambiemo.plan import coverage, format_plan, plan
+from ambiemo.data.labels import AmbiguityBins, LabelSet
+from ambiemo.data.manifest import build_manifest, write_manifest
+from ambiemo.inference.plan import coverage, format_plan, plan
 
 FOUR = ("neutral", "happy", "angry", "sad")
 N = 5
@@ -166,7 +166,7 @@ def test_plan_stage_comes_first_and_reruns_only_on_what_the_plan_reads() -> None
     assert stage["cmd"].split()[:2] == ["ambiemo", "plan"] and "--json ${paths.results}/plan/plan.json" in stage["cmd"]
     # every ambiemo module the plan's numbers come from is a dependency (a code change reruns it) ...
     deps = [Path(d) for d in stage["deps"]]
-    needed = closure({"ambiemo.plan", "ambiemo.config"})
+    needed = closure({"ambiemo.inference.plan", "ambiemo.core.config"})
     missing = sorted(
         str(f) for f in needed if not any(f == d or d in f.parents for d in deps) and f.name != "__init__.py"
     )
@@ -200,7 +200,7 @@ def test_plan_of_a_profile_whose_corpora_are_missing_reports_and_exits_0(tmp_pat
 def test_cache_coverage_counts_the_entries_held_for_the_models_identity(results: Path, tmp_path: Path) -> None:
     """The plan's `cached` share is the entries the generation cache holds for the identity the
     params entry builds, against the entries the profile needs; other identities do not count."""
-    from ambiemo.cache import GenerationCache
+    from ambiemo.inference.cache import GenerationCache
     from ambiemo.models import load_model
 
     p = params()

@@ -10,7 +10,8 @@ from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from synthetic import PARAMS, cells, manifest_df
 
-from ambiemo import plots, scoring, stats
+from ambiemo import scoring, stats
+from ambiemo.report import figures as plots
 
 STRATEGIES = ("baseline", "cot", "bon", "w-bon", "self-consistency")
 # Two families: a ladder of two sizes and a family of one model (a point in figure 3).
@@ -252,7 +253,7 @@ def test_entropy_distribution_counts_each_utterance_once(tables):
 
 
 def test_ambiguity_distribution_takes_manifests(tables):
-    mm = pytest.importorskip("ambiemo.manifest")
+    mm = pytest.importorskip("ambiemo.data.manifest")
     meta = {
         "label_set": {"name": "four", "labels": ["neutral", "happy", "angry", "sad"]},
         "ambiguity": {"method": "fixed", "edges": [1.0, 1.5], "bins": ["clear", "low", "medium", "high"]},
@@ -262,7 +263,8 @@ def test_ambiguity_distribution_takes_manifests(tables):
 
 
 def test_every_strategy_readout_and_reference_looks_different():
-    from ambiemo import plots, style
+    from ambiemo.report import figures as plots
+    from ambiemo.report import style
 
     names = list(style.ENCODINGS)
     looks = [tuple(str(v) for v in (e["color"], e["marker"], e["linestyle"])) for e in style.encodings(names).values()]
@@ -277,7 +279,7 @@ def test_every_strategy_readout_and_reference_looks_different():
 
 def test_every_registered_strategy_and_readout_has_a_stated_encoding():
     import ambiemo.strategies  # noqa: F401  (registers every strategy)
-    from ambiemo import style
+    from ambiemo.report import style
     from ambiemo.strategies.base import STRATEGIES
 
     classes = [STRATEGIES.get(n) for n in STRATEGIES.names()]
@@ -294,7 +296,7 @@ def test_every_registered_strategy_and_readout_has_a_stated_encoding():
 
 
 def test_model_families_look_different_and_keep_their_look():
-    from ambiemo import style
+    from ambiemo.report import style
 
     names = [f"family-{i:02d}" for i in range(24)]
     looks = style.model_family_encodings(names)

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.power import TTestPower
 
-from ambiemo import power as PW
+from ambiemo.stats import power as PW
 
 
 def test_icc_by_hand():

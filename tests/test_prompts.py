@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from ambiemo.parsing import parse_distribution
-from ambiemo.prompts import PARAPHRASES, PROMPT_VERSION, PromptBook
+from ambiemo.strategies.parsing import parse_distribution
+from ambiemo.strategies.prompts import PARAPHRASES, PROMPT_VERSION, PromptBook
 
 FOUR = ("neutral", "happy", "angry", "sad")
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy.spatial.distance import jensenshannon
 
-from ambiemo import references as R
-from ambiemo.predictions import write_predictions
+from ambiemo.inference.predictions import write_predictions
+from ambiemo.scoring import references as R
 
 LABELS = ["angry", "sad"]
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from ambiemo import stats
-from ambiemo.config import load_params
+from ambiemo.core.config import load_params
 from ambiemo.stats import families
 
 ROOT = Path(__file__).resolve().parents[1]

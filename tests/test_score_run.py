@@ -14,12 +14,12 @@ from scipy.spatial.distance import jensenshannon
 from synthetic import LABELS, PARAMS, candidates_table, manifest_df, predictions_df
 from typer.testing import CliRunner
 
-from ambiemo import manifest as mm
 from ambiemo import scoring
-from ambiemo.candidates import write_candidates
-from ambiemo.labels import LabelSet
-from ambiemo.layout import Layout
-from ambiemo.predictions import write_predictions
+from ambiemo.core.layout import Layout
+from ambiemo.data import manifest as mm
+from ambiemo.data.labels import LabelSet
+from ambiemo.inference.candidates import write_candidates
+from ambiemo.inference.predictions import write_predictions
 from ambiemo.scoring.stages import ci_table
 
 BINS = {"method": "fixed", "edges": [1.0, 1.5], "bins": ["clear", "low", "medium", "high"]}
@@ -103,7 +103,7 @@ def test_score_run_and_the_cli_score_the_same_cells(tmp_path, monkeypatch):
     from ambiemo.cli import app
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.setattr("ambiemo.config.load_params", lambda path: copy.deepcopy(params))
+    monkeypatch.setattr("ambiemo.core.config.load_params", lambda path: copy.deepcopy(params))
     res = CliRunner().invoke(app, ["score", "--params", str(tmp_path / "params.yaml")])
     assert res.exit_code == 0, res.output
     written, meta = scoring.read_scores(layout.scores)
@@ -269,7 +269,7 @@ def test_ceilings_come_from_the_ratings_table_where_there_is_one(tmp_path):
     man["ambiguity"], man["majority"], man["majority_tie"] = ["low", "low"], ["neutral", ""], [False, True]
     man["max_share"], man["n_distinct"] = [0.75, 0.5], [2, 2]
     params, layout = _layout(tmp_path, man, [("small", "baseline")])
-    from ambiemo.ratings import write_ratings
+    from ambiemo.data.ratings import write_ratings
 
     rows = [("u000", f"r{i}", lab) for i, lab in enumerate(["neutral", "neutral", "neutral", "happy"])]
     rows += [("u001", f"r{i}", lab) for i, lab in enumerate(["neutral", "neutral", "happy", "happy"])]

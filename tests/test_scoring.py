@@ -101,8 +101,8 @@ def test_tie_policies_change_the_hard_label_count(manifest):
 def _recorded(dists: list[list[float] | None]) -> list[dict]:
     """Candidates as inference records them: ``strategies.record`` of real candidates."""
     from ambiemo.models.base import Candidate
-    from ambiemo.prompts import Prompt
     from ambiemo.strategies import record
+    from ambiemo.strategies.prompts import Prompt
 
     prompt = Prompt("distribution@1", (), LABELS)
     return [
@@ -119,7 +119,7 @@ def test_oracle_picks_the_candidate_closest_to_the_humans():
     preds.at[0, "candidate_records"] = _recorded([[0.5, 0.3, 0.2, 0.0], None, [0.1, 0.2, 0.6, 0.1]])
     preds.at[1, "candidate_records"] = _recorded([None, [0.7, 0.3, 0.0, 0.0]])
     preds.at[2, "candidate_records"] = _recorded([None, None])
-    table = candidates_table(preds)  # the candidates table, one row per candidate (ambiemo.candidates)
+    table = candidates_table(preds)  # the candidates table, one row per candidate (ambiemo.inference.candidates)
     s = scoring.score_predictions(man, preds, PARAMS, candidates=table).set_index("utt_id")
 
     first = s.loc["u000"]  # the third candidate is closer to one-hot "angry" and its top label is "angry"
@@ -245,7 +245,7 @@ def test_label_order_of_predictions_does_not_matter(manifest):
 
 
 def test_manifest_object_is_accepted(manifest):
-    mm = pytest.importorskip("ambiemo.manifest")
+    mm = pytest.importorskip("ambiemo.data.manifest")
     meta = {
         "label_set": {"name": "four", "labels": list(LABELS)},
         "ambiguity": {"method": "fixed", "edges": [1.0, 1.5], "bins": ["clear", "low", "medium", "high"]},
@@ -269,11 +269,11 @@ def test_write_read_scores_round_trip_is_byte_identical(scores, tmp_path):
 
 
 def test_cli_scores_and_summarises(manifest, tmp_path):
-    mm = pytest.importorskip("ambiemo.manifest")
-    from ambiemo.candidates import candidates_path, write_candidates
+    mm = pytest.importorskip("ambiemo.data.manifest")
     from ambiemo.cli import app
-    from ambiemo.labels import LabelSet
-    from ambiemo.tables import write_table
+    from ambiemo.core.tables import write_table
+    from ambiemo.data.labels import LabelSet
+    from ambiemo.inference.candidates import candidates_path, write_candidates
 
     man_path = tmp_path / "manifest.parquet"
     mm.write_manifest(

@@ -17,9 +17,9 @@ import pytest
 import soundfile as sf
 import yaml
 
-from ambiemo.labels import AmbiguityBins, LabelSet
-from ambiemo.manifest import build_manifest, write_manifest
-from ambiemo.tables import read_meta
+from ambiemo.core.tables import read_meta
+from ambiemo.data.labels import AmbiguityBins, LabelSet
+from ambiemo.data.manifest import build_manifest, write_manifest
 
 pytest.importorskip("openai")
 

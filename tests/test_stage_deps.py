@@ -69,7 +69,7 @@ STAGES = {
 
 
 def test_closure_finds_lazy_imports() -> None:
-    assert {Path("ambiemo/metrics.py"), Path("ambiemo/labels.py")} <= closure({"ambiemo.metrics"})
+    assert {Path("ambiemo/scoring/metrics.py"), Path("ambiemo/data/labels.py")} <= closure({"ambiemo.scoring.metrics"})
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))

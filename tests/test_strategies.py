@@ -11,12 +11,12 @@ import pytest
 from scipy.special import logsumexp
 from scipy.special import softmax as scipy_softmax
 
-from ambiemo.config import by_profile, strategy_settings
+from ambiemo.core.config import by_profile, strategy_settings
 from ambiemo.models.fake import FakeModel
-from ambiemo.parsing import parse_rating
-from ambiemo.prompts import PromptBook
 from ambiemo.strategies import STRATEGIES, Context, Cost, Utterance
 from ambiemo.strategies.ensembles import label_votes
+from ambiemo.strategies.parsing import parse_rating
+from ambiemo.strategies.prompts import PromptBook
 
 FOUR = ("neutral", "happy", "angry", "sad")
 UTT = Utterance("u0", np.zeros(1600, dtype=np.float32), 16000)

@@ -10,8 +10,8 @@ import yaml
 from fake_hub import FakeHub, files_of
 from typer.testing import CliRunner
 
-from ambiemo import weights
-from ambiemo.models.tiny import ensure_tiny
+from ambiemo.models import weights
+from ambiemo.models.hf.tiny import ensure_tiny
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 REPO = "org/tiny-qwen2-audio"

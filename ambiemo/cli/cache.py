@@ -1,4 +1,4 @@
-"""`ambiemo cache`: the generation cache (``ambiemo.cache``).
+"""`ambiemo cache`: the generation cache (``ambiemo.inference.cache``).
 
     ambiemo cache stats            # where it is, its size, and per model identity: entries, hits, misses
     ambiemo cache verify [--repair]  # check every entry's checksum and format, and the file itself
@@ -24,7 +24,7 @@ ParamsOption = Annotated[Path, typer.Option("--params", help="The params file.")
 
 
 def _cache_folder(params_path: Path) -> Path:
-    from ambiemo.config import cache_dir, load_params
+    from ambiemo.core.config import cache_dir, load_params
 
     return cache_dir(load_params(params_path))
 
@@ -50,7 +50,7 @@ def stats(
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Size of the cache and, per model identity, its params keys, entries and lifetime hits and misses."""
-    from ambiemo.cache import DB_NAME, GenerationCache
+    from ambiemo.inference.cache import DB_NAME, GenerationCache
 
     folder = _cache_folder(params_path)
     if not (folder / DB_NAME).exists():
@@ -93,7 +93,7 @@ def verify(
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Check every entry's checksum and format, and the SQLite file. Exits 1 if something is wrong and not repaired."""
-    from ambiemo.cache import DB_NAME, CacheError, GenerationCache
+    from ambiemo.inference.cache import DB_NAME, CacheError, GenerationCache
 
     folder = _cache_folder(params_path)
     if not (folder / DB_NAME).exists():
@@ -135,7 +135,7 @@ def clear(
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Delete cached generations (all, one model's, or one identity's). The next run calls the models again."""
-    from ambiemo.cache import DB_NAME, GenerationCache
+    from ambiemo.inference.cache import DB_NAME, GenerationCache
 
     folder = _cache_folder(params_path)
     if not (folder / DB_NAME).exists():

@@ -26,7 +26,7 @@ def _fail(message: str) -> None:
 @app.command("list")
 def list_datasets(params_path: ParamsOption = Path("params.yaml")) -> None:
     """The datasets defined in params.yaml, with their loader, label set and root."""
-    from ambiemo.config import load_params
+    from ambiemo.core.config import load_params
 
     params = load_params(params_path)
     for name, spec in (params.get("datasets") or {}).items():
@@ -60,10 +60,10 @@ def prepare(
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Build a dataset's manifest: one row per utterance with its vote distribution and ambiguity bin."""
-    from ambiemo.config import load_params
+    from ambiemo.core.config import load_params
     from ambiemo.data import DataError, prepare_dataset
-    from ambiemo.data.stats import format_stats, manifest_stats
-    from ambiemo.manifest import ManifestError
+    from ambiemo.data.describe import format_stats, manifest_stats
+    from ambiemo.data.manifest import ManifestError
 
     params = load_params(params_path)
     if out is None:
@@ -89,8 +89,8 @@ def stats(
 ) -> None:
     """Annotation statistics of a manifest: raters, majority labels, unanimity, entropy, ambiguity bins,
     agreement with the intended emotion, and every exclusion with its reason."""
-    from ambiemo.data.stats import format_stats, manifest_stats
-    from ambiemo.manifest import ManifestError, read_manifest
+    from ambiemo.data.describe import format_stats, manifest_stats
+    from ambiemo.data.manifest import ManifestError, read_manifest
 
     try:
         m = read_manifest(manifest)

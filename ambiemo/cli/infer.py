@@ -3,7 +3,7 @@
     ambiemo infer --model cascade-smollm2 --strategy w-bon --manifest results/manifests/demo.parquet \\
                   --out results/predictions/demo/cascade-smollm2/w-bon.parquet [--budget 3] [--limit 8]
 
-The DVC inference stage calls the same function (``ambiemo.inference.run_inference``).
+The DVC inference stage calls the same function (``ambiemo.inference.run.run_inference``).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def infer(
     Shows a progress bar when stderr is a terminal (and a log line every minute in any case).
     Exits 2 on a bad argument or params, 1 when more utterances failed than params
     ``inference.max_failure_share`` allows (the predictions are written all the same)."""
-    from ambiemo.config import load_params
-    from ambiemo.inference import InferenceFailures, install_secret_filter, run_inference
+    from ambiemo.core.config import load_params
+    from ambiemo.inference.run import InferenceFailures, install_secret_filter, run_inference
     from ambiemo.models.base import CapabilityError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")

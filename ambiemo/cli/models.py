@@ -118,7 +118,7 @@ def list_models(
     of parameters; active ones for mixtures of experts), what it needs, and whether it gives
     log-probabilities, beam search and label scoring (strategies refuse models that lack them).
     `*` marks the models of the active run."""
-    from ambiemo.config import load_params
+    from ambiemo.core.config import load_params
 
     rows = model_rows(load_params(params_path))
     if as_json:

@@ -4,7 +4,7 @@
 
 Each model's ``checkpoint`` at its pinned ``revision`` lands in ``DIR/<org>--<name>@<revision>/``,
 checked against the hub's sizes and SHA-256. Copy ``DIR`` to the GPU machine and set
-``paths.weights_dir`` in params.yaml: loading then never needs the hub (``ambiemo.weights``).
+``paths.weights_dir`` in params.yaml: loading then never needs the hub (``ambiemo.models.weights``).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ def fetch(
     params_path: Annotated[Path, typer.Option("--params", help="The params file.")] = Path("params.yaml"),
 ) -> None:
     """Download and verify each model's pinned weights; print the size and where they went."""
-    from ambiemo.config import load_params
-    from ambiemo.inference import model_spec
-    from ambiemo.weights import WeightsUnavailable
-    from ambiemo.weights import fetch as fetch_weights
+    from ambiemo.core.config import load_params
+    from ambiemo.inference.run import model_spec
+    from ambiemo.models.weights import WeightsUnavailable
+    from ambiemo.models.weights import fetch as fetch_weights
 
     params = load_params(params_path)
     failed = 0

@@ -42,9 +42,9 @@ def plan(
     ] = None,
 ) -> None:
     """Cells, model and verifier calls, tokens, USD and GPU hours of the active profile, and what is missing."""
-    from ambiemo.config import load_params
-    from ambiemo.plan import format_plan, pilot_run
-    from ambiemo.plan import plan as make_plan
+    from ambiemo.core.config import load_params
+    from ambiemo.inference.plan import format_plan, pilot_run
+    from ambiemo.inference.plan import plan as make_plan
 
     params = load_params(params_path)
     for assignment in set_ or []:

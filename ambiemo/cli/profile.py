@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ambiemo.config import load_params
+from ambiemo.core.config import load_params
 
 app = typer.Typer(help="Show or switch the params profile (demo, paper, ...).", no_args_is_help=True)
 

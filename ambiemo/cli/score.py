@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from ambiemo.candidates import is_candidates_path
+from ambiemo.inference.candidates import is_candidates_path
 
 app = typer.Typer(
     help="Score predictions against the human vote distributions, and summarise scores.",
@@ -79,7 +79,7 @@ def score(
     if ctx.invoked_subcommand is not None:
         return
     from ambiemo import scoring
-    from ambiemo.config import load_params
+    from ambiemo.core.config import load_params
 
     if manifest is None and not predictions:
         _score_run(load_params(params_path), out)
@@ -89,7 +89,7 @@ def score(
             "give --manifest, at least one --predictions and --out; or none of them to score the "
             "active run of --params (or use `ambiemo score summary SCORES`)"
         )
-    from ambiemo.manifest import read_manifest
+    from ambiemo.data.manifest import read_manifest
 
     params = load_params(params_path)
     files = _prediction_files(predictions)

@@ -19,7 +19,7 @@ def list_strategies(
     ] = Path("params.yaml"),
 ) -> None:
     """Name, what it needs from the model, and its budget grid in params."""
-    from ambiemo.config import load_params, strategy_settings
+    from ambiemo.core.config import load_params, strategy_settings
     from ambiemo.strategies import STRATEGIES, CandidateStrategy
 
     settings = strategy_settings(load_params(params_path)) if params_path.exists() else strategy_settings({})

@@ -8,10 +8,10 @@ about label sets. ``prepare_dataset`` does the rest, the same way for every corp
 
     loader(root, spec) -> Corpus (one ``Rating`` per rater: id, categories as given, secondaries)
       -> ratings without a category, repeated raters        -> dropped, counted
-      -> label set and vote rules (params)                  -> ratings table (``ambiemo.ratings``)
+      -> label set and vote rules (params)                  -> ratings table (``ambiemo.data.ratings``)
       -> votes = sums of the table's weights                -> exclusions counted
       -> audio checked (missing / unreadable)               -> durations, paths relative to the root
-      -> manifest and ratings.parquet written (``ambiemo.manifest``)
+      -> manifest and ratings.parquet written (``ambiemo.data.manifest``)
 
 To add a corpus: write ``ambiemo/data/<name>.py`` with a function decorated
 ``@register_dataset("<name>")`` taking ``(root: Path, spec: dict)`` (``spec`` is the
@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ambiemo.labels import (
+from ambiemo.core.registry import Registry
+from ambiemo.data.labels import (
     MULTI_LABEL_RULES,
     OTHER,
     VOTE_POLICIES,
@@ -42,12 +43,11 @@ from ambiemo.labels import (
     label_set_from_params,
     rater_weights,
 )
-from ambiemo.manifest import Manifest, build_manifest, read_manifest, resolve_audio, validate, write_manifest
-from ambiemo.ratings import COLUMNS as RATINGS_COLUMNS
-from ambiemo.ratings import FILE_NAME as RATINGS_FILE
-from ambiemo.ratings import coerce as coerce_ratings
-from ambiemo.ratings import votes_from_ratings, write_ratings
-from ambiemo.registry import Registry
+from ambiemo.data.manifest import Manifest, build_manifest, read_manifest, resolve_audio, validate, write_manifest
+from ambiemo.data.ratings import COLUMNS as RATINGS_COLUMNS
+from ambiemo.data.ratings import FILE_NAME as RATINGS_FILE
+from ambiemo.data.ratings import coerce as coerce_ratings
+from ambiemo.data.ratings import votes_from_ratings, write_ratings
 
 
 @dataclass(frozen=True)
@@ -244,7 +244,7 @@ def clean_ratings(utts: list[Utterance], duplicate_raters: str) -> dict[str, flo
 
 
 def _rating_rows(u: Utterance, ls: LabelSet, rules: VoteRules) -> list[tuple[Any, ...]]:
-    """The ratings-table rows of one utterance (see ``ambiemo.ratings``)."""
+    """The ratings-table rows of one utterance (see ``ambiemo.data.ratings``)."""
 
     def label_of(category: str) -> str | None:
         c = ls.canonical(category)
@@ -276,7 +276,7 @@ def _row(utt: str, r: Rating, spelled: str, word: str, label: str | None, weight
 
 
 def ratings_table(utts: list[Utterance], ls: LabelSet, rules: VoteRules) -> pd.DataFrame:
-    """The ratings table (``ambiemo.ratings``) of ``utts`` under a label set and vote rules, with
+    """The ratings table (``ambiemo.data.ratings``) of ``utts`` under a label set and vote rules, with
     one more column, ``word``: the loader's lowercase word for the category."""
     rows = [row for u in utts for row in _rating_rows(u, ls, rules)]
     return pd.DataFrame.from_records(rows, columns=[*RATINGS_COLUMNS, "word"])
@@ -405,7 +405,7 @@ def _bins(params: Mapping[str, Any], spec: Mapping[str, Any]) -> AmbiguityBins:
 
 
 def _provenance(params: Mapping[str, Any], name: str, ls_name: str, spec: Mapping[str, Any], root: Path) -> dict:
-    from ambiemo.provenance import provenance
+    from ambiemo.core.provenance import provenance
 
     used_params = {
         "datasets": {name: dict(params["datasets"][name])},
@@ -489,7 +489,7 @@ def _check_audio(kept: list[Utterance], name: str, root: Path, allow_missing: bo
     Missing files are excluded (counted) while their share is at most ``max_share``, an error
     above it unless ``allow_missing`` (a labels-only manifest); unreadable files always are.
     """
-    from ambiemo.audio import AudioError, audio_duration
+    from ambiemo.data.audio import AudioError, audio_duration
 
     if not 0 <= max_share <= 1:
         raise DataError(f"params.yaml datasets.{name}.max_missing_audio must be a share in [0, 1], got {max_share}")

@@ -272,7 +272,7 @@ def synthesise(jobs: list[Job]) -> tuple[int, list[np.ndarray]]:
 
 
 def _to_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    from ambiemo.audio import resample
+    from ambiemo.data.audio import resample
 
     wav = resample(samples.astype(np.float32) / 32768.0, sample_rate, SAMPLE_RATE)
     return np.clip(wav, -1.0, 1.0)

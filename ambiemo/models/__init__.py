@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ambiemo.core.registry import Registry
 from ambiemo.models.base import (  # noqa: F401  (re-exported: the contract)
     AudioLanguageModel,
     AudioRequest,
@@ -20,7 +21,6 @@ from ambiemo.models.base import (  # noqa: F401  (re-exported: the contract)
     OptionScores,
     Usage,
 )
-from ambiemo.registry import Registry
 
 MODELS: Registry[type[AudioLanguageModel]] = Registry("model adapter")
 
@@ -53,9 +53,9 @@ def _import_adapters() -> None:
 
     import ambiemo.models as pkg
 
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name != "base":
-            importlib.import_module(f"ambiemo.models.{info.name}")
+    for info in pkgutil.walk_packages(pkg.__path__, prefix="ambiemo.models."):
+        if info.name != "ambiemo.models.base":
+            importlib.import_module(info.name)
 
 
 def load_model(key: str, spec: dict[str, Any], **kwargs: Any) -> AudioLanguageModel:

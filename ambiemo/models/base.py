@@ -66,14 +66,14 @@ class AudioRequest:
         return h.hexdigest()
 
     def waveform_at(self, sample_rate: int) -> np.ndarray:
-        """The clip as float32 mono at ``sample_rate``, resampled by ``ambiemo.audio.resample``
+        """The clip as float32 mono at ``sample_rate``, resampled by ``ambiemo.data.audio.resample``
         (the one resampler of the project). A clip that is not mono is refused, not mixed down
-        here: ``ambiemo.audio.load_audio`` makes every clip mono when it reads it."""
+        here: ``ambiemo.data.audio.load_audio`` makes every clip mono when it reads it."""
         wav = np.asarray(self.waveform, dtype=np.float32)
         if wav.ndim != 1:
             raise ValueError(f"utterance {self.utt_id!r}: waveform must be mono (1-D), got shape {wav.shape}")
         if self.sample_rate != sample_rate:
-            from ambiemo.audio import resample
+            from ambiemo.data.audio import resample
 
             wav = resample(wav, self.sample_rate, sample_rate)
         return np.ascontiguousarray(wav, dtype=np.float32)
@@ -86,7 +86,7 @@ class AudioRequest:
 
         The one rule for every route, local and API. A conversation with no marked turn raises
         rather than falling back to a guess (say, the first user turn): the study's prompts
-        (``ambiemo.prompts``) always mark it, so an unmarked conversation comes from code that
+        (``ambiemo.strategies.prompts``) always mark it, so an unmarked conversation comes from code that
         forgot to, and where the clip sits (before or after an earlier exchange) changes the
         answer. Failing on the first request, naming the utterance, costs nothing; numbers made
         under a silent assumption would. Two marked turns, or a marked turn that is not a user

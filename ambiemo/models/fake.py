@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ambiemo.errors import ModelCallError
+from ambiemo.core.errors import ModelCallError
 from ambiemo.models import register_model
 from ambiemo.models.base import (
     COSMETIC_KEYS,

@@ -1,7 +1,7 @@
 """Scores: predictions joined with the ground truth, one row per utterance × cell.
 
-``score_predictions`` turns prediction tables (``ambiemo.predictions``) and a manifest
-(``ambiemo.manifest``) into the **scores** table, long format, one row per
+``score_predictions`` turns prediction tables (``ambiemo.inference.predictions``) and a manifest
+(``ambiemo.data.manifest``) into the **scores** table, long format, one row per
 dataset × model × strategy × budget × utterance:
 
     dataset, model, strategy, budget, utt_id      the keys
@@ -12,7 +12,7 @@ dataset × model × strategy × budget × utterance:
       verifier_calls, prompt_tokens, gen_tokens, wall_s
     pred_label                                    the predicted label; "" for a parse failure
     majority_used                                 the true label under the tie policy; "" if excluded
-    js, bc, kl, tv, brier, r2_utt                 distributional metrics (``ambiemo.metrics``)
+    js, bc, kl, tv, brier, r2_utt                 distributional metrics (``ambiemo.scoring.metrics``)
     pred_entropy_bits, confidence                 of the model's distribution / predicted label
     correct                                       1/0 against ``majority_used``; NaN if excluded
     plausible                                     1/0: the predicted label got at least one vote
@@ -26,7 +26,7 @@ it counts as wrong for the hard-label ones; ``summarise`` reports the failure ra
 number.
 
 **Oracle readout.** Each prediction row's candidates, with their parsed distributions, are in
-the candidates table beside the predictions (``ambiemo.candidates``; ``score_predictions`` reads
+the candidates table beside the predictions (``ambiemo.inference.candidates``; ``score_predictions`` reads
 it through ``Predictions.candidates`` or takes it as ``candidates=``). ``oracle_js`` is the JS
 distance of the candidate closest to the human distribution, a ceiling no selection rule that
 cannot see the labels reaches; ``oracle_bc`` and ``oracle_correct`` describe that same candidate,
@@ -34,7 +34,7 @@ cannot see the labels reaches; ``oracle_bc`` and ``oracle_correct`` describe tha
 ``oracle_n_parsed`` how many candidates parsed.
 
 ``summarise`` reduces scores to one row per dataset × model × strategy × budget (× ambiguity
-bin, with ``ambiguity == "all"`` for the whole set): every metric of ``ambiemo.metrics.METRICS``,
+bin, with ``ambiguity == "all"`` for the whole set): every metric of ``ambiemo.scoring.metrics.METRICS``,
 the parse-failure rate, the counts behind the hard-label metrics, the oracle and the compute
 spent per utterance.
 

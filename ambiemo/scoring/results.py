@@ -1,9 +1,9 @@
 """Summary and statistics tables as parquet with provenance, and a CSV of the same beside each.
 
 ``write_result(df, path, kind, params, inputs)`` writes ``path`` (parquet, through
-``ambiemo.tables``) with metadata ``{kind, inputs, input_hashes (SHA-256 of each input file),
+``ambiemo.core.tables``) with metadata ``{kind, inputs, input_hashes (SHA-256 of each input file),
 provenance (the params subset the table depends on, package versions, the code version as
-``ambiemo.provenance`` gives it), **extra}`` and ``path.with_suffix(".csv")`` for people. Later
+``ambiemo.core.provenance`` gives it), **extra}`` and ``path.with_suffix(".csv")`` for people. Later
 stages read the parquet (``read_result``), which keeps dtypes; the CSV is never read back.
 """
 
@@ -43,8 +43,8 @@ def write_result(
     **extra: Any,
 ) -> Path:
     """Write ``df`` to ``path`` (parquet with provenance) and the same table as CSV beside it."""
-    from ambiemo.provenance import provenance
-    from ambiemo.tables import write_table
+    from ambiemo.core.provenance import provenance
+    from ambiemo.core.tables import write_table
 
     path = Path(path)
     if path.suffix != ".parquet":
@@ -66,7 +66,7 @@ def write_result(
 
 def read_result(path: str | Path, kind: str | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """A result table and its metadata; ``kind`` checks which table it is."""
-    from ambiemo.tables import read_table
+    from ambiemo.core.tables import read_table
 
     df, meta = read_table(path)
     if kind is not None and meta.get("kind") != kind:

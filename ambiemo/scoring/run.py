@@ -3,10 +3,10 @@
 The one place that enumerates cells: notebook ``03_score`` and ``ambiemo score`` both call it.
 
 1. **Cells**: every ``run.datasets × run.models × run.strategies`` predictions table in the
-   results layout (``ambiemo.layout``), nothing else, so that a stale table of another profile
+   results layout (``ambiemo.core.layout``), nothing else, so that a stale table of another profile
    never leaks in. A table whose metadata says ``skipped`` (no model of the run can serve the
    strategy) is listed with its reason and not scored; a missing table is an error naming it.
-2. **References** (``ambiemo.references``), per dataset: ``uniform``, ``label-prior`` and
+2. **References** (``ambiemo.scoring.references``), per dataset: ``uniform``, ``label-prior`` and
    ``hard-oracle`` scored like a model (``model == "reference"``, budget 1); and the human
    ceilings ``human-loo`` and ``human-split-half`` from ``ratings.parquet`` where the dataset has
    one, else ``human-loo-counts`` from the manifest's vote counts. A ceiling row carries the
@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ambiemo import references as R
-from ambiemo.layout import Layout
+from ambiemo.core.layout import Layout
+from ambiemo.scoring import references as R
 from ambiemo.scoring.schema import COMPUTE_COLUMNS, KEYS, VERIFIER_COLUMNS, ScoringError, scoring_params, write_scores
 from ambiemo.scoring.scores import _ambiguity, score_predictions
 
@@ -92,8 +92,8 @@ def run_cells(params: Mapping[str, Any]) -> list[tuple[str, str, str, Path]]:
 def score_run(params: Mapping[str, Any], *, references: bool = True) -> ScoreRun:
     """Score every cell of the active run and (unless ``references=False``) the reference
     predictors and human ceilings of each dataset; see the module docstring."""
-    from ambiemo.manifest import read_manifest
-    from ambiemo.predictions import read_predictions
+    from ambiemo.data.manifest import read_manifest
+    from ambiemo.inference.predictions import read_predictions
 
     layout = Layout.from_params(params)
     frames, unanswered, skipped, inputs, ceilings = [], [], [], [], {}
@@ -183,7 +183,7 @@ def human_ceilings(manifest: Any, ratings_path: Path, params: Mapping[str, Any])
     """Score rows of the human ceilings of one dataset, the source they came from (``ratings``:
     human-loo and human-split-half from the per-rater table; ``counts``: human-loo-counts from the
     manifest's vote counts), and the files read."""
-    from ambiemo.ratings import read_ratings
+    from ambiemo.data.ratings import read_ratings
 
     sp = scoring_params(params)
     labels = list(manifest.labels)
@@ -204,7 +204,7 @@ def human_ceilings(manifest: Any, ratings_path: Path, params: Mapping[str, Any])
 
 
 def ceiling_scores(ceiling: pd.DataFrame, manifest: Any, sp: Mapping[str, Any]) -> pd.DataFrame:
-    """One human ceiling table (``ambiemo.references.human_*``) as score rows: the manifest's
+    """One human ceiling table (``ambiemo.scoring.references.human_*``) as score rows: the manifest's
     columns for each utterance, the ceiling's ``js``, ``bc``, ``tv``, ``brier``, NaN elsewhere."""
     labels = list(manifest.labels)
     mdf = manifest.df

@@ -7,8 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from ambiemo import metrics as M
-from ambiemo.predictions import HEAD_COLUMNS
+from ambiemo.inference.predictions import HEAD_COLUMNS
+from ambiemo.scoring import metrics as M
 
 KEYS = ("dataset", "model", "strategy", "budget")
 ALL = "all"  # the ambiguity value of a summary row over every bin
@@ -26,7 +26,7 @@ SCORING_DEFAULTS: dict[str, Any] = {
 }
 
 COMPUTE_COLUMNS = ("model_calls", "verifier_calls", "prompt_tokens", "gen_tokens", "wall_s")
-# The predictions columns scoring needs (ambiemo.predictions names them all), beside the p_<label> ones.
+# The predictions columns scoring needs (ambiemo.inference.predictions names them all), beside the p_<label> ones.
 PREDICTION_REQUIRED = (*HEAD_COLUMNS, "parsed_ok", "n_candidates", *COMPUTE_COLUMNS)
 # The verifier's own tokens and time (predictions interface); NaN in scores of tables written before them.
 VERIFIER_COLUMNS = ("verifier_prompt_tokens", "verifier_gen_tokens", "verifier_wall_s")
@@ -75,13 +75,13 @@ def levels(
 
 
 def read_predictions(paths: Iterable[Any]) -> list[Any]:
-    """Read prediction tables (``ambiemo.predictions.read_predictions`` where it exists, which
+    """Read prediction tables (``ambiemo.inference.predictions.read_predictions`` where it exists, which
     checks the schema; the bare parquet otherwise)."""
     try:
-        from ambiemo.predictions import read_predictions as _read  # type: ignore[attr-defined]
+        from ambiemo.inference.predictions import read_predictions as _read  # type: ignore[attr-defined]
     except ImportError:
         _read = None
-    from ambiemo.tables import read_table
+    from ambiemo.core.tables import read_table
 
     frames = []
     for path in paths:
@@ -106,9 +106,9 @@ def write_scores(
     """Write a scores table with what it was scored with (tie policy, JS base ...), its label set,
     the ambiguity order, the missing-prediction counts, the provenance (with each input's hash)
     and ``extra`` (``score_run``: the unanswered counts, skipped cells, ceiling sources)."""
-    from ambiemo.provenance import provenance
+    from ambiemo.core.provenance import provenance
+    from ambiemo.core.tables import write_table
     from ambiemo.scoring.results import file_hashes
-    from ambiemo.tables import write_table
 
     sp = scoring_params(params)
     capacity = {
@@ -134,7 +134,7 @@ def write_scores(
 
 def read_scores(path: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Read a scores table and its metadata (``scoring`` params under ``meta["provenance"]``)."""
-    from ambiemo.tables import read_table
+    from ambiemo.core.tables import read_table
 
     df, meta = read_table(path)
     if meta.get("kind") != "scores" or "js" not in df.columns:

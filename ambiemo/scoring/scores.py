@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ambiemo import metrics as M
-from ambiemo.references import MODEL as REFERENCE_MODEL
+from ambiemo.scoring import metrics as M
+from ambiemo.scoring.references import MODEL as REFERENCE_MODEL
 from ambiemo.scoring.schema import (
     _MANIFEST_COLUMNS,
     COMPUTE_COLUMNS,
@@ -31,11 +31,11 @@ def score_predictions(
 ) -> pd.DataFrame:
     """Per-utterance scores of ``predictions`` against ``manifest`` (see the module docstring).
 
-    ``manifest`` is an ``ambiemo.manifest.Manifest`` or a DataFrame with the manifest's columns;
+    ``manifest`` is an ``ambiemo.data.manifest.Manifest`` or a DataFrame with the manifest's columns;
     ``predictions`` one prediction table or a list of them (for example one per cell), each an
-    ``ambiemo.predictions.Predictions`` or a DataFrame. ``params`` is the
+    ``ambiemo.inference.predictions.Predictions`` or a DataFrame. ``params`` is the
     whole params mapping: its ``scoring`` section and ``models.<key>.params_b`` are used.
-    The oracle readout and pass@N come from the candidates tables (``ambiemo.candidates``): those of
+    The oracle readout and pass@N come from the candidates tables (``ambiemo.inference.candidates``): those of
     predictions read from files (``Predictions.candidates``) and ``candidates`` (a table or a list
     of them, for predictions given as DataFrames); rows without candidates get NaN there.
     Utterances of the manifest that a cell has no prediction for are counted in
@@ -164,7 +164,7 @@ def _manifest_frame(manifest: Any) -> tuple[pd.DataFrame, list[str], list[str]]:
     missing = [c for c in (*_MANIFEST_COLUMNS, *(f"p_{x}" for x in labels)) if c not in df.columns]
     if missing or not labels:
         raise ScoringError(
-            f"manifest lacks column(s) {missing or ['p_<label>']}; read it with ambiemo.manifest.read_manifest"
+            f"manifest lacks column(s) {missing or ['p_<label>']}; read it with ambiemo.data.manifest.read_manifest"
         )
     if not order:  # a bare DataFrame: order the bins by their entropy
         order = list(df.groupby("ambiguity")["entropy_bits"].mean().sort_values(kind="stable").index)
@@ -177,7 +177,7 @@ def _manifest_frame(manifest: Any) -> tuple[pd.DataFrame, list[str], list[str]]:
 def _check_predictions(preds: pd.DataFrame, labels: Sequence[str]) -> None:
     missing = [c for c in PREDICTION_REQUIRED if c not in preds.columns]
     if missing:
-        raise ScoringError(f"predictions lack column(s) {missing}; write them with ambiemo.predictions")
+        raise ScoringError(f"predictions lack column(s) {missing}; write them with ambiemo.inference.predictions")
     plabels = labels_of(preds)
     if set(plabels) != set(labels):
         raise ScoringError(
@@ -261,11 +261,13 @@ def _candidate_frames(predictions: Any, candidates: Any) -> pd.DataFrame | None:
 
 
 def candidate_distributions(cands: pd.DataFrame, labels: Sequence[str]) -> tuple[pd.DataFrame, np.ndarray]:
-    """The parsed candidates of a candidates table (``ambiemo.candidates``) and their distributions in
+    """The parsed candidates of a candidates table (``ambiemo.inference.candidates``) and their distributions in
     label order, renormalised (parsers return proportions; the table stores them as parsed)."""
     missing = [c for c in ("utt_id", *KEYS, "index", "parsed_ok", *(f"p_{x}" for x in labels)) if c not in cands]
     if missing:
-        raise ScoringError(f"candidates lack column(s) {missing}; read them with ambiemo.candidates.read_candidates")
+        raise ScoringError(
+            f"candidates lack column(s) {missing}; read them with ambiemo.inference.candidates.read_candidates"
+        )
     parsed = cands[cands["parsed_ok"].astype(bool)]
     q = parsed[[f"p_{x}" for x in labels]].to_numpy(dtype=float)
     total = q.sum(axis=1)

@@ -19,8 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from ambiemo.layout import Layout
-from ambiemo.references import CEILING_METRICS
+from ambiemo.core.layout import Layout
+from ambiemo.scoring.references import CEILING_METRICS
 from ambiemo.scoring.results import params_subset, write_result
 from ambiemo.scoring.run import unanswered_table
 from ambiemo.scoring.schema import read_scores, scoring_params
@@ -84,9 +84,9 @@ def stats_params_with_power(params: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def stats_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     """The stats stage (module docstring)."""
-    from ambiemo.permutation import without_references
-    from ambiemo.power import power_table
     from ambiemo.stats import correctness_model, interaction_model, paired_comparisons
+    from ambiemo.stats.permutation import without_references
+    from ambiemo.stats.power import power_table
 
     layout = Layout.from_params(params)
     scores, _ = read_scores(layout.scores)

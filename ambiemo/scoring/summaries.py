@@ -8,16 +8,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ambiemo import metrics as M
-from ambiemo.references import CEILING_METRICS, CEILING_REFERENCES
-from ambiemo.references import MODEL as REFERENCE_MODEL
+from ambiemo.scoring import metrics as M
+from ambiemo.scoring.references import CEILING_METRICS, CEILING_REFERENCES
+from ambiemo.scoring.references import MODEL as REFERENCE_MODEL
 from ambiemo.scoring.schema import ALL, COMPUTE_COLUMNS, KEYS, VERIFIER_COLUMNS, labels_of, scoring_params
 
 # --------------------------------------------------------------------------- summaries
 
 
 def group_metrics(g: pd.DataFrame, labels: Sequence[str], ece_bins: int = M.ECE_BINS) -> dict[str, float]:
-    """Every metric of ``ambiemo.metrics.METRICS`` over one group of score rows."""
+    """Every metric of ``ambiemo.scoring.metrics.METRICS`` over one group of score rows."""
     p = g[[f"true_{x}" for x in labels]].to_numpy(dtype=float)
     q = g[[f"p_{x}" for x in labels]].to_numpy(dtype=float)
     has_q = np.isfinite(q).all(axis=1)  # rows a parse failure left without a distribution have no say
@@ -156,7 +156,7 @@ def _active_b(specs: Mapping[str, Any], key: str) -> float:
 def _verifier_model(params: Mapping[str, Any] | None) -> str | None:
     if not params or "strategies" not in params:
         return None
-    from ambiemo.config import strategy_settings
+    from ambiemo.core.config import strategy_settings
 
     return strategy_settings(dict(params))["verifier"].get("model")
 
@@ -232,7 +232,7 @@ def compute_matched(
 
 
 def conventions(scores: pd.DataFrame) -> pd.DataFrame:
-    """``ambiemo.metrics.conventions_table`` per dataset × model × strategy at its largest budget
+    """``ambiemo.scoring.metrics.conventions_table`` per dataset × model × strategy at its largest budget
     (JS as natural-log distance and base-2 divergence, three R² conventions), on the rows with a
     distribution; the human ceilings, which have none, are left out."""
     parts = []
@@ -285,7 +285,7 @@ def _nanmean(s: pd.Series) -> float:
 def reliability(
     scores: pd.DataFrame, by: Sequence[str] = KEYS, params: Mapping[str, Any] | None = None
 ) -> pd.DataFrame:
-    """Reliability-diagram bins (``ambiemo.metrics.reliability_bins``) per group of ``by``, with the
+    """Reliability-diagram bins (``ambiemo.scoring.metrics.reliability_bins``) per group of ``by``, with the
     group's ``params_b`` (so that plots can order models by capacity)."""
     n_bins = int(scoring_params(params)["ece_bins"])
     by = list(by)

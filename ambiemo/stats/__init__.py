@@ -7,7 +7,7 @@ Three questions, three tools:
   utterances whose speaker is unknown are resampled one by one, and the table says which unit
   was used (``cluster_unit``). Every metric is recomputed on each resample, including the
   set-level ones (R², ECE, F1, UAR, entropy Spearman), through weighted forms that equal the
-  metric on the resampled rows exactly (tests check this against ``ambiemo.metrics``).
+  metric on the resampled rows exactly (tests check this against ``ambiemo.scoring.metrics``).
 - **Does a strategy beat the baseline?** ``paired_comparisons``: per dataset × model ×
   strategy × budget, the per-utterance differences from the baseline (same utterances), with
   a sign-flip permutation test that flips whole speakers (``p_permutation``, which decides

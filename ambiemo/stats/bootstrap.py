@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ambiemo import metrics as M
 from ambiemo.scoring import KEYS, labels_of, scoring_params
+from ambiemo.scoring import metrics as M
 
 STATS_DEFAULTS: dict[str, Any] = {
     "baseline": "baseline",
@@ -235,7 +235,7 @@ def bootstrap_ci(
     Columns: the ``by`` keys (plus ``ambiguity`` and ``ambiguity_rank`` when ``per_bin``;
     ``"all"`` / -1 for the whole group), ``metric``, ``estimate`` (on the data as they are),
     ``ci_low``, ``ci_high``, ``n`` rows, ``n_clusters``, ``cluster_unit`` and ``n_resamples``.
-    ``metrics`` defaults to every metric of ``ambiemo.metrics.METRICS`` plus the oracle.
+    ``metrics`` defaults to every metric of ``ambiemo.scoring.metrics.METRICS`` plus the oracle.
     Defaults come from params ``scoring`` (``bootstrap_resamples``, ``ci_level``) and ``seed``.
     """
     sp = scoring_params(params)

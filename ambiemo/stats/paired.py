@@ -1,6 +1,6 @@
 """Paired comparisons of each strategy with the baseline: Wilcoxon, a speaker-clustered sign-flip
-permutation test (``ambiemo.permutation``: whole speakers flip, the same clusters as the CIs),
-Holm (statsmodels, ``ambiemo.permutation.holm``), rank-biserial and Cohen's d_z.
+permutation test (``ambiemo.stats.permutation``: whole speakers flip, the same clusters as the CIs),
+Holm (statsmodels, ``ambiemo.stats.permutation.holm``), rank-biserial and Cohen's d_z.
 
 ``p_permutation`` is the clustered test and decides ``significant``; ``p_permutation_unclustered``
 (every utterance its own cluster) stands beside it so that a reader sees what clustering changes.
@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from ambiemo.permutation import holm, paired_test, rank_biserial, without_references
 from ambiemo.scoring import scoring_params
 from ambiemo.stats.bootstrap import (
     HIGHER_IS_BETTER,
@@ -26,6 +25,7 @@ from ambiemo.stats.bootstrap import (
     resample_weights,
     stats_params,
 )
+from ambiemo.stats.permutation import holm, paired_test, rank_biserial, without_references
 
 # --------------------------------------------------------------------------- paired tests
 

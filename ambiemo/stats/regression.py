@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ambiemo.references import MODEL as REFERENCE_MODEL  # the model name of the reference rows
+from ambiemo.scoring.references import MODEL as REFERENCE_MODEL  # the model name of the reference rows
 from ambiemo.stats.bootstrap import stats_params
 
 # --------------------------------------------------------------------------- interaction models

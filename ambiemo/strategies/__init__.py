@@ -40,18 +40,17 @@ The ``oracle`` readout (the best stored candidate against the human distribution
 perfect selector would reach) needs the ground truth, so it is not a strategy that runs: scoring
 computes it (``ambiemo.scoring``: ``oracle_js``, ``pass_at_n``) from each candidate's parsed
 distribution, which the inference stage writes to the candidates table beside each predictions
-table (``ambiemo.candidates``: one row per candidate of ``Row.candidates``).
+table (``ambiemo.inference.candidates``: one row per candidate of ``Row.candidates``).
 
 Modules: ``base`` (the contract, the registry, ``record``), ``one_shot`` (baseline, cot),
 ``candidates`` (bon, w-bon, alm-v, w-alm-v and their one ``combine``), ``ensembles``
 (self-consistency, label-scoring, prompt-ensemble). Settings and their defaults:
-``ambiemo.config.strategy_settings`` (the params schema, ``ambiemo.params_schema``).
+``ambiemo.core.config.strategy_settings`` (the params schema, ``ambiemo.core.params``).
 """
 
 from __future__ import annotations
 
-from ambiemo.config import by_profile, strategy_settings
-from ambiemo.parsing import parse_rating
+from ambiemo.core.config import by_profile, strategy_settings
 from ambiemo.strategies.base import (
     STRATEGIES,
     Context,
@@ -65,7 +64,7 @@ from ambiemo.strategies.base import (
     softmax,
     weighted_mean,
 )
-from ambiemo.strategies.candidates import (
+from ambiemo.strategies.best_of_n import (
     BestOfN,
     CandidateStrategy,
     VerifierBest,
@@ -74,6 +73,7 @@ from ambiemo.strategies.candidates import (
 )
 from ambiemo.strategies.ensembles import LabelScoring, PromptEnsemble, SelfConsistency, label_votes
 from ambiemo.strategies.one_shot import Baseline, ChainOfThought
+from ambiemo.strategies.parsing import parse_rating
 
 __all__ = [
     "STRATEGIES",

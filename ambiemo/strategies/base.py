@@ -10,6 +10,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from ambiemo.core.registry import Registry
 from ambiemo.models.base import (
     AudioLanguageModel,
     AudioRequest,
@@ -18,9 +19,8 @@ from ambiemo.models.base import (
     GenerationConfig,
     OptionScores,
 )
-from ambiemo.parsing import parse_distribution
-from ambiemo.prompts import Prompt, PromptBook
-from ambiemo.registry import Registry
+from ambiemo.strategies.parsing import parse_distribution
+from ambiemo.strategies.prompts import Prompt, PromptBook
 
 
 @dataclass
@@ -115,7 +115,7 @@ class Context:
     model: AudioLanguageModel
     labels: tuple[str, ...]
     prompts: PromptBook
-    settings: dict[str, Any]  # params ``strategies``, defaults filled in (ambiemo.config.strategy_settings)
+    settings: dict[str, Any]  # params ``strategies``, defaults filled in (ambiemo.core.config.strategy_settings)
     verifier: AudioLanguageModel | None = None
 
     def section(self, name: str) -> dict[str, Any]:
@@ -167,7 +167,7 @@ class Context:
 
 def record(c: Candidate, p: np.ndarray | None, prompt: Prompt, **extra: Any) -> dict[str, Any]:
     """A candidate as the strategies keep it in ``Row.candidates``; the inference stage writes these
-    to the candidates table (``ambiemo.candidates``), one row each."""
+    to the candidates table (``ambiemo.inference.candidates``), one row each."""
     out = {
         "text": c.text,
         "logprob": c.logprob,

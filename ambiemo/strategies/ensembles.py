@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ambiemo.models.base import AudioRequest, GenerationConfig
-from ambiemo.prompts import PARAPHRASES
 from ambiemo.strategies.base import Cost, Row, Strategy, check_one_shot, record, register_strategy, softmax
+from ambiemo.strategies.prompts import PARAPHRASES
 
 
 def label_votes(dists: Sequence[np.ndarray]) -> np.ndarray:

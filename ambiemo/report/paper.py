@@ -1,0 +1,599 @@
+"""The manuscript's generated inputs: every table it ``\\input``s and every number its text quotes.
+
+``paper_outputs`` writes into ``paper/generated/``:
+
+    macros.tex          \\newcommand for each number quoted in the text (names listed in MACROS)
+    tab_datasets.tex    the corpora: utterances, speakers, raters, unanimity, entropy, bins
+    tab_main.tex        every metric per model × strategy (each strategy at its largest budget), with the
+                        reference predictors as rows below a rule, in italics
+    tab_paired.tex      each strategy against the baseline: mean JS difference, effect size, Holm p
+    tab_mixed.tex       the mixed model of JS distance on capacity × strategy × entropy
+    tab_compute.tex     compute per utterance, per model × strategy × budget (total tokens and the FLOPs
+                        estimate where the compute table has them)
+    tab_compute_matched.tex  each strategy at the budget closest to a multiple of the baseline's tokens
+    tab_conventions.tex JS and R² under each convention of the literature, per model × strategy
+    tab_power.tex       the minimum detectable gain at 80% power and the utterances a stated gain needs
+
+Inputs are the pipeline's own tables (``results/summary/*``, ``results/stats/*``, read by
+``ambiemo.report.latex.read_result``: parquet, or CSV from older runs), so the paper can be rebuilt from
+them without rerunning inference. A table the run did not write becomes a one-line note saying so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ambiemo.report.latex import format_value, latex_escape, latex_table, write_macros
+from ambiemo.report.style import REFERENCES
+from ambiemo.scoring import at_largest_budget, overall
+from ambiemo.scoring.references import MODEL as REFERENCE_MODEL  # the model name of the reference rows
+from ambiemo.stats.bootstrap import stats_params
+
+# The profile note printed in the abstract and the results; a demo build must never read as a finding.
+PROFILE_NOTES = {
+    "demo": (
+        "These numbers come from the offline demo profile: synthetic speech with simulated annotators, "
+        "a 135M-parameter cascade and a randomly initialised tiny ALM. They demonstrate the method "
+        "and the pipeline, not the behaviour of real ALMs."
+    ),
+    "paper": "These numbers come from the study profile: the real corpora and the eight ALMs.",
+}
+
+MACROS = (
+    "ProfileName",
+    "ProfileNote",
+    "NumDatasets",
+    "NumModels",
+    "NumStrategies",
+    "NumUtterances",
+    "LargestModel",
+    "BaselineJS",
+    "BestStrategy",
+    "BestJS",
+    "BaselineParseFail",
+    "NumComparisons",
+    "NumSignificant",
+    "Alpha",
+    "InteractionTerm",
+    "InteractionCoef",
+    "InteractionCILow",
+    "InteractionCIHigh",
+    "InteractionP",
+    "CILevel",
+    "BootstrapResamples",
+    "JSLog",
+    "ParseFailureRule",
+    "UniformJS",
+    "LabelPriorJS",
+    "HardOracleJS",
+    "HumanCeilingJS",
+    "BaselineVsUniform",
+)
+
+# Settings the text states, written from params so that the text follows them.
+JS_LOG = {"e": "natural-log", "2": "base-2"}
+PARSE_FAILURE_RULES = {
+    "uniform": "contributes a uniform distribution (wrong for accuracy)",
+    "nan": "is left out of the distributional metrics (and is wrong for accuracy)",
+}
+
+
+def setting_macros(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings quoted in the manuscript: CI level, bootstrap resamples, JS log base, parse-failure rule."""
+    scoring = params.get("scoring") or {}
+    base, rule = str(scoring.get("js_base", "e")), str((params.get("parsing") or {}).get("on_failure", "uniform"))
+    if base not in JS_LOG or rule not in PARSE_FAILURE_RULES:
+        raise ValueError(f"paper: no wording for scoring.js_base={base!r} or parsing.on_failure={rule!r}")
+    return {
+        "CILevel": format_value(100 * float(scoring.get("ci_level", 0.95)), 0),
+        "BootstrapResamples": f"{int(scoring.get('bootstrap_resamples', 1000)):,}",
+        "JSLog": JS_LOG[base],
+        "ParseFailureRule": PARSE_FAILURE_RULES[rule],
+    }
+
+
+MAIN_COLUMNS = {
+    "model": "Model",
+    "strategy": "Strategy",
+    "budget": "$B$",
+    "js": "JS$\\downarrow$",
+    "bc": "BC$\\uparrow$",
+    "r2": "$R^2\\uparrow$",
+    "ece": "ECE$\\downarrow$",
+    "accuracy": "Acc$\\uparrow$",
+    "f1_weighted": "F1$\\uparrow$",
+    "uar": "UAR$\\uparrow$",
+    "parse_failure_rate": "Parse fail",
+}
+
+
+def dataset_table(manifests: Mapping[str, Any]) -> pd.DataFrame:
+    rows = []
+    for name, m in manifests.items():
+        df = m.df
+        row = {
+            "Dataset": name,
+            "Labels": len(m.labels),
+            "Utterances": len(df),
+            "Speakers": df["speaker"].replace("", np.nan).nunique(),
+            "Raters/utt.": df["n_raters"].mean(),
+            "Unanimous": (df["entropy_bits"] <= 1e-9).mean(),
+            "Tied majority": df["majority_tie"].mean(),
+            "Entropy (bits)": df["entropy_bits"].mean(),
+        }
+        for level in m.ambiguity_order():
+            row[level.capitalize()] = int((df["ambiguity"] == level).sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _with_order(frame: pd.DataFrame, strategies: list[str]) -> pd.DataFrame:
+    order = {s: i for i, s in enumerate(strategies)}
+    return (
+        frame.assign(_o=frame["strategy"].map(order).fillna(len(order)))
+        .sort_values(["dataset", "model", "_o", "budget"])
+        .drop(columns="_o")
+    )
+
+
+def headline_numbers(
+    summary: pd.DataFrame,
+    paired: pd.DataFrame | None,
+    mixed: pd.DataFrame | None,
+    params: Mapping[str, Any],
+    manifests: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The numbers the text quotes, computed from the pipeline's tables (never typed by hand)."""
+    run = params["run"]
+    rows = overall(summary)
+    dataset = run["datasets"][0]
+    refs = rows[(rows["dataset"] == dataset) & (rows["model"] == REFERENCE_MODEL)].set_index("strategy")
+    first = rows[(rows["dataset"] == dataset) & (rows["model"] != REFERENCE_MODEL)]
+    sizes = first.drop_duplicates("model").set_index("model")["params_b"].astype(float).dropna()
+    # The largest model whose capacity is known (API models have none), else the first model of the run.
+    largest = sizes.idxmax() if len(sizes) else (first["model"].iloc[0] if len(first) else run["models"][0])
+    cell = at_largest_budget(first[first["model"] == largest]) if len(first) else first
+    st = stats_params(params)
+    base = cell[cell["strategy"] == st["baseline"]]
+    scored = cell.dropna(subset=["js"])
+    best = scored.loc[scored["js"].idxmin()] if len(scored) else None
+    alpha = float(st["alpha"])
+    values: dict[str, Any] = {
+        "ProfileName": run["profile"],
+        "ProfileNote": PROFILE_NOTES.get(run["profile"], ""),
+        "NumDatasets": len(run["datasets"]),
+        "NumModels": len(run["models"]),
+        "NumStrategies": len(run["strategies"]),
+        "NumUtterances": int(sum(len(m.df) for m in manifests.values())),
+        "LargestModel": largest,
+        "BaselineJS": float(base["js"].iloc[0]) if len(base) else float("nan"),
+        "BestStrategy": f"{best['strategy']} (B={int(best['budget'])})" if best is not None else "n/a",
+        "BestJS": float(best["js"]) if best is not None else float("nan"),
+        "BaselineParseFail": 100 * float(base["parse_failure_rate"].iloc[0]) if len(base) else float("nan"),
+        "Alpha": alpha,
+    }
+    values.update(reference_numbers(refs, values["BaselineJS"]))
+    js_tests = paired[paired["metric"] == "js"] if paired is not None and len(paired) else pd.DataFrame()
+    values["NumComparisons"] = len(js_tests)
+    values["NumSignificant"] = int(js_tests["significant"].astype(bool).sum()) if len(js_tests) else 0
+    values.update(
+        InteractionTerm="(not fitted)",
+        InteractionCoef=None,
+        InteractionCILow=None,
+        InteractionCIHigh=None,
+        InteractionP=None,
+    )
+    if mixed is not None and len(mixed) and "p" in mixed:
+        fitted = mixed.dropna(subset=["estimate"])
+        # The term the study asks about: capacity x entropy where capacity varies, else a strategy x entropy term.
+        terms = fitted["term"].astype(str)
+        for hits in (fitted[terms == "log10_capacity × entropy"], fitted[terms.str.endswith(" × entropy")]):
+            if len(hits):
+                row = hits.iloc[0]
+                values.update(
+                    InteractionTerm=str(row["term"]),
+                    InteractionCoef=row["estimate"],
+                    InteractionCILow=row["ci_low"],
+                    InteractionCIHigh=row["ci_high"],
+                    InteractionP=row["p"],
+                )
+                break
+    return values
+
+
+def reference_numbers(refs: pd.DataFrame, baseline_js: float) -> dict[str, Any]:
+    """The references' mean JS (first dataset, rows indexed by strategy) and how the baseline
+    compares with the uniform distribution, for the text; missing references are ``--``."""
+
+    def js(name: str) -> float:
+        return float(refs.loc[name, "js"]) if name in refs.index else float("nan")
+
+    uniform = js("uniform")
+    if np.isfinite(uniform) and np.isfinite(baseline_js):
+        verdict = "closer to the annotators than" if baseline_js < uniform else "no closer to the annotators than"
+    else:
+        verdict = "not compared with"
+    return {
+        "UniformJS": uniform,
+        "LabelPriorJS": js("label-prior"),
+        "HardOracleJS": js("hard-oracle"),
+        "HumanCeilingJS": js("human-loo") if "human-loo" in refs.index else js("human-loo-counts"),
+        "BaselineVsUniform": verdict,
+    }
+
+
+def _budgets(budgets: pd.Series, reference: list[bool]) -> pd.Series:
+    """Budgets as integers, and none (--) for the reference predictors, which have no budget."""
+    values = [None if ref else int(b) for b, ref in zip(budgets, reference, strict=True)]
+    return pd.Series(values, index=budgets.index, dtype=object)
+
+
+def main_table(summary: pd.DataFrame, strategies: list[str]) -> tuple[pd.DataFrame, list[bool], list[int]]:
+    """The main table's rows: per dataset, every model × strategy at its largest budget, then the
+    reference predictors (in ``style.REFERENCES`` order, budget shown as --). Returns the frame,
+    the italic flag per row (the references) and the row positions that get a rule above them."""
+    rows = at_largest_budget(overall(summary))
+    parts, italic, rules = [], [], []
+    for _, d in rows.groupby("dataset", sort=True):
+        models = _with_order(d[d["model"] != REFERENCE_MODEL], strategies)
+        refs = d[d["model"] == REFERENCE_MODEL]
+        refs = refs.assign(_o=refs["strategy"].map({r: i for i, r in enumerate(REFERENCES)}).fillna(len(REFERENCES)))
+        refs = refs.sort_values(["_o", "strategy"]).drop(columns="_o")
+        rules.append(sum(len(p) for p in parts))
+        parts.append(models)
+        italic += [False] * len(models)
+        if len(refs):
+            rules.append(sum(len(p) for p in parts))
+            parts.append(refs)
+            italic += [True] * len(refs)
+    main = pd.concat(parts, ignore_index=True) if parts else rows
+    main["budget"] = _budgets(main["budget"], italic)
+    return main, italic, rules
+
+
+def _main_caption(params: Mapping[str, Any]) -> str:
+    base = str((params.get("scoring") or {}).get("js_base", "e"))
+    policy = str((params.get("parsing") or {}).get("on_failure", "uniform"))
+    log = "the natural logarithm" if base == "e" else f"logarithms to base {base}"
+    failed = (
+        "count as a uniform distribution and as wrong for accuracy"
+        if policy == "uniform"
+        else "are left out of the distributional metrics and count as wrong for accuracy"
+    )
+    return (
+        f"Every metric per model and strategy (each at its largest budget $B$). JS distance uses {log} "
+        "(params scoring.js\\_base; Table~\\ref{tab:conventions} gives the base-2 divergence beside it); "
+        "$R^2$ is the pooled squared correlation over all (utterance, label) cells. "
+        f"Parse failures {failed}. In italics below each rule, the reference predictors: uniform, "
+        "the label prior (leave one speaker out), the hard oracle (one-hot majority vote) and the human "
+        "ceilings (one annotator against the others); a ceiling defines only JS, BC, TV and Brier (--)."
+    )
+
+
+def paper_outputs(
+    manifests: Mapping[str, Any],
+    tables: Mapping[str, pd.DataFrame],
+    stats: Mapping[str, pd.DataFrame],
+    params: Mapping[str, Any],
+    out_dir: str | Path,
+) -> list[Path]:
+    """Write every generated input of the manuscript into ``out_dir``; return the paths written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    strategies = list(params["run"]["strategies"])
+    summary = overall(tables["summary"])
+    written = []
+
+    datasets = dataset_table(manifests)
+    written.append(
+        latex_table(
+            datasets,
+            out / "tab_datasets.tex",
+            label="tab:datasets",
+            digits=2,
+            caption="The corpora of this run: annotators' votes and their ambiguity.",
+        )
+    )
+
+    main, italic, rules = main_table(tables["summary"], strategies)
+    cols = [c for c in MAIN_COLUMNS if c in main]
+    metric_cols = [c for c in cols if c not in ("model", "strategy", "budget")]
+    main[metric_cols] = main[metric_cols].astype(float)  # a CSV column of 0s and 1s reads back as integers
+    multi = main["dataset"].nunique() > 1
+    main_cols = (["dataset"] if multi else []) + cols
+    written.append(
+        latex_table(
+            main[main_cols].rename(columns={**MAIN_COLUMNS, "dataset": "Dataset"}),
+            out / "tab_main.tex",
+            label="tab:main",
+            digits=3,
+            escape_headers=False,
+            caption=_main_caption(params),
+            italic=italic,
+            rules=rules,
+        )
+    )
+
+    paired = stats.get("paired")
+    written.append(paired_tex(paired, strategies, multi, out / "tab_paired.tex"))
+
+    mixed = stats.get("mixed_model")
+    if mixed is not None and len(mixed):
+        keep = {"term": "Term", "estimate": "Estimate", "ci_low": "CI low", "ci_high": "CI high", "p": "$p$"}
+        table = mixed[list(keep)].rename(columns=keep)
+        note = latex_escape(mixed["note"].dropna().iloc[0]) if mixed["note"].notna().any() else None
+    else:
+        table, note = pd.DataFrame({"Note": ["not fitted"]}), None
+    written.append(
+        latex_table(
+            table,
+            out / "tab_mixed.tex",
+            label="tab:mixed",
+            digits=3,
+            notes=note,
+            escape_headers=False,
+            caption="Linear mixed model of per-utterance JS distance on log capacity, "
+            "strategy and vote entropy (centred), random intercept per utterance.",
+        )
+    )
+
+    compute = _with_order(tables["compute"], strategies)
+    compute = compute[compute["model"] != REFERENCE_MODEL]
+    keep = {
+        **({"dataset": "Dataset"} if multi else {}),
+        "model": "Model",
+        "strategy": "Strategy",
+        "budget": "$B$",
+        "model_calls": "Calls",
+        "verifier_calls": "Verifier calls",
+        "prompt_tokens": "Prompt tok.",
+        "gen_tokens": "Gen. tok.",
+        "wall_s": "Seconds",
+        "tokens_total": "Total tok.",
+        "flops_est": "FLOPs (est.)",
+    }
+    keep = {k: v for k, v in keep.items() if k in compute}
+    written.append(
+        latex_table(
+            compute[list(keep)].rename(columns=keep),
+            out / "tab_compute.tex",
+            label="tab:compute",
+            digits=2,
+            escape_headers=False,
+            caption="Compute per utterance, per strategy and budget: model calls and verifier calls, the "
+            "model's own prompt and generated tokens and seconds; where the run records them, the total "
+            "tokens processed (prompt and generated, model and verifier) and an estimate of the FLOPs "
+            "($2 \\times$ parameters $\\times$ tokens, each of model and verifier with its own size).",
+        )
+    )
+    written.append(compute_matched_tex(tables.get("compute_matched"), out / "tab_compute_matched.tex"))
+    written.append(conventions_tex(tables.get("conventions"), params, out / "tab_conventions.tex"))
+    written.append(power_tex(stats.get("power"), params, out / "tab_power.tex"))
+
+    values = {**headline_numbers(summary, paired, mixed, params, manifests), **setting_macros(params)}
+    missing = set(MACROS) - set(values)
+    if missing:  # the manuscript uses every name in MACROS
+        raise KeyError(f"paper macros not computed: {sorted(missing)}")
+    written.append(
+        write_macros({k: values[k] for k in MACROS}, out / "macros.tex", digits={"BaselineParseFail": 1, "Alpha": 2})
+    )
+    return written
+
+
+PAIRED_TABLE = {
+    "model": "Model",
+    "strategy": "Strategy",
+    "budget": "$B$",
+    "n_clusters": "Speakers",
+    "mean_diff": "$\\Delta$JS",
+    "diff_ci_low": "CI low",
+    "diff_ci_high": "CI high",
+    "rank_biserial": "$r_{rb}$",
+    "cohens_dz": "$d_z$",
+    "p_wilcoxon_holm": "$p_{W}$",
+    "p_permutation_unclustered": "$p_{perm}^{utt}$",
+    "p_permutation_holm": "$p_{perm}$",
+    "significant": "Sig.",
+}
+
+
+def paired_tex(paired: pd.DataFrame | None, strategies: list[str], multi: bool, path: Path) -> Path:
+    """Each strategy against the baseline on per-utterance JS: the difference with its interval,
+    effect sizes and Holm-corrected p-values (the columns the stats stage wrote, in this order)."""
+    clustered = paired is not None and "p_permutation_unclustered" in paired
+    test = (
+        "a sign-flip permutation test that flips whole speakers ($p_{perm}$; beside it $p_{perm}^{utt}$, the "
+        "same test with every utterance its own cluster, uncorrected, to show what clustering changes)"
+        if clustered
+        else "a paired permutation test ($p_{perm}$)"
+    )
+    caption = (
+        "Each strategy against the baseline on per-utterance JS distance (negative $\\Delta$ = closer to the "
+        f"annotators; reference predictors left out): a Wilcoxon signed-rank test ($p_W$) and {test}, "
+        "Holm-corrected within each dataset and model; significance (Sig.) is the permutation test's; "
+        "effect sizes: matched-pairs rank-biserial $r_{rb}$"
+        + (" and Cohen's $d_z$." if paired is not None and "cohens_dz" in paired else ".")
+    )
+    if paired is None or paired.empty:
+        return _note_table(path, "tab:paired", caption, "no paired comparison (one strategy only)")
+    js = _with_order(paired[(paired["metric"] == "js") & (paired["model"] != REFERENCE_MODEL)], strategies)
+    keep = {**({"dataset": "Dataset"} if multi else {}), **{k: v for k, v in PAIRED_TABLE.items() if k in js}}
+    if "n_clusters" in js:
+        js = js.assign(n_clusters=js["n_clusters"].map(lambda v: None if pd.isna(v) else int(v)))
+    return latex_table(
+        js[list(keep)].rename(columns=keep), path, label="tab:paired", digits=3, escape_headers=False, caption=caption
+    )
+
+
+def compute_matched_tex(matched: pd.DataFrame | None, path: Path) -> Path:
+    """Compute-matched comparisons: per model and multiple of the baseline's tokens, each strategy at
+    the budget whose total tokens come closest (the score stage's ``compute_matched`` table)."""
+    caption = (
+        "Compute-matched comparison: for each multiple of the baseline's total tokens per utterance, each "
+        "strategy at the budget whose total tokens (prompt and generated, model and verifier) come closest, "
+        "with the ratio it actually spent and its FLOPs estimate ($2 \\times$ parameters $\\times$ tokens)."
+    )
+    if matched is None or matched.empty:
+        return _note_table(path, "tab:compute-matched", caption, "not computed by this run")
+    names = {
+        "dataset": "Dataset",
+        "model": "Model",
+        "multiple": "Multiple",
+        "strategy": "Strategy",
+        "budget": "$B$",
+        "tokens_total": "Total tok.",
+        "ratio": "Ratio",
+        "flops_est": "FLOPs (est.)",
+    }
+    if "dataset" in matched and matched["dataset"].nunique() < 2:
+        names.pop("dataset")
+    names = {k: v for k, v in names.items() if k in matched}
+    table = matched.sort_values([c for c in ("dataset", "model", "multiple", "strategy") if c in matched])
+    table = table.assign(budget=table["budget"].map(lambda v: None if pd.isna(v) else int(v)))
+    flops = {"flops_est": lambda v: None if pd.isna(v) else f"{float(v):.3g}"}
+    table = table.assign(**{c: table[c].map(f) for c, f in flops.items() if c in table})
+    return latex_table(
+        table[list(names)].rename(columns=names),
+        path,
+        label="tab:compute-matched",
+        digits={"Multiple": 1, "Total tok.": 0, "Ratio": 2},
+        escape_headers=False,
+        caption=caption,
+    )
+
+
+CONVENTION_COLUMNS = {
+    "js_distance_nat": "JS dist.\\ (ln)",
+    "js_divergence_bits": "JS div.\\ (bits)",
+    "r2_utterance_mean": "$R^2_{\\mathrm{utt}}$",
+    "r2_pooled": "$R^2_{\\mathrm{pooled}}$",
+    "r2_label_mean": "$R^2_{\\mathrm{label}}$",
+}
+CELL_KEYS = ("dataset", "model", "strategy", "budget")
+
+
+def _note_table(path: Path, label: str, caption: str, note: str) -> Path:
+    return latex_table(pd.DataFrame({"Note": [note]}), path, label=label, caption=caption)
+
+
+def _cells_first(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[bool], list[int]]:
+    """Model rows (each strategy at its largest budget) then reference rows in italics, per dataset."""
+    frame = at_largest_budget(frame)
+    is_ref = frame["model"] == REFERENCE_MODEL
+    frame = frame.assign(_r=is_ref.astype(int)).sort_values(["dataset", "_r", "model", "strategy"]).drop(columns="_r")
+    italic = (frame["model"] == REFERENCE_MODEL).tolist()
+    rules = [
+        i
+        for i in range(1, len(italic))
+        if italic[i] != italic[i - 1] or frame["dataset"].iloc[i] != frame["dataset"].iloc[i - 1]
+    ]
+    return frame.reset_index(drop=True), italic, rules
+
+
+def conventions_tex(conventions: pd.DataFrame | None, params: Mapping[str, Any], path: Path) -> Path:
+    """The conventions table: per cell, JS as the natural-log distance and as the base-2 divergence,
+    R² as the per-utterance mean, the pooled value and the per-label coefficient of determination.
+    Takes the score stage's ``conventions`` table, long (``convention``, ``value``) or wide."""
+    base = str((params.get("scoring") or {}).get("js_base", "e"))
+    headline = "natural-log distance" if base == "e" else f"distance with logarithms to base {base}"
+    caption = (
+        "The same predictions under each convention of the literature. JS: the distance (square root of "
+        "the divergence) with the natural logarithm, as AER-LLM's code computes it, and the divergence in "
+        "bits, as the later soft-label work reports it; $R^2$: the squared correlation per utterance "
+        "averaged over utterances (AER-LLM), pooled over all (utterance, label) cells, and the coefficient "
+        "of determination per label averaged over labels (scikit-learn's r2\\_score). The headline of "
+        f"every other table is the JS {headline} (params scoring.js\\_base) and the pooled $R^2$."
+    )
+    if conventions is None or conventions.empty:
+        return _note_table(path, "tab:conventions", caption, "not computed by this run")
+    keys = [k for k in CELL_KEYS if k in conventions]
+    if "convention" in conventions and "value" in conventions:
+        wide = conventions.pivot_table(index=keys, columns="convention", values="value", aggfunc="first").reset_index()
+    else:
+        wide = conventions
+    cols = [c for c in CONVENTION_COLUMNS if c in wide]
+    table, italic, rules = _cells_first(wide[[*keys, *cols]])
+    multi = table["dataset"].nunique() > 1
+    table["budget"] = _budgets(table["budget"], italic)
+    names = {**({"dataset": "Dataset"} if multi else {}), "model": "Model", "strategy": "Strategy", "budget": "$B$"}
+    names.update({c: CONVENTION_COLUMNS[c] for c in cols})
+    return latex_table(
+        table[list(names)].rename(columns=names),
+        path,
+        label="tab:conventions",
+        digits=3,
+        escape_headers=False,
+        caption=caption,
+        italic=italic,
+        rules=rules,
+    )
+
+
+POWER_COLUMNS = {
+    "model": "Model",
+    "strategy": "Strategy",
+    "budget": "$B$",
+    "metric": "Metric",
+    "n": "$n$",
+    "n_clusters": "Speakers",
+    "icc": "ICC",
+    "design_effect": "Design eff.",
+    "mde": "MDE",
+    "gain": "Gain",
+    "n_needed": "$n$ needed",
+}
+
+
+def power_tex(power: pd.DataFrame | None, params: Mapping[str, Any], path: Path) -> Path:
+    """The power table: per dataset, model, strategy (at its largest budget) and metric, the
+    minimum detectable gain and, for a stated gain, the utterances needed to detect it."""
+    caption = (
+        "Power of each comparison with the baseline: the smallest gain detectable (MDE, in the metric's "
+        "units) at the stated power and two-sided $\\alpha$ given the observed per-utterance variance of "
+        "the paired difference and its intra-speaker correlation (ICC, through the design effect), and, "
+        "for a stated gain, the number of utterances needed to detect it. A null result below the MDE "
+        "says nothing."
+    )
+    if power is None or power.empty or "mde" not in power:
+        return _note_table(path, "tab:power", caption, "not computed by this run")
+    table = at_largest_budget(power[power["model"] != REFERENCE_MODEL])
+    table = table.sort_values(["dataset", "model", "strategy", "metric"]).reset_index(drop=True)
+    multi = table["dataset"].nunique() > 1
+    cols = {**({"dataset": "Dataset"} if multi else {}), **{k: v for k, v in POWER_COLUMNS.items() if k in table}}
+    table = table.assign(
+        **{
+            c: table[c].map(lambda v: None if pd.isna(v) else int(v))
+            for c in ("budget", "n", "n_clusters", "n_needed")
+            if c in table
+        }
+    )
+    first = table.get("power")
+    if first is not None and first.notna().any():
+        caption += f" Power {format_value(100 * float(first.dropna().iloc[0]), 0)}\\%."
+    return latex_table(
+        table[list(cols)].rename(columns=cols),
+        path,
+        label="tab:power",
+        digits={cols[c]: d for c, d in {"icc": 2, "design_effect": 2, "mde": 3, "gain": 3}.items() if c in cols},
+        escape_headers=False,
+        caption=caption,
+    )
+
+
+__all__ = [
+    "MACROS",
+    "conventions_tex",
+    "dataset_table",
+    "format_value",
+    "headline_numbers",
+    "main_table",
+    "paired_tex",
+    "paper_outputs",
+    "power_tex",
+    "compute_matched_tex",
+]

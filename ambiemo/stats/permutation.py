@@ -1,0 +1,271 @@
+"""Paired comparisons that respect the design: speakers, not utterances, are the unit of chance.
+
+Utterances of one speaker share a voice, a recording set-up and often a script, so a strategy's
+gain over the baseline is correlated within a speaker. A test that treats utterances as
+independent then finds "significant" gains that are only one speaker's luck. The CIs already
+resample whole speakers (``ambiemo.stats``); these tests permute at the same level.
+
+**Cluster sign-flip test.** For paired differences ``d_i`` (strategy − baseline, per utterance)
+in clusters ``c`` (speakers), the statistic is the mean difference ``T = Σ_c S_c / n`` with
+``S_c`` the sum of ``d`` over cluster ``c``. Under the null hypothesis that each speaker's summed
+difference is symmetric about zero (the two arms are exchangeable within a speaker), flipping the
+sign of whole ``S_c`` leaves the distribution of ``T`` unchanged. The two-sided p-value is the
+share of sign patterns with ``|T*| ≥ |T|``: over all ``2^C`` patterns when ``2^C ≤ n_resamples``
+(exact), else over ``n_resamples`` random patterns plus the observed one,
+``(1 + #{|T*| ≥ |T|}) / (1 + n_resamples)``. With ``C`` clusters no p-value is below
+``2 / 2^C``: 5 speakers cannot show significance at 0.05, and the table says so (``min_p``).
+The unclustered test is the same with every utterance its own cluster.
+
+**Effect sizes**: the mean difference; Cohen's ``d_z`` (mean / SD of the differences); the
+matched-pairs rank-biserial correlation (Kerby 2014); and ``gain``, the mean difference signed so
+that positive means better (``ambiemo.scoring.metrics.METRICS`` says which way each metric points).
+
+**Holm correction** (statsmodels ``multipletests``) within each family: by default the
+comparisons of one dataset × model × metric (every strategy and budget against the baseline).
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from ambiemo.scoring import metrics as M
+from ambiemo.scoring.references import MODEL as REFERENCE_MODEL
+
+N_RESAMPLES = 10_000
+ALPHA = 0.05
+# Differences closer than this to the observed statistic count as equal (rounding in sums).
+_TIE_RTOL = 1e-10
+
+# Per-utterance score columns and which way is better, beyond ambiemo.scoring.metrics.METRICS.
+HIGHER_IS_BETTER = {**{k: m.higher_is_better for k, m in M.METRICS.items()}, "correct": True, "r2_utt": True}
+
+COLUMNS = [
+    "dataset",
+    "model",
+    "strategy",
+    "budget",
+    "metric",
+    "n_pairs",
+    "n_dropped",
+    "n_clusters",
+    "mean_diff",
+    "gain",
+    "cohens_dz",
+    "rank_biserial",
+    "p_clustered",
+    "p_unclustered",
+    "min_p",
+    "exact",
+    "family",
+    "p_clustered_holm",
+    "p_unclustered_holm",
+    "significant",
+]
+
+
+def _sign_patterns(n_clusters: int, n_resamples: int, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """All 2^C sign patterns when there are few enough, else ``n_resamples`` random ones."""
+    if n_clusters <= 20 and 2**n_clusters <= n_resamples:
+        return np.array(list(itertools.product((1.0, -1.0), repeat=n_clusters))), True
+    return rng.choice((1.0, -1.0), size=(n_resamples, n_clusters)), False
+
+
+def sign_flip_pvalues(
+    sums: np.ndarray, n_resamples: int = N_RESAMPLES, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, bool]:
+    """Two-sided sign-flip p-values for many datasets at once.
+
+    ``sums`` is (datasets, clusters): each dataset's per-cluster sums of differences (for one
+    dataset pass shape (1, C)). The same sign patterns serve every row, which changes nothing for
+    any single row's test. Returns the p-values and whether they are exact.
+    """
+    sums = np.atleast_2d(np.asarray(sums, dtype=float))
+    rng = rng or np.random.default_rng(0)
+    signs, exact = _sign_patterns(sums.shape[1], n_resamples, rng)
+    observed = np.abs(sums.sum(axis=1))
+    flipped = np.abs(sums @ signs.T)  # (datasets, patterns)
+    hits = (flipped >= observed[:, None] * (1 - _TIE_RTOL) - 1e-300).sum(axis=1)
+    if exact:
+        return hits / len(signs), True
+    return (1 + hits) / (1 + len(signs)), False
+
+
+def cluster_sums(d: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+    """Sum of ``d`` per cluster (clusters in sorted order, so that the sums, and the sign patterns
+    drawn for them, do not depend on the order of the rows)."""
+    codes, uniques = pd.factorize(np.asarray(clusters), sort=True)
+    return np.bincount(codes, weights=np.asarray(d, dtype=float), minlength=len(uniques))
+
+
+def rank_biserial(d: np.ndarray) -> float:
+    """Matched-pairs rank-biserial correlation of ``d`` (zeros left out, as in Wilcoxon)."""
+    d = np.asarray(d, dtype=float)
+    d = d[d != 0]
+    if d.size == 0:
+        return 0.0
+    r = sps.rankdata(np.abs(d))
+    return float((r[d > 0].sum() - r[d < 0].sum()) / r.sum())
+
+
+def _rng(seed: int, *key: object) -> np.random.Generator:
+    """A generator per comparison, so that a p-value does not depend on which others ran."""
+    return np.random.default_rng([seed, zlib.crc32("/".join(map(str, key)).encode())])
+
+
+def paired_test(
+    d: np.ndarray, clusters: np.ndarray, *, n_resamples: int = N_RESAMPLES, seed: int = 0, key: Sequence = ()
+) -> dict[str, float]:
+    """Clustered and unclustered sign-flip tests and effect sizes of one set of differences."""
+    d = np.asarray(d, dtype=float)
+    if d.size == 0:
+        return {"n_pairs": 0, "n_clusters": 0}
+    sums = cluster_sums(d, clusters)
+    p_c, exact = sign_flip_pvalues(sums[None, :], n_resamples, _rng(seed, "clustered", *key))
+    p_u, _ = sign_flip_pvalues(d[None, :], n_resamples, _rng(seed, "unclustered", *key))
+    sd = d.std(ddof=1) if d.size > 1 else np.nan
+    return {
+        "n_pairs": int(d.size),
+        "n_clusters": int(sums.size),
+        "mean_diff": float(d.mean()),
+        "cohens_dz": float(d.mean() / sd) if sd and np.isfinite(sd) else np.nan,
+        "rank_biserial": rank_biserial(d),
+        "p_clustered": float(p_c[0]),
+        "p_unclustered": float(p_u[0]),
+        "min_p": float(2.0 / 2**sums.size) if exact else 1.0 / (1 + n_resamples),
+        "exact": bool(exact),
+    }
+
+
+def holm(pvalues: Sequence[float], alpha: float = ALPHA) -> np.ndarray:
+    """Holm-adjusted p-values (statsmodels ``multipletests``); NaN stays NaN. The project's only
+    Holm correction (``ambiemo.stats.paired`` uses it too)."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    if ok.sum() == 1:  # a family of one needs no correction (and multipletests runs gc.collect())
+        out[ok] = p[ok]
+    elif ok.any():
+        out[ok] = multipletests(p[ok], alpha=alpha, method="holm")[1]
+    return out
+
+
+KEY_COLUMNS = ("dataset", "model", "strategy", "budget", "metric")
+
+
+def without_references(scores: pd.DataFrame) -> pd.DataFrame:
+    """The scores of real models: the reference predictors and human ceilings
+    (``model == "reference"``) have no baseline to be compared with."""
+    return scores[scores["model"] != REFERENCE_MODEL] if "model" in scores else scores
+
+
+def paired_differences(
+    scores: pd.DataFrame, metrics: Sequence[str], baseline: str = "baseline", cluster: str = "speaker"
+) -> Iterator[tuple[tuple, np.ndarray, np.ndarray, int]]:
+    """Per dataset x model x strategy x budget x metric: ``(key, d, clusters, n_dropped)``, the
+    per-utterance differences against the baseline (its smallest budget) on the utterances both
+    answered, their clusters, and how many pairs a NaN dropped. Shared by the tests and ``power``.
+    Reference rows are left out. Clusters are those of the bootstrap CIs (``ambiemo.stats.clusters``:
+    speakers, and each utterance without a speaker its own) when ``cluster`` is ``"speaker"``."""
+    from ambiemo.stats.bootstrap import clusters as bootstrap_clusters
+
+    scores = without_references(scores)
+    for (dataset, model), g in scores.groupby(["dataset", "model"], sort=True):
+        base = g[g["strategy"] == baseline]
+        if base.empty:
+            continue
+        base = base[base["budget"] == base["budget"].min()].set_index("utt_id")
+        for (strategy, budget), cell in g[g["strategy"] != baseline].groupby(["strategy", "budget"], sort=True):
+            cell = cell.set_index("utt_id")
+            common = cell.index.intersection(base.index).sort_values()
+            rows = base.loc[common].reset_index()
+            groups = bootstrap_clusters(rows)[0] if cluster == "speaker" else rows[cluster].to_numpy()
+            for metric in metrics:
+                d = cell.loc[common, metric].to_numpy(float) - base.loc[common, metric].to_numpy(float)
+                keep = np.isfinite(d)
+                key = (dataset, model, strategy, budget, metric)
+                yield key, d[keep], groups[keep], int((~keep).sum())
+
+
+def _comparisons(scores, metrics, baseline, cluster, n_resamples, seed):
+    for key, d, clusters, dropped in paired_differences(scores, metrics, baseline, cluster):
+        row = paired_test(d, clusters, n_resamples=n_resamples, seed=seed, key=key)
+        sign = 1.0 if HIGHER_IS_BETTER[key[-1]] else -1.0
+        yield {
+            **dict(zip(KEY_COLUMNS, key, strict=True)),
+            **row,
+            "n_dropped": dropped,
+            "gain": sign * row.get("mean_diff", np.nan),
+        }
+
+
+def clustered_comparisons(
+    scores: pd.DataFrame,
+    metrics: Sequence[str] = ("js",),
+    *,
+    baseline: str = "baseline",
+    cluster: str = "speaker",
+    family: Sequence[str] = ("dataset", "model", "metric"),
+    alpha: float = ALPHA,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Every strategy × budget against the baseline (its smallest budget), per dataset × model,
+    on the utterances both have; pairs with a NaN on either side are dropped and counted.
+
+    ``scores`` is the per-utterance scores table (``dataset, model, strategy, budget, utt_id``,
+    the ``cluster`` column and the ``metrics`` columns). ``significant`` is the clustered test
+    after Holm at ``alpha``. Columns: ``COLUMNS``.
+    """
+    missing = [c for c in ("dataset", "model", "strategy", "budget", "utt_id", cluster, *metrics) if c not in scores]
+    if missing:
+        raise KeyError(f"clustered_comparisons: the scores have no column(s) {missing}")
+    unknown = [m for m in metrics if m not in HIGHER_IS_BETTER]
+    if unknown:
+        raise KeyError(f"clustered_comparisons: no direction known for metric(s) {unknown}")
+    out = pd.DataFrame(list(_comparisons(scores, metrics, baseline, cluster, n_resamples, seed)))
+    if out.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    out["family"] = out[list(family)].astype(str).agg("/".join, axis=1)
+    for col in ("p_clustered", "p_unclustered"):
+        out[f"{col}_holm"] = np.nan
+        for idx in out.groupby("family").groups.values():
+            out.loc[idx, f"{col}_holm"] = holm(out.loc[idx, col], alpha)
+    out["significant"] = out["p_clustered_holm"] < alpha
+    return out.reindex(columns=COLUMNS)
+
+
+def false_positive_rates(
+    n_datasets: int = 500,
+    n_speakers: int = 10,
+    per_speaker: int = 20,
+    speaker_sd: float = 1.0,
+    noise_sd: float = 1.0,
+    alpha: float = ALPHA,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> Mapping[str, float]:
+    """Simulated null datasets with speaker effects: the share each test calls significant.
+
+    Each dataset's differences are ``u_speaker + e_utterance`` with both zero-mean normal: no
+    true gain, but utterances of a speaker move together (ICC = speaker_sd² / total variance).
+    """
+    rng = np.random.default_rng(seed)
+    u = rng.normal(0.0, speaker_sd, (n_datasets, n_speakers, 1))
+    d = u + rng.normal(0.0, noise_sd, (n_datasets, n_speakers, per_speaker))
+    p_c, exact = sign_flip_pvalues(d.sum(axis=2), n_resamples, rng)
+    p_u, _ = sign_flip_pvalues(d.reshape(n_datasets, -1), n_resamples, rng)
+    return {
+        "n_datasets": n_datasets,
+        "icc": speaker_sd**2 / (speaker_sd**2 + noise_sd**2),
+        "clustered": float((p_c < alpha).mean()),
+        "unclustered": float((p_u < alpha).mean()),
+        "clustered_exact": exact,
+    }
