@@ -15,7 +15,7 @@ from ambiemo.cli import app
 from ambiemo.core.config import load_params, strategy_settings
 from ambiemo.core.params import ParamsError, validate_params
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
