@@ -17,9 +17,10 @@ from __future__ import annotations
 import difflib
 import types
 import typing
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 PositiveInt = Annotated[int, Field(ge=1)]
 Budgets = list[PositiveInt]
@@ -28,20 +29,31 @@ Budgets = list[PositiveInt]
 class ParamsError(ValueError):
     """params.yaml breaks the schema; ``problems`` holds (dotted key, message) pairs."""
 
-    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+    def __init__(self, source: str, problems: list[tuple[str, str]], lines: dict[str, int] | None = None) -> None:
         self.source = source
         self.problems = problems
         n = len(problems)
-        listed = "; ".join(f"`{key}`: {msg}" if key else msg for key, msg in problems)
+        listed = "; ".join(f"`{key}`{_at(key, lines or {})}: {msg}" if key else msg for key, msg in problems)
         super().__init__(f"{source}: {n} problem{'s' if n != 1 else ''}: {listed}. Fix params and run again.")
 
 
+def _at(key: str, lines: dict[str, int]) -> str:
+    """`` (line N)`` of the key, or of its nearest parent the file gives (a missing key's section)."""
+    parts = key.split(".")
+    for i in range(len(parts), 0, -1):
+        line = lines.get(".".join(parts[:i]))
+        if line is not None:
+            return f" (line {line})"
+    return ""
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # strict: "5" is no integer and `true` no limit; a YAML value is taken as written or refused
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, strict=True)
 
 
 # --------------------------------------------------------------------------- run and profiles
@@ -191,72 +203,32 @@ class Verifier(_Strict):
     method: Literal["auto", "options", "generate"] = "auto"
 
 
-class Baseline(_Strict):
-    prompt: Literal["distribution", "single"] = "distribution"
+class Candidates(_Strict):
+    """How many candidates one request may ask for (beams, samples), per kind of route.
+
+    A bound, not a target: 10,000 beams would be accepted by a model and exhaust the GPU's memory
+    long before an answer. Raise a bound on purpose where a route can take more; ``ambiemo plan``
+    shows each model's bound beside its planned memory."""
+
+    local: PositiveInt = 64  # transformers in this process: beams/samples share one forward pass
+    served: PositiveInt = 128  # vLLM and other OpenAI-compatible servers (`n`, `best_of`)
+    api: PositiveInt = 16  # hosted APIs (OpenAI `n`, Gemini `candidate_count`: at most 8 there)
 
 
-class NoSettings(_Strict):
-    pass
+class Strategies(_Open):
+    """The settings every strategy shares. Each strategy's own section (``strategies.<name>``) is
+    checked by that strategy's ``Settings`` (``ambiemo.strategies``), which registers the check."""
 
-
-class WithBudgets(_Strict):
-    budgets: PerProfile[Annotated[Budgets, Field(min_length=1)]] | None = None
-
-
-class WeightedBon(WithBudgets):
-    temperature: Annotated[float, Field(gt=0)] = 1.0  # weights = softmax(likelihood / temperature)
-
-
-class SelfConsistency(WithBudgets):
-    temperature: Annotated[float, Field(ge=0)] | None = None  # None: strategies.sampling.temperature
-
-
-class LabelScoring(_Strict):
-    variants: Annotated[list[Literal["lower", "title", "upper", "as-is"]], Field(min_length=1)] = ["lower", "title"]
-
-
-class PromptEnsemble(WithBudgets):
-    budgets: PerProfile[Annotated[list[Annotated[int, Field(ge=1, le=5)]], Field(min_length=1)]] | None = None
-
-
-class OtherStrategy(_Open):
-    """A registered strategy this schema does not know: its budgets are checked, the rest is its own."""
-
-    budgets: PerProfile[Annotated[Budgets, Field(min_length=1)]] | None = None
-
-
-class Strategies(_Strict):
     batch_size: PositiveInt = 8  # utterances per model call
     max_new_tokens: MaxNewTokens = Field(default_factory=MaxNewTokens)
     likelihood: Likelihood = Field(default_factory=Likelihood)
     sampling: Sampling = Field(default_factory=Sampling)
     verifier: Verifier = Field(default_factory=Verifier)
-    baseline: Baseline = Field(default_factory=Baseline)
-    cot: NoSettings = Field(default_factory=NoSettings)
-    bon: WithBudgets = Field(default_factory=WithBudgets)
-    w_bon: WeightedBon = Field(default_factory=WeightedBon, alias="w-bon")
-    alm_v: WithBudgets = Field(default_factory=WithBudgets, alias="alm-v")
-    w_alm_v: WithBudgets = Field(default_factory=WithBudgets, alias="w-alm-v")
-    self_consistency: SelfConsistency = Field(default_factory=SelfConsistency, alias="self-consistency")
-    label_scoring: LabelScoring = Field(default_factory=LabelScoring, alias="label-scoring")
-    prompt_ensemble: PromptEnsemble = Field(default_factory=PromptEnsemble, alias="prompt-ensemble")
-    others: dict[str, OtherStrategy] = Field({}, exclude=True)  # sections of strategies registered elsewhere
-
-    @model_validator(mode="before")
-    @classmethod
-    def _registered_elsewhere(cls, data: Any) -> Any:
-        """Sections named after a registered strategy the schema does not list go to ``others``."""
-        if not isinstance(data, dict):
-            return data
-        known = _keys(cls)
-        extra = [k for k in data if k not in known and k in _registered_strategies()]
-        if not extra:
-            return data
-        return {**{k: v for k, v in data.items() if k not in extra}, "others": {k: data[k] for k in extra}}
+    max_candidates: Candidates = Field(default_factory=Candidates)
 
 
 class Params(_Strict):
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0)] = 0  # numpy and torch take non-negative seeds only
     run: Run | None = None
     profiles: dict[str, Profile] = {}
     paths: Paths = Field(default_factory=Paths)
@@ -275,36 +247,46 @@ class Params(_Strict):
 
 # --------------------------------------------------------------------------- checking
 
+# Checks of the sections an extension point owns (``strategies.<name>``: ambiemo.strategies), added
+# by that package when it is imported, so that this schema imports no strategy or model code.
+SectionCheck = Callable[[dict[str, Any]], list[tuple[str, str]]]
+SECTION_CHECKS: dict[str, SectionCheck] = {}
 
-def validate_params(params: Any, source: str = "params.yaml") -> Params:
-    """The params as a ``Params`` model; every problem in one ``ParamsError``."""
+
+def register_section_check(name: str, check: SectionCheck) -> None:
+    """``check(params)`` returns (dotted key, message) problems; ``validate_params`` runs it."""
+    SECTION_CHECKS[name] = check
+
+
+def validate_params(params: Any, source: str = "params.yaml", lines: dict[str, int] | None = None) -> Params:
+    """The params as a ``Params`` model; every problem in one ``ParamsError`` (with the line of each
+    key where ``lines`` maps dotted keys to lines of the file)."""
     problems: list[tuple[str, str]] = []
     model = None
     try:
         model = Params.model_validate(params)
     except ValidationError as e:
-        described = [_describe(err) for err in e.errors()]
+        described = [describe_error(err) for err in e.errors()]
         # A per-profile value that fails as a mapping also fails as a plain value: report the deeper error only.
         keys = [key for key, _ in described]
         problems += [(k, m) for k, m in described if not any(o.startswith(k + ".") for o in keys)]
     if isinstance(params, dict):
         problems += _cross_references(params)
+        if model is not None:  # the sections' own checks read values the schema has accepted
+            for check in SECTION_CHECKS.values():
+                problems += check(params)
     if problems:
-        raise ParamsError(source, problems)
+        raise ParamsError(source, problems, lines)
     assert model is not None
     return model
 
 
-def strategy_defaults() -> dict[str, Any]:
-    """Params ``strategies`` as the schema fills it in when nothing is given (unset optionals left out)."""
-    return Strategies().model_dump(by_alias=True, exclude_none=True)
-
-
-def _describe(err: Any) -> tuple[str, str]:
+def describe_error(err: Any, root: type[BaseModel] | None = None, prefix: str = "") -> tuple[str, str]:
+    """One pydantic error as (dotted key, message); ``root`` is the model validated at ``prefix``."""
     loc = [str(x) for x in err["loc"] if not _is_union_tag(x)]
-    dotted = ".".join(loc)
+    dotted = ".".join([prefix, *loc] if prefix else loc)
     if err["type"] == "extra_forbidden":
-        known = _known_at(Params, loc[:-1])
+        known = _known_at(root or Params, loc[:-1])
         close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
         hint = f"did you mean `{close[0]}`?" if close else f"known keys: {', '.join(known)}"
         return dotted, f"unknown key; {hint}"
@@ -357,12 +339,6 @@ def _model_in(annotation: Any) -> Any:
     return None
 
 
-def _registered_strategies() -> list[str]:
-    from ambiemo.strategies import STRATEGIES
-
-    return STRATEGIES.names()
-
-
 def _cross_references(params: dict[str, Any]) -> list[tuple[str, str]]:
     """Names that must point at something defined elsewhere in params."""
     problems: list[tuple[str, str]] = []
@@ -373,18 +349,14 @@ def _cross_references(params: dict[str, Any]) -> list[tuple[str, str]]:
     if profile is not None and "profiles" in params and profile not in profiles:
         problems.append(("run.profile", f"unknown profile {profile!r}; profiles: {', '.join(profiles) or '(none)'}"))
     blocks = [("run", run)] + [(f"profiles.{k}", v) for k, v in profiles.items() if isinstance(v, dict)]
-    strategies = set(_registered_strategies())
     for where, block in blocks:
         for section, known in (("models", params.get("models")), ("datasets", params.get("datasets"))):
             known = known if isinstance(known, dict) else {}
             for name in _names(block.get(section)):
                 if name not in known:
-                    problems.append((f"{where}.{section}", f"{name!r} is not under `{section}`{_close(name, known)}"))
-        for name in _names(block.get("strategies")):
-            if name not in strategies:
-                problems.append(
-                    (f"{where}.strategies", f"{name!r} is no registered strategy{_close(name, strategies)}")
-                )
+                    problems.append(
+                        (f"{where}.{section}", f"{name!r} is not under `{section}`{close_match(name, known)}")
+                    )
     label_sets = params.get("label_sets") if isinstance(params.get("label_sets"), dict) else {}
     for name, spec in (params.get("datasets") or {}).items() if isinstance(params.get("datasets"), dict) else []:
         if isinstance(spec, dict) and spec.get("label_set") is not None and spec["label_set"] not in label_sets:
@@ -420,7 +392,7 @@ def _per_profile(params: dict[str, Any], profiles: dict, profile: str | None) ->
     model = verifier.get("model")
     for name in (model.values() if isinstance(model, dict) else [model]) if models else []:
         if isinstance(name, str) and name not in models:
-            problems.append(("strategies.verifier.model", f"{name!r} is not under `models`{_close(name, models)}"))
+            problems.append(("strategies.verifier.model", f"{name!r} is not under `models`{close_match(name, models)}"))
     return problems
 
 
@@ -428,6 +400,6 @@ def _names(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
-def _close(name: str, known: Any) -> str:
+def close_match(name: str, known: Any) -> str:
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     return f"; did you mean `{close[0]}`?" if close else ""
