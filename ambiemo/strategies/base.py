@@ -127,6 +127,19 @@ class Context:
     def max_new_tokens(self, kind: str) -> int:
         return max_new_tokens(self.settings, kind, len(self.labels))
 
+    def sampling(self, n: int, temperature: float | None = None) -> GenerationConfig:
+        """``n`` seeded samples of the distribution prompt at params ``strategies.sampling`` (or
+        ``temperature``): the first k of them are a k-sample run, whatever the batch."""
+        s = self.settings["sampling"]
+        return GenerationConfig(
+            mode="sample",
+            n=n,
+            max_new_tokens=self.max_new_tokens("distribution"),
+            temperature=float(s["temperature"] if temperature is None else temperature),
+            top_p=float(s["top_p"]),
+            seed=int(self.prompts.seed),
+        )
+
     def generate(
         self, utts: Sequence[Utterance], prompts: Sequence[Prompt], config: GenerationConfig
     ) -> list[list[Candidate]]:

@@ -58,15 +58,7 @@ class CandidateStrategy(Strategy):
                 out[b] = [(c, Cost().add(c)) for c in ctx.generate(utts, prompts, config)]
         else:
             # Independent samples: the first B of B_max are a B-sample run.
-            s = ctx.settings["sampling"]
-            config = GenerationConfig(
-                mode="sample",
-                n=max(budgets),
-                max_new_tokens=max_tokens,
-                temperature=float(s["temperature"]),
-                top_p=float(s["top_p"]),
-                seed=int(ctx.prompts.seed),
-            )
+            config = ctx.sampling(max(budgets))
             all_cands = ctx.generate(utts, prompts, config)
             for b in budgets:
                 out[b] = [(c[:b], Cost().add(c[:b])) for c in all_cands]

@@ -56,16 +56,8 @@ class SelfConsistency(Strategy):
 
     def run(self, utts, budgets):
         ctx = self.ctx
-        s = ctx.settings["sampling"]
         prompts = [ctx.prompts.ask("distribution", u.utt_id) for u in utts]
-        config = GenerationConfig(
-            mode="sample",
-            n=max(budgets),
-            max_new_tokens=ctx.max_new_tokens("distribution"),
-            temperature=float(self.cfg.get("temperature", s["temperature"])),
-            top_p=float(s["top_p"]),
-            seed=int(ctx.prompts.seed),
-        )
+        config = ctx.sampling(max(budgets), self.cfg.get("temperature"))
         rows = []
         for prompt, all_cands in zip(prompts, ctx.generate(utts, prompts, config), strict=True):
             all_dists = [ctx.parse(c.text) for c in all_cands]
