@@ -4,8 +4,6 @@ comes back, retries, failures, cost, and that API keys never leak into files, lo
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import logging
 import random
@@ -14,7 +12,18 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from fake_api import fake_servers, set_api_env
+from fake_api import (
+    FAST_RETRY,
+    GEMINI_KEY,
+    OPENAI_KEY,
+    assert_is_the_clip,
+    chat_response,
+    gemini_response,
+    gemini_spec,
+    make_request,
+    openai_spec,
+    vllm_spec,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.special import logsumexp
@@ -28,97 +37,7 @@ from ambiemo.models.base import AudioRequest, CapabilityError, GenerationConfig,
 pytest.importorskip("openai")
 pytest.importorskip("google.genai")
 
-OPENAI_KEY = "sk-test-0123456789abcdefSECRET"
-GEMINI_KEY = "AIza-test-9876543210SECRET"
-FAST_RETRY = {"max_attempts": 3, "base_delay_s": 0.01, "max_delay_s": 0.05}
-
-
-# -- a fake server (tests/fake_api.py) ------------------------------------------------------
-@pytest.fixture
-def fake_api():
-    yield from fake_servers()
-
-
-@pytest.fixture(autouse=True)
-def api_env(monkeypatch):
-    set_api_env(monkeypatch, OPENAI_KEY, GEMINI_KEY)
-
-
-def make_request(utt_id="u1", seconds=0.25, extra=()):
-    t = np.arange(int(16000 * seconds)) / 16000
-    wave = (0.6 * np.sin(2 * np.pi * 220 * t) + np.random.default_rng(0).normal(0, 0.3, t.size)).astype(np.float32)
-    wave[:10] = [1.5, -1.5, 1.0, -1.0, 0.5, -0.5, 0, 1e-5, -1e-5, 0.99999]  # clipping and rounding edges
-    return AudioRequest(
-        utt_id,
-        wave,
-        16000,
-        [Message("system", "You rate emotions."), Message("user", "Which emotion is this?", audio=True), *extra],
-    )
-
-
-def assert_is_the_clip(b64: str, request: AudioRequest, urlsafe: bool = False):
-    """Decode what was sent with an independent WAV reader and compare with the waveform."""
-    raw = base64.urlsafe_b64decode(b64) if urlsafe else base64.b64decode(b64, validate=True)
-    assert raw[:4] == b"RIFF" and raw[8:12] == b"WAVE"
-    samples, rate = sf.read(io.BytesIO(raw), dtype="int16")
-    info = sf.info(io.BytesIO(raw))
-    assert (rate, info.channels, info.subtype) == (request.sample_rate, 1, "PCM_16")
-    expected = np.round(np.clip(request.waveform.astype(np.float64), -1, 1) * 32767).astype(np.int16)
-    np.testing.assert_array_equal(samples, expected)
-    assert samples[:4].tolist() == [32767, -32767, 32767, -32767]
-
-
-# -- OpenAI / vLLM ---------------------------------------------------------------------------
-def chat_response(choices, prompt_tokens=60, audio_tokens=50, completion_tokens=None, top=None):
-    """An OpenAI chat.completion; ``choices`` is a list of (text, [(token, logprob), ...] or None)."""
-    out = []
-    for i, (text, tokens) in enumerate(choices):
-        lp = None
-        if tokens is not None:
-            lp = {
-                "content": [
-                    {
-                        "token": t,
-                        "logprob": v,
-                        "bytes": None,
-                        "top_logprobs": [{"token": a, "logprob": b, "bytes": None} for a, b in (top or [])],
-                    }
-                    for t, v in tokens
-                ]
-            }
-        out.append(
-            {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": lp}
-        )
-    if completion_tokens is None:
-        completion_tokens = sum(len(t or []) for _, t in choices)
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "m",
-        "choices": out,
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-            "prompt_tokens_details": {"audio_tokens": audio_tokens},
-        },
-    }
-
-
-def vllm_spec(url, **extra):
-    return {
-        "adapter": "openai-compatible",
-        "model_id": "fixie-ai/ultravox-v0_4",
-        "revision": "abc123",
-        "base_url": url + "/v1",
-        "retry": FAST_RETRY,
-        **extra,
-    }
-
-
-def openai_spec(url, **extra):
-    return {"adapter": "openai-chat", "model_id": "gpt-audio", "base_url": url + "/v1", "retry": FAST_RETRY, **extra}
+pytestmark = pytest.mark.usefixtures("api_env")  # fake keys, nothing routed off 127.0.0.1
 
 
 def three_choices(i, path, body, headers):
@@ -482,46 +401,6 @@ def test_auth_error_stops_without_echoing_the_key(fake_api):
         model.generate([make_request()], GenerationConfig())
     assert "401" in str(err.value) and OPENAI_KEY not in str(err.value)
     assert len(api.requests) == 1
-
-
-# -- Gemini ------------------------------------------------------------------------------------
-def gemini_spec(url, **extra):
-    return {
-        "adapter": "gemini",
-        "model_id": "gemini-2.0-flash",
-        "base_url": url,
-        "api_version": "v1beta",
-        "retry": FAST_RETRY,
-        "logprobs": True,
-        **extra,
-    }
-
-
-def gemini_response(texts, tokens=None, top=None, prompt_tokens=80, audio_tokens=64, thoughts=0, thought_text=None):
-    cands = []
-    for i, text in enumerate(texts):
-        parts = ([{"text": thought_text, "thought": True}] if thought_text else []) + [{"text": text}]
-        cand = {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": i}
-        if tokens is not None:
-            cand["logprobsResult"] = {
-                "chosenCandidates": [{"token": t, "logProbability": v} for t, v in tokens[i]],
-                "topCandidates": [{"candidates": [{"token": a, "logProbability": b} for a, b in (top or [])]}],
-            }
-        cands.append(cand)
-    out_tokens = sum(len(t) for t in tokens) if tokens else 3 * len(texts)
-    return {
-        "candidates": cands,
-        "modelVersion": "gemini-2.0-flash",
-        "usageMetadata": {
-            "promptTokenCount": prompt_tokens,
-            "candidatesTokenCount": out_tokens,
-            "thoughtsTokenCount": thoughts,
-            "promptTokensDetails": [
-                {"modality": "AUDIO", "tokenCount": audio_tokens},
-                {"modality": "TEXT", "tokenCount": prompt_tokens - audio_tokens},
-            ],
-        },
-    }
 
 
 def test_gemini_sends_inline_audio_and_sampling(fake_api):

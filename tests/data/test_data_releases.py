@@ -28,7 +28,7 @@ from ambiemo.data.manifest import ManifestError, read_manifest
 from ambiemo.data.msp_podcast import parse_emo_detail
 from ambiemo.data.ratings import COLUMNS, read_ratings
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 LABELS = ["neutral", "happy", "angry", "sad"]
 MSP = ["msp-podcast-1.6", "msp-podcast-1.9", "msp-podcast-2.0"]
 

@@ -9,10 +9,11 @@ import nbformat
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
+@pytest.mark.e2e  # papermill runs the notebook in a kernel
 def test_the_prepare_notebook_shows_the_ambiguity_histogram(tmp_path):
     papermill = pytest.importorskip("papermill")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_inference import N, make_params, manifest  # noqa: F401  (the fixture)
+from synthetic import TINY_N, tiny_params
 
 from ambiemo.inference.run import run_inference
 from ambiemo.models.fake import FakeModel
@@ -35,18 +35,18 @@ def one_at_a_time(model: FakeModel) -> FakeModel:
 
 
 @pytest.mark.parametrize("method", ["options", "generate"])
-def test_the_verifier_rates_a_whole_batch_in_one_call(manifest: Path, tmp_path: Path, method: str) -> None:  # noqa: F811
-    params = make_params(tmp_path)
+def test_the_verifier_rates_a_whole_batch_in_one_call(manifest: Path, tmp_path: Path, method: str) -> None:
+    params = tiny_params(tmp_path)
     params["strategies"]["verifier"]["method"] = method
     params["strategies"]["batch_size"] = 3
     verifier = Counting("fake")
     df = run_inference(
         params, "fake", "alm-v", manifest, tmp_path / "a.parquet", model=FakeModel("fake"), verifier=verifier
     )
-    batches = [3, N - 3]  # utterances per strategy batch
+    batches = [3, TINY_N - 3]  # utterances per strategy batch
     calls = verifier.many_calls if method == "options" else verifier.generate_calls
     assert calls == [3 * b for b in batches]  # B = 3 candidates of every utterance of the batch, at once
-    assert int(df["verifier_calls"].sum()) == 3 * N  # each row still charged for its own three ratings
+    assert int(df["verifier_calls"].sum()) == 3 * TINY_N  # each row still charged for its own three ratings
 
     params["paths"]["cache_dir"] = str(tmp_path / "other-cache")
     alone = run_inference(
@@ -62,9 +62,9 @@ def test_the_verifier_rates_a_whole_batch_in_one_call(manifest: Path, tmp_path: 
     assert df[cols].equals(alone[cols])
 
 
-def test_label_scoring_scores_a_batch_in_one_call(manifest: Path, tmp_path: Path) -> None:  # noqa: F811
-    params = make_params(tmp_path)
+def test_label_scoring_scores_a_batch_in_one_call(manifest: Path, tmp_path: Path) -> None:
+    params = tiny_params(tmp_path)
     params["strategies"]["batch_size"] = 4
     model = Counting("fake")
     run_inference(params, "fake", "label-scoring", manifest, tmp_path / "a.parquet", model=model)
-    assert model.many_calls == [4, N - 4]
+    assert model.many_calls == [4, TINY_N - 4]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "ambiemo"
 
 
@@ -82,3 +82,22 @@ def test_stage_declares_every_module_its_notebook_imports(name: str) -> None:
         str(f) for f in needed if not any(f == d or d in f.parents for d in deps) and f.name != "__init__.py"
     )
     assert not missing, f"dvc.yaml stage {name} imports but does not declare: {missing}"
+
+
+def test_plan_stage_comes_first_and_reruns_only_on_what_the_plan_reads() -> None:
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert next(iter(stages)) == "plan"
+    stage = stages["plan"]
+    assert stage["cmd"].split()[:2] == ["ambiemo", "plan"] and "--json ${paths.results}/plan/plan.json" in stage["cmd"]
+    # every ambiemo module the plan's numbers come from is a dependency (a code change reruns it) ...
+    deps = [Path(d) for d in stage["deps"]]
+    needed = closure({"ambiemo.inference.plan", "ambiemo.core.config"})
+    missing = sorted(
+        str(f) for f in needed if not any(f == d or d in f.parents for d in deps) and f.name != "__init__.py"
+    )
+    assert not missing, f"the plan stage does not declare {missing}"
+    # ... and so is every params section it reads, but not the whole file (a figure's colour must not rerun it)
+    assert {"run", "datasets", "models", "strategies", "prompts"} <= set(stage["params"])
+    assert not {"figures", "scoring", "stats"} & set(stage["params"])
+    # the JSON is not a dependency of anything: its contents (cache coverage) may change without rerunning stages
+    assert not any("plan.json" in str(d) for s in stages.values() for d in s.get("do", s).get("deps", []))

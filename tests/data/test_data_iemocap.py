@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from ambiemo.data import DataError, prepare_dataset
 from ambiemo.data.iemocap import parse_category, parse_evaluation
 
-FIXTURE = Path(__file__).parent / "fixtures" / "iemocap"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "iemocap"
 LABELS = ["neutral", "happy", "angry", "sad"]
 KEPT = [
     "Ses01F_impro01_F000",

@@ -163,7 +163,7 @@ def test_parse_clip_name():
 
 # --------------------------------------------------------------------------- raw responses
 
-RESPONSES = Path(__file__).parent / "fixtures" / "crema-d-responses"
+RESPONSES = Path(__file__).resolve().parents[1] / "fixtures" / "crema-d-responses"
 
 
 def test_votes_rebuilt_from_raw_responses_hand_computed():

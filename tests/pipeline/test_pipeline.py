@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e  # `dvc repro` of every stage on a copy of the repository
+
+ROOT = Path(__file__).resolve().parents[2]
 # Made at run time, so that no file of the copied repository (this one included) holds them.
 PLANTED = {"openai": f"sk-planted-{secrets.token_hex(12)}", "gemini": f"AIza-planted-{secrets.token_hex(12)}"}
 FIGURES = [

@@ -14,7 +14,7 @@ from ambiemo import stats
 from ambiemo.core.config import load_params
 from ambiemo.stats import families
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 PLANTED_SLOPE = -0.05  # JS distance per log10 parameter, within a family
 PLANTED_LOGIT_SLOPE = 0.8  # log-odds of a correct answer per log10 parameter, within a family

@@ -7,8 +7,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from test_models_api import FAST_RETRY, assert_is_the_clip, chat_response, make_request
-from test_models_api_pool import api_env, fake_api  # noqa: F401  (the fake servers and the fake keys, autouse)
+from fake_api import FAST_RETRY, assert_is_the_clip, chat_response, make_request
 
 from ambiemo.core.config import load_params
 from ambiemo.models import load_model
@@ -16,6 +15,7 @@ from ambiemo.models.base import GenerationConfig
 
 pytest.importorskip("openai")
 
+pytestmark = pytest.mark.usefixtures("api_env")  # fake keys, nothing routed off 127.0.0.1
 SERVED = ("voxtral-mini-3b", "voxtral-small-24b", "gemma-3n-e2b", "gemma-3n-e4b")
 
 
@@ -25,7 +25,7 @@ def reply(i, path, body, headers):
 
 
 @pytest.mark.parametrize("key", SERVED)
-def test_served_ladder_entry_reaches_its_server(key, fake_api, repo_root):  # noqa: F811  (the imported fixture)
+def test_served_ladder_entry_reaches_its_server(key, fake_api, repo_root):
     params = load_params(repo_root / "params.yaml")
     spec = dict(params["models"][key])
     assert spec["adapter"] == "openai-compatible" and spec["family"] in key and spec["params_b"] > 0

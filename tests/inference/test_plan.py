@@ -144,41 +144,6 @@ def test_cli_writes_json(results: Path, tmp_path: Path) -> None:
     assert "estimates" in res.output
 
 
-# --------------------------------------------------------------------------- the plan stage of dvc.yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _stages() -> dict:
-    import yaml
-
-    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-
-
-def test_plan_stage_comes_first_and_reruns_only_on_what_the_plan_reads() -> None:
-    import sys
-
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_stage_deps import closure
-
-    stages = _stages()
-    assert next(iter(stages)) == "plan"
-    stage = stages["plan"]
-    assert stage["cmd"].split()[:2] == ["ambiemo", "plan"] and "--json ${paths.results}/plan/plan.json" in stage["cmd"]
-    # every ambiemo module the plan's numbers come from is a dependency (a code change reruns it) ...
-    deps = [Path(d) for d in stage["deps"]]
-    needed = closure({"ambiemo.inference.plan", "ambiemo.core.config"})
-    missing = sorted(
-        str(f) for f in needed if not any(f == d or d in f.parents for d in deps) and f.name != "__init__.py"
-    )
-    assert not missing, f"the plan stage does not declare {missing}"
-    # ... and so is every params section it reads, but not the whole file (a figure's colour must not rerun it)
-    assert {"run", "datasets", "models", "strategies", "prompts"} <= set(stage["params"])
-    assert not {"figures", "scoring", "stats"} & set(stage["params"])
-    # the JSON is not a dependency of anything: its contents (cache coverage) may change without rerunning stages
-    assert not any("plan.json" in str(d) for s in stages.values() for d in s.get("do", s).get("deps", []))
-
-
 def test_plan_of_a_profile_whose_corpora_are_missing_reports_and_exits_0(tmp_path: Path) -> None:
     """What the stage runs, on a profile whose corpus is not on this machine: a report, not a failed pipeline."""
     import yaml

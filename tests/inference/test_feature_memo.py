@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_inference import N, make_params, manifest  # noqa: F401  (the fixture)
+from synthetic import TINY_N, tiny_params
 
 from ambiemo.data import audio
 from ambiemo.data.audio import FeatureMemo, settings_key
@@ -79,7 +79,7 @@ def _tables(folder: Path, strategies: list[str]) -> dict[str, pd.DataFrame]:
 
 @pytest.mark.slow
 def test_two_strategies_extract_each_clip_once(
-    manifest: Path,  # noqa: F811
+    manifest: Path,
     tmp_path: Path,
     extractor_calls: list[int],
     monkeypatch: pytest.MonkeyPatch,
@@ -90,15 +90,15 @@ def test_two_strategies_extract_each_clip_once(
         monkeypatch.setattr(audio, "FEATURE_MEMO", FeatureMemo(max_bytes=memo_bytes))
         extractor_calls.clear()
         run_dir = tmp_path / f"memo-{memo_bytes}"
-        params = make_params(run_dir)  # its own generation cache: every call reaches the model
+        params = tiny_params(run_dir)  # its own generation cache: every call reaches the model
         params["models"]["tiny"] = {"adapter": "hf-qwen2-audio", "checkpoint": "tiny:qwen2-audio", "dtype": "float32"}
         run_strategies(params, "tiny", strategies, manifest, run_dir / "out")
         runs[memo_bytes] = (len(extractor_calls), audio.FEATURE_MEMO.stats(), _tables(run_dir / "out", strategies))
     (calls_off, _, off), (calls_on, stats_on, on) = runs[0], runs[audio.FEATURE_MEMO_BYTES]
     # Without the memo every generate call extracts its clips again: baseline once per clip, and
     # self-consistency once per budget's call at least; with it, each clip once for both strategies.
-    assert calls_off >= 2 * N
-    assert calls_on == N and stats_on["misses"] == N and stats_on["hits"] == calls_off - N
+    assert calls_off >= 2 * TINY_N
+    assert calls_on == TINY_N and stats_on["misses"] == TINY_N and stats_on["hits"] == calls_off - TINY_N
     for s in strategies:
         pd.testing.assert_frame_equal(on[s], off[s])  # the memo changes the cost, never an answer
 

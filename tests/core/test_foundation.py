@@ -22,7 +22,7 @@ from ambiemo.core.provenance import provenance
 from ambiemo.core.registry import Registry
 from ambiemo.core.tables import read_meta, read_table, write_table
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_registry_registers_and_names_unknown_entries():
@@ -100,6 +100,7 @@ def test_profile_use_rejects_an_unknown_profile(tmp_path):
     assert result.exit_code != 0 and "no profile 'nope'" in result.output
 
 
+@pytest.mark.e2e
 def test_console_command_prints_its_version():
     out = subprocess.run(
         [sys.executable, "-m", "ambiemo", "--version"], capture_output=True, text=True, cwd=ROOT, check=False

@@ -16,7 +16,7 @@ from ambiemo.core.config import load_params
 from ambiemo.core.params import ParamsError, validate_params
 from ambiemo.strategies import strategy_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

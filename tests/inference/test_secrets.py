@@ -1,14 +1,12 @@
-"""Secrets end to end: ``ambiemo infer`` on an API route against a hostile fake server on 127.0.0.1 that
-echoes the caller's key in its errors; the key appears in no output (predictions, cache, logs)."""
+"""Secrets end to end: ``ambiemo infer`` on an API route against a hostile fake server on 127.0.0.1
+(tests/fake_api.py) that echoes the caller's key in its errors; the key appears in no output
+(predictions, cache, logs)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -22,71 +20,35 @@ from ambiemo.data.labels import AmbiguityBins, LabelSet
 from ambiemo.data.manifest import build_manifest, write_manifest
 
 pytest.importorskip("openai")
+pytestmark = pytest.mark.e2e  # `ambiemo infer` in a subprocess
 
 KEY = "sk-test-planted-0123456789SECRETabcdef"
 FOUR = ("neutral", "happy", "angry", "sad")
 N = 4
 
 
-class EchoServer:
+def echo_credentials(i, path, body, headers):
     """Answers OpenAI chat completions; its first two requests fail with the caller's credentials in the
     error (500, retried; then 400, not retried), as a misconfigured proxy might."""
-
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                self.rfile.read(int(self.headers["Content-Length"]))
-                creds = str(self.headers.get("authorization"))
-                server.seen.append(creds)
-                i = len(server.seen) - 1
-                if i < 2:
-                    status = 500 if i == 0 else 400
-                    body = {"error": {"message": f"upstream rejected {creds}", "type": "server_error", "code": status}}
-                else:
-                    status = 200
-                    body = {
-                        "id": "chatcmpl-1",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": "gpt-audio",
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": '{"happy": 0.75, "sad": 0.25}'},
-                                "finish_reason": "stop",
-                                "logprobs": None,
-                            }
-                        ],
-                        "usage": {"prompt_tokens": 50, "completion_tokens": 9, "total_tokens": 59},
-                    }
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def server():
-    s = EchoServer()
-    yield s
-    s.close()
+    creds = str(headers.get("authorization"))
+    if i < 2:
+        status = 500 if i == 0 else 400
+        return status, {"error": {"message": f"upstream rejected {creds}", "type": "server_error", "code": status}}
+    return 200, {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "gpt-audio",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": '{"happy": 0.75, "sad": 0.25}'},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": {"prompt_tokens": 50, "completion_tokens": 9, "total_tokens": 59},
+    }
 
 
 def _manifest(folder: Path) -> Path:
@@ -105,7 +67,8 @@ def _manifest(folder: Path) -> Path:
     return write_manifest(df, folder / "manifest.parquet", label_set=ls, ambiguity=amb, exclusions={})
 
 
-def test_a_planted_api_key_is_in_no_output(server, tmp_path):
+def test_a_planted_api_key_is_in_no_output(fake_api, tmp_path):
+    server = fake_api(echo_credentials)  # tests/fake_api.py, on 127.0.0.1
     manifest = _manifest(tmp_path)
     params = {
         "seed": 1,
@@ -134,7 +97,8 @@ def test_a_planted_api_key_is_in_no_output(server, tmp_path):
     assert proc.returncode == 0, logs
 
     # The key was sent, echoed back in an error, and the failure recorded ...
-    assert all(KEY in s for s in server.seen) and len(server.seen) == N + 1
+    seen = [r["headers"]["authorization"] for r in server.requests]
+    assert all(KEY in s for s in seen) and len(seen) == N + 1
     meta = read_meta(out)
     assert list(meta["model_failures"]) == ["u0"] and "upstream rejected" in meta["model_failures"]["u0"]
     assert "u0" in logs and "upstream rejected" in logs

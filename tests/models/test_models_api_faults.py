@@ -12,8 +12,8 @@ import logging
 import traceback
 
 import pytest
-from fake_api import DROP, fake_servers, set_api_env
-from test_models_api import (
+from fake_api import (
+    DROP,
     FAST_RETRY,
     GEMINI_KEY,
     OPENAI_KEY,
@@ -35,14 +35,7 @@ pytest.importorskip("openai")
 pytest.importorskip("google.genai")
 
 
-@pytest.fixture
-def fake_api():
-    yield from fake_servers()
-
-
-@pytest.fixture(autouse=True)
-def api_env(monkeypatch):
-    set_api_env(monkeypatch, OPENAI_KEY, GEMINI_KEY)
+pytestmark = pytest.mark.usefixtures("api_env")  # fake keys, nothing routed off 127.0.0.1
 
 
 OK = chat_response([("happy", [("happy", -0.1)])])

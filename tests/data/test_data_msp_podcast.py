@@ -15,7 +15,7 @@ from scipy.stats import entropy as scipy_entropy
 
 from ambiemo.data import DataError, prepare_dataset
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 LABELS = ["neutral", "happy", "angry", "sad"]
 KEPT = ["MSP-PODCAST_0001_0008", "MSP-PODCAST_0003_0001", "MSP-PODCAST_0005_0001", "MSP-PODCAST_0006_0010"]
 

@@ -21,7 +21,7 @@ from ambiemo.data.manifest import build_manifest, write_manifest
 from ambiemo.inference.cache import DB_NAME
 from ambiemo.inference.candidates import candidates_path
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # `ambiemo infer` in subprocesses, killed
 
 N = 12
 FOUR = ("neutral", "happy", "angry", "sad")

@@ -16,7 +16,7 @@ import soundfile as sf
 from ambiemo.data import DataError, prepare_dataset
 from ambiemo.data.msp_improv import parse_rater_line
 
-FIXTURE = Path(__file__).parent / "fixtures" / "msp-improv"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "msp-improv"
 LABELS = ["neutral", "happy", "angry", "sad"]
 
 

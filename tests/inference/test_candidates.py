@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy.spatial.distance import jensenshannon
-from test_inference import FOUR, N, make_params, manifest  # noqa: F401  (the fixture)
+from synthetic import LABELS, TINY_N, tiny_params
 
 from ambiemo import scoring
 from ambiemo.inference.candidates import (
@@ -53,9 +53,9 @@ def test_round_trip_keeps_values_dtypes_and_bytes(tmp_path: Path) -> None:
         {"text": "sad", "logprob": -0.7, "n_tokens": None, "p": None, "verifier_score": None, "weight": None}
         | {"selected": False, **PROMPT.record()}
     ]
-    frame = candidates_frame([(_key("u1"), recs), (_key("u2", "label-scoring", 1), options)], FOUR)
-    assert list(frame.columns) == candidate_columns(FOUR) and len(CANDIDATE_COLUMNS) == len(frame.columns) - 3
-    path = write_candidates(frame, tmp_path / "bon.candidates.parquet", labels=FOUR, label_set="four", provenance={})
+    frame = candidates_frame([(_key("u1"), recs), (_key("u2", "label-scoring", 1), options)], LABELS)
+    assert list(frame.columns) == candidate_columns(LABELS) and len(CANDIDATE_COLUMNS) == len(frame.columns) - 3
+    path = write_candidates(frame, tmp_path / "bon.candidates.parquet", labels=LABELS, label_set="four", provenance={})
     got = read_candidates(path)
     dtypes = {c: str(t) for c, t in got.df.dtypes.items()}
     assert dtypes["budget"] == dtypes["index"] == "int64" and dtypes["n_tokens"] == "Int64"
@@ -67,19 +67,19 @@ def test_round_trip_keeps_values_dtypes_and_bytes(tmp_path: Path) -> None:
     assert df["n_tokens"].isna().tolist() == [False, False, True]
     assert df["parsed_ok"].tolist() == [True, False, False] and df["selected"].tolist() == [True, False, False]
     assert df.loc[0, ["p_neutral", "p_happy", "p_angry", "p_sad"]].tolist() == [0.5, 0.5, 0.0, 0.0]
-    assert df.loc[1, [f"p_{x}" for x in FOUR]].isna().all()
+    assert df.loc[1, [f"p_{x}" for x in LABELS]].isna().all()
     assert df["verifier_score"].tolist()[:2] == [0.25, 0.25] and math.isnan(df["verifier_score"].iloc[2])
     assert df["weight"].iloc[0] == 1.0 and df["weight"].iloc[1:].isna().all()
     assert set(df["label_order"]) == {"sad,neutral,happy,angry"} and set(df["prompt"]) == {"distribution@1"}
-    again = write_candidates(got.df, tmp_path / "again.parquet", labels=FOUR, label_set="four", provenance={})
+    again = write_candidates(got.df, tmp_path / "again.parquet", labels=LABELS, label_set="four", provenance={})
     assert again.read_bytes() == path.read_bytes()
 
 
 def test_bad_tables_are_refused_naming_the_file_and_the_column(tmp_path: Path) -> None:
     from ambiemo.core.tables import read_table, write_table
 
-    frame = candidates_frame([(_key("u1"), _records([[0.2, 0.3, 0.5, 0.0]]))], FOUR)
-    good = write_candidates(frame, tmp_path / "x.candidates.parquet", labels=FOUR, label_set="four", provenance={})
+    frame = candidates_frame([(_key("u1"), _records([[0.2, 0.3, 0.5, 0.0]]))], LABELS)
+    good = write_candidates(frame, tmp_path / "x.candidates.parquet", labels=LABELS, label_set="four", provenance={})
     df, meta = read_table(good)
     write_table(df.drop(columns=["weight"]), tmp_path / "y.candidates.parquet", meta)
     with pytest.raises(CandidatesError, match=r"y\.candidates\.parquet: missing column\(s\) \['weight'\]"):
@@ -88,18 +88,20 @@ def test_bad_tables_are_refused_naming_the_file_and_the_column(tmp_path: Path) -
     with pytest.raises(CandidatesError, match=r"f\.candidates\.parquet: column\(s\) of the wrong dtype.*n_tokens"):
         read_candidates(tmp_path / "f.candidates.parquet")
     with pytest.raises(CandidatesError, match=r"z\.parquet: missing column\(s\) \['weight'\]"):
-        write_candidates(df.drop(columns=["weight"]), tmp_path / "z.parquet", labels=FOUR, label_set="4", provenance={})
+        write_candidates(
+            df.drop(columns=["weight"]), tmp_path / "z.parquet", labels=LABELS, label_set="4", provenance={}
+        )
     broken = df.copy()
     broken.loc[0, "p_sad"] = 0.4  # no longer sums to one
     with pytest.raises(
         CandidatesError, match=r"z\.parquet: 1 row\(s\) have p_\* that are not a distribution.*u1/bon/3/0"
     ):
-        write_candidates(broken, tmp_path / "z.parquet", labels=FOUR, label_set="four", provenance={})
+        write_candidates(broken, tmp_path / "z.parquet", labels=LABELS, label_set="four", provenance={})
     unparsed = df.assign(parsed_ok=False)
     with pytest.raises(CandidatesError, match="parsed_ok that disagrees with p_"):
-        write_candidates(unparsed, tmp_path / "z.parquet", labels=FOUR, label_set="four", provenance={})
+        write_candidates(unparsed, tmp_path / "z.parquet", labels=LABELS, label_set="four", provenance={})
     with pytest.raises(CandidatesError, match="distribution of 3 values for 4 labels"):
-        candidates_frame([(_key("u1"), _records([[0.2, 0.3, 0.5]]))], FOUR)
+        candidates_frame([(_key("u1"), _records([[0.2, 0.3, 0.5]]))], LABELS)
     with pytest.raises(FileNotFoundError, match="no candidates table"):
         read_candidates(tmp_path / "none.candidates.parquet")
     assert not (tmp_path / "z.parquet").exists(), "nothing is written when the check fails"
@@ -109,14 +111,14 @@ def test_bad_tables_are_refused_naming_the_file_and_the_column(tmp_path: Path) -
     )
 
 
-def test_oracle_and_pass_at_n_from_the_table_match_a_hand_computation(manifest: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_oracle_and_pass_at_n_from_the_table_match_a_hand_computation(manifest: Path, tmp_path: Path) -> None:
     # u0's humans are unanimous "neutral", u4's unanimous "sad" (the fixture's votes).
     answers = {
         "u0": ['{"happy": 0.6, "neutral": 0.4}', "no idea", '{"neutral": 0.9, "sad": 0.1}'],
         "u4": ['{"angry": 1.0}', '{"happy": 0.5, "neutral": 0.5}', '{"angry": 0.7, "sad": 0.3}'],
         "*": ["nothing parses"],
     }
-    params = make_params(tmp_path, answers=answers)
+    params = tiny_params(tmp_path, answers=answers)
     run_inference(params, "fake", "bon", manifest, tmp_path / "bon.parquet", budgets=[3])
     pred = read_predictions(tmp_path / "bon.parquet")
     s = scoring.score_predictions(read_manifest_of(manifest), pred, {"models": {"fake": {"params_b": 1.0}}})
@@ -155,7 +157,7 @@ def read_manifest_of(path: Path):
 STRATEGIES = ("bon", "self-consistency", "label-scoring", "alm-v", "prompt-ensemble")
 
 
-def _run_all(params: dict, manifest: Path, out: Path) -> None:  # noqa: F811
+def _run_all(params: dict, manifest: Path, out: Path) -> None:
     for strategy in STRATEGIES:
         judge = FakeModel("judge", wall_s=0.2) if strategy == "alm-v" else None
         run_inference(
@@ -167,10 +169,10 @@ def _bytes(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.glob("*.parquet"))}
 
 
-def test_a_rerun_from_the_cache_writes_identical_predictions_and_candidates(manifest: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_a_rerun_from_the_cache_writes_identical_predictions_and_candidates(manifest: Path, tmp_path: Path) -> None:
     from ambiemo.inference.cache import CachedModel, GenerationCache
 
-    params = make_params(tmp_path)
+    params = tiny_params(tmp_path)
     cache = GenerationCache(tmp_path / "shared-cache")
 
     def run(out: Path) -> list[int]:
@@ -200,28 +202,28 @@ def test_a_rerun_from_the_cache_writes_identical_predictions_and_candidates(mani
     assert v["verifier_prompt_tokens"].notna().all() and (v["verifier_gen_tokens"] == 0).all()
 
 
-def test_batch_size_does_not_change_a_byte(manifest: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_batch_size_does_not_change_a_byte(manifest: Path, tmp_path: Path) -> None:
     out = {}
     for batch in (1, 8):
-        params = make_params(tmp_path / f"b{batch}")  # its own cache: every answer computed again
+        params = tiny_params(tmp_path / f"b{batch}")  # its own cache: every answer computed again
         params["strategies"]["batch_size"] = batch
         _run_all(params, manifest, tmp_path / f"out{batch}")
         out[batch] = _bytes(tmp_path / f"out{batch}")
     assert len(out[1]) == 2 * len(STRATEGIES) and out[1] == out[8]
     table = read_candidates(tmp_path / "out1" / "self-consistency.candidates.parquet").df
-    # readout, then budget (N = 1, 2, 4), then manifest order, then the candidate's index
+    # readout, then budget (TINY_N = 1, 2, 4), then manifest order, then the candidate's index
     head = table[table["strategy"] == "self-consistency"].head(9)
-    assert head["budget"].tolist() == [1] * N + [2] * 4 and head["index"].tolist() == [0] * N + [0, 1, 0, 1]
-    assert head["utt_id"].tolist() == [f"u{i}" for i in range(N)] + ["u0", "u0", "u1", "u1"]
+    assert head["budget"].tolist() == [1] * TINY_N + [2] * 4 and head["index"].tolist() == [0] * TINY_N + [0, 1, 0, 1]
+    assert head["utt_id"].tolist() == [f"u{i}" for i in range(TINY_N)] + ["u0", "u0", "u1", "u1"]
 
 
-def test_row_sums_match_the_fake_model_numbers(manifest: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_row_sums_match_the_fake_model_numbers(manifest: Path, tmp_path: Path) -> None:
     """The fake reports words + 25 prompt tokens per request and its ``wall_s`` per request; a
     row's model and verifier columns add up exactly those, option scoring included."""
     from ambiemo.strategies.prompts import PromptBook
 
-    params = make_params(tmp_path)
-    book = PromptBook.from_params(params, FOUR)
+    params = tiny_params(tmp_path)
+    book = PromptBook.from_params(params, LABELS)
     words = lambda messages: sum(len(m.text.split()) for m in messages) + 25  # noqa: E731
     model, judge = FakeModel(wall_s=0.3), FakeModel("judge", wall_s=0.05)
     df = run_inference(params, "fake", "alm-v", manifest, tmp_path / "v.parquet", model=model, verifier=judge)
@@ -240,7 +242,7 @@ def test_row_sums_match_the_fake_model_numbers(manifest: Path, tmp_path: Path) -
     for _, row in ls.iterrows():
         assert row["prompt_tokens"] == words(book.ask("single", row["utt_id"]).messages)
         assert row["wall_s"] == pytest.approx(0.4) and row["gen_tokens"] == 0 and row["verifier_calls"] == 0
-    assert len(ls) == N
+    assert len(ls) == TINY_N
 
 
 def test_an_option_score_cached_without_its_usage_is_recomputed(tmp_path: Path) -> None:

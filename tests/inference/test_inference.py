@@ -9,64 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import soundfile as sf
+from synthetic import LABELS, TINY_N, tiny_params
 from typer.testing import CliRunner
 
-from ambiemo.data.labels import AmbiguityBins, LabelSet
-from ambiemo.data.manifest import build_manifest, write_manifest
 from ambiemo.inference.cache import CachedModel, GenerationCache
 from ambiemo.inference.predictions import prediction_columns, read_predictions
 from ambiemo.inference.run import InferenceFailures, run_inference
 from ambiemo.models.base import CapabilityError
 from ambiemo.models.fake import FakeModel
-
-FOUR = ("neutral", "happy", "angry", "sad")
-N = 5
-
-
-@pytest.fixture(scope="session")
-def manifest(tmp_path_factory) -> Path:
-    """Five utterances of half a second of noise, with votes; written with the manifest helpers."""
-    folder = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(N):
-        path = folder / f"u{i}.wav"
-        sf.write(path, (0.1 * rng.standard_normal(8000)).astype("float32"), 16000)
-        paths.append(str(path))
-    info = pd.DataFrame(
-        {
-            "utt_id": [f"u{i}" for i in range(N)],
-            "dataset": "tiny",
-            "audio_path": paths,
-            "duration_s": 0.5,
-            "speaker": [f"s{i % 2}" for i in range(N)],
-        }
-    )
-    votes = np.array([[3, 0, 0, 0], [1, 2, 0, 0], [0, 0, 2, 1], [1, 1, 1, 0], [0, 0, 0, 3]], dtype=float)
-    label_set = LabelSet("four", FOUR)
-    df, ambiguity = build_manifest(info, votes, votes.sum(axis=1).astype(int), label_set, AmbiguityBins())
-    return write_manifest(df, folder / "manifest.parquet", label_set=label_set, ambiguity=ambiguity, exclusions={})
-
-
-def make_params(tmp_path: Path, **fake_spec) -> dict:
-    return {
-        "seed": 11,
-        "paths": {"cache_dir": str(tmp_path / "cache")},
-        "prompts": {"label_order": "canonical"},
-        "parsing": {"on_failure": "uniform"},
-        "models": {"fake": {"adapter": "fake", **fake_spec}},
-        "strategies": {
-            "verifier": {"model": "fake"},
-            "bon": {"budgets": [2, 3]},
-            "w-bon": {"budgets": [2, 3]},
-            "self-consistency": {"budgets": [1, 2, 4]},
-            "prompt-ensemble": {"budgets": [1, 3]},
-            "alm-v": {"budgets": [3]},
-            "w-alm-v": {"budgets": [3]},
-        },
-    }
-
 
 ANSWERS = {
     "*": ['{"neutral": 0.7, "happy": 0.1, "angry": 0.1, "sad": 0.1}'],
@@ -76,12 +26,12 @@ ANSWERS = {
 
 
 def test_baseline_end_to_end(manifest: Path, tmp_path: Path) -> None:
-    params = make_params(tmp_path, answers=ANSWERS, wall_s=0.5)
+    params = tiny_params(tmp_path, answers=ANSWERS, wall_s=0.5)
     out = tmp_path / "pred.parquet"
     df = run_inference(params, "fake", "baseline", manifest, out)
     pred = read_predictions(out)
-    assert list(pred.df.columns) == prediction_columns(FOUR)
-    assert pred.df["utt_id"].tolist() == [f"u{i}" for i in range(N)]
+    assert list(pred.df.columns) == prediction_columns(LABELS)
+    assert pred.df["utt_id"].tolist() == [f"u{i}" for i in range(TINY_N)]
     assert (pred.df["strategy"] == "baseline").all() and (pred.df["budget"] == 1).all()
     p = pred.distributions()
     np.testing.assert_allclose(p[0], [0.7, 0.1, 0.1, 0.1])
@@ -98,31 +48,31 @@ def test_baseline_end_to_end(manifest: Path, tmp_path: Path) -> None:
     np.testing.assert_allclose(pred.df["wall_s"], 0.5)
     cand = pred.candidates.of("u0", "baseline", 1).iloc[0]
     assert cand["selected"] and cand["prompt"] == "distribution@1" and cand["index"] == 0
-    np.testing.assert_allclose(cand[[f"p_{x}" for x in FOUR]].to_numpy(dtype=float), [0.7, 0.1, 0.1, 0.1])
+    np.testing.assert_allclose(cand[[f"p_{x}" for x in LABELS]].to_numpy(dtype=float), [0.7, 0.1, 0.1, 0.1])
     assert pred.df["gen_tokens"].iloc[0] == cand["n_tokens"] == len(ANSWERS["*"][0]) // 4
     assert not pred.candidates.of("u3", "baseline", 1)["parsed_ok"].any()  # "I cannot tell." has no distribution
-    assert df.attrs["usage"]["calls"] == N
+    assert df.attrs["usage"]["calls"] == TINY_N
 
 
 def test_rerun_from_cache_is_free_and_identical(manifest: Path, tmp_path: Path) -> None:
-    params = make_params(tmp_path, answers=ANSWERS)
+    params = tiny_params(tmp_path, answers=ANSWERS)
     first = run_inference(params, "fake", "self-consistency", manifest, tmp_path / "a.parquet")
     second = run_inference(params, "fake", "self-consistency", manifest, tmp_path / "b.parquet")
-    assert first.attrs["usage"]["calls"] == N and second.attrs["usage"]["calls"] == 0
-    assert second.attrs["usage"]["cache_hits"] == N
+    assert first.attrs["usage"]["calls"] == TINY_N and second.attrs["usage"]["calls"] == 0
+    assert second.attrs["usage"]["cache_hits"] == TINY_N
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
 
 
 def test_interrupted_run_resumes_from_the_cache(manifest: Path, tmp_path: Path) -> None:
-    params = make_params(tmp_path)
+    params = tiny_params(tmp_path)
     run_inference(params, "fake", "baseline", manifest, tmp_path / "partial.parquet", limit=2)
     full = run_inference(params, "fake", "baseline", manifest, tmp_path / "full.parquet")
-    assert full.attrs["usage"]["calls"] == N - 2 and full.attrs["usage"]["cache_hits"] == 2
-    assert len(full) == N
+    assert full.attrs["usage"]["calls"] == TINY_N - 2 and full.attrs["usage"]["cache_hits"] == 2
+    assert len(full) == TINY_N
 
 
 def test_one_failure_is_recorded_and_the_share_decides_the_stage(manifest: Path, tmp_path: Path) -> None:
-    params = make_params(tmp_path, fail=["u2"])
+    params = tiny_params(tmp_path, fail=["u2"])
     params["inference"] = {"max_failure_share": 0.2}  # 1 of 5 is allowed
     df = run_inference(params, "fake", "bon", manifest, tmp_path / "p.parquet")
     failed = df[df["utt_id"] == "u2"]
@@ -139,11 +89,11 @@ def test_one_failure_is_recorded_and_the_share_decides_the_stage(manifest: Path,
     # The default share (1%): the same run writes everything, then fails the stage naming the utterance.
     out = tmp_path / "q.parquet"
     with pytest.raises(InferenceFailures, match=r"1 of 5 utterances failed \(20.0%\).*u2: .*scripted failure") as err:
-        run_inference(make_params(tmp_path, fail=["u2"]), "fake", "bon", manifest, out)
+        run_inference(tiny_params(tmp_path, fail=["u2"]), "fake", "bon", manifest, out)
     assert err.value.failures.keys() == {"u2"} and err.value.path == out
     assert read_predictions(out).meta["model_failures"].keys() == {"u2"}, "nothing computed is lost"
 
-    params = make_params(tmp_path, fail=[f"u{i}" for i in range(N)])
+    params = tiny_params(tmp_path, fail=[f"u{i}" for i in range(TINY_N)])
     params["inference"] = {"max_failure_share": 0.99}
     with pytest.raises(InferenceFailures, match="every utterance failed"):
         run_inference(params, "fake", "baseline", manifest, tmp_path / "r.parquet")
@@ -151,7 +101,7 @@ def test_one_failure_is_recorded_and_the_share_decides_the_stage(manifest: Path,
 
 @pytest.mark.parametrize("bad", [{"max_failure_share": 1.5}, {"max_failure_share": "1%"}, {"max_share": 0.1}])
 def test_bad_failure_share_is_refused_before_any_call(manifest: Path, tmp_path: Path, bad) -> None:
-    params = make_params(tmp_path)
+    params = tiny_params(tmp_path)
     params["inference"] = bad
     fake = FakeModel()
     with pytest.raises(ValueError, match="params inference"):
@@ -162,11 +112,11 @@ def test_bad_failure_share_is_refused_before_any_call(manifest: Path, tmp_path: 
 def test_capability_refused_before_any_call(manifest: Path, tmp_path: Path) -> None:
     fake = FakeModel(option_scoring=False)
     with pytest.raises(CapabilityError, match="option scoring"):
-        run_inference(make_params(tmp_path), "fake", "label-scoring", manifest, tmp_path / "p.parquet", model=fake)
+        run_inference(tiny_params(tmp_path), "fake", "label-scoring", manifest, tmp_path / "p.parquet", model=fake)
     assert fake.requests_seen == []
     fake = FakeModel(logprobs_available=False)
     with pytest.raises(CapabilityError, match="logprobs"):
-        run_inference(make_params(tmp_path), "fake", "w-bon", manifest, tmp_path / "p.parquet", model=fake)
+        run_inference(tiny_params(tmp_path), "fake", "w-bon", manifest, tmp_path / "p.parquet", model=fake)
 
 
 @pytest.mark.parametrize(
@@ -177,28 +127,28 @@ def test_impossible_budgets_refused_before_any_call(manifest: Path, tmp_path: Pa
     fake = FakeModel()
     with pytest.raises(ValueError, match=match):
         run_inference(
-            make_params(tmp_path), "fake", strategy, manifest, tmp_path / "p.parquet", budgets=budgets, model=fake
+            tiny_params(tmp_path), "fake", strategy, manifest, tmp_path / "p.parquet", budgets=budgets, model=fake
         )
     assert fake.requests_seen == []
 
 
 def test_budgets_from_one_call_where_sound(manifest: Path, tmp_path: Path) -> None:
-    """Samples: one call at the largest N serves every N. Beams: one call per width; w-bon and
+    """Samples: one call at the largest TINY_N serves every TINY_N. Beams: one call per width; w-bon and
     alm-v reuse bon's calls through the cache."""
-    params = make_params(tmp_path)
+    params = tiny_params(tmp_path)
     cache = GenerationCache(tmp_path / "cache")
     fake = FakeModel()
     model = CachedModel(fake, cache)
     df = run_inference(params, "fake", "self-consistency", manifest, tmp_path / "sc.parquet", model=model)
     configs = [c for kind, _, c in fake.requests_seen]
-    assert {(c.mode, c.n) for c in configs} == {("sample", 4)} and len(configs) == N
+    assert {(c.mode, c.n) for c in configs} == {("sample", 4)} and len(configs) == TINY_N
     assert sorted(df["strategy"].unique()) == ["self-consistency", "self-consistency-vote"]
     assert sorted(df["budget"].unique()) == [1, 2, 4]
     sc = df[df["strategy"] == "self-consistency"].set_index(["utt_id", "budget"])
     # the 2-sample row holds the first two of the 4-sample row's candidates
     table = read_predictions(tmp_path / "sc.parquet").candidates
     c2, c4 = table.of("u0", "self-consistency", 2), table.of("u0", "self-consistency", 4)
-    same = ["text", "logprob", "n_tokens", *(f"p_{x}" for x in FOUR), "index"]
+    same = ["text", "logprob", "n_tokens", *(f"p_{x}" for x in LABELS), "index"]
     pd.testing.assert_frame_equal(c2[same].reset_index(drop=True), c4[same].iloc[:2].reset_index(drop=True))
     assert sc.loc[("u0", 2), "gen_tokens"] == c4["n_tokens"].iloc[:2].sum()
     assert sc.loc[("u0", 2), "model_calls"] == 1
@@ -209,26 +159,30 @@ def test_budgets_from_one_call_where_sound(manifest: Path, tmp_path: Path) -> No
     fake.requests_seen.clear()
     wbon = run_inference(params, "fake", "w-bon", manifest, tmp_path / "wbon.parquet", model=model)
     assert fake.requests_seen == [], "w-bon asks exactly bon's beam calls: all from the cache"
-    assert wbon.attrs["usage"]["calls"] == 0 and wbon.attrs["usage"]["cache_hits"] == 2 * N, "this run's usage only"
+    assert wbon.attrs["usage"]["calls"] == 0 and wbon.attrs["usage"]["cache_hits"] == 2 * TINY_N, (
+        "this run's usage only"
+    )
     run_inference(params, "fake", "alm-v", manifest, tmp_path / "almv.parquet", model=model)
     kinds = [kind for kind, _, _ in fake.requests_seen]
-    assert kinds == ["score_options"] * (3 * N), "alm-v's B=3 candidates come from bon's cache; only the verifier ran"
+    assert kinds == ["score_options"] * (3 * TINY_N), (
+        "alm-v's B=3 candidates come from bon's cache; only the verifier ran"
+    )
 
 
 def test_without_beam_search_samples_stand_in(manifest: Path, tmp_path: Path) -> None:
-    params = make_params(tmp_path, beam_search=False)
+    params = tiny_params(tmp_path, beam_search=False)
     df = run_inference(params, "fake", "bon", manifest, tmp_path / "p.parquet")
-    assert df.attrs["usage"]["calls"] == N, "one sampling call per utterance serves B = 2 and 3"
+    assert df.attrs["usage"]["calls"] == TINY_N, "one sampling call per utterance serves B = 2 and 3"
     assert df.attrs["meta"]["provenance"]["strategy"]["candidate_source"] == "sampled"
 
 
 def test_every_strategy_writes_a_valid_table(manifest: Path, tmp_path: Path) -> None:
     from ambiemo.strategies import STRATEGIES
 
-    params = make_params(tmp_path)
+    params = tiny_params(tmp_path)
     for name in STRATEGIES.names():
         df = run_inference(params, "fake", name, manifest, tmp_path / f"{name}.parquet")
-        assert set(df["utt_id"]) == {f"u{i}" for i in range(N)}, name
+        assert set(df["utt_id"]) == {f"u{i}" for i in range(TINY_N)}, name
         assert df["parsed_ok"].all(), name  # the fake's default answers are well-formed
         verifier = df["verifier_calls"].to_numpy()
         assert (verifier > 0).all() if name in ("alm-v", "w-alm-v") else (verifier == 0).all(), name
@@ -243,7 +197,7 @@ def test_cli(manifest: Path, tmp_path: Path) -> None:
     from ambiemo.cli import app
 
     params_path = tmp_path / "params.yaml"
-    params_path.write_text(yaml.safe_dump(make_params(tmp_path, answers=ANSWERS)))
+    params_path.write_text(yaml.safe_dump(tiny_params(tmp_path, answers=ANSWERS)))
     out = tmp_path / "cli.parquet"
     runner = CliRunner()
     result = runner.invoke(
@@ -289,7 +243,7 @@ def test_every_strategy_on_a_tiny_real_architecture(manifest: Path, tmp_path: Pa
     from ambiemo.inference.run import build_model
     from ambiemo.strategies import STRATEGIES
 
-    params = make_params(tmp_path)
+    params = tiny_params(tmp_path)
     params["models"] = {
         "tiny": {
             "adapter": "hf-qwen2-audio",
@@ -323,8 +277,8 @@ def test_every_strategy_on_a_tiny_real_architecture(manifest: Path, tmp_path: Pa
 
             first = table[table["utt_id"] == df["utt_id"].iloc[0]]
             lp = dict(zip(first["text"], first["logprob"], strict=True))
-            expected = softmax([logsumexp([lp[x], lp[x.title()]]) for x in FOUR])
-            np.testing.assert_allclose(df[[f"p_{x}" for x in FOUR]].iloc[0], expected, rtol=1e-9)
+            expected = softmax([logsumexp([lp[x], lp[x.title()]]) for x in LABELS])
+            np.testing.assert_allclose(df[[f"p_{x}" for x in LABELS]].iloc[0], expected, rtol=1e-9)
             assert df["parsed_ok"].all()
             # option scoring reports its prompt tokens and time on the real code path too
             assert (df["prompt_tokens"] > 0).all() and (df["wall_s"] > 0).all() and (df["gen_tokens"] == 0).all()
@@ -343,9 +297,9 @@ def test_a_cell_the_model_cannot_serve_is_written_as_skipped(manifest: Path, tmp
 
     out = tmp_path / "w-bon.parquet"
     with pytest.raises(CapabilityError, match="logprobs"):
-        run_inference(make_params(tmp_path), "fake", "w-bon", manifest, out, model=FakeModel(logprobs_available=False))
+        run_inference(tiny_params(tmp_path), "fake", "w-bon", manifest, out, model=FakeModel(logprobs_available=False))
     assert not out.exists()
-    df = write_skipped(make_params(tmp_path), "fake", "w-bon", manifest, out, reason="needs logprobs")
+    df = write_skipped(tiny_params(tmp_path), "fake", "w-bon", manifest, out, reason="needs logprobs")
     written = read_predictions(out)
     assert len(df) == 0 and len(written) == 0 and written.meta["skipped"] == "needs logprobs"
     assert list(written.df.columns) == prediction_columns(written.labels)
@@ -365,7 +319,7 @@ def test_a_programming_error_stops_the_run_at_once(manifest: Path, tmp_path: Pat
 
     fake = FakeModel(script=buggy)
     out = tmp_path / "p.parquet"
-    params = make_params(tmp_path)
+    params = tiny_params(tmp_path)
     params["strategies"]["batch_size"] = 1
     with pytest.raises(TypeError) as err:
         run_inference(params, "fake", "baseline", manifest, out, model=fake)
@@ -380,7 +334,7 @@ def test_a_key_error_in_a_strategy_stops_the_run(manifest: Path, tmp_path: Path,
     cls = STRATEGIES.get("self-consistency")
     monkeypatch.setattr(cls, "run", lambda self, utts, budgets: {}["missing"])
     with pytest.raises(KeyError, match="missing"):
-        run_inference(make_params(tmp_path), "fake", "self-consistency", manifest, tmp_path / "p.parquet")
+        run_inference(tiny_params(tmp_path), "fake", "self-consistency", manifest, tmp_path / "p.parquet")
 
 
 def test_failed_api_candidates_and_nan_scores_are_recorded_failures(manifest: Path, tmp_path: Path) -> None:
@@ -401,7 +355,7 @@ def test_failed_api_candidates_and_nan_scores_are_recorded_failures(manifest: Pa
             scores = super()._score_options(request, options, prefix)
             return OptionScores(np.full(len(options), np.nan)) if request.utt_id == "u1" else scores
 
-    params = make_params(tmp_path)
+    params = tiny_params(tmp_path)
     params["inference"] = {"max_failure_share": 0.5}
     df = run_inference(params, "fake", "baseline", manifest, tmp_path / "a.parquet", model=Flaky())
     assert df.attrs["meta"]["model_failures"] == {
@@ -417,10 +371,10 @@ def test_identical_answer_to_every_utterance_is_warned_and_recorded(manifest: Pa
     same = '{"neutral": 0.4, "happy": 0.3, "angry": 0.2, "sad": 0.1}'
     with caplog.at_level(logging.WARNING, logger="ambiemo.inference.run"):
         df = run_inference(
-            make_params(tmp_path, answers={"*": [same]}), "fake", "baseline", manifest, tmp_path / "a.parquet"
+            tiny_params(tmp_path, answers={"*": [same]}), "fake", "baseline", manifest, tmp_path / "a.parquet"
         )
     assert df.attrs["meta"]["identical_answers"] == {
-        "n_utterances": N,
+        "n_utterances": TINY_N,
         "readout": "baseline",
         "budget": 1,
         "answer": same,
@@ -430,7 +384,7 @@ def test_identical_answer_to_every_utterance_is_warned_and_recorded(manifest: Pa
     with caplog.at_level(logging.WARNING, logger="ambiemo.inference.run"):
         # (another cache: the fake's scripted answers are not part of its identity)
         df = run_inference(
-            make_params(tmp_path / "other", answers=ANSWERS), "fake", "baseline", manifest, tmp_path / "b.parquet"
+            tiny_params(tmp_path / "other", answers=ANSWERS), "fake", "baseline", manifest, tmp_path / "b.parquet"
         )
     assert df.attrs["meta"]["identical_answers"] is None and "identical answer" not in caplog.text
 
@@ -442,7 +396,7 @@ def test_progress_bar_and_log_lines_count_hits_failures_and_spend(
     import ambiemo.inference.run as inference
 
     monkeypatch.setattr(inference, "PROGRESS_LOG_EVERY_S", 0.0)  # a line per batch
-    params = make_params(tmp_path, answers=ANSWERS, fail=["u2"])
+    params = tiny_params(tmp_path, answers=ANSWERS, fail=["u2"])
     params["inference"] = {"max_failure_share": 0.5}
     params["strategies"]["batch_size"] = 2
     run_inference(params, "fake", "baseline", manifest, tmp_path / "a.parquet", limit=2)  # u0, u1 cached

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ambiemo.report.paper import MACROS, setting_macros
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted((ROOT / "paper").glob("*.tex")) + sorted((ROOT / "paper" / "sections").glob("*.tex"))
 # What may hold digits: commands' arguments that are not prose (keys, labels, files, layout options),
 # math, and the names of models and corpora, whose digits are part of the name.

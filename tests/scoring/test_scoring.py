@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -366,17 +365,16 @@ def test_summarise_rejects_params_in_place_of_the_grouping(scores):
 
 # --------------------------------------------------------------------------- real votes (CREMA-D)
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-CREMA = SHARED / "data" / "crema-d" / "processedResults"
 CODES = {"A": "angry", "D": "disgust", "F": "fear", "H": "happy", "N": "neutral", "S": "sad"}
 INTENDED = {"ANG": "angry", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
 
 
 @pytest.fixture(scope="module")
-def crema():
-    if not (CREMA / "tabulatedVotes.csv").exists():
-        pytest.skip(f"real CREMA-D vote tables not found under {SHARED} (the shared folder beside the checkout)")
-    votes = pd.read_csv(CREMA / "tabulatedVotes.csv", index_col=0)
+def crema(shared_dir):
+    tables = shared_dir / "data" / "crema-d" / "processedResults"
+    if not (tables / "tabulatedVotes.csv").exists():
+        pytest.skip(f"real CREMA-D vote tables not found under {shared_dir} (the shared folder beside the checkout)")
+    votes = pd.read_csv(tables / "tabulatedVotes.csv", index_col=0)
     votes = votes[votes.index // 100000 == 1]  # voice-only ratings
     labels = list(CODES.values())
     counts = votes[list(CODES)].to_numpy(dtype=float)
@@ -420,7 +418,7 @@ def crema():
             "verifier_wall_s": 0.0,
         }
     )
-    summary_table = pd.read_csv(CREMA / "summaryTable.csv", index_col=0).set_index("FileName")
+    summary_table = pd.read_csv(tables / "summaryTable.csv", index_col=0).set_index("FileName")
     return man, preds, summary_table, intended
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ambiemo.models.api.pool import EndpointPool
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from fake_server import FakeChatServer  # noqa: E402
 
 

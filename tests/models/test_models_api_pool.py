@@ -9,8 +9,7 @@ import threading
 import time
 
 import pytest
-from fake_api import fake_servers, set_api_env
-from test_models_api import GEMINI_KEY, OPENAI_KEY, chat_response, make_request, vllm_spec
+from fake_api import chat_response, gemini_spec, make_request, openai_spec, vllm_spec
 
 from ambiemo.models import load_model
 from ambiemo.models.api.client import request_seed
@@ -20,14 +19,7 @@ from ambiemo.models.base import GenerationConfig
 pytest.importorskip("openai")
 
 
-@pytest.fixture
-def fake_api():
-    yield from fake_servers()
-
-
-@pytest.fixture(autouse=True)
-def api_env(monkeypatch):
-    set_api_env(monkeypatch, OPENAI_KEY, GEMINI_KEY)
+pytestmark = pytest.mark.usefixtures("api_env")  # fake keys, nothing routed off 127.0.0.1
 
 
 def seeded(i, path, body, headers):
@@ -147,8 +139,6 @@ def test_concurrency_fills_every_slot_of_one_generate_call(fake_api, n_servers, 
 
 
 def test_only_served_routes_take_a_list_of_endpoints():
-    from test_models_api import gemini_spec, openai_spec
-
     for spec in (openai_spec("http://127.0.0.1:9"), gemini_spec("http://127.0.0.1:9")):
         with pytest.raises(ValueError, match="cannot pool"):
             load_model("m", {**spec, "base_url": ["http://127.0.0.1:9", "http://127.0.0.1:10"]})
