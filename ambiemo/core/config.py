@@ -97,14 +97,19 @@ def load_params(path: str | os.PathLike = DEFAULT_PARAMS) -> dict[str, Any]:
 
 def settings(params: dict[str, Any], name: str) -> dict[str, Any]:
     """Params section ``name`` with the schema's defaults filled in (``scoring``, ``stats``, ...)."""
-    from ambiemo.core.params import Params
+    from pydantic import ValidationError
+
+    from ambiemo.core.params import Params, ParamsError, describe_error
 
     field = Params.model_fields[name]
     model = field.annotation if isinstance(field.annotation, type) else None
     given = (params or {}).get(name) or {}
     if model is None:
         return dict(given)
-    return model.model_validate(given).model_dump(by_alias=True)
+    try:
+        return model.model_validate(given).model_dump(by_alias=True)
+    except ValidationError as e:  # a mapping that did not come through load_params
+        raise ParamsError("params", [describe_error(err, model, name) for err in e.errors()]) from None
 
 
 def section(params: dict[str, Any], *keys: str) -> Any:

@@ -105,7 +105,10 @@ def save_figure(
     (``folder``, ``formats``, ``dpi``). A ``stem`` with a folder in it (``figures/fig1``) is
     written there.
     """
-    fp = figure_params(params if params is None or "figures" in params else {"figures": params})
+    from ambiemo.core.params import Figures
+
+    section = params is not None and bool(params) and set(params) <= set(Figures.model_fields)
+    fp = figure_params({"figures": params} if section else params)
     stem = Path(stem)
     if stem.parent != Path("."):
         folder, stem = stem.parent, Path(stem.name)
