@@ -13,7 +13,7 @@ from typer.core import TyperGroup
 import ambiemo
 from ambiemo.cli import cache, data, infer, models, models_fetch, plan, profile, score, strategies
 from ambiemo.core.config import ParamsFileError
-from ambiemo.core.params import ParamsError
+from ambiemo.core.validation import ParamsError
 
 
 class _Group(TyperGroup):

@@ -82,7 +82,7 @@ def read_yaml(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, int]]:
 def load_params(path: str | os.PathLike = DEFAULT_PARAMS) -> dict[str, Any]:
     """params.yaml, checked, with every default filled in. ``ParamsError`` lists every problem by
     file, line and dotted key in one paragraph."""
-    from ambiemo.core.params import validate_params
+    from ambiemo.core.validation import validate_params
 
     data, lines = read_yaml(path)
     model = validate_params(data, source=str(path), lines=lines)
@@ -99,7 +99,8 @@ def settings(params: dict[str, Any], name: str) -> dict[str, Any]:
     """Params section ``name`` with the schema's defaults filled in (``scoring``, ``stats``, ...)."""
     from pydantic import ValidationError
 
-    from ambiemo.core.params import Params, ParamsError, describe_error
+    from ambiemo.core.params import Params
+    from ambiemo.core.validation import ParamsError, describe_error
 
     field = Params.model_fields[name]
     model = field.annotation if isinstance(field.annotation, type) else None

@@ -65,7 +65,8 @@ from pydantic import ValidationError
 
 from ambiemo.core import config
 from ambiemo.core.config import by_profile
-from ambiemo.core.params import Strategies, close_match, describe_error, register_section_check
+from ambiemo.core.params import Strategies
+from ambiemo.core.validation import close_match, describe_error, register_section_check
 from ambiemo.strategies.base import (
     STRATEGIES,
     Context,

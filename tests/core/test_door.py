@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import ambiemo.strategies  # noqa: F401  (registers the check of the strategies' sections, as plan and infer do)
 from ambiemo.cli import app
 from ambiemo.core.config import ParamsFileError, load_params
-from ambiemo.core.params import ParamsError
+from ambiemo.core.validation import ParamsError
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = (ROOT / "params.yaml").read_text()

@@ -85,3 +85,18 @@ def test_the_core_imports_no_stage():
         m: sorted(d for d in deps if d.startswith(stages)) for m, deps in graph.items() if m.startswith("ambiemo.core")
     }
     assert not any(bad.values()), bad
+
+
+def test_analysis_stages_depend_on_no_strategy_or_model_code():
+    """A change to a strategy or an adapter reruns plan and inference; the stages after them rerun only
+    when the predictions change (their declared code is checked against their imports by test_stage_deps)."""
+    import yaml
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name in ("score", "aggregate", "stats", "figures", "paper_tables", "paper"):
+        deps = (stages[name].get("do") or stages[name]).get("deps", [])
+        code = [d for d in deps if isinstance(d, str) and d.startswith(("ambiemo/strategies", "ambiemo/models"))]
+        assert not code, f"stage {name} depends on {code}"
+    for name in ("plan", "infer"):
+        deps = (stages[name].get("do") or stages[name]).get("deps", [])
+        assert {"ambiemo/strategies", "ambiemo/models"} <= set(deps), name

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from ambiemo.cli import app
 from ambiemo.core.config import load_params
-from ambiemo.core.params import ParamsError, validate_params
+from ambiemo.core.validation import ParamsError, validate_params
 from ambiemo.strategies import strategy_settings
 
 ROOT = Path(__file__).resolve().parents[2]
