@@ -34,7 +34,6 @@ from ambiemo.scoring.summaries import (
 )
 
 # Defaults of the stats keys this module reads (params ``stats``), stated once.
-POWER_DEFAULTS: dict[str, Any] = {"power": 0.8, "power_gains": {"js": 0.02}}
 
 
 def ci_table(scores: pd.DataFrame, params: Mapping[str, Any] | None) -> pd.DataFrame:
@@ -80,7 +79,7 @@ def stats_params_with_power(params: Mapping[str, Any] | None) -> dict[str, Any]:
     """params ``stats`` over the defaults, the power keys included."""
     from ambiemo.stats import stats_params
 
-    return {**POWER_DEFAULTS, **stats_params(params)}
+    return stats_params(params)
 
 
 def stats_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:

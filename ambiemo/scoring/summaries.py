@@ -156,9 +156,9 @@ def _active_b(specs: Mapping[str, Any], key: str) -> float:
 def _verifier_model(params: Mapping[str, Any] | None) -> str | None:
     if not params or "strategies" not in params:
         return None
-    from ambiemo.core.config import strategy_settings
+    from ambiemo.core.config import verifier_model
 
-    return strategy_settings(dict(params))["verifier"].get("model")
+    return verifier_model(dict(params))
 
 
 def compute_table(

@@ -12,8 +12,9 @@ import yaml
 from typer.testing import CliRunner
 
 from ambiemo.cli import app
-from ambiemo.core.config import load_params, strategy_settings
-from ambiemo.core.params import ParamsError, validate_params
+from ambiemo.core.config import load_params
+from ambiemo.core.validation import ParamsError, validate_params
+from ambiemo.strategies import strategy_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -176,6 +177,10 @@ def test_a_strategy_registered_as_the_manual_says(tmp_path, monkeypatch):
             summary = "the uniform distribution, whatever it hears"
             budget_name = "K"
             selection = "none"
+
+            @classmethod
+            def requests(cls, settings, budgets, route):
+                return []  # it asks the model nothing
 
             def run(self, utts, budgets):
                 k = len(self.ctx.labels)

@@ -104,7 +104,7 @@ def test_bad_failure_share_is_refused_before_any_call(manifest: Path, tmp_path: 
     params = tiny_params(tmp_path)
     params["inference"] = bad
     fake = FakeModel()
-    with pytest.raises(ValueError, match="params inference"):
+    with pytest.raises(ValueError, match=r"`inference\.max_(failure_)?share`"):
         run_inference(params, "fake", "baseline", manifest, tmp_path / "p.parquet", model=fake)
     assert fake.requests_seen == []
 

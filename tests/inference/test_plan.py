@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from ambiemo.data.labels import AmbiguityBins, LabelSet
 from ambiemo.data.manifest import build_manifest, write_manifest
-from ambiemo.inference.plan import coverage, format_plan, plan
+from ambiemo.inference.plan import coverage, plan
+from ambiemo.inference.plan_report import format_plan
 
 FOUR = ("neutral", "happy", "angry", "sad")
 N = 5

@@ -11,9 +11,9 @@ import pytest
 from scipy.special import logsumexp
 from scipy.special import softmax as scipy_softmax
 
-from ambiemo.core.config import by_profile, strategy_settings
+from ambiemo.core.config import by_profile
 from ambiemo.models.fake import FakeModel
-from ambiemo.strategies import STRATEGIES, Context, Cost, Utterance
+from ambiemo.strategies import STRATEGIES, Context, Cost, Utterance, strategy_settings
 from ambiemo.strategies.ensembles import label_votes
 from ambiemo.strategies.parsing import parse_rating
 from ambiemo.strategies.prompts import PromptBook
