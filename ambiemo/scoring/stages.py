@@ -70,7 +70,8 @@ def aggregate_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
         sections = ("scoring", "models", "strategies") if name.startswith("compute") else ("scoring",)
         extra = {"ceilings": meta.get("ceilings", {})} if name in ("summary", "by_ambiguity", "ci") else {}
         write_result(table, layout.summary(name), name, params_subset(params, *sections), inputs, **extra)
-    layout.metrics_json.write_text(json.dumps(metrics_json(tables["summary"]), indent=2, sort_keys=True) + "\n")
+    headline = metrics_json(tables["summary"], baseline=_baseline(params))
+    layout.metrics_json.write_text(json.dumps(headline, indent=2, sort_keys=True) + "\n")
     return tables
 
 

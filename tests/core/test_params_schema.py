@@ -161,8 +161,8 @@ def test_an_override_under_the_merge_key_wins(tmp_path):
     assert run["limit"] == 4 and run["models"] == ["cascade-smollm2", "tiny-qwen2-audio"]
 
 
-def test_a_strategy_registered_as_the_readme_says(tmp_path, monkeypatch):
-    """README "Extending it", A strategy: subclass, register, settings under strategies.<name>, add to a profile."""
+def test_a_strategy_registered_as_the_manual_says(tmp_path, monkeypatch):
+    """docs/extending.md, "Adding a strategy": subclass, register, settings under strategies.<name>, a profile."""
     from ambiemo.models.fake import FakeModel
     from ambiemo.strategies import STRATEGIES, Context, Cost, Row, Strategy, Utterance, register_strategy
     from ambiemo.strategies.prompts import PromptBook

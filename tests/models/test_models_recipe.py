@@ -1,5 +1,5 @@
-"""The README's "A model" recipe, followed literally: its module and its params entries are taken
-from README.md as written, put where the recipe says, imported, built tiny, and run."""
+"""The manual's "Adding a model" recipe (docs/models.md), followed literally: its module and its params
+entries are taken from the page as written, put where the recipe says, imported, built tiny, and run."""
 
 from __future__ import annotations
 
@@ -17,27 +17,34 @@ from ambiemo.models.base import AudioRequest, GenerationConfig, Message
 from ambiemo.models.hf.tiny import tiny_builders
 
 
-def _recipe(readme: str) -> tuple[str, str]:
-    """The python and yaml blocks of the README's "A model" item, dedented as a reader copies them."""
-    start = readme.index("- **A model**")
-    section = readme[start : readme.index("- **A strategy**", start)]
+def _recipe(page: str) -> tuple[str, str, str]:
+    """The folder the recipe puts the module in, and the python and yaml blocks of the page's "Adding a
+    model" section, dedented as a reader copies them."""
+    start = page.index("## Adding a model")
+    end = page.find("\n## ", start + 1)
+    section = page[start : end if end > 0 else len(page)]
+    folder = re.search(r"Write `(ambiemo/[\w/]+)/<name>\.py`", section)
+    assert folder, "the recipe must say where the module goes"
     blocks = re.findall(r"^( *)```(python|yaml)\n(.*?)^\1```", section, flags=re.S | re.M)
     found = {lang: textwrap.dedent(body) for _indent, lang, body in blocks}
     assert set(found) == {"python", "yaml"}, "the recipe must show the module and the params entries"
-    return found["python"], found["yaml"]
+    return folder.group(1), found["python"], found["yaml"]
 
 
 @pytest.fixture
 def recipe_module(repo_root, tmp_path, monkeypatch):
-    code, entries = _recipe((repo_root / "README.md").read_text())
-    # Step 1: the module, as ambiemo/models/my_alm.py (here a copy of that layout in a temporary folder).
-    path = tmp_path / "ambiemo" / "models" / "my_alm.py"
+    folder, code, entries = _recipe((repo_root / "docs" / "models.md").read_text())
+    # Step 1: the module, where the recipe says (a package that load_model's discovery walks) ...
+    assert folder.startswith("ambiemo/models") and (repo_root / folder / "__init__.py").is_file(), folder
+    module_name = folder.replace("/", ".") + ".my_alm"
+    # ... here as a copy of that layout in a temporary folder.
+    path = tmp_path / folder / "my_alm.py"
     path.parent.mkdir(parents=True)
     path.write_text(code)
     before_models, before_tiny = set(MODELS.names()), set(tiny_builders().names())
-    spec = importlib.util.spec_from_file_location("ambiemo.models.my_alm", path)
+    spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "ambiemo.models.my_alm", module)
+    monkeypatch.setitem(sys.modules, module_name, module)
     spec.loader.exec_module(module)
     yield module, yaml.safe_load(entries)
     # Leave the registries as the other tests expect them.
@@ -47,7 +54,7 @@ def recipe_module(repo_root, tmp_path, monkeypatch):
         del tiny_builders()._items[name]
 
 
-def test_the_readme_recipe_adds_a_model_in_one_module_and_one_params_entry(recipe_module, tmp_path):
+def test_the_manual_recipe_adds_a_model_in_one_module_and_one_params_entry(recipe_module, tmp_path):
     from ambiemo.cli.models import model_rows
 
     module, entries = recipe_module

@@ -347,14 +347,14 @@ def test_compute_table_and_metrics_json(scores):
     assert row["model_calls"] == pytest.approx(cell["model_calls"].mean())
     assert row["total_gen_tokens"] == pytest.approx(cell["gen_tokens"].sum())
     summary = scoring.summarise(scores, params=PARAMS)
-    doc = scoring.metrics_json(summary)
+    doc = scoring.metrics_json(summary)  # the headline only (tests/scoring/test_metrics_json.py)
     one = summary[
         (summary["model"] == "small")
-        & (summary["strategy"] == "bon")
-        & (summary["budget"] == 2)
+        & (summary["strategy"] == "baseline")
+        & (summary["budget"] == 1)
         & (summary["ambiguity"] == "all")
     ].iloc[0]
-    assert doc["demo"]["small"]["bon@2"]["js"] == pytest.approx(one["js"], abs=1e-6)
+    assert doc["demo"]["small"]["baseline"]["js"] == pytest.approx(one["js"], abs=1e-6)
     json.dumps(doc, allow_nan=False)  # valid JSON for DVC
 
 
