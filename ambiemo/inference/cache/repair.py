@@ -105,10 +105,11 @@ def salvage(folder: str | Path) -> dict[str, Any]:
         _write_fresh(fresh, entries.values(), identities.values(), counters)
         aside = path.with_name(f"{DB_NAME}.damaged-{stamp}")
         path.rename(aside)
-        for suffix in ("-wal", "-shm"):
-            extra = path.with_name(DB_NAME + suffix)
-            if extra.exists():
-                extra.rename(aside.with_name(aside.name + suffix)) if suffix == "-wal" else extra.unlink()
+        wal, shm = path.with_name(DB_NAME + "-wal"), path.with_name(DB_NAME + "-shm")
+        if wal.exists() and wal.stat().st_size > 0:
+            wal.rename(aside.with_name(aside.name + "-wal"))  # it belongs to the damaged file
+        wal.unlink(missing_ok=True)
+        shm.unlink(missing_ok=True)  # an index of the WAL, rebuilt by SQLite
         fresh.rename(path)
     report = {
         "path": str(path),

@@ -5,7 +5,7 @@ the whole entry or none; writers queue on ``busy_timeout``. Any SQLite error bec
 ``CacheError`` naming the file (``ambiemo.inference.cache.errors``).
 
 Read-only. A cache file or folder that may not be written is opened read-only (an SQLite
-``mode=ro`` URI, ``immutable`` where the folder cannot hold the WAL's index): a fully cached
+``mode=ro`` URI, ``immutable`` unless a WAL is left to replay): a fully cached
 rerun works, since a hit writes nothing there (lookups are counted in this object only, not in
 the file's lifetime counters). A miss raises ``CacheError`` naming the file and its permission
 before the model is called (``require_writable``).
@@ -119,8 +119,9 @@ class GenerationCache(Maintenance):
     def _open(self) -> sqlite3.Connection:
         if self.read_only:
             wal = self.path.with_name(DB_NAME + "-wal")
-            # A folder that cannot hold the WAL index: read the file as it is (nobody can write it either).
-            immutable = not writable(self.folder) and not (wal.exists() and wal.stat().st_size > 0)
+            # Nobody may write the file, and it has no WAL to replay: read it as it is, creating nothing beside it
+            # (a plain read-only open would still create the WAL's index file).
+            immutable = not (wal.exists() and wal.stat().st_size > 0)
             uri = f"{self.path.absolute().as_uri()}?mode=ro{'&immutable=1' if immutable else ''}"
             conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         else:
