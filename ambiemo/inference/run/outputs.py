@@ -30,10 +30,10 @@ class OutputError(ValueError):
 def check_output(path: str | os.PathLike, what: str = "--out") -> Path:
     """``path`` as a ``Path`` once it is known to be writable as a predictions file (see the module docstring)."""
     path = Path(path)
-    if path.suffix != ".parquet":
-        raise OutputError(f"{what} {path}: a predictions table is a parquet file; give a path ending in .parquet")
     if path.is_dir():
         raise OutputError(f"{what} {path} is a directory; give the path of the .parquet file to write in it")
+    if path.suffix != ".parquet":
+        raise OutputError(f"{what} {path}: a predictions table is a parquet file; give a path ending in .parquet")
     folder = path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
