@@ -89,6 +89,7 @@ def _infer(
     manifest = read_manifest(manifest_path)
     labels = manifest.labels
     df = manifest.df.iloc[: limit or None].reset_index(drop=True)
+    manifest.require_audio(limit or None)  # none there: stop now; some missing: named now, recorded per utterance
     settings = strategy_settings(params)
     max_share = inference_settings(params)["max_failure_share"]
     cls = STRATEGIES.get(strategy)
