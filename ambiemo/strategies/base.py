@@ -11,6 +11,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from ambiemo.core.errors import check_candidates
 from ambiemo.core.registry import Registry
 from ambiemo.models.base import (
     AudioLanguageModel,
@@ -151,9 +152,7 @@ class Context:
         ]
         out = model.generate(requests, config)
         for u, cands in zip(utts, out, strict=True):
-            for c in cands:
-                if "error" in c.meta:
-                    raise RuntimeError(f"model {model.key!r} failed on utterance {u.utt_id!r}: {c.meta['error']}")
+            check_candidates(f"model {model.key!r}", u.utt_id, cands)
         return out
 
     def score_options(

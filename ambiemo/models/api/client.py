@@ -55,6 +55,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import tenacity
 
+from ambiemo.core.secrets import scrub
 from ambiemo.models.api.pool import EndpointPool
 from ambiemo.models.base import (
     AudioLanguageModel,
@@ -119,13 +120,6 @@ class RetryPolicy:
             return max(0.0, retry_after)
         cap = min(self.max_delay_s, self.base_delay_s * 2 ** (retry - 1))
         return rng.uniform(cap / 2, cap)
-
-
-def scrub(text: str, secrets: Sequence[str | None]) -> str:
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    return text
 
 
 # -- classifying what went wrong ------------------------------------------------------------------
