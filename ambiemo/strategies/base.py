@@ -119,7 +119,7 @@ class Context:
     model: AudioLanguageModel
     labels: tuple[str, ...]
     prompts: PromptBook
-    settings: dict[str, Any]  # params ``strategies``, defaults filled in (ambiemo.core.config.strategy_settings)
+    settings: dict[str, Any]  # params ``strategies``, defaults filled in (ambiemo.strategies.strategy_settings)
     verifier: AudioLanguageModel | None = None
 
     def section(self, name: str) -> dict[str, Any]:
