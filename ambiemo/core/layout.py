@@ -24,7 +24,7 @@ from typing import Any
 from ambiemo.inference.candidates import SUFFIX as CANDIDATES_SUFFIX
 
 SUMMARY_TABLES = ("summary", "by_ambiguity", "ci", "compute", "compute_matched", "conventions", "unanswered")
-STATS_TABLES = ("paired", "mixed_model", "gee_correctness", "power")
+STATS_TABLES = ("paired", "gains", "mixed_model", "gee_correctness", "power")
 
 
 @dataclass(frozen=True)

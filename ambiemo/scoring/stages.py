@@ -1,14 +1,13 @@
-"""The aggregate and stats stages as functions: read the scores, write every table of the layout.
+"""The aggregate stage as a function: read the scores, write every summary table of the layout.
 
 ``aggregate_run(params)`` writes ``summary/{summary, by_ambiguity, ci, compute, compute_matched,
-conventions, unanswered}.parquet`` (CSV beside each) and ``summary/metrics.json``;
-``stats_run(params)`` writes ``stats/{paired, mixed_model, gee_correctness, power}.parquet``.
-Each table is written with ``write_result``: its provenance holds the params sections it depends
-on, the scores file and its hash. Both return the tables by name, for the notebooks to show.
+conventions, unanswered}.parquet`` (CSV beside each) and ``summary/metrics.json``. Each table is
+written with ``write_result``: its provenance holds the params sections it depends on, the scores
+file and its hash. It returns the tables by name, for the notebook to show. Reference rows
+(``model == "reference"``) are in every summary, CI and by-bin table.
 
-Reference rows (``model == "reference"``) are in every summary, CI and by-bin table; the paired
-tests, the power table and the regression models compare strategies with a model's baseline and
-leave them out.
+The stats stage lives in ``ambiemo.stats.stage`` (``stats_run``); its names are offered here too,
+for code written before it moved.
 """
 
 from __future__ import annotations
@@ -32,9 +31,7 @@ from ambiemo.scoring.summaries import (
     metrics_json,
     summarise,
 )
-
-# Defaults of the stats keys this module reads (params ``stats``), stated once.
-POWER_DEFAULTS: dict[str, Any] = {"power": 0.8, "power_gains": {"js": 0.02}}
+from ambiemo.stats.stage import POWER_DEFAULTS, stats_params_with_power, stats_run  # noqa: F401  (moved)
 
 
 def ci_table(scores: pd.DataFrame, params: Mapping[str, Any] | None) -> pd.DataFrame:
@@ -72,42 +69,6 @@ def aggregate_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
         extra = {"ceilings": meta.get("ceilings", {})} if name in ("summary", "by_ambiguity", "ci") else {}
         write_result(table, layout.summary(name), name, params_subset(params, *sections), inputs, **extra)
     layout.metrics_json.write_text(json.dumps(metrics_json(tables["summary"]), indent=2, sort_keys=True) + "\n")
-    return tables
-
-
-def stats_params_with_power(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """params ``stats`` over the defaults, the power keys included."""
-    from ambiemo.stats import stats_params
-
-    return {**POWER_DEFAULTS, **stats_params(params)}
-
-
-def stats_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
-    """The stats stage (module docstring)."""
-    from ambiemo.stats import correctness_model, interaction_model, paired_comparisons
-    from ambiemo.stats.permutation import without_references
-    from ambiemo.stats.power import power_table
-
-    layout = Layout.from_params(params)
-    scores, _ = read_scores(layout.scores)
-    st = stats_params_with_power(params)
-    models = without_references(scores)
-    tables = {
-        "paired": paired_comparisons(models, params),
-        # the regression models leave the reference rows out themselves and say so in their note
-        "mixed_model": interaction_model(scores, params),
-        "gee_correctness": correctness_model(scores, params),
-        "power": power_table(
-            models,
-            st["paired_metrics"],
-            baseline=st["baseline"],
-            gains=st["power_gains"],
-            power=float(st["power"]),
-            alpha=float(st["alpha"]),
-        ),
-    }
-    for name, table in tables.items():
-        write_result(table, layout.stats(name), name, params_subset(params, "stats", "scoring"), [layout.scores])
     return tables
 
 

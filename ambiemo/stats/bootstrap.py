@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,6 +11,7 @@ import pandas as pd
 
 from ambiemo.scoring import KEYS, labels_of, scoring_params
 from ambiemo.scoring import metrics as M
+from ambiemo.scoring.gains import HIGHER_IS_BETTER  # noqa: F401  (one table of directions, offered here as before)
 
 STATS_DEFAULTS: dict[str, Any] = {
     "baseline": "baseline",
@@ -39,13 +40,6 @@ MEAN_COLUMNS = {
     "pass_at_n": "pass_at_n",
 }
 SET_METRICS = ("r2", "ece", "entropy_spearman", "f1_weighted", "uar")
-HIGHER_IS_BETTER = {
-    **{k: v.higher_is_better for k, v in M.METRICS.items()},
-    "correct": True,
-    "plausible": True,
-    "oracle_js": False,
-    "pass_at_n": True,
-}
 
 
 def stats_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -97,6 +91,30 @@ def cluster_counts(n_clusters: int, n_resamples: int, rng: np.random.Generator) 
 def resample_weights(codes: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
     """(n_resamples, n_rows) integer weights: how often each row's cluster was drawn."""
     return cluster_counts(int(codes.max()) + 1, n_resamples, rng)[:, codes].astype(float)
+
+
+# Cluster draws held at once by the chunked bootstrap: (resamples in a chunk) × clusters ≤ this.
+_MAX_DRAWS = 1 << 21
+
+
+def cluster_count_chunks(n_clusters: int, n_resamples: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """``cluster_counts(n_clusters, n_resamples, rng)`` in chunks of resamples, so that no
+    resamples × clusters array is held when clusters are many (every utterance its own). The
+    generator's stream is consumed row by row either way, so the chunks stacked equal the whole."""
+    step = max(1, _MAX_DRAWS // max(n_clusters, 1))
+    for start in range(0, n_resamples, step):
+        yield cluster_counts(n_clusters, min(step, n_resamples - start), rng)
+
+
+def cluster_mean_bootstrap(d: np.ndarray, codes: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap means of ``d`` resampling whole clusters (``codes``), from the per-cluster sums
+    and sizes: each resample's mean is Σ_c k_c S_c / Σ_c k_c n_c, equal to the mean of the
+    resampled rows (``resample_weights`` @ d / weights) without a resamples × rows array."""
+    n_clusters = int(codes.max()) + 1
+    sums = np.bincount(codes, weights=np.asarray(d, dtype=float), minlength=n_clusters)
+    sizes = np.bincount(codes, minlength=n_clusters).astype(float)
+    parts = [k @ sums / (k @ sizes) for k in cluster_count_chunks(n_clusters, n_resamples, rng)]
+    return np.concatenate(parts)
 
 
 # Resamples evaluated at once: bounds memory at (chunk × rows) floats per array for large corpora.

@@ -28,22 +28,25 @@ from __future__ import annotations
 
 import itertools
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from ambiemo.scoring import metrics as M
-from ambiemo.scoring.references import MODEL as REFERENCE_MODEL
+from ambiemo.stats.gains import (  # noqa: F401  (names this module has always offered)
+    HIGHER_IS_BETTER,
+    KEY_COLUMNS,
+    direction,
+    paired_differences,
+    without_references,
+)
 
 N_RESAMPLES = 10_000
 ALPHA = 0.05
 # Differences closer than this to the observed statistic count as equal (rounding in sums).
 _TIE_RTOL = 1e-10
 
-# Per-utterance score columns and which way is better, beyond ambiemo.scoring.metrics.METRICS.
-HIGHER_IS_BETTER = {**{k: m.higher_is_better for k, m in M.METRICS.items()}, "correct": True, "r2_utt": True}
 
 COLUMNS = [
     "dataset",
@@ -157,47 +160,10 @@ def holm(pvalues: Sequence[float], alpha: float = ALPHA) -> np.ndarray:
     return out
 
 
-KEY_COLUMNS = ("dataset", "model", "strategy", "budget", "metric")
-
-
-def without_references(scores: pd.DataFrame) -> pd.DataFrame:
-    """The scores of real models: the reference predictors and human ceilings
-    (``model == "reference"``) have no baseline to be compared with."""
-    return scores[scores["model"] != REFERENCE_MODEL] if "model" in scores else scores
-
-
-def paired_differences(
-    scores: pd.DataFrame, metrics: Sequence[str], baseline: str = "baseline", cluster: str = "speaker"
-) -> Iterator[tuple[tuple, np.ndarray, np.ndarray, int]]:
-    """Per dataset x model x strategy x budget x metric: ``(key, d, clusters, n_dropped)``, the
-    per-utterance differences against the baseline (its smallest budget) on the utterances both
-    answered, their clusters, and how many pairs a NaN dropped. Shared by the tests and ``power``.
-    Reference rows are left out. Clusters are those of the bootstrap CIs (``ambiemo.stats.clusters``:
-    speakers, and each utterance without a speaker its own) when ``cluster`` is ``"speaker"``."""
-    from ambiemo.stats.bootstrap import clusters as bootstrap_clusters
-
-    scores = without_references(scores)
-    for (dataset, model), g in scores.groupby(["dataset", "model"], sort=True):
-        base = g[g["strategy"] == baseline]
-        if base.empty:
-            continue
-        base = base[base["budget"] == base["budget"].min()].set_index("utt_id")
-        for (strategy, budget), cell in g[g["strategy"] != baseline].groupby(["strategy", "budget"], sort=True):
-            cell = cell.set_index("utt_id")
-            common = cell.index.intersection(base.index).sort_values()
-            rows = base.loc[common].reset_index()
-            groups = bootstrap_clusters(rows)[0] if cluster == "speaker" else rows[cluster].to_numpy()
-            for metric in metrics:
-                d = cell.loc[common, metric].to_numpy(float) - base.loc[common, metric].to_numpy(float)
-                keep = np.isfinite(d)
-                key = (dataset, model, strategy, budget, metric)
-                yield key, d[keep], groups[keep], int((~keep).sum())
-
-
 def _comparisons(scores, metrics, baseline, cluster, n_resamples, seed):
     for key, d, clusters, dropped in paired_differences(scores, metrics, baseline, cluster):
         row = paired_test(d, clusters, n_resamples=n_resamples, seed=seed, key=key)
-        sign = 1.0 if HIGHER_IS_BETTER[key[-1]] else -1.0
+        sign = direction(key[-1])
         yield {
             **dict(zip(KEY_COLUMNS, key, strict=True)),
             **row,
