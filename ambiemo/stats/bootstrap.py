@@ -117,10 +117,6 @@ def cluster_mean_bootstrap(d: np.ndarray, codes: np.ndarray, n_resamples: int, r
     return np.concatenate(parts)
 
 
-# Resamples evaluated at once: bounds memory at (chunk × rows) floats per array for large corpora.
-_CHUNK = 200
-
-
 # --------------------------------------------------------------------------- weighted metrics
 
 
@@ -274,13 +270,8 @@ def bootstrap_ci(
             ]
         for bin_name, rank, part in parts:
             codes, unit = clusters(part)
-            counts = cluster_counts(int(codes.max()) + 1, n_resamples, _rng(seed, (*key, bin_name)))
-            point = weighted_metrics(part, np.ones((1, len(part))), labels, int(sp["ece_bins"]))
-            chunks = [
-                weighted_metrics(part, counts[i : i + _CHUNK, codes].astype(float), labels, int(sp["ece_bins"]))
-                for i in range(0, n_resamples, _CHUNK)
-            ]
-            boot = {m: np.concatenate([c[m] for c in chunks]) for m in chunks[0]}
+            ece_bins = int(sp["ece_bins"])
+            point, boot = _cluster_bootstrap(part, codes, labels, ece_bins, n_resamples, seed, (*key, bin_name))
             for metric in metrics:
                 if metric not in boot:
                     raise KeyError(f"bootstrap_ci: unknown metric {metric!r}; choose from {sorted(boot)}")
@@ -301,3 +292,20 @@ def bootstrap_ci(
                 )
                 rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _cluster_bootstrap(
+    part: pd.DataFrame, codes: np.ndarray, labels: Sequence[str], ece_bins: int, n_resamples: int, seed: int, key: tuple
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Point estimates and bootstrap replicates of every metric of one group, from its per-cluster
+    sums (``ambiemo.stats.cluster_sums``): no resamples × rows array, cost linear in the rows."""
+    from ambiemo.stats.cluster_sums import cluster_statistics, metrics_from_sums
+
+    sums, lay, _ = cluster_statistics(part, codes, labels, ece_bins)
+    with_q = sums[:, lay.slices["r2"].start]  # rows with a distribution, per cluster
+    point = metrics_from_sums(sums.sum(axis=0), lay, np.array([with_q.sum()]))
+    chunks = [
+        metrics_from_sums(k @ sums, lay, (k > 0) @ with_q)
+        for k in cluster_count_chunks(int(codes.max()) + 1, n_resamples, _rng(seed, key))
+    ]
+    return point, {m: np.concatenate([c[m] for c in chunks]) for m in chunks[0]}

@@ -72,11 +72,9 @@ COLUMNS = [
 ]
 
 
-def _sign_patterns(n_clusters: int, n_resamples: int, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
-    """All 2^C sign patterns when there are few enough, else ``n_resamples`` random ones."""
-    if n_clusters <= 20 and 2**n_clusters <= n_resamples:
-        return np.array(list(itertools.product((1.0, -1.0), repeat=n_clusters))), True
-    return rng.choice((1.0, -1.0), size=(n_resamples, n_clusters)), False
+# Sign draws held at once by the random test: (patterns in a chunk) × clusters ≤ this, so that an
+# unclustered test of many utterances never holds a patterns × utterances matrix.
+_MAX_SIGNS = 1 << 21
 
 
 def sign_flip_pvalues(
@@ -86,17 +84,23 @@ def sign_flip_pvalues(
 
     ``sums`` is (datasets, clusters): each dataset's per-cluster sums of differences (for one
     dataset pass shape (1, C)). The same sign patterns serve every row, which changes nothing for
-    any single row's test. Returns the p-values and whether they are exact.
+    any single row's test. Random patterns are drawn in chunks (the generator's stream is the
+    same as one draw of them all). Returns the p-values and whether they are exact.
     """
     sums = np.atleast_2d(np.asarray(sums, dtype=float))
     rng = rng or np.random.default_rng(0)
-    signs, exact = _sign_patterns(sums.shape[1], n_resamples, rng)
     observed = np.abs(sums.sum(axis=1))
-    flipped = np.abs(sums @ signs.T)  # (datasets, patterns)
-    hits = (flipped >= observed[:, None] * (1 - _TIE_RTOL) - 1e-300).sum(axis=1)
-    if exact:
-        return hits / len(signs), True
-    return (1 + hits) / (1 + len(signs)), False
+    threshold = observed[:, None] * (1 - _TIE_RTOL) - 1e-300
+    n_clusters = sums.shape[1]
+    if n_clusters <= 20 and 2**n_clusters <= n_resamples:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=n_clusters)))
+        return (np.abs(sums @ signs.T) >= threshold).sum(axis=1) / len(signs), True
+    hits = np.zeros(len(sums), dtype=np.int64)
+    step = max(1, _MAX_SIGNS // max(n_clusters, 1))
+    for start in range(0, n_resamples, step):
+        signs = rng.choice((1.0, -1.0), size=(min(step, n_resamples - start), n_clusters))
+        hits += (np.abs(sums @ signs.T) >= threshold).sum(axis=1)
+    return (1 + hits) / (1 + n_resamples), False
 
 
 def cluster_sums(d: np.ndarray, clusters: np.ndarray) -> np.ndarray:
