@@ -111,12 +111,15 @@ def _score_run(params: dict, out: Path | None) -> None:
 
     run = scoring.score_run(params)
     path = run.write(params, out)
-    n_cells = run.scores.groupby(list(scoring.KEYS)).ngroups
     typer.echo(
-        f"{path}: {len(run.scores)} rows, {n_cells} cells (references included), "
+        f"{path}: {len(run.scores)} rows, {run.n_cells} cells (references included), "
         f"{len(run.skipped)} cell(s) skipped, {int(run.unanswered['n_model_failures'].sum())} model failures, "
         f"{int(run.unanswered['n_parse_failures'].sum())} parse failures"
     )
+    from ambiemo.scoring.run import empty_cells_note
+
+    if empty_cells_note(run.unanswered):
+        typer.echo(f"  {empty_cells_note(run.unanswered)}")
     for row in run.skipped.itertuples(index=False):
         typer.echo(f"  skipped {row.dataset}/{row.model}/{row.strategy}: {row.reason}")
     for dataset, ceiling in run.ceilings.items():

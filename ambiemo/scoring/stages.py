@@ -13,6 +13,7 @@ for code written before it moved.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,7 +22,7 @@ import pandas as pd
 from ambiemo.core.layout import Layout
 from ambiemo.scoring.references import CEILING_METRICS
 from ambiemo.scoring.results import params_subset, write_result
-from ambiemo.scoring.run import unanswered_table
+from ambiemo.scoring.run import empty_cells_note, unanswered_table
 from ambiemo.scoring.schema import read_scores, scoring_params
 from ambiemo.scoring.summaries import (
     compute_matched,
@@ -63,6 +64,9 @@ def aggregate_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     tables["compute_matched"] = compute_matched(tables["compute"], sp["compute_multiples"], _baseline(params))
     tables["conventions"] = conventions(scores)
     tables["unanswered"] = unanswered_table(meta)
+    note = empty_cells_note(tables["unanswered"])
+    if note:  # a cell the run expected and got nothing for: no summary row, said here and in unanswered
+        warnings.warn(f"aggregate: {note}", UserWarning, stacklevel=2)
     inputs = [layout.scores]
     for name, table in tables.items():
         sections = ("scoring", "models", "strategies") if name.startswith("compute") else ("scoring",)

@@ -11,6 +11,7 @@ reference rows (``model == "reference"``) out.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ import pandas as pd
 
 from ambiemo.core.layout import Layout
 from ambiemo.scoring.results import params_subset, write_result
+from ambiemo.scoring.run import empty_cells_note, unanswered_table
 from ambiemo.scoring.schema import read_scores
 from ambiemo.stats.bootstrap import stats_params
 from ambiemo.stats.gains import gain_table, without_references
@@ -59,7 +61,10 @@ def stats_tables(scores: pd.DataFrame, params: Mapping[str, Any]) -> dict[str, p
 def stats_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     """The stats stage (module docstring)."""
     layout = Layout.from_params(params)
-    scores, _ = read_scores(layout.scores)
+    scores, meta = read_scores(layout.scores)
+    note = empty_cells_note(unanswered_table(meta))
+    if note:  # a cell the run expected and got nothing for: no comparison row, said here
+        warnings.warn(f"stats: {note}", UserWarning, stacklevel=2)
     tables = stats_tables(scores, params)
     for name, table in tables.items():
         write_result(table, layout.stats(name), name, params_subset(params, "stats", "scoring"), [layout.scores])
