@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pandas as pd
@@ -23,7 +23,7 @@ from ambiemo.core.layout import Layout
 from ambiemo.scoring.references import CEILING_METRICS
 from ambiemo.scoring.results import params_subset, write_result
 from ambiemo.scoring.run import empty_cells_note, unanswered_table
-from ambiemo.scoring.schema import read_scores, scoring_params
+from ambiemo.scoring.schema import score_chunks, scores_meta, scoring_params
 from ambiemo.scoring.summaries import (
     compute_matched,
     compute_table,
@@ -50,19 +50,33 @@ def ci_table(scores: pd.DataFrame, params: Mapping[str, Any] | None) -> pd.DataF
     )
 
 
-def aggregate_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
-    """The aggregate stage (module docstring)."""
-    layout = Layout.from_params(params)
-    scores, meta = read_scores(layout.scores)
+def aggregate_tables(chunks: Iterable[pd.DataFrame], params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """The per-cell summary tables of the scores given one dataset × model at a time (or whole):
+    every table is a reduction per cell, so the chunks' tables stacked are the whole table's."""
+    parts: dict[str, list[pd.DataFrame]] = {k: [] for k in ("summary", "by_ambiguity", "ci", "compute", "conventions")}
+    for scores in chunks:
+        parts["summary"].append(summarise(scores, params=params, per_bin=False))
+        parts["by_ambiguity"].append(summarise(scores, params=params))
+        parts["ci"].append(ci_table(scores, params))
+        parts["compute"].append(compute_table(scores, params=params))
+        parts["conventions"].append(conventions(scores))
+    tables = {k: _stack(v) for k, v in parts.items()}
+    tables["ci"] = (
+        tables["ci"]
+        .sort_values(["dataset", "model", "strategy", "budget", "ambiguity_rank"], kind="stable")
+        .reset_index(drop=True)
+    )
     sp = scoring_params(params)
-    tables = {
-        "summary": summarise(scores, params=params, per_bin=False),
-        "by_ambiguity": summarise(scores, params=params),
-        "ci": ci_table(scores, params),
-        "compute": compute_table(scores, params=params),
-    }
     tables["compute_matched"] = compute_matched(tables["compute"], sp["compute_multiples"], _baseline(params))
-    tables["conventions"] = conventions(scores)
+    order = ("summary", "by_ambiguity", "ci", "compute", "compute_matched", "conventions")
+    return {k: tables[k] for k in order}
+
+
+def aggregate_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """The aggregate stage (module docstring), one dataset × model of the scores at a time."""
+    layout = Layout.from_params(params)
+    meta = scores_meta(layout.scores)
+    tables = aggregate_tables(score_chunks(layout.scores), params)
     tables["unanswered"] = unanswered_table(meta)
     note = empty_cells_note(tables["unanswered"])
     if note:  # a cell the run expected and got nothing for: no summary row, said here and in unanswered
@@ -80,3 +94,9 @@ def _baseline(params: Mapping[str, Any]) -> str:
     from ambiemo.stats import stats_params
 
     return stats_params(params)["baseline"]
+
+
+def _stack(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The chunks' tables one under the other (empty ones left out, so that they do not decide a dtype)."""
+    full = [p for p in parts if len(p)]
+    return pd.concat(full or parts[:1], ignore_index=True) if parts else pd.DataFrame()

@@ -97,11 +97,18 @@ def paired_comparisons(
             continue
         for metric in metrics:
             rows.append(_paired_row(pc, metric, n_perm, seed, int(sp["bootstrap_resamples"]), float(sp["ci_level"])))
-    out = pd.DataFrame(rows)
+    return holm_families(pd.DataFrame(rows), params)
+
+
+def holm_families(out: pd.DataFrame, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Holm's correction within each family (params ``stats.holm_family`` × metric) and the
+    ``significant`` flag, over paired rows (of one chunk of the scores, or of all of them stacked)."""
+    st = stats_params(params)
     if out.empty:  # one strategy only: nothing to compare, but the table keeps its columns
         return pd.DataFrame(columns=PAIRED_COLUMNS)
     if "p_permutation" not in out:
         return out
+    out = out.copy()
     family_keys = [*st["holm_family"], "metric"]
     out["family"] = out[family_keys].astype(str).agg("/".join, axis=1)
     out["p_wilcoxon_holm"] = np.nan
