@@ -4,7 +4,7 @@ The ladder profile's full size is IEMOCAP, MSP-Podcast and CREMA-D at their real
 47,500 utterances), 16 models and every strategy at every budget of the profile (31 strategy ×
 budget readouts): about 23.6 M model score rows. This script writes manifests and predictions of
 that shape with the project's own writers (``write_manifest``, ``write_predictions``,
-``write_candidates``), then runs each stage function (``score_run(...).write``, ``aggregate_run``,
+``write_candidates``), then runs each stage function (``write_score_run``, ``aggregate_run``,
 ``stats_run``) in a fresh process and records its wall time and peak resident memory. It does so
 at ``--scale`` and at a tenth of it, so that the growth ratio (time at 10× the rows over time at
 the rows) shows whether a stage's cost is linear in the rows (the target: at most 11).
@@ -168,9 +168,9 @@ def run_stage(stage: str, params_path: Path) -> None:
     params = json.loads(params_path.read_text())
     start = time.perf_counter()
     if stage == "score":
-        from ambiemo.scoring import score_run
+        from ambiemo.scoring.stream import write_score_run
 
-        score_run(params).write(params)
+        write_score_run(params)
     elif stage == "aggregate":
         from ambiemo.scoring.stages import aggregate_run
 

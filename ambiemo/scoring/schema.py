@@ -106,30 +106,51 @@ def write_scores(
     """Write a scores table with what it was scored with (tie policy, JS base ...), its label set,
     the ambiguity order, the missing-prediction counts, the provenance (with each input's hash)
     and ``extra`` (``score_run``: the unanswered counts, skipped cells, ceiling sources)."""
-    from ambiemo.core.provenance import provenance
     from ambiemo.core.tables import write_table
+
+    meta = scores_record(
+        params,
+        labels=scores.attrs.get("labels", labels_of(scores, "true_")),
+        ambiguity_order=scores.attrs.get("ambiguity_order", levels(scores)),
+        missing=scores.attrs.get("missing", {}),
+        parse_failures=int((~scores["parsed_ok"]).sum()),
+        models=set(scores["model"]),
+        inputs=inputs,
+        extra=extra,
+    )
+    plain = scores.copy()
+    plain.attrs = {}  # the metadata above carries them; pandas would store them a second time
+    return write_table(plain, path, meta)
+
+
+def scores_record(
+    params: Mapping[str, Any] | None,
+    *,
+    labels: Sequence[str],
+    ambiguity_order: Sequence[str],
+    missing: Mapping[str, int],
+    parse_failures: int,
+    models: set[str],
+    inputs: Sequence[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The metadata of a scores table (``write_scores``; the streamed writer of ``score_run`` too)."""
+    from ambiemo.core.provenance import provenance
     from ambiemo.scoring.results import file_hashes
 
     sp = scoring_params(params)
-    capacity = {
-        k: (v or {}).get("params_b")
-        for k, v in ((params or {}).get("models") or {}).items()
-        if k in set(scores["model"])
-    }
-    meta = {
+    capacity = {k: (v or {}).get("params_b") for k, v in ((params or {}).get("models") or {}).items() if k in models}
+    return {
         "kind": "scores",
-        "label_set": {"labels": list(scores.attrs.get("labels", labels_of(scores, "true_")))},
-        "ambiguity_order": list(scores.attrs.get("ambiguity_order", levels(scores))),
-        "missing": dict(scores.attrs.get("missing", {})),
-        "parse_failures": int((~scores["parsed_ok"]).sum()),
+        "label_set": {"labels": list(labels)},
+        "ambiguity_order": list(ambiguity_order),
+        "missing": dict(missing),
+        "parse_failures": int(parse_failures),
         "inputs": [str(x) for x in inputs],
         "input_hashes": file_hashes(inputs),
         "provenance": provenance({"scoring": sp, "models": {"params_b": capacity}}, (params or {}).get("seed")),
         **dict(extra or {}),
     }
-    plain = scores.copy()
-    plain.attrs = {}  # the metadata above carries them; pandas would store them a second time
-    return write_table(plain, path, meta)
 
 
 def read_scores(path: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
