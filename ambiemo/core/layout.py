@@ -23,7 +23,7 @@ from typing import Any
 
 CANDIDATES_SUFFIX = ".candidates.parquet"  # a cell's candidates table, beside its predictions
 SUMMARY_TABLES = ("summary", "by_ambiguity", "ci", "compute", "compute_matched", "conventions", "unanswered")
-STATS_TABLES = ("paired", "mixed_model", "gee_correctness", "power")
+STATS_TABLES = ("paired", "gains", "mixed_model", "gee_correctness", "power")
 
 
 @dataclass(frozen=True)

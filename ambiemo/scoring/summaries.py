@@ -322,39 +322,3 @@ def reliability(
         raise ValueError("reliability: no score rows")
     out = pd.concat(parts, ignore_index=True)
     return out[[*by, *[c for c in out.columns if c not in by]]]
-
-
-def gain_over_baseline(
-    summary: pd.DataFrame,
-    metric: str = "js",
-    baseline: str = "baseline",
-    by: Sequence[str] = ("dataset", "model", "ambiguity"),
-) -> pd.DataFrame:
-    """Each strategy's improvement over the baseline in a summary table, per ``by``.
-
-    ``gain`` is signed so that positive means better (baseline minus strategy for a metric where
-    lower is better, such as JS). If the baseline ran at several budgets, its smallest is used.
-    """
-    if metric not in M.METRICS:
-        raise KeyError(f"unknown metric {metric!r}; choose from {list(M.METRICS)}")
-    if baseline not in set(summary["strategy"]):
-        raise ValueError(
-            f"no {baseline!r} rows in the summary: cannot compute gains over the baseline "
-            "(params stats.baseline names the reference strategy)"
-        )
-    sign = 1.0 if M.METRICS[metric].higher_is_better else -1.0
-    by = list(by)
-    base = summary[summary["strategy"] == baseline]
-    base = base[base["budget"] == base.groupby(by)["budget"].transform("min")]
-    base = base[[*by, metric]].rename(columns={metric: "baseline_value"})
-    rest = summary[summary["strategy"] != baseline]
-    out = rest.merge(base, on=by, how="inner", validate="many_to_one")
-    out["value"] = out[metric]
-    out["gain"] = sign * (out["value"] - out["baseline_value"])
-    out["metric"] = metric
-    keep = [
-        c
-        for c in (*KEYS, "ambiguity", "ambiguity_rank", "params_b", "metric", "value", "baseline_value", "gain")
-        if c in out.columns
-    ]
-    return out[keep].reset_index(drop=True)
