@@ -157,7 +157,9 @@ class Prompts(_Strict):
 
 
 class Parsing(_Strict):
-    on_failure: Literal["uniform", "nan"] = "uniform"
+    # a failed answer: uniform | nan | neutral (AER-LLM) | drop (scaling-ambiguity-SER); see
+    # ambiemo.strategies.parsing.FAILURE_POLICIES
+    on_failure: Literal["uniform", "nan", "neutral", "drop"] = "uniform"
 
 
 class Inference(_Strict):

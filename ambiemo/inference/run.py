@@ -218,7 +218,7 @@ def run_inference(
     budgets = sorted({int(b) for b in budgets}) if budgets else strat.default_budgets()
     strat.check_budgets(budgets)
     policy = (params.get("parsing") or {}).get("on_failure", "uniform")
-    apply_failure_policy(None, len(labels), policy)  # an unknown policy fails now, not after the run
+    apply_failure_policy(None, len(labels), policy, labels)  # an unknown policy fails now, not after the run
 
     usages = [model.usage] + ([verifier.usage] if verifier is not None and verifier is not model else [])
     bar = _Progress(name, len(df), usages, progress)
@@ -697,7 +697,7 @@ def _table(
                 utt_id = str(df.at[i, "utt_id"])
                 found = [r for r in results.get(i, []) if r.strategy == label and r.budget == b]
                 row = found[0] if found else Row(label, b, None, [], Cost())  # a failed utterance
-                p, ok = apply_failure_policy(row.p, len(labels), policy)
+                p, ok = apply_failure_policy(row.p, len(labels), policy, labels)
                 if not ok and utt_id not in failures:
                     parse_failures[f"{label}@{b}"] = parse_failures.get(f"{label}@{b}", 0) + 1
                 c = row.cost
