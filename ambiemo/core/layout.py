@@ -23,8 +23,17 @@ from typing import Any
 
 from ambiemo.inference.candidates import SUFFIX as CANDIDATES_SUFFIX
 
-SUMMARY_TABLES = ("summary", "by_ambiguity", "ci", "compute", "compute_matched", "conventions", "unanswered")
-STATS_TABLES = ("paired", "mixed_model", "gee_correctness", "power")
+SUMMARY_TABLES = (
+    "summary",
+    "by_ambiguity",
+    "ci",
+    "compute",
+    "compute_matched",
+    "conventions",
+    "unanswered",
+    "calibration",
+)
+STATS_TABLES = ("paired", "mixed_model", "gee_correctness", "power", "annotators", "paired_calibrated")
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,7 @@ class Scoring(_Strict):
     bootstrap_resamples: PositiveInt = 1000
     ci_level: Annotated[float, Field(gt=0, lt=1)] = 0.95
     compute_multiples: list[Annotated[float, Field(gt=0)]] = [1, 2, 4, 8]
+    calibration_folds: Annotated[int, Field(ge=2)] = 5  # ambiemo.scoring.calibration (issue 20)
 
 
 class Stats(_Strict):
@@ -117,6 +118,8 @@ class Stats(_Strict):
     family_term: Literal["fixed", "none"] = "fixed"  # ambiemo.stats.regression: the family term
     power: Annotated[float, Field(gt=0, lt=1)] = 0.8
     power_gains: dict[str, Annotated[float, Field(gt=0)]] = {"js": 0.02}
+    annotator_repeats: PositiveInt = 20  # ambiemo.stats.annotators (issue 20)
+    annotator_tau_stable: Annotated[float, Field(gt=-1, le=1)] = 0.9
 
 
 class Figures(_Strict):

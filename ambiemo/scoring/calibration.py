@@ -18,9 +18,10 @@ group's utterances are calibrated with the parameters fitted on the other groups
 utterance's own speaker is in its fit. Without speakers each utterance is its own group (counted in
 ``note``). A cell needs at least two speaker groups; else it is reported with NaN and a note.
 
-``calibration_table`` has one row per cell × method: ``js_raw``, ``js_calibrated``, the fitted
-parameters (``T``, ``w``: the mean over folds, with ``T_min``/``T_max``), ``ceiling_js`` (the human
-split-half, else leave-one-out, ceiling of the cell's dataset from the scores) and ``gap_closed`` =
+``calibration_table`` has one row per cell × method × ambiguity (``all``, then each bin): ``js_raw``,
+``js_calibrated``, the fitted parameters (``T``, ``w``: the mean over folds, with ``T_min``/``T_max``),
+``ceiling_js`` (the human split-half, else leave-one-out, ceiling of the dataset and bin from the
+scores) and ``gap_closed`` =
 ``(js_raw − js_calibrated) / (js_raw − ceiling_js)``, the share of the gap to the human ceiling that
 calibration closes. ``calibrated_scores`` gives the per-utterance calibrated JS for the paired tests.
 """
@@ -36,7 +37,7 @@ from scipy import optimize
 
 from ambiemo.scoring import metrics as M
 from ambiemo.scoring.references import CEILING_REFERENCES
-from ambiemo.scoring.schema import KEYS, labels_of, scoring_params
+from ambiemo.scoring.schema import ALL, KEYS, labels_of, scoring_params
 
 FOLDS = 5  # params scoring.calibration_folds
 METHODS = ("temperature", "temperature+prior")
@@ -115,14 +116,17 @@ def cross_fit(
     return out, fitted, note
 
 
-def ceilings(scores: pd.DataFrame) -> dict[str, float]:
-    """The human ceiling's mean JS per dataset: split-half where the scores have it, else leave-one-out."""
-    out: dict[str, float] = {}
+def ceilings(scores: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """The human ceiling's mean JS per (dataset, ambiguity bin or "all"): split-half where the scores
+    have it, else leave-one-out."""
+    out: dict[tuple[str, str], float] = {}
     for name in reversed(CEILING_REFERENCES):  # split-half overrides loo, loo overrides loo-counts
-        rows = scores[scores["strategy"] == name]
+        rows = scores[(scores["strategy"] == name) & scores["js"].notna()]
         for dataset, g in rows.groupby("dataset"):
-            if g["js"].notna().any():
-                out[str(dataset)] = float(g["js"].mean())
+            out[(str(dataset), ALL)] = float(g["js"].mean())
+            if "ambiguity" in g:
+                for level, b in g.groupby("ambiguity"):
+                    out[(str(dataset), str(level))] = float(b["js"].mean())
     return out
 
 
@@ -144,39 +148,49 @@ def calibration_table(
         q = g[[f"p_{x}" for x in labels]].to_numpy(dtype=float)
         has = np.isfinite(q).all(axis=1)
         p, q, sub = p[has], q[has], g[has]
-        raw = float(M.js_distance(p, q, base=base).mean()) if len(p) else np.nan
-        c = ceiling.get(str(key[0]), np.nan)
+        raw_utt = M.js_distance(p, q, base=base)
+        levels = sub["ambiguity"].astype(str).to_numpy() if "ambiguity" in sub else np.full(len(sub), ALL)
         for method in METHODS:
             cal, fitted, note = cross_fit(p, q, sub["speaker"].astype(str).tolist(), method, folds, seed, base)
             ok = np.isfinite(cal).all(axis=1)
             js = np.full(len(p), np.nan)
             js[ok] = M.js_distance(p[ok], cal[ok], base=base)
-            value = float(js.mean()) if ok.all() and len(p) else np.nan
             ts = [t for t, _ in fitted] or [np.nan]
-            rows.append(
-                {
-                    **dict(zip(KEYS, key, strict=True)),
-                    "method": method,
-                    "n": int(len(p)),
-                    "n_without_distribution": int((~has).sum()),
-                    "js_raw": raw,
-                    "js_calibrated": value,
-                    "T": float(np.mean(ts)),
-                    "T_min": float(np.min(ts)),
-                    "T_max": float(np.max(ts)),
-                    "w": float(np.mean([w for _, w in fitted])) if fitted else np.nan,
-                    "ceiling_js": c,
-                    "gap_closed": (raw - value) / (raw - c) if np.isfinite(c) and raw > c else np.nan,
-                    "folds": len(fitted),
-                    "note": note,
-                }
-            )
+            fit_cols = {
+                "method": method,
+                "T": float(np.mean(ts)),
+                "T_min": float(np.min(ts)),
+                "T_max": float(np.max(ts)),
+                "w": float(np.mean([w for _, w in fitted])) if fitted else np.nan,
+                "folds": len(fitted),
+                "note": note,
+            }
+            for level in [ALL, *sorted(set(levels) - {ALL})]:
+                at = np.ones(len(p), bool) if level == ALL else levels == level
+                rows.append(
+                    {
+                        **dict(zip(KEYS, key, strict=True)),
+                        "ambiguity": level,
+                        **fit_cols,
+                        **_gap(raw_utt[at], js[at], ceiling.get((str(key[0]), level), np.nan)),
+                        "n_without_distribution": int((~has).sum()) if level == ALL else 0,
+                    }
+                )
             per_utt.append(
                 sub[[*KEYS, "utt_id", "speaker"]].assign(method=method, js_calibrated=js).reset_index(drop=True)
             )
     table = pd.DataFrame(rows)
     calibrated = pd.concat(per_utt, ignore_index=True) if per_utt else pd.DataFrame()
     return table, calibrated
+
+
+def _gap(raw: np.ndarray, calibrated: np.ndarray, ceiling: float) -> dict[str, float]:
+    """Raw and calibrated mean JS over the same rows, and the share of the gap to ``ceiling`` closed."""
+    n = len(raw)
+    r = float(raw.mean()) if n else np.nan
+    c = float(calibrated.mean()) if n and np.isfinite(calibrated).all() else np.nan
+    closed = (r - c) / (r - ceiling) if np.isfinite(ceiling) and np.isfinite(c) and r > ceiling else np.nan
+    return {"n": n, "js_raw": r, "js_calibrated": c, "ceiling_js": ceiling, "gap_closed": closed}
 
 
 def calibrated_scores(

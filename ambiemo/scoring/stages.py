@@ -1,8 +1,9 @@
 """The aggregate and stats stages as functions: read the scores, write every table of the layout.
 
 ``aggregate_run(params)`` writes ``summary/{summary, by_ambiguity, ci, compute, compute_matched,
-conventions, unanswered}.parquet`` (CSV beside each) and ``summary/metrics.json``;
-``stats_run(params)`` writes ``stats/{paired, mixed_model, gee_correctness, power}.parquet``.
+conventions, unanswered, calibration}.parquet`` (CSV beside each) and ``summary/metrics.json``;
+``stats_run(params)`` writes ``stats/{paired, mixed_model, gee_correctness, power, annotators,
+paired_calibrated}.parquet``.
 Each table is written with ``write_result``: its provenance holds the params sections it depends
 on, the scores file and its hash. Both return the tables by name, for the notebooks to show.
 
@@ -66,6 +67,11 @@ def aggregate_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     tables["compute_matched"] = compute_matched(tables["compute"], sp["compute_multiples"], _baseline(params))
     tables["conventions"] = conventions(scores)
     tables["unanswered"] = unanswered_table(meta)
+    # --- issue 20: the calibration yardstick (ambiemo.scoring.calibration) ---
+    from ambiemo.scoring.calibration import calibration_table
+
+    tables["calibration"] = calibration_table(scores, params)[0]
+    # --- end issue 20 ---
     inputs = [layout.scores]
     for name, table in tables.items():
         sections = ("scoring", "models", "strategies") if name.startswith("compute") else ("scoring",)
@@ -106,6 +112,14 @@ def stats_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
             alpha=float(st["alpha"]),
         ),
     }
+    # --- issue 20: annotator-count sensitivity and the paired tests after calibration ---
+    from ambiemo.scoring.calibration import calibrated_scores, calibration_table
+    from ambiemo.stats.annotators import annotators_table
+
+    tables["annotators"] = annotators_table(scores, params, layout)
+    calibrated = calibrated_scores(models, calibration_table(models, params)[1])
+    tables["paired_calibrated"] = paired_comparisons(calibrated, params, metrics=["js"])
+    # --- end issue 20 ---
     for name, table in tables.items():
         write_result(table, layout.stats(name), name, params_subset(params, "stats", "scoring"), [layout.scores])
     return tables
