@@ -89,6 +89,7 @@ class Scoring(_Strict):
     bootstrap_resamples: PositiveInt = 1000
     ci_level: Annotated[float, Field(gt=0, lt=1)] = 0.95
     compute_multiples: list[Annotated[float, Field(gt=0)]] = [1, 2, 4, 8]
+    calibration_folds: Annotated[int, Field(ge=2)] = 5  # ambiemo.scoring.calibration
 
 
 class Stats(_Strict):
@@ -103,6 +104,8 @@ class Stats(_Strict):
     family_term: Literal["fixed", "none"] = "fixed"  # ambiemo.stats.regression: the family term
     power: Annotated[float, Field(gt=0, lt=1)] = 0.8
     power_gains: dict[str, Annotated[float, Field(gt=0)]] = {"js": 0.02}
+    annotator_repeats: PositiveInt = 20  # ambiemo.stats.annotators
+    annotator_tau_stable: Annotated[float, Field(gt=-1, le=1)] = 0.9
 
 
 class Figures(_Strict):
@@ -143,7 +146,9 @@ class Prompts(_Strict):
 
 
 class Parsing(_Strict):
-    on_failure: Literal["uniform", "nan"] = "uniform"
+    # a failed answer: uniform | nan | neutral (AER-LLM) | drop (scaling-ambiguity-SER); see
+    # ambiemo.strategies.parsing.FAILURE_POLICIES
+    on_failure: Literal["uniform", "nan", "neutral", "drop"] = "uniform"
 
 
 class Inference(_Strict):

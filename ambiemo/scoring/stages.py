@@ -1,13 +1,14 @@
 """The aggregate stage as a function: read the scores, write every summary table of the layout.
 
 ``aggregate_run(params)`` writes ``summary/{summary, by_ambiguity, ci, compute, compute_matched,
-conventions, unanswered}.parquet`` (CSV beside each) and ``summary/metrics.json``. Each table is
+conventions, calibration, unanswered}.parquet`` (CSV beside each) and ``summary/metrics.json``. Each table is
 written with ``write_result``: its provenance holds the params sections it depends on, the scores
 file and its hash. It returns the tables by name, for the notebook to show. Reference rows
 (``model == "reference"``) are in every summary, CI and by-bin table.
 
-The stats stage lives in ``ambiemo.stats.stage`` (``stats_run``); its names are offered here too,
-for code written before it moved.
+The calibration yardstick (``ambiemo.scoring.calibration``) is fitted per cell, so it is reduced
+chunk by chunk like the rest; the human ceiling it measures the gap to comes from the reference rows.
+The stats stage lives in ``ambiemo.stats.stage``.
 """
 
 from __future__ import annotations
@@ -49,11 +50,19 @@ def ci_table(scores: pd.DataFrame, params: Mapping[str, Any] | None) -> pd.DataF
     )
 
 
-def aggregate_tables(chunks: Iterable[pd.DataFrame], params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+def aggregate_tables(
+    chunks: Iterable[pd.DataFrame], params: Mapping[str, Any], ceiling: dict | None = None
+) -> dict[str, pd.DataFrame]:
     """The per-cell summary tables of the scores given one dataset × model at a time (or whole):
-    every table is a reduction per cell, so the chunks' tables stacked are the whole table's."""
-    parts: dict[str, list[pd.DataFrame]] = {k: [] for k in ("summary", "by_ambiguity", "ci", "compute", "conventions")}
+    every table is a reduction per cell, so the chunks' tables stacked are the whole table's.
+    ``ceiling``: the human ceilings (``calibration.ceilings`` of the reference rows), where the
+    chunks do not carry them."""
+    from ambiemo.scoring.calibration import calibration_table
+
+    names = ("summary", "by_ambiguity", "ci", "compute", "conventions", "calibration")
+    parts: dict[str, list[pd.DataFrame]] = {k: [] for k in names}
     for scores in chunks:
+        parts["calibration"].append(calibration_table(scores, params, ceiling)[0])
         parts["summary"].append(summarise(scores, params=params, per_bin=False))
         parts["by_ambiguity"].append(summarise(scores, params=params))
         parts["ci"].append(ci_table(scores, params))
@@ -67,7 +76,7 @@ def aggregate_tables(chunks: Iterable[pd.DataFrame], params: Mapping[str, Any]) 
     )
     sp = scoring_params(params)
     tables["compute_matched"] = compute_matched(tables["compute"], sp["compute_multiples"], _baseline(params))
-    order = ("summary", "by_ambiguity", "ci", "compute", "compute_matched", "conventions")
+    order = ("summary", "by_ambiguity", "ci", "compute", "compute_matched", "conventions", "calibration")
     return {k: tables[k] for k in order}
 
 
@@ -75,7 +84,7 @@ def aggregate_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     """The aggregate stage (module docstring), one dataset × model of the scores at a time."""
     layout = Layout.from_params(params)
     meta = scores_meta(layout.scores)
-    tables = aggregate_tables(score_chunks(layout.scores), params)
+    tables = aggregate_tables(score_chunks(layout.scores), params, reference_ceilings(layout.scores))
     tables["unanswered"] = unanswered_table(meta)
     note = empty_cells_note(tables["unanswered"])
     if note:  # a cell the run expected and got nothing for: no summary row, said here and in unanswered
@@ -88,6 +97,16 @@ def aggregate_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     headline = metrics_json(tables["summary"], baseline=_baseline(params))
     layout.metrics_json.write_text(json.dumps(headline, indent=2, sort_keys=True) + "\n")
     return tables
+
+
+def reference_ceilings(path) -> dict:  # noqa: ANN001 (a path or file the parquet reader takes)
+    """The human ceilings (``calibration.ceilings``) from the scores' reference rows alone."""
+    import pyarrow.parquet as pq
+
+    from ambiemo.scoring.calibration import ceilings
+
+    columns = [c for c in ("dataset", "model", "strategy", "ambiguity", "js") if c in pq.read_schema(path).names]
+    return ceilings(pq.read_table(path, columns=columns, filters=[("model", "==", "reference")]).to_pandas())
 
 
 def _baseline(params: Mapping[str, Any]) -> str:

@@ -232,22 +232,23 @@ def compute_matched(
 
 
 def conventions(scores: pd.DataFrame) -> pd.DataFrame:
-    """``ambiemo.scoring.metrics.conventions_table`` per dataset × model × strategy at its largest budget
-    (JS as natural-log distance and base-2 divergence, three R² conventions), on the rows with a
-    distribution; the human ceilings, which have none, are left out."""
+    """``ambiemo.scoring.literature.cell_conventions`` per dataset × model × strategy at its largest
+    budget: ambiemo's own conventions and the peers' presets, one row per cell × convention; the
+    human ceilings, which have no answers, are left out."""
+    from ambiemo.scoring.literature import COLUMNS, cell_conventions
+
     parts = []
     rows = at_largest_budget(scores[~is_ceiling(scores)])
     for (dataset, model, strategy, budget), g in rows.groupby(list(KEYS), sort=True):
         labels = _labels_in(g)
         p = g[[f"true_{x}" for x in labels]].to_numpy(dtype=float)
         q = g[[f"p_{x}" for x in labels]].to_numpy(dtype=float)
-        ok = np.isfinite(q).all(axis=1)
-        table = M.conventions_table(p[ok], q[ok])
-        parts.append(table.assign(dataset=dataset, model=model, strategy=strategy, budget=budget, n=int(ok.sum())))
+        table = cell_conventions(p, q, g["parsed_ok"].astype(bool).to_numpy(), labels)
+        parts.append(table.assign(dataset=dataset, model=model, strategy=strategy, budget=budget))
     if not parts:
-        return pd.DataFrame(columns=[*KEYS, "convention", "definition", "source", "value", "undefined", "n"])
+        return pd.DataFrame(columns=[*KEYS, *COLUMNS])
     out = pd.concat(parts, ignore_index=True)
-    return out[[*KEYS, *[c for c in out.columns if c not in KEYS]]]
+    return out[[*KEYS, *COLUMNS]]
 
 
 def metrics_json(summary: pd.DataFrame, baseline: str = "baseline", metric: str = "js") -> dict[str, Any]:

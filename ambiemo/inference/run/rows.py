@@ -58,7 +58,7 @@ def tables(
                 utt_id = str(df.at[i, "utt_id"])
                 found = [r for r in results.get(i, []) if r.strategy == label and r.budget == b]
                 row = found[0] if found else Row(label, b, None, [], Cost())  # a failed utterance
-                p, ok = apply_failure_policy(row.p, len(labels), policy)
+                p, ok = apply_failure_policy(row.p, len(labels), policy, labels)
                 if not ok and utt_id not in failures:
                     parse_failures[f"{label}@{b}"] = parse_failures.get(f"{label}@{b}", 0) + 1
                 c = row.cost

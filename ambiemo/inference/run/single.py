@@ -114,7 +114,7 @@ def _infer(
     budgets = sorted({int(b) for b in budgets}) if budgets else strat.default_budgets()
     strat.check_budgets(budgets)
     policy = (params.get("parsing") or {}).get("on_failure", "uniform")
-    apply_failure_policy(None, len(labels), policy)  # an unknown policy fails now, not after the run
+    apply_failure_policy(None, len(labels), policy, labels)  # an unknown policy fails now, not after the run
 
     usages = [model.usage] + ([verifier.usage] if verifier is not None and verifier is not model else [])
     bar = Progress(name, len(df), usages, progress, package.PROGRESS_LOG_EVERY_S)
