@@ -220,6 +220,7 @@ COSMETIC_KEYS = frozenset(
         "batch_size",
         "base_url",
         "params_active_b",
+        "lifecycle",  # dates and successors: what the provider says about the model, not how it answers
         "cache_dir",  # where built or converted weights are kept; their content is pinned by the revision
     }
 )

@@ -42,6 +42,7 @@ from ambiemo.models.api.faults import (
     CircuitOpen,
     ConfigurationError,
     MalformedResponse,
+    ModelMismatch,
     RequestFailed,
     RetryPolicy,
     call_with_retries,
@@ -75,6 +76,7 @@ __all__ = [  # re-exported: the routes and tests import them from here
     "CircuitOpen",
     "ConfigurationError",
     "MalformedResponse",
+    "ModelMismatch",
     "RequestFailed",
     "RetryPolicy",
     "api_key_from_env",
@@ -227,6 +229,7 @@ class ApiModel(AudioLanguageModel):
         self.concurrency = int(spec.get("concurrency", 4))
         self.timeout_s = float(spec.get("timeout_s", 120))
         self.pricing = spec.get("pricing")
+        self.spec = spec
         cost_usd(self.pricing, text_in=0, audio_in=0, out=0)  # validate the fields now, not mid-run
         self._pool: EndpointPool | None = None
         self._secret: str | None = None
@@ -325,6 +328,16 @@ class ApiModel(AudioLanguageModel):
             clock=self.clock,
         )
 
+    def _check_served(self, cands: list[Candidate]) -> None:
+        """Stop the cell when the answer came from another model than the one asked (the route
+        records the name the response gives in ``meta["served_model"]``)."""
+        from ambiemo.models.lifecycle import served_mismatch
+
+        served = next((c.meta.get("served_model") for c in cands if c.meta.get("served_model")), None)
+        why = served_mismatch(self.model_id, served, self.spec)
+        if why:
+            raise ModelMismatch(f"model {self.key!r}: {why} (models.{self.key}.lifecycle in params.yaml)")
+
     def _cost(self, u: CallUsage) -> float:
         return cost_usd(
             self.pricing,
@@ -354,6 +367,7 @@ class ApiModel(AudioLanguageModel):
                 return failed_candidates(n, e.reason, e.attempts, time.perf_counter() - t0, call=c)
             wall = time.perf_counter() - t0
             cost = self._cost(u)
+            self._check_served(cands)
             for c_ in cands:
                 c_.meta.update(call=c, prompt_tokens=u.prompt_tokens, wall_s=wall / n, cost_usd=cost / n)
             return cands

@@ -60,6 +60,10 @@ class MalformedResponse(ValueError):
     """The server answered 200 with a body the route cannot read."""
 
 
+class ModelMismatch(ConfigurationError):
+    """The response names another model than the one asked for (``ambiemo.models.lifecycle``)."""
+
+
 class CircuitOpen(ConfigurationError):
     """Every endpoint of a model answered the same failure to every request: the cell stops.
     Not retried (it is no API fault of one request); the message names the model, the endpoint,

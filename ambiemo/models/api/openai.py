@@ -155,6 +155,8 @@ class OpenAIChatModel(ApiModel):
             cands = [_candidate(choice) for choice in response.choices]
         except (AttributeError, TypeError, ValueError) as e:
             raise MalformedResponse(f"not a chat completion: {type(e).__name__}: {e}") from None
+        for c in cands:  # the name the server answered under (ApiModel checks it against model_id)
+            c.meta["served_model"] = getattr(response, "model", None)
         if config.mode == "beam":
             cands.sort(key=lambda c: -(c.logprob if c.logprob is not None else float("-inf")))
         n_returned = len(cands)
