@@ -228,7 +228,9 @@ def run_inference(
             df,
             budgets,
             model.sample_rate,
-            int(settings["batch_size"]),
+            # A served or API route gets at least its capacity (concurrency x endpoints) per batch, so that
+            # every slot is busy; answers do not depend on the batch (issue 19).
+            max(int(settings["batch_size"]), int(getattr(model, "preferred_batch", 0) or 0)),
             name,
             getattr(model.capabilities, "max_audio_s", None),
             bar,
