@@ -58,6 +58,7 @@ from ambiemo.models.api.faults import (
 )
 from ambiemo.models.api.keys import api_key_from_env, api_key_names, cost_usd
 from ambiemo.models.api.pool import EndpointPool, run_concurrently
+from ambiemo.models.api.spec import check_api_spec
 from ambiemo.models.base import (
     AudioLanguageModel,
     AudioRequest,
@@ -213,6 +214,8 @@ class ApiModel(AudioLanguageModel):
     def __init__(self, key: str, spec: dict[str, Any], route: str) -> None:
         if not spec.get("model_id"):
             raise ValueError(f"params.yaml models.{key} needs a model_id (the provider's model name)")
+        api_key_names(spec, self.default_key_env)  # a key written into params: refused with its own message first
+        check_api_spec(key, {"adapter": route, **spec})
         caps = self.spec_capabilities({**spec, "adapter": route})  # per entry: logprobs depend on the model
         # The defaults of the output-affecting fields enter the identity as if written out.
         self.setting_defaults = {"logprobs": caps.logprobs, "top_logprobs": 20, "max_candidates_per_call": 8}
