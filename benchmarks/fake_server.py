@@ -98,7 +98,10 @@ def make_server(delay_s: float, status: int = 200, fail_first: int = 0, fail_sta
             self.end_headers()
             self.wfile.write(data)
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 128  # the default backlog of 5 drops a burst of new connections (1 s TCP retries)
+
+    httpd = Server(("127.0.0.1", 0), Handler)
     httpd.daemon_threads = True
     return httpd
 

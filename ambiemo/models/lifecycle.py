@@ -179,3 +179,20 @@ def answered_by(key: str, spec: Mapping[str, Any]) -> str:
     rev = spec.get("revision")
     name = f"{name}@{str(rev)[:12]}" if rev and _COMMIT.match(str(rev)) else name
     return f"{name} ({_dated(lc)[1:-1]})" if lc is not None else name
+
+
+def answered_by_rows(params: Mapping[str, Any], *, on: datetime.date | None = None) -> list[dict[str, str]]:
+    """One row per model of the run and reference row of its profile, for the paper's model table:
+    the key, who answered its rows (``answered_by``), and its status (``run``, ``reference`` for a
+    retired study model reported from the study, ``retired`` for a retired model still in the run)."""
+    run = params.get("run") or {}
+    models = params.get("models") or {}
+    profile = (params.get("profiles") or {}).get(run.get("profile")) or {}
+    reference = list(run.get("reference_models") or profile.get("reference_models") or [])
+    rows = []
+    for key in [*(run.get("models") or []), *reference]:
+        spec = models.get(key) or {}
+        retired = any(f["kind"] == "retired" for f in model_findings(key, spec, on=on))
+        status = "reference" if key in reference else "retired" if retired else "run"
+        rows.append({"model": key, "answered_by": answered_by(key, spec), "status": status})
+    return rows

@@ -132,3 +132,15 @@ def test_plan_lists_them_before_any_spend(repo_root, tmp_path):
     today = on_profile(load_params(repo_root / "params.yaml"), "today")
     today["paths"] = params["paths"]
     assert "retired" not in format_plan(plan(today, results=tmp_path))
+
+
+def test_the_paper_model_table_says_who_answered_each_row(repo_root):
+    from ambiemo.models.lifecycle import answered_by_rows
+
+    rows = {
+        r["model"]: r for r in answered_by_rows(on_profile(load_params(repo_root / "params.yaml"), "paper"), on=DAY)
+    }
+    assert rows["gpt-4o"]["answered_by"].startswith("gpt-audio-2025-08-28 (checked 2026-12-07")
+    assert rows["gpt-4o"]["status"] == "run"
+    assert rows["gemini-2.5-pro"]["status"] == "reference"
+    assert rows["qwen2-audio-7b"]["answered_by"] == "Qwen/Qwen2-Audio-7B-Instruct@4b3a56c36858"
