@@ -164,3 +164,40 @@ def test_a_404_on_one_endpoint_moves_the_call_and_a_410_alone_stops_at_once(fake
     with pytest.raises(ConfigurationError, match="410"):
         model.generate(requests(20), GREEDY)
     assert len(gone.requests) <= 4
+
+
+def test_a_cell_against_a_withdrawn_model_stops_with_one_message_and_writes_nothing(fake_api, tmp_path):
+    import pandas as pd
+    import soundfile as sf
+
+    from ambiemo.data.labels import AmbiguityBins, LabelSet
+    from ambiemo.data.manifest import build_manifest, write_manifest
+    from ambiemo.inference.run import run_inference
+
+    n = 60
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, (0.1 * np.sin(np.arange(4000) / 3)).astype("float32"), 16000)
+    info = pd.DataFrame(
+        {
+            "utt_id": [f"u{i}" for i in range(n)],
+            "dataset": "t",
+            "audio_path": str(wav),
+            "duration_s": 0.25,
+            "speaker": "s",
+        }
+    )
+    votes = np.tile(np.eye(4), (n // 4, 1)) * 3
+    label_set = LabelSet("four", ("neutral", "happy", "angry", "sad"))
+    df, bins = build_manifest(info, votes, votes.sum(axis=1).astype(int), label_set, AmbiguityBins())
+    manifest = write_manifest(df, tmp_path / "m.parquet", label_set=label_set, ambiguity=bins, exclusions={})
+    server = fake_api(lambda i, path, body, headers: error(503, "no available channels for model org/model"))
+    params = {
+        "seed": 1,
+        "paths": {"cache_dir": str(tmp_path / "cache")},
+        "models": {"gone": spec([server.url + "/v1"])},
+    }
+    out = tmp_path / "pred.parquet"
+    with pytest.raises(CircuitOpen, match="every endpoint fails every request the same way"):
+        run_inference(params, "gone", "baseline", manifest, out)
+    assert not out.exists()
+    assert len(server.requests) < n  # most utterances were never sent

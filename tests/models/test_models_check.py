@@ -147,3 +147,17 @@ def test_the_cli_checks_with_the_demo_speech_clips(fake_api, repo_root, tmp_path
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=repo_root, timeout=300)
         assert proc.returncode == rc, proc.stdout + proc.stderr
         assert "speech-" in proc.stdout and ("PASS" if rc == 0 else "FAIL") in proc.stdout
+
+
+@pytest.mark.slow
+def test_plan_check_runs_the_preflight_for_the_served_models_of_the_run(fake_api, repo_root, tmp_path):
+    api = fake_api(server(drop_audio=True))
+    params = params_for(api.url, repo_root)
+    params["run"] = {**params["run"], "models": ["served"], "strategies": ["baseline"]}
+    params["paths"] = {**params["paths"], "results": str(tmp_path / "results"), "cache_dir": str(tmp_path / "cache")}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    cmd = [sys.executable, "-m", "ambiemo", "plan", "--check", "--params", str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=repo_root, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "models check served (org/served-alm): FAIL" in proc.stdout and "do not depend on the audio" in proc.stdout
