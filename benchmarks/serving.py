@@ -71,6 +71,8 @@ def infer(tmp: Path, name: str, manifest_path: Path, spec: dict[str, Any]) -> di
         failed = int(df.attrs.get("meta", {}).get("failures_by_kind", {}).get("model", 0)) if df.attrs else None
         answered = len(df)
     last = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    if os.environ.get("BENCH_STDERR"):
+        print(proc.stderr[-3000:])
     return {"wall_s": round(wall, 2), "rc": proc.returncode, "rows": answered, "failed": failed, "stderr": last[-3:]}
 
 

@@ -36,7 +36,9 @@ def infer(
     ``inference.max_failure_share`` allows (the predictions are written all the same)."""
     from ambiemo.core.config import load_params
     from ambiemo.inference.run import InferenceFailures, install_secret_filter, run_inference
+    from ambiemo.models.api.faults import ConfigurationError
     from ambiemo.models.base import CapabilityError
+    from ambiemo.models.lifecycle import RetiredModel
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     install_secret_filter()
@@ -49,6 +51,9 @@ def infer(
         typer.echo(f"error: {e.args[0] if isinstance(e, KeyError) else e}", err=True)
         raise typer.Exit(2) from None
     except InferenceFailures as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    except (ConfigurationError, RetiredModel) as e:  # issue 19: a withdrawn, retired or renamed model: one message
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     meta, usage = df.attrs["meta"], df.attrs["usage"]

@@ -174,8 +174,10 @@ class EndpointPool:
                 and self.breaker_after
                 and (at_once or (ep.streak_n >= self.breaker_after and now - ep.streak_since >= self.breaker_window_s))
             ):
+                said = " ".join(str(exc).split())[:200]  # the server's own words, not the digit-blanked signature
                 ep.broken = self.redact(
-                    sig if at_once else f"{sig} ({ep.streak_n} calls in a row, {now - ep.streak_since:.0f} s)"
+                    f"{sig.split(':')[0]}: {said}"
+                    + ("" if at_once else f" ({ep.streak_n} calls in a row over {now - ep.streak_since:.0f} s)")
                 )
                 log.error("%s: endpoint %s broken: %s", self.name, ep.url or "(default)", ep.broken)
                 if all(e.broken for e in self.endpoints):
