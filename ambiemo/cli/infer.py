@@ -46,7 +46,9 @@ def infer(
     from ambiemo.core.config import load_params
     from ambiemo.inference.cache import CacheError
     from ambiemo.inference.run import InferenceFailures, OutputError, check_output, install_secret_filter, run_inference
+    from ambiemo.models.api.faults import ConfigurationError
     from ambiemo.models.base import CapabilityError
+    from ambiemo.models.lifecycle import RetiredModel
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     install_secret_filter()
@@ -64,6 +66,9 @@ def infer(
         typer.echo(f"error: {e.args[0] if isinstance(e, KeyError) else e}", err=True)
         raise typer.Exit(2) from None
     except (InferenceFailures, CacheError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    except (ConfigurationError, RetiredModel) as e:  # a withdrawn, retired or renamed model: one message
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     meta, usage = df.attrs["meta"], df.attrs["usage"]

@@ -12,6 +12,7 @@ A value that may differ per profile (``budgets``, ``verifier.model``, ``max_new_
 
 from __future__ import annotations
 
+import datetime
 import typing
 from typing import Annotated, Any, Literal, Union
 
@@ -38,6 +39,7 @@ class Profile(_Strict):
     models: list[str]
     strategies: list[str]
     limit: Annotated[int, Field(ge=0)] = 0  # utterances per dataset, 0 = all
+    reference_models: list[str] = []  # the study's rows kept for reference, not run (retired models)
 
 
 class Run(Profile):
@@ -121,6 +123,24 @@ class Figures(_Strict):
 # --------------------------------------------------------------------------- models
 
 
+# ---- model lifecycle: read by ambiemo.models.lifecycle; `ambiemo plan` lists what it finds ----
+class Lifecycle(_Strict):
+    """When a served model came and goes, as the provider states it, and when that was checked."""
+
+    checked: datetime.date  # the day the dates and successor below were read off the provider's pages
+    source: str | None = None  # where they were read
+    released: datetime.date | None = None
+    retires: datetime.date | None = None  # shutdown: past = retired, future = scheduled; None: none announced
+    successor: str | None = None  # the provider-named replacement (its model id, or a key under `models`)
+    alias_ok: str | None = None  # why an undated alias is accepted (e.g. the provider offers no dated snapshot)
+    accept_retired: bool = False  # run a retired model anyway: base_url points at a compatible endpoint on purpose
+    served_as: list[str] = []  # other model names an answer may come back under that are accepted
+    note: str | None = None
+
+
+# ---- end of the model lifecycle block ----
+
+
 class Model(_Open):
     """The keys every route shares; route-specific keys (asr, pricing, base_url, ...) pass through."""
 
@@ -135,6 +155,7 @@ class Model(_Open):
     family: str | None = None
     trust_remote_code: bool = False
     batch_size: PositiveInt | None = None
+    lifecycle: Lifecycle | None = None  # see the lifecycle block above
 
 
 # --------------------------------------------------------------------------- prompts, parsing, strategies
@@ -147,7 +168,7 @@ class Prompts(_Strict):
 
 class Parsing(_Strict):
     # a failed answer: uniform | nan | neutral (AER-LLM) | drop (scaling-ambiguity-SER); see
-    # ambiemo.strategies.parsing.FAILURE_POLICIES
+    # ambiemo.core.failures.FAILURE_POLICIES
     on_failure: Literal["uniform", "nan", "neutral", "drop"] = "uniform"
 
 

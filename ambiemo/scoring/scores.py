@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ambiemo.core.failures import failure_label_index
 from ambiemo.scoring import metrics as M
 from ambiemo.scoring.references import MODEL as REFERENCE_MODEL
 from ambiemo.scoring.schema import (
@@ -22,7 +23,6 @@ from ambiemo.scoring.schema import (
     levels,
     scoring_params,
 )
-from ambiemo.strategies.parsing import failure_label_index
 
 # --------------------------------------------------------------------------- scoring
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from synthetic import LABELS, PARAMS, manifest_df, predictions_df
 
+from ambiemo.core.failures import apply_failure_policy
 from ambiemo.core.params import validate_params
 from ambiemo.scoring.scores import score_predictions
-from ambiemo.strategies.parsing import apply_failure_policy
 
 
 def _cell(policy: str):

@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 from scipy.spatial.distance import jensenshannon
 
+from ambiemo.core.failures import FAILURE_POLICIES, apply_failure_policy
 from ambiemo.data import labels as L
 from ambiemo.scoring import literature as C
 from ambiemo.scoring import metrics as M
 from ambiemo.scoring import presets as P
 from ambiemo.scoring.summaries import conventions as conventions_summary
-from ambiemo.strategies.parsing import FAILURE_POLICIES, apply_failure_policy
 
 FOUR = ["neutral", "happy", "angry", "sad"]  # AER-LLM's order (prediction_processing.py emo_labels)
 OK2 = np.array([True, True])

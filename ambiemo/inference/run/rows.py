@@ -7,10 +7,10 @@ from typing import Any
 
 import pandas as pd
 
+from ambiemo.core.failures import apply_failure_policy
 from ambiemo.inference.candidates import candidates_frame
 from ambiemo.inference.predictions import predicted_label, prediction_columns
 from ambiemo.strategies import Cost, Row, Strategy
-from ambiemo.strategies.parsing import apply_failure_policy
 
 # Fewer utterances than this with the same answer are no sign that the audio is ignored.
 MIN_IDENTICAL = 3

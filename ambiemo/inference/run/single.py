@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from ambiemo.core.failures import apply_failure_policy
 from ambiemo.inference.cache.errors import CacheError
 from ambiemo.inference.cache.store import GenerationCache
 from ambiemo.inference.candidates import candidates_path, write_candidates
@@ -22,7 +23,6 @@ from ambiemo.inference.run.rows import delta, identical_answers, tables
 from ambiemo.inference.run.settings import RUN_ONLY_SETTINGS, build_model, inference_settings
 from ambiemo.models.base import AudioLanguageModel, CapabilityError
 from ambiemo.strategies import STRATEGIES, Context, Strategy, strategy_settings
-from ambiemo.strategies.parsing import apply_failure_policy
 from ambiemo.strategies.prompts import PromptBook
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,9 @@ def _infer(
             df,
             budgets,
             model.sample_rate,
-            int(settings["batch_size"]),
+            # A served or API route gets at least its capacity (concurrency x endpoints) per batch, so that
+            # every slot is busy; the answers do not depend on the batch.
+            max(int(settings["batch_size"]), int(getattr(model, "preferred_batch", 0) or 0)),
             name,
             getattr(model.capabilities, "max_audio_s", None),
             bar,
