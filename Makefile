@@ -42,8 +42,12 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 # Speed as ratios measured side by side in one run (benchmarks/run.py); JSON in results/bench/.
+# benchmarks/scale.py: score, aggregate and stats on synthetic tables of the ladder study's shape,
+# at SCALE of its full size (1 = ~23.6 M model score rows; docs/scale.md) and a tenth of it.
+SCALE ?= 0.001
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/scale.py --scale $(SCALE)
 
 dag: $(STAMP)
 	$(BIN)/dvc dag

@@ -26,7 +26,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 ANSWER = '{"neutral": 0.4, "happy": 0.3, "angry": 0.2, "sad": 0.1}'
 
 
-def make_server(delay_s: float) -> ThreadingHTTPServer:
+def make_server(delay_s: float, status: int = 200, fail_first: int = 0, fail_status: int = 429) -> ThreadingHTTPServer:
+    """``status``: answer every request with this HTTP error instead (503: a withdrawn model);
+    ``fail_first``: answer the first N requests with ``fail_status`` (a burst of rate limits)."""
     state = {"requests": 0, "in_flight": 0, "max_in_flight": 0}
     lock = threading.Lock()
 
@@ -54,8 +56,15 @@ def make_server(delay_s: float) -> ThreadingHTTPServer:
             body = json.loads(raw or b"{}")
             with lock:
                 state["requests"] += 1
+                nth = state["requests"]
                 state["in_flight"] += 1
                 state["max_in_flight"] = max(state["max_in_flight"], state["in_flight"])
+            failing = status if status != 200 else fail_status if nth <= fail_first else 200
+            if failing != 200:
+                with lock:
+                    state["in_flight"] -= 1
+                self._send({"error": {"message": f"fake server answers {failing}", "code": failing}}, failing)
+                return
             try:
                 time.sleep(delay_s)
                 n = int(body.get("n", 1))
@@ -81,15 +90,18 @@ def make_server(delay_s: float) -> ThreadingHTTPServer:
                     state["in_flight"] -= 1
             self._send(payload)
 
-        def _send(self, payload: dict) -> None:
+        def _send(self, payload: dict, code: int = 200) -> None:
             data = json.dumps(payload).encode()
-            self.send_response(200)
+            self.send_response(code)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 128  # the default backlog of 5 drops a burst of new connections (1 s TCP retries)
+
+    httpd = Server(("127.0.0.1", 0), Handler)
     httpd.daemon_threads = True
     return httpd
 
@@ -97,14 +109,15 @@ def make_server(delay_s: float) -> ThreadingHTTPServer:
 class FakeChatServer:
     """The server in a child process: ``url``, ``reset()`` and ``max_in_flight`` from the client side."""
 
-    def __init__(self, delay_s: float = 0.1) -> None:
+    def __init__(self, delay_s: float = 0.1, *extra: str) -> None:
         self.delay_s = delay_s
+        self.extra = list(extra)  # more command-line options: --status 503, --fail-first 10
         self.url = ""
         self._proc: subprocess.Popen | None = None
 
     def __enter__(self) -> FakeChatServer:
         self._proc = subprocess.Popen(
-            [sys.executable, __file__, "--delay", str(self.delay_s)], stdout=subprocess.PIPE, text=True
+            [sys.executable, __file__, "--delay", str(self.delay_s), *self.extra], stdout=subprocess.PIPE, text=True
         )
         self.url = self._proc.stdout.readline().strip()
         if not self.url.startswith("http://127.0.0.1:"):
@@ -137,7 +150,10 @@ class FakeChatServer:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description="a fake chat-completions server on 127.0.0.1")
     ap.add_argument("--delay", type=float, default=0.1, help="seconds before each answer")
+    ap.add_argument("--status", type=int, default=200, help="answer every request with this status")
+    ap.add_argument("--fail-first", type=int, default=0, help="answer the first N requests with --fail-status")
+    ap.add_argument("--fail-status", type=int, default=429)
     args = ap.parse_args()
-    server = make_server(args.delay)
+    server = make_server(args.delay, args.status, args.fail_first, args.fail_status)
     print(f"http://127.0.0.1:{server.server_address[1]}/v1", flush=True)
     server.serve_forever()

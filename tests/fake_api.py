@@ -184,7 +184,7 @@ def chat_response(choices, prompt_tokens=60, audio_tokens=50, completion_tokens=
         "id": "chatcmpl-1",
         "object": "chat.completion",
         "created": 0,
-        "model": "m",
+        # no "model": these fakes answer whatever model was asked (the served-name check reads it when present)
         "choices": out,
         "usage": {
             "prompt_tokens": prompt_tokens,
@@ -237,7 +237,7 @@ def gemini_response(texts, tokens=None, top=None, prompt_tokens=80, audio_tokens
     out_tokens = sum(len(t) for t in tokens) if tokens else 3 * len(texts)
     return {
         "candidates": cands,
-        "modelVersion": "gemini-2.0-flash",
+        # no "modelVersion": the fake answers whichever model was asked
         "usageMetadata": {
             "promptTokenCount": prompt_tokens,
             "candidatesTokenCount": out_tokens,

@@ -150,3 +150,28 @@ def list_models(
         typer.echo(ladder_line(family, members) if family != NO_FAMILY else family)
         for r in members:
             typer.echo(line(table[r["key"]]))
+
+
+@app.command("check")
+def check(
+    key: Annotated[str, typer.Argument(help="A served or API model key from params.yaml `models`.")],
+    params_path: Annotated[Path, typer.Option("--params", help="The params file.")] = Path("params.yaml"),
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
+) -> None:
+    """Ask the live server whether the audio reaches the model: speech, silence and a tone with the run's
+    prompt, greedy, sampled (n, seed) and beam requests; fails (exit 1) naming the reason. Run it before a
+    paper run (`ambiemo plan --check` runs it for every served and API model of the run)."""
+    from ambiemo.core.config import load_params
+    from ambiemo.models.check import format_report, preflight
+
+    try:
+        report = preflight(load_params(params_path), key)
+    except (KeyError, ValueError) as e:
+        typer.echo(f"models check {key}: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(format_report(report))
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report.as_dict(), indent=1) + "\n")
+    if not report.ok:
+        raise typer.Exit(1)

@@ -36,6 +36,9 @@ def plan(
         int, typer.Option("--pilot", help="Measure each local model on N prepared utterances (0: no pilot).")
     ] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the plan as JSON here.")] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Also run `ambiemo models check` on every served and API model of the run.")
+    ] = False,
     utterances: Annotated[
         list[str] | None,
         typer.Option("--utterances", help="DATASET=N: assume N utterances where none is prepared; repeatable."),
@@ -74,3 +77,12 @@ def plan(
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps({**p.as_dict(), "pilot": measured}, indent=2, sort_keys=True) + "\n")
+    if check:  # issue 19: the live preflight, before any spend
+        from ambiemo.models.check import format_report, preflight
+
+        served = [k for k in (params.get("run") or {}).get("models") or [] if k in p.models and not p.models[k].local]
+        reports = [preflight(params, k) for k in served]
+        for r in reports:
+            typer.echo("\n" + format_report(r))
+        if not all(r.ok for r in reports):
+            raise typer.Exit(1)

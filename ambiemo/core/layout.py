@@ -22,8 +22,17 @@ from pathlib import Path
 from typing import Any
 
 CANDIDATES_SUFFIX = ".candidates.parquet"  # a cell's candidates table, beside its predictions
-SUMMARY_TABLES = ("summary", "by_ambiguity", "ci", "compute", "compute_matched", "conventions", "unanswered")
-STATS_TABLES = ("paired", "mixed_model", "gee_correctness", "power")
+SUMMARY_TABLES = (
+    "summary",
+    "by_ambiguity",
+    "ci",
+    "compute",
+    "compute_matched",
+    "conventions",
+    "unanswered",
+    "calibration",
+)
+STATS_TABLES = ("paired", "gains", "mixed_model", "gee_correctness", "power", "annotators", "paired_calibrated")
 
 
 @dataclass(frozen=True)

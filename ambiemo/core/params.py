@@ -12,6 +12,7 @@ A value that may differ per profile (``budgets``, ``verifier.model``, ``max_new_
 
 from __future__ import annotations
 
+import datetime
 import typing
 from typing import Annotated, Any, Literal, Union
 
@@ -38,6 +39,7 @@ class Profile(_Strict):
     models: list[str]
     strategies: list[str]
     limit: Annotated[int, Field(ge=0)] = 0  # utterances per dataset, 0 = all
+    reference_models: list[str] = []  # the study's rows kept for reference, not run (retired models)
 
 
 class Run(Profile):
@@ -89,6 +91,7 @@ class Scoring(_Strict):
     bootstrap_resamples: PositiveInt = 1000
     ci_level: Annotated[float, Field(gt=0, lt=1)] = 0.95
     compute_multiples: list[Annotated[float, Field(gt=0)]] = [1, 2, 4, 8]
+    calibration_folds: Annotated[int, Field(ge=2)] = 5  # ambiemo.scoring.calibration
 
 
 class Stats(_Strict):
@@ -103,6 +106,8 @@ class Stats(_Strict):
     family_term: Literal["fixed", "none"] = "fixed"  # ambiemo.stats.regression: the family term
     power: Annotated[float, Field(gt=0, lt=1)] = 0.8
     power_gains: dict[str, Annotated[float, Field(gt=0)]] = {"js": 0.02}
+    annotator_repeats: PositiveInt = 20  # ambiemo.stats.annotators
+    annotator_tau_stable: Annotated[float, Field(gt=-1, le=1)] = 0.9
 
 
 class Figures(_Strict):
@@ -116,6 +121,24 @@ class Figures(_Strict):
 
 
 # --------------------------------------------------------------------------- models
+
+
+# ---- model lifecycle: read by ambiemo.models.lifecycle; `ambiemo plan` lists what it finds ----
+class Lifecycle(_Strict):
+    """When a served model came and goes, as the provider states it, and when that was checked."""
+
+    checked: datetime.date  # the day the dates and successor below were read off the provider's pages
+    source: str | None = None  # where they were read
+    released: datetime.date | None = None
+    retires: datetime.date | None = None  # shutdown: past = retired, future = scheduled; None: none announced
+    successor: str | None = None  # the provider-named replacement (its model id, or a key under `models`)
+    alias_ok: str | None = None  # why an undated alias is accepted (e.g. the provider offers no dated snapshot)
+    accept_retired: bool = False  # run a retired model anyway: base_url points at a compatible endpoint on purpose
+    served_as: list[str] = []  # other model names an answer may come back under that are accepted
+    note: str | None = None
+
+
+# ---- end of the model lifecycle block ----
 
 
 class Model(_Open):
@@ -132,6 +155,7 @@ class Model(_Open):
     family: str | None = None
     trust_remote_code: bool = False
     batch_size: PositiveInt | None = None
+    lifecycle: Lifecycle | None = None  # see the lifecycle block above
 
 
 # --------------------------------------------------------------------------- prompts, parsing, strategies
@@ -143,7 +167,9 @@ class Prompts(_Strict):
 
 
 class Parsing(_Strict):
-    on_failure: Literal["uniform", "nan"] = "uniform"
+    # a failed answer: uniform | nan | neutral (AER-LLM) | drop (scaling-ambiguity-SER); see
+    # ambiemo.core.failures.FAILURE_POLICIES
+    on_failure: Literal["uniform", "nan", "neutral", "drop"] = "uniform"
 
 
 class Inference(_Strict):

@@ -64,4 +64,7 @@ def load_model(key: str, spec: dict[str, Any], **kwargs: Any) -> AudioLanguageMo
     if "adapter" not in spec:
         raise KeyError(f"params.yaml models.{key} has no 'adapter'; known adapters: {', '.join(MODELS.names())}")
     cls = MODELS.get(spec["adapter"])
+    from ambiemo.models.lifecycle import refuse_retired
+
+    refuse_retired(key, spec)  # a retired model is refused before anything is loaded or paid for
     return cls.from_spec(key, spec, **kwargs)

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from ambiemo.core.errors import check_candidates
 from ambiemo.core.registry import Registry
 from ambiemo.models.base import (
     AudioLanguageModel,
@@ -118,7 +119,7 @@ class Context:
     model: AudioLanguageModel
     labels: tuple[str, ...]
     prompts: PromptBook
-    settings: dict[str, Any]  # params ``strategies``, defaults filled in (ambiemo.core.config.strategy_settings)
+    settings: dict[str, Any]  # params ``strategies``, defaults filled in (ambiemo.strategies.strategy_settings)
     verifier: AudioLanguageModel | None = None
 
     def section(self, name: str) -> dict[str, Any]:
@@ -151,9 +152,7 @@ class Context:
         ]
         out = model.generate(requests, config)
         for u, cands in zip(utts, out, strict=True):
-            for c in cands:
-                if "error" in c.meta:
-                    raise RuntimeError(f"model {model.key!r} failed on utterance {u.utt_id!r}: {c.meta['error']}")
+            check_candidates(f"model {model.key!r}", u.utt_id, cands)
         return out
 
     def score_options(

@@ -14,6 +14,7 @@ from typing import Annotated, Any, ClassVar
 import numpy as np
 from pydantic import Field
 
+from ambiemo.core.errors import check_candidates
 from ambiemo.models.base import AudioRequest, Candidate, GenerationConfig
 from ambiemo.strategies import planning
 from ambiemo.strategies.base import Cost, Row, Strategy, Utterance, record, register_strategy, softmax, weighted_mean
@@ -211,8 +212,7 @@ class _Verified(CandidateStrategy):
             return scores
         config = GenerationConfig(mode="greedy", n=1, max_new_tokens=self.ctx.max_new_tokens("verifier"))
         for (b, i, j), reply in zip(jobs, verifier.generate(requests, config), strict=True):
-            if "error" in reply[0].meta:
-                raise RuntimeError(f"verifier {verifier.key!r} failed on {utts[i].utt_id!r}: {reply[0].meta['error']}")
+            check_candidates(f"verifier {verifier.key!r}", utts[i].utt_id, reply)
             scores[b][i][j] = parse_rating(reply[0].text)
             per_budget[b][i][1].add(reply, verifier=True)
         return scores

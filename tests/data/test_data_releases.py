@@ -232,11 +232,10 @@ def test_audio_paths_are_relative_to_the_root_and_resolved_when_read(tmp_path):
     moved = tmp_path / "elsewhere"
     root.rename(moved)
     with pytest.raises(ManifestError, match=rf"audio root {root.resolve()} does not exist; the corpus has moved"):
-        read_manifest(out)
+        read_manifest(out).require_audio()
     assert read_manifest(out, audio_root=moved).df["audio_path"].tolist() == [str(moved / p) for p in stored]
-    (moved / stored[0]).unlink()
-    with pytest.raises(ManifestError, match=rf"audio root {moved} has no {stored[0]}"):
-        read_manifest(out, audio_root=moved)
+    (moved / stored[0]).unlink()  # one clip missing is that clip's failure, not a moved corpus
+    assert read_manifest(out, audio_root=moved).require_audio() == ["MSP-PODCAST_0101_0001"]
 
 
 def test_duplicate_rater_policy_and_bad_rule_params():

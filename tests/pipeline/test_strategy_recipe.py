@@ -41,7 +41,7 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Completed
 
 
 @pytest.fixture(scope="module")
-def recipe_run(tmp_path_factory) -> tuple[Path, str, str]:
+def recipe_run(tmp_path_factory) -> tuple[Path, str, str, dict]:
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     module_path, code, entry = _recipe((ROOT / "docs" / "extending.md").read_text())
@@ -78,18 +78,19 @@ def recipe_run(tmp_path_factory) -> tuple[Path, str, str]:
     )
     (dest / "params.yaml").write_text(text)
     _run(["dvc", "repro"], dest, env)
-    return dest, module_path, name
+    return dest, module_path, name, yaml.safe_load(entry)[name]
 
 
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_the_recipe_runs_through_every_stage(recipe_run):
-    dest, _, name = recipe_run
+    dest, _, name, entry = recipe_run
     results = dest / "results"
     plan = yaml.safe_load((results / "plan" / "plan.json").read_text())
     assert plan["models"]["fake"]["calls"] > 0  # the planner counted the new strategy's requests
     predictions = pd.read_parquet(results / "predictions" / "demo" / "fake" / f"{name}.parquet")
-    assert set(predictions["budget"]) == {2, 4} and predictions["utt_id"].nunique() == 8
+    budgets = entry["budgets"]["demo"] if isinstance(entry["budgets"], dict) else entry["budgets"]
+    assert set(predictions["budget"]) == set(budgets) and predictions["utt_id"].nunique() == 8
     summary = pd.read_parquet(results / "summary" / "summary.parquet")
     assert name in set(summary["strategy"])
     paired = pd.read_parquet(results / "stats" / "paired.parquet")
@@ -100,7 +101,7 @@ def test_the_recipe_runs_through_every_stage(recipe_run):
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_no_other_file_was_edited(recipe_run):
-    dest, module_path, _ = recipe_run
+    dest, module_path, _, _ = recipe_run
     status = subprocess.run(["git", "status", "--porcelain"], cwd=dest, capture_output=True, text=True, check=True)
     changed = sorted(line[3:] for line in status.stdout.splitlines())
     assert changed == sorted(["dvc.lock", "params.yaml", module_path]), changed

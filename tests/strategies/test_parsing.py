@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ambiemo.strategies.parsing import apply_failure_policy, label_lookup, parse_distribution, parse_number
+from ambiemo.core.failures import apply_failure_policy
+from ambiemo.strategies.parsing import label_lookup, parse_distribution, parse_number
 
 FOUR = ("neutral", "happy", "angry", "sad")
 SIX = ("angry", "disgust", "fear", "happy", "neutral", "sad")

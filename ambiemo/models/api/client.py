@@ -1,22 +1,8 @@
-"""The base of the API routes (``openai_api``, ``gemini_api``): ``ApiModel``, with the faults of
-a remote call classified and retried, keys, prices, audio encoding, and label scoring from top
-log-probabilities.
-
-Faults. Every call goes through ``call_with_retries`` (tenacity). What each fault becomes:
-
-=============================================  ==========================================
-HTTP 408, 429 (``Retry-After`` honoured), 5xx   retried
-timeout, refused or dropped connection          retried (on another endpoint of a pool first)
-a body that is not the JSON the SDK expects     retried (a proxy's error page, a cut stream)
-400, 413, 422 (content policy, audio too long)  not retried: recorded with the server's reason
-401, 403, 404 (key, access, model id)           ``ConfigurationError``: the run stops at once
-=============================================  ==========================================
-
-Before retry ``k`` (1, 2, ...) the wait is drawn uniformly from ``[d/2, d]`` with
-``d = min(max_delay_s, base_delay_s * 2**(k-1))`` (jitter: concurrent requests that failed
-together do not come back together), or is the server's ``Retry-After`` where it sends one. A
-request gives up after ``max_attempts`` attempts, or earlier when the next wait would take it past
-``max_total_s`` since its first attempt. The SDKs' own retries are off, so this is the only loop.
+"""The base of the API routes (``openai``, ``gemini``): ``ApiModel``, with audio encoding, seeds,
+and label scoring from top log-probabilities. Its parts live beside it: the faults and the retry
+loop in ``faults`` (every call goes through ``call_with_retries``), the endpoint pool, its circuit
+breaker and bounded concurrency in ``pool``, keys and prices in ``keys``; the names are
+re-exported here.
 
 A request that fails for good does not stop the run: ``generate`` returns its candidates with
 ``meta["error"]`` (the reason, keys scrubbed) and empty text, ``score_options`` an array of NaN;
@@ -36,26 +22,43 @@ position there, or on which endpoint of a pool served it.
 from __future__ import annotations
 
 import base64
-import email.utils
 import hashlib
 import io
 import json
 import logging
 import math
-import os
-import random
 import threading
 import time
 import wave
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
-import tenacity
 
-from ambiemo.models.api.pool import EndpointPool
+from ambiemo.models.api.faults import (
+    FATAL_STATUS,
+    RETRY_STATUS,
+    CircuitOpen,
+    ConfigurationError,
+    MalformedResponse,
+    ModelMismatch,
+    RequestFailed,
+    RetryPolicy,
+    call_with_retries,
+    describe,
+    failure_signature,
+    is_endpoint_down,
+    is_malformed,
+    is_retryable,
+    is_transport_error,
+    retry_after_s,
+    scrub,
+    status_code,
+)
+from ambiemo.models.api.keys import api_key_from_env, api_key_names, cost_usd
+from ambiemo.models.api.pool import EndpointPool, run_concurrently
+from ambiemo.models.api.spec import check_api_spec
 from ambiemo.models.base import (
     AudioLanguageModel,
     AudioRequest,
@@ -66,255 +69,39 @@ from ambiemo.models.base import (
     OptionScores,
 )
 
+__all__ = [  # re-exported: the routes and tests import them from here
+    "FATAL_STATUS",
+    "RETRY_STATUS",
+    "ApiModel",
+    "CallUsage",
+    "CircuitOpen",
+    "ConfigurationError",
+    "MalformedResponse",
+    "ModelMismatch",
+    "RequestFailed",
+    "RetryPolicy",
+    "api_key_from_env",
+    "api_key_names",
+    "call_with_retries",
+    "cost_usd",
+    "describe",
+    "failed_candidates",
+    "is_endpoint_down",
+    "is_malformed",
+    "is_retryable",
+    "is_transport_error",
+    "option_logprobs_from_top",
+    "request_seed",
+    "request_wav",
+    "retry_after_s",
+    "run_concurrently",
+    "scrub",
+    "status_code",
+    "wav_bytes",
+]
+
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 R = TypeVar("R")
-
-RETRY_STATUS = {408, 429}  # request timeout, rate limit; and every 5xx
-FATAL_STATUS = {401, 403, 404}  # every request would fail alike: wrong key, no access, unknown model
-
-
-class ConfigurationError(RuntimeError):
-    """An API error that no retry and no other utterance can fix (key, access, model id)."""
-
-
-class RequestFailed(RuntimeError):
-    """A request that failed for good; ``reason`` is safe to record (keys scrubbed)."""
-
-    def __init__(self, reason: str, attempts: int) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.attempts = attempts
-
-
-class MalformedResponse(ValueError):
-    """The server answered 200 with a body the route cannot read."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = 5  # including the first
-    base_delay_s: float = 1.0
-    max_delay_s: float = 30.0
-    max_total_s: float = 300.0  # from the first attempt to the last one's start, waits included
-    endpoint_cooldown_s: float = 30.0  # a pool endpoint that is out is checked again after this
-
-    @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> RetryPolicy:
-        retry = dict(spec.get("retry") or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = set(retry) - known
-        if unknown:
-            raise ValueError(f"unknown retry settings {sorted(unknown)}; use {', '.join(sorted(known))}")
-        policy = cls(**retry)
-        if policy.max_attempts < 1:
-            raise ValueError(f"retry.max_attempts must be >= 1, got {policy.max_attempts}")
-        if min(policy.base_delay_s, policy.max_delay_s, policy.max_total_s, policy.endpoint_cooldown_s) < 0:
-            raise ValueError(f"retry delays must be >= 0, got {retry}")
-        return policy
-
-    def delay(self, retry: int, rng: random.Random, retry_after: float | None = None) -> float:
-        """Seconds to wait before retry number ``retry`` (1-based)."""
-        if retry_after is not None:
-            return max(0.0, retry_after)
-        cap = min(self.max_delay_s, self.base_delay_s * 2 ** (retry - 1))
-        return rng.uniform(cap / 2, cap)
-
-
-def scrub(text: str, secrets: Sequence[str | None]) -> str:
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    return text
-
-
-# -- classifying what went wrong ------------------------------------------------------------------
-def status_code(exc: BaseException) -> int | None:
-    """The HTTP status of an SDK exception: openai's ``status_code``, google-genai's ``code``,
-    httpx's ``response.status_code``."""
-    for attr in ("status_code", "code"):
-        v = getattr(exc, attr, None)
-        if isinstance(v, int):
-            return v
-    response = getattr(exc, "response", None)
-    v = getattr(response, "status_code", None)
-    return v if isinstance(v, int) else None
-
-
-_TRANSPORT_NAMES = (
-    "Timeout",
-    "ConnectError",
-    "ConnectionError",
-    "TransportError",
-    "RemoteProtocolError",
-    "ReadError",
-    "WriteError",
-    "NetworkError",
-    "ProtocolError",
-)
-
-
-def is_transport_error(exc: BaseException) -> bool:
-    """Timeouts and refused or dropped connections, recognised by class name so that openai's
-    wrappers, httpx and the standard library are all covered without importing them."""
-    if isinstance(exc, (TimeoutError, ConnectionError)):
-        return True
-    names = {c.__name__ for c in type(exc).__mro__}
-    return any(k in n for n in names for k in _TRANSPORT_NAMES)
-
-
-def is_malformed(exc: BaseException) -> bool:
-    """A 200 whose body does not parse: JSON errors, the SDKs' validation errors."""
-    if isinstance(exc, (json.JSONDecodeError, MalformedResponse)):
-        return True
-    names = {c.__name__ for c in type(exc).__mro__}
-    return "APIResponseValidationError" in names or "ValidationError" in names
-
-
-def is_retryable(exc: BaseException) -> bool:
-    code = status_code(exc)
-    if code is not None:
-        return code in RETRY_STATUS or code >= 500
-    return is_transport_error(exc) or is_malformed(exc)
-
-
-def is_endpoint_down(exc: BaseException) -> bool:
-    """A fault of the endpoint rather than of the request: another endpoint should take it."""
-    return status_code(exc) is None and is_transport_error(exc)
-
-
-def retry_after_s(exc: BaseException, now: Callable[[], float] = time.time) -> float | None:
-    """The server's ``Retry-After`` (seconds or an HTTP date) or ``retry-after-ms``, in seconds."""
-    headers = getattr(getattr(exc, "response", None), "headers", None)
-    if headers is None:
-        return None
-    try:
-        ms = headers.get("retry-after-ms")
-        if ms is not None:
-            return float(ms) / 1000
-        value = headers.get("retry-after")
-        if value is None:
-            return None
-        try:
-            return float(value)
-        except ValueError:
-            return email.utils.parsedate_to_datetime(value).timestamp() - now()
-    except (TypeError, ValueError, AttributeError):
-        return None
-
-
-def describe(exc: BaseException) -> str:
-    code = status_code(exc)
-    text = " ".join(str(exc).split())[:300]
-    if code is not None:
-        return f"HTTP {code}: {text}"
-    if is_malformed(exc):
-        return f"malformed response ({type(exc).__name__}): {text}"
-    return f"{type(exc).__name__}: {text}"
-
-
-class _StopAtTotal(tenacity.stop.stop_base):
-    """Stop when the coming wait would end past ``max_total_s`` since the first attempt."""
-
-    def __init__(self, max_total_s: float, clock: Callable[[], float], start: float) -> None:
-        self.max_total_s, self.clock, self.start = max_total_s, clock, start
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
-        return self.clock() - self.start + retry_state.upcoming_sleep > self.max_total_s
-
-
-class _Backoff(tenacity.wait.wait_base):
-    def __init__(self, policy: RetryPolicy, rng: random.Random) -> None:
-        self.policy, self.rng = policy, rng
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        return self.policy.delay(retry_state.attempt_number, self.rng, retry_after_s(exc) if exc else None)
-
-
-def call_with_retries(
-    fn: Callable[[], R],
-    policy: RetryPolicy,
-    *,
-    what: str,
-    fatal_hint: str = "",
-    secrets: Sequence[str | None] = (),
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-    rng: random.Random | None = None,
-) -> tuple[R, int]:
-    """Run ``fn`` until it succeeds; returns ``(result, attempts)``.
-
-    Raises ``RequestFailed`` when it keeps failing or fails with a request error, and
-    ``ConfigurationError`` on 401/403/404 (``fatal_hint`` says what to check). ``what`` names the
-    request in messages. Anything that is not an API fault (a bug) is raised as it is.
-    """
-
-    def before_sleep(state: tenacity.RetryCallState) -> None:
-        reason = scrub(describe(state.outcome.exception()), secrets)
-        log.warning(
-            "%s: %s; retry %d of %d in %.1f s",
-            what,
-            reason,
-            state.attempt_number,
-            policy.max_attempts - 1,
-            state.upcoming_sleep,
-        )
-
-    retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception(is_retryable),
-        stop=tenacity.stop_after_attempt(policy.max_attempts) | _StopAtTotal(policy.max_total_s, clock, clock()),
-        wait=_Backoff(policy, rng or random.Random()),
-        sleep=sleep,
-        before_sleep=before_sleep,
-        reraise=True,
-    )
-    attempts = 0
-
-    def counted() -> R:
-        nonlocal attempts
-        attempts += 1
-        return fn()
-
-    try:
-        return retrying(counted), attempts
-    except Exception as exc:
-        code = status_code(exc)
-        reason = scrub(describe(exc), secrets)
-        if code in FATAL_STATUS:
-            raise ConfigurationError(f"{what}: {reason}. {fatal_hint}".strip()) from None
-        if code is None and not (is_transport_error(exc) or is_malformed(exc)):
-            raise  # not an API fault: a bug, surface it
-        if is_retryable(exc):
-            reason = f"{reason} (gave up after {attempts} attempts)"
-        raise RequestFailed(reason, attempts) from None
-
-
-def run_concurrently(fn: Callable[[T], R], items: Sequence[T], max_workers: int) -> list[R]:
-    """``[fn(x) for x in items]`` with at most ``max_workers`` in flight, order kept. The first
-    exception stops the rest: items not started are not started, and it is raised."""
-    if max_workers <= 1 or len(items) <= 1:
-        return [fn(x) for x in items]
-    stop = threading.Event()
-
-    def guarded(x: T) -> R | None:
-        if stop.is_set():  # set by the worker that failed, before it could take the next item
-            return None
-        try:
-            return fn(x)
-        except BaseException:
-            stop.set()
-            raise
-
-    with ThreadPoolExecutor(max_workers=min(max_workers, len(items))) as pool:
-        futures = [pool.submit(guarded, x) for x in items]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = next((f for f in futures if f in done and f.exception() is not None), None)
-        if failed is not None:
-            for f in futures:
-                f.cancel()
-            raise failed.exception()  # type: ignore[misc]
-        return [f.result() for f in futures]  # type: ignore[misc]  (no None: nothing failed)
 
 
 def request_seed(seed: int, request: AudioRequest, call: int) -> int:
@@ -351,49 +138,6 @@ def request_wav(request: AudioRequest, *, as_base64: bool = False) -> bytes | st
         return base64.b64encode(wav).decode("ascii") if as_base64 else wav
 
     return FEATURE_MEMO.get(request.audio_sha1(), "wav-pcm16-base64" if as_base64 else "wav-pcm16", encode)
-
-
-def cost_usd(pricing: dict[str, float] | None, *, text_in: int, audio_in: int, out: int) -> float:
-    """Cost from ``pricing`` (USD per million tokens: ``input_per_mtok``, ``audio_input_per_mtok``
-    (defaults to the text rate), ``output_per_mtok``). No pricing: 0."""
-    if not pricing:
-        return 0.0
-    unknown = set(pricing) - {"input_per_mtok", "audio_input_per_mtok", "output_per_mtok"}
-    if unknown:
-        raise ValueError(
-            f"unknown pricing fields {sorted(unknown)}; use input_per_mtok, audio_input_per_mtok, "
-            "output_per_mtok (USD per million tokens)"
-        )
-    p_in = float(pricing.get("input_per_mtok", 0.0))
-    p_audio = float(pricing.get("audio_input_per_mtok", p_in))
-    p_out = float(pricing.get("output_per_mtok", 0.0))
-    return (text_in * p_in + audio_in * p_audio + out * p_out) / 1e6
-
-
-def api_key_names(spec: dict[str, Any], default: Sequence[str]) -> list[str]:
-    """The environment variables that may hold the key; refuses a key written into params."""
-    for field in ("api_key", "key", "token"):
-        if field in spec:
-            raise ValueError(
-                f"params.yaml model entry has {field!r}: never write API keys into files. Remove it "
-                "and export the key in an environment variable named by 'api_key_env' "
-                f"(default {default[0] if default else 'none'})"
-            )
-    names = spec.get("api_key_env", list(default))
-    if names is None:
-        return []
-    return [names] if isinstance(names, str) else list(names)
-
-
-def api_key_from_env(names: Sequence[str], model_key: str) -> str:
-    for name in names:
-        value = os.environ.get(name)
-        if value:
-            return value
-    raise ConfigurationError(
-        f"model {model_key!r} needs an API key in the environment variable "
-        f"{' or '.join(names)}; export it (keys are never read from files)"
-    )
 
 
 # -- label scoring from the first answer token's top log-probabilities -----------------------
@@ -470,6 +214,8 @@ class ApiModel(AudioLanguageModel):
     def __init__(self, key: str, spec: dict[str, Any], route: str) -> None:
         if not spec.get("model_id"):
             raise ValueError(f"params.yaml models.{key} needs a model_id (the provider's model name)")
+        api_key_names(spec, self.default_key_env)  # a key written into params: refused with its own message first
+        check_api_spec(key, {"adapter": route, **spec})
         caps = self.spec_capabilities({**spec, "adapter": route})  # per entry: logprobs depend on the model
         # The defaults of the output-affecting fields enter the identity as if written out.
         self.setting_defaults = {"logprobs": caps.logprobs, "top_logprobs": 20, "max_candidates_per_call": 8}
@@ -486,12 +232,14 @@ class ApiModel(AudioLanguageModel):
         self.concurrency = int(spec.get("concurrency", 4))
         self.timeout_s = float(spec.get("timeout_s", 120))
         self.pricing = spec.get("pricing")
+        self.spec = spec
         cost_usd(self.pricing, text_in=0, audio_in=0, out=0)  # validate the fields now, not mid-run
         self._pool: EndpointPool | None = None
         self._secret: str | None = None
         self._lock = threading.Lock()
-        # Injectable for tests: how retries wait and measure their total time.
-        self.sleep: Callable[[float], None] = time.sleep
+        # Injectable for tests: how retries wait (None: the pool's wait, which the circuit breaker
+        # cuts short) and measure their total time.
+        self.sleep: Callable[[float], None] | None = None
         self.clock: Callable[[], float] = time.monotonic
 
     @classmethod
@@ -553,8 +301,20 @@ class ApiModel(AudioLanguageModel):
                     cooldown_s=self.policy.endpoint_cooldown_s,
                     clock=self.clock,
                     redact=lambda s: scrub(s, [self._secret]),
+                    signature=failure_signature,
+                    breaker_after=self.policy.breaker_after,
+                    breaker_window_s=self.policy.breaker_window_s,
+                    name=f"model {self.key!r} ({self.model_id})",
+                    hint=self._breaker_hint(),
                 )
             return self._pool
+
+    def _breaker_hint(self) -> str:
+        return (
+            f"Check the provider's status and deprecation pages, run `ambiemo models check {self.key}`, and "
+            f"see `ambiemo plan` for models.{self.key}.lifecycle; point model_id at the successor or base_url "
+            "at a server that serves it (retry.breaker_after: 0 turns the breaker off)"
+        )
 
     def _what(self, request: AudioRequest) -> str:
         return f"model {self.key!r} utterance {request.utt_id!r}"
@@ -567,9 +327,19 @@ class ApiModel(AudioLanguageModel):
             what=self._what(request),
             fatal_hint=f"Check {names}, access to the model, and models.{self.key}.model_id in params.yaml",
             secrets=[self._secret],
-            sleep=self.sleep,
+            sleep=self.sleep or self.pool.wait,
             clock=self.clock,
         )
+
+    def _check_served(self, cands: list[Candidate]) -> None:
+        """Stop the cell when the answer came from another model than the one asked (the route
+        records the name the response gives in ``meta["served_model"]``)."""
+        from ambiemo.models.lifecycle import served_mismatch
+
+        served = next((c.meta.get("served_model") for c in cands if c.meta.get("served_model")), None)
+        why = served_mismatch(self.model_id, served, self.spec)
+        if why:
+            raise ModelMismatch(f"model {self.key!r}: {why} (models.{self.key}.lifecycle in params.yaml)")
 
     def _cost(self, u: CallUsage) -> float:
         return cost_usd(
@@ -600,6 +370,7 @@ class ApiModel(AudioLanguageModel):
                 return failed_candidates(n, e.reason, e.attempts, time.perf_counter() - t0, call=c)
             wall = time.perf_counter() - t0
             cost = self._cost(u)
+            self._check_served(cands)
             for c_ in cands:
                 c_.meta.update(call=c, prompt_tokens=u.prompt_tokens, wall_s=wall / n, cost_usd=cost / n)
             return cands

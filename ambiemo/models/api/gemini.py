@@ -119,6 +119,7 @@ class GeminiModel(ApiModel):
             why = f" (prompt blocked: {getattr(block, 'value', block)})" if block else ""
             raise RequestFailed(f"asked for {n} candidates, Gemini returned {len(cands)}{why}", attempts=1)
         for c in cands:
+            c.meta["served_model"] = getattr(response, "model_version", None)  # checked against model_id
             if c.n_tokens == 0 and c.text:
                 # No per-candidate count: share the reported total.
                 c.n_tokens = round(u.gen_tokens / n)

@@ -137,7 +137,7 @@ class OpenAIChatModel(ApiModel):
     ) -> tuple[list[Candidate], CallUsage]:
         kwargs: dict[str, Any] = {
             "model": self.model_id,
-            "messages": self.messages(request),
+            "messages": [],  # sent as is through extra_body (see _create)
             "max_completion_tokens": config.max_new_tokens,
             "seed": seed,
         }
@@ -149,12 +149,14 @@ class OpenAIChatModel(ApiModel):
             kwargs.update(temperature=0.0, n=config.num_beams, extra_body={"use_beam_search": True})
         if self.capabilities.logprobs:
             kwargs["logprobs"] = True
-        response = client.chat.completions.create(**kwargs)
+        response = _create(client, kwargs, self.messages(request))
         try:
             u = _usage(response)
             cands = [_candidate(choice) for choice in response.choices]
         except (AttributeError, TypeError, ValueError) as e:
             raise MalformedResponse(f"not a chat completion: {type(e).__name__}: {e}") from None
+        for c in cands:  # the name the server answered under (ApiModel checks it against model_id)
+            c.meta["served_model"] = getattr(response, "model", None)
         if config.mode == "beam":
             cands.sort(key=lambda c: -(c.logprob if c.logprob is not None else float("-inf")))
         n_returned = len(cands)
@@ -174,7 +176,7 @@ class OpenAIChatModel(ApiModel):
     ) -> tuple[list[tuple[str, float]], CallUsage]:
         kwargs: dict[str, Any] = {
             "model": self.model_id,
-            "messages": self.messages(request, prefix),
+            "messages": [],
             "max_completion_tokens": 1,
             "temperature": 0.0,
             "n": 1,
@@ -183,7 +185,7 @@ class OpenAIChatModel(ApiModel):
         }
         if prefix:  # vLLM: continue the assistant turn instead of starting a new one
             kwargs["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
-        response = client.chat.completions.create(**kwargs)
+        response = _create(client, kwargs, self.messages(request, prefix))
         try:
             content = response.choices[0].logprobs.content if response.choices[0].logprobs else None
             u = _usage(response)
@@ -195,6 +197,16 @@ class OpenAIChatModel(ApiModel):
                 "requested; set logprobs: false in this model's params entry"
             )
         return [(t.token, float(t.logprob)) for t in content[0].top_logprobs], u
+
+
+def _create(client: Any, kwargs: dict[str, Any], messages: list[dict[str, Any]]) -> Any:
+    """``chat.completions.create`` with the messages merged into the body as they are. The SDK
+    otherwise walks them against its typed schema, which cost about 12 ms of CPU per request (most of
+    a request's client CPU), and at 48 requests in flight on a small machine that bounded a pool; the
+    JSON sent is the same."""
+    return client.chat.completions.create(
+        **{**kwargs, "extra_body": {**kwargs.get("extra_body", {}), "messages": messages}}
+    )
 
 
 def _candidate(choice: Any) -> Candidate:

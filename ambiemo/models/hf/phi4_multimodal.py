@@ -22,7 +22,7 @@ import numpy as np
 
 from ambiemo.models import register_model
 from ambiemo.models.hf import tiny
-from ambiemo.models.hf.native import NativeAudioALM
+from ambiemo.models.hf.audio_base import NativeAudioALM
 
 
 @register_model("hf-phi4-multimodal")

@@ -21,7 +21,8 @@ import numpy as np
 
 from ambiemo.models import register_model
 from ambiemo.models.hf import tiny
-from ambiemo.models.hf.native import Encoded, NativeAudioALM
+from ambiemo.models.hf.audio_base import NativeAudioALM
+from ambiemo.models.hf.parts import Encoded
 
 N_WINDOW = 50  # the processor's default: the encoder attends within 2 * 50 mel frames (1 s)
 

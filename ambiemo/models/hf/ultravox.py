@@ -23,7 +23,8 @@ from typing import Any
 
 from ambiemo.models import register_model
 from ambiemo.models.base import AudioRequest, Capabilities, check_remote_code
-from ambiemo.models.hf.native import Encoded, TransformersALM
+from ambiemo.models.hf.engine import TransformersALM
+from ambiemo.models.hf.parts import Encoded
 
 AUDIO_PLACEHOLDER = "<|audio|>"
 

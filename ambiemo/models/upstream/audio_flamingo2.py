@@ -18,7 +18,7 @@ system text, if any, precedes the instruction). Upstream ``generate`` returns to
 each candidate's log-probability comes from one teacher-forced forward pass over all candidates;
 ``score_options`` uses the same forward pass over the options.
 
-Sampling is the shared batch-invariant path (``hf_native.GumbelMaxSampler``): greedy decoding
+Sampling is the shared batch-invariant path (``ambiemo.models.hf.sampling.GumbelMaxSampler``): greedy decoding
 over one row per candidate, each with its own random stream, the processor handed to upstream
 ``generate``, which passes its keyword arguments on to the language model's ``generate`` as
 OpenFlamingo's does.
@@ -44,7 +44,7 @@ from ambiemo.models.base import (
     GenerationConfig,
     OptionScores,
 )
-from ambiemo.models.hf.native import GumbelMaxSampler, sample_seed
+from ambiemo.models.hf.sampling import GumbelMaxSampler, sample_seed
 
 UPSTREAM = "https://github.com/NVIDIA/audio-flamingo (branch audio_flamingo_2)"
 SAMPLE_RATE = 16_000

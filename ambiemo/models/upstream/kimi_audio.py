@@ -29,7 +29,7 @@ from typing import Any
 
 from ambiemo.models import register_model
 from ambiemo.models.base import AudioLanguageModel, AudioRequest, Candidate, Capabilities, GenerationConfig
-from ambiemo.models.hf.native import sample_seed
+from ambiemo.models.hf.sampling import sample_seed
 
 INSTALL = "pip install git+https://github.com/MoonshotAI/Kimi-Audio.git (or set code_dir to a clone of it)"
 # Upstream's defaults for the audio head (unused with text out) and the text repetition penalty.
