@@ -27,8 +27,9 @@ repro: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The inner loop: no demo-model loads, no pipeline or CLI subprocesses.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not e2e"
 
 # ruff's pycodestyle, pyflakes, bugbear, pyupgrade, simplify, isort and complexity rules (pyproject.toml),
 # and its formatter, over the package, tests, benchmarks and notebooks. CI runs it.
@@ -41,8 +42,12 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 # Speed as ratios measured side by side in one run (benchmarks/run.py); JSON in results/bench/.
+# benchmarks/scale.py: score, aggregate and stats on synthetic tables of the ladder study's shape,
+# at SCALE of its full size (1 = ~23.6 M model score rows; docs/scale.md) and a tenth of it.
+SCALE ?= 0.001
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/scale.py --scale $(SCALE)
 
 dag: $(STAMP)
 	$(BIN)/dvc dag

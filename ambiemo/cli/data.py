@@ -97,7 +97,14 @@ def stats(
     except (ManifestError, FileNotFoundError) as e:
         _fail(str(e))
     s = manifest_stats(m)
+    missing, looked = m.missing_audio()
+    s["audio_missing"] = {"missing": len(missing), "looked_for": looked, "utt_ids": missing}
     typer.echo(json.dumps(s, indent=2, sort_keys=False) if as_json else format_stats(s))
+    if missing and not as_json:
+        from ambiemo.data.manifest import describe_missing
+
+        note = " (the corpus has moved or is not mounted?)" if len(missing) == looked else ""
+        typer.echo(f"audio: {describe_missing(missing, looked)}{note}")
 
 
 @app.command()

@@ -106,17 +106,19 @@ def score(
 
 
 def _score_run(params: dict, out: Path | None) -> None:
-    """Every cell of the active run, with the references (``ambiemo.scoring.score_run``)."""
-    from ambiemo import scoring
+    """Every cell of the active run, with the references, written one dataset × model at a time
+    (``ambiemo.scoring.stream.write_score_run``: the file ``ambiemo.scoring.score_run`` would write)."""
+    from ambiemo.scoring.run import empty_cells_note
+    from ambiemo.scoring.stream import write_score_run
 
-    run = scoring.score_run(params)
-    path = run.write(params, out)
-    n_cells = run.scores.groupby(list(scoring.KEYS)).ngroups
+    run = write_score_run(params, out)
     typer.echo(
-        f"{path}: {len(run.scores)} rows, {n_cells} cells (references included), "
+        f"{run.path}: {run.n_rows} rows, {run.n_cells} cells (references included), "
         f"{len(run.skipped)} cell(s) skipped, {int(run.unanswered['n_model_failures'].sum())} model failures, "
         f"{int(run.unanswered['n_parse_failures'].sum())} parse failures"
     )
+    if empty_cells_note(run.unanswered):
+        typer.echo(f"  {empty_cells_note(run.unanswered)}")
     for row in run.skipped.itertuples(index=False):
         typer.echo(f"  skipped {row.dataset}/{row.model}/{row.strategy}: {row.reason}")
     for dataset, ceiling in run.ceilings.items():

@@ -17,6 +17,9 @@ Adapters raise ``ModelCallError`` (or return candidates whose ``meta`` has ``"er
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 
 class ModelCallError(RuntimeError):
     """A model or API call failed for one request; the reason is safe to record (no secrets)."""
@@ -25,3 +28,12 @@ class ModelCallError(RuntimeError):
         super().__init__(reason)
         self.reason = reason
         self.utt_id = utt_id
+
+
+def check_candidates(who: str, utt_id: str, candidates: Iterable[Any]) -> None:
+    """The one failed-candidate check: raise ``ModelCallError`` naming ``who`` (``"model 'x'"``,
+    ``"verifier 'x'"``) and the utterance when a candidate records a failed request (its ``meta``
+    has ``"error"``: an API request that failed after its retries, a request that did not fit)."""
+    for c in candidates:
+        if "error" in c.meta:
+            raise ModelCallError(f"{who} failed on utterance {utt_id!r}: {c.meta['error']}", utt_id)

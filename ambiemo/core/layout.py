@@ -21,10 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ambiemo.inference.candidates import SUFFIX as CANDIDATES_SUFFIX
-
-SUMMARY_TABLES = ("summary", "by_ambiguity", "ci", "compute", "compute_matched", "conventions", "unanswered")
-STATS_TABLES = ("paired", "mixed_model", "gee_correctness", "power")
+CANDIDATES_SUFFIX = ".candidates.parquet"  # a cell's candidates table, beside its predictions
+SUMMARY_TABLES = (
+    "summary",
+    "by_ambiguity",
+    "ci",
+    "compute",
+    "compute_matched",
+    "conventions",
+    "unanswered",
+    "calibration",
+)
+STATS_TABLES = ("paired", "gains", "mixed_model", "gee_correctness", "power", "annotators", "paired_calibrated")
 
 
 @dataclass(frozen=True)

@@ -38,11 +38,33 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, meta: dict[str, Any])
     os.close(fd)
     try:
         pq.write_table(table, tmp)
+        os.chmod(tmp, user_file_mode())  # mkstemp's 0600 would outlive the rename
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux's
+    /proc/self/status); elsewhere set and restored at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def user_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 less the umask. Files written through a temporary
+    name (``tempfile.mkstemp`` makes them 0600) get it before they take their final name, so that an
+    output is as readable as every other file the user writes."""
+    return 0o666 & ~current_umask()
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:

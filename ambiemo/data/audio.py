@@ -95,13 +95,16 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
 
 
 def audio_duration(path: str | os.PathLike) -> float:
-    """Duration in seconds from the file header (no decoding); ``AudioError`` if unreadable."""
+    """Duration in seconds from the file header (no decoding); ``AudioError`` if unreadable or
+    without a single sample (a clip no model can be given)."""
     import soundfile as sf
 
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         raise AudioError(f"{path}: cannot read audio header: {e}") from e
+    if info.frames <= 0:
+        raise AudioError(f"{path}: audio file has no samples")
     return info.frames / info.samplerate
 
 

@@ -159,6 +159,8 @@ def clip_names(dest: Path) -> list[str]:
 
 def _download(client, url: str, target: Path) -> None:
     """Fetch ``url`` to ``target`` atomically (a partial download never has the final name)."""
+    from ambiemo.core.tables import user_file_mode
+
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
@@ -167,6 +169,7 @@ def _download(client, url: str, target: Path) -> None:
                 raise FetchError(f"HTTP {r.status_code} for {url}")
             for block in r.iter_bytes(CHUNK):
                 f.write(block)
+        os.chmod(tmp, user_file_mode())  # mkstemp's 0600 would outlive the rename
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

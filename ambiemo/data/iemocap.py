@@ -33,7 +33,8 @@ A line that is none of these (no rater field, an unknown category) is an error n
 file and line.
 
 Categories become lowercase words: Neutral (state) -> neutral, Happiness -> happy, Excited
--> excited (the label set ``four`` merges it into happy), Anger -> angry, Sadness -> sad,
+-> excited (the label set ``four`` merges it into happy; AER-LLM's recipe, the label set ``aer-llm``
+with ``votes: drop_votes``, drops it as "others" and renormalises), Anger -> angry, Sadness -> sad,
 Frustration -> frustrated, Surprise -> surprised, Fear -> fear, Disgust -> disgust,
 Other (with or without a description) -> other. IEMOCAP has no acted emotion per
 utterance, so ``intended`` is empty; the header's consensus code is kept as ``consensus``.

@@ -24,12 +24,16 @@ Parquet metadata (``ambiemo.core.tables``): ``label_set`` {name, labels}, ``ambi
 ``dropped_votes``, ``audio`` {missing, labels_only}, ``vote_policy``, ``multi_label``,
 ``provenance``, ``audio_root`` (the corpus root, relative to the working directory where it
 lies inside it), ``source`` (what the loader read). ``read_manifest`` is the one reader; it
-checks all of this and resolves the audio paths against the root (or one passed to it, when
-the corpus has moved).
+checks all of this (a ``votes_``/``p_`` column of a label outside the label set is refused) and
+resolves the audio paths against the root (or one passed to it, when the corpus has moved).
+Reading looks at no audio file; ``Manifest.require_audio`` checks every clip a run needs,
+whatever its row: none there means the corpus has moved or is not mounted, some missing are
+named (``N of M clips missing: ...``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,6 +44,8 @@ import pandas as pd
 
 from ambiemo.core.tables import LabelledTable, read_table, row_check, write_table
 from ambiemo.data.labels import CLEAR, AmbiguityBins, LabelSet, describe_votes
+
+log = logging.getLogger(__name__)
 
 # Text columns describing an utterance; a loader fills what its corpus knows, "" otherwise.
 INFO_COLUMNS = ("utt_id", "dataset", "audio_path", "duration_s", "speaker", "gender", "split", "transcript", "intended")
@@ -72,6 +78,8 @@ class Manifest(LabelledTable):
     (``ambiemo.data.ratings``) where the manifest was just built in memory."""
 
     ratings: pd.DataFrame | None = None
+    # The corpus root its audio paths were resolved against (None: absolute paths or labels-only).
+    audio_root: Path | None = None
 
     @property
     def dataset(self) -> str:
@@ -87,6 +95,49 @@ class Manifest(LabelledTable):
     def ambiguity_order(self) -> list[str]:
         """Bin names from least to most ambiguous."""
         return list(self.meta["ambiguity"]["bins"])
+
+    def missing_audio(self, rows: int | None = None) -> tuple[list[str], int]:
+        """(utt_ids whose audio file is not there, clips looked for) over the first ``rows`` rows (all:
+        None), every row checked whatever its position; rows without audio (a labels-only manifest) are
+        not looked for."""
+        paths = self.df["audio_path"].astype(str).iloc[:rows]
+        wanted = paths != ""
+        gone = [not os.path.isfile(p) for p in paths[wanted]]
+        return self.df["utt_id"].astype(str).iloc[:rows][wanted][gone].tolist(), int(wanted.sum())
+
+    def require_audio(self, rows: int | None = None) -> list[str]:
+        """Check every clip a run will need (the first ``rows`` rows): when none is there, the corpus has
+        moved or is not mounted (``ManifestError`` naming the root); when some are missing, a warning
+        names each (``N of M clips missing: ...``) and their ids are returned, so that the run records
+        each as a failure of its utterance wherever it lies in the manifest."""
+        missing, looked = self.missing_audio(rows)
+        where = self.path if self.path is not None else "manifest"
+        if looked and len(missing) == looked and (rows is None or len(self.missing_audio()[0]) == looked_all(self)):
+            root = self.audio_root
+            state = (
+                "does not exist"
+                if root is not None and not root.is_dir()
+                else f"holds none of its {looked_all(self)} clips"
+            )
+            raise ManifestError(
+                f"{where}: audio root {root} {state}; the corpus has moved or is not mounted: set params.yaml "
+                "datasets.<name>.root to where it is now and prepare again, or pass its new root to "
+                "read_manifest(audio_root=...)"
+            )
+        if missing:
+            log.warning("%s: %s", where, describe_missing(missing, looked))
+        return missing
+
+
+def looked_all(manifest: Manifest) -> int:
+    """How many rows of ``manifest`` name an audio file."""
+    return int((manifest.df["audio_path"].astype(str) != "").sum())
+
+
+def describe_missing(missing: Sequence[str], looked: int, n: int = 10) -> str:
+    """``N of M clips missing: a, b, ...`` (the first ``n`` named)."""
+    more = f" ... ({len(missing) - n} more)" if len(missing) > n else ""
+    return f"{len(missing)} of {looked} clips missing: {', '.join(missing[:n])}{more}"
 
 
 def build_manifest(
@@ -171,6 +222,8 @@ def read_manifest(path: str | os.PathLike, audio_root: str | os.PathLike | None 
 
     Audio paths come back absolute: each stored path joined to ``audio_root`` (default: the
     root recorded at prepare time; a relative one is taken from the working directory).
+    Reading checks no audio file (scoring needs none); a stage that does calls
+    ``Manifest.require_audio``.
     """
     path = Path(path)
     if not path.exists():
@@ -179,18 +232,18 @@ def read_manifest(path: str | os.PathLike, audio_root: str | os.PathLike | None 
         )
     df, meta = read_table(path)
     validate(df, meta, where=str(path))
-    return Manifest(resolve_audio(df, meta, where=str(path), audio_root=audio_root), meta, path)
+    manifest = Manifest(resolve_audio(df, meta, where=str(path), audio_root=audio_root), meta, path)
+    given = audio_root if audio_root is not None else meta.get("audio_root")
+    manifest.audio_root = None if given is None else Path(given).absolute()
+    return manifest
 
 
 def resolve_audio(
     df: pd.DataFrame, meta: Mapping[str, Any], where: str, audio_root: str | os.PathLike | None = None
 ) -> pd.DataFrame:
-    """``df`` with its relative ``audio_path`` values joined to the corpus root.
-
-    An error names the root and a file when the root is gone or no longer holds the audio
-    (the corpus moved: pass the new root). Manifests from before relative paths (absolute
-    paths, no ``audio_root``) are returned as they are.
-    """
+    """``df`` with its relative ``audio_path`` values joined to the corpus root (no file is checked
+    here: ``Manifest.missing_audio`` does that). Manifests from before relative paths (absolute
+    paths, no ``audio_root``) are returned as they are."""
     given = audio_root if audio_root is not None else meta.get("audio_root")
     stored = df["audio_path"].astype(str)
     relative = (stored != "") & ~stored.map(lambda p: Path(p).is_absolute())
@@ -199,13 +252,6 @@ def resolve_audio(
     if given is None:
         raise ManifestError(f"{where}: audio paths are relative but the metadata names no audio_root")
     root = Path(given).absolute()
-    first = stored[relative].iloc[0]
-    if not root.is_dir() or not (root / first).is_file():
-        raise ManifestError(
-            f"{where}: audio root {root} {'does not exist' if not root.is_dir() else f'has no {first}'}; "
-            "the corpus has moved or is not mounted: set params.yaml datasets.<name>.root to where it is now "
-            "and prepare again, or pass its new root to read_manifest(audio_root=...)"
-        )
     df = df.copy()
     df.loc[relative, "audio_path"] = [str(root / p) for p in stored[relative]]
     return df
@@ -225,6 +271,14 @@ def validate(df: pd.DataFrame, meta: Mapping[str, Any], where: str = "manifest")
     missing = [c for c in manifest_columns(labels) if c not in df.columns]
     if missing:
         raise ManifestError(f"{where}: missing column(s) {missing} for label set {ls['name']!r} {labels}")
+    expected = set(manifest_columns(labels))
+    extra = [c for c in df.columns if str(c).startswith(("votes_", "p_")) and c not in expected]
+    if extra:
+        raise ManifestError(
+            f"{where}: column(s) {extra} are for label(s) outside the label set {ls['name']!r} {labels}: their "
+            "votes would be ignored. Rebuild the manifest with `ambiemo data prepare` under the label set that "
+            "has them, or drop the columns"
+        )
     if len(df) == 0:
         return
 

@@ -23,7 +23,6 @@ heatmaps use viridis. Outputs are deterministic: no timestamps in the PDF.
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,6 @@ BASELINE_COLOUR = "#000000"
 # Figure widths in inches: one column and two columns of a two-column paper.
 SINGLE, DOUBLE = 3.5, 7.2
 
-FIGURE_DEFAULTS: dict[str, Any] = {"folder": "figures", "formats": ["pdf", "png"], "dpi": 200}
 
 RC = {
     "font.size": 8,
@@ -78,8 +76,10 @@ RC = {
 
 
 def figure_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """params ``figures`` over the defaults."""
-    return {**FIGURE_DEFAULTS, **dict((params or {}).get("figures") or {})}
+    """params ``figures`` with the schema's defaults (``ambiemo.core.params.Figures``)."""
+    from ambiemo.core.config import settings
+
+    return settings(dict(params or {}), "figures")
 
 
 def use_style() -> None:
@@ -104,7 +104,10 @@ def save_figure(
     (``folder``, ``formats``, ``dpi``). A ``stem`` with a folder in it (``figures/fig1``) is
     written there.
     """
-    fp = figure_params(params if params is None or "figures" in params else {"figures": params})
+    from ambiemo.core.params import Figures
+
+    section = params is not None and bool(params) and set(params) <= set(Figures.model_fields)
+    fp = figure_params({"figures": params} if section else params)
     stem = Path(stem)
     if stem.parent != Path("."):
         folder, stem = stem.parent, Path(stem.name)
@@ -365,56 +368,15 @@ def gain_intervals(
     n_resamples: int | None = None,
     seed: int | None = None,
 ) -> pd.DataFrame:
-    """Each strategy's gain over the baseline on the per-utterance score ``metric`` (``js``, ``bc``,
-    ``tv``, ``brier``, ``correct`` …) with a speaker-clustered percentile bootstrap interval, per
-    dataset × model × strategy × budget × ambiguity level (``"all"`` and each bin).
-
-    The gain is the mean paired difference over the utterances both scored, signed so that positive
-    is better; pairs with a NaN on either side are dropped and counted in ``n_dropped``. Whole
-    speakers are resampled (``ambiemo.stats.clusters``, the same clusters as every other CI), from a
-    generator seeded by the run seed and the group's name, so an interval does not depend on row
-    order or on which other cells are present. The reference predictors are left out (no baseline).
-    Defaults: params ``scoring.bootstrap_resamples``, ``scoring.ci_level``, ``seed``.
-    """
-    from ambiemo.scoring import scoring_params
-    from ambiemo.stats import clusters, resample_weights
+    """The gains table of the stats stage (``ambiemo.stats.gains.gain_table``: each strategy's mean
+    paired gain over the baseline per ambiguity level, with its speaker-clustered interval) for one
+    per-utterance ``metric``, for scores that have no stats stage behind them. Figure 3 of the
+    pipeline reads ``stats/gains.parquet`` instead: the figure draws the table, it computes nothing."""
+    from ambiemo.stats.gains import gain_table
 
     if metric not in scores.columns:
         raise KeyError(f"gain_intervals: the scores have no per-utterance column {metric!r}")
-    sp = scoring_params(params)
-    n_resamples = int(n_resamples or sp["bootstrap_resamples"])
-    alpha = (1 - float(sp["ci_level"])) / 2
-    seed = int(seed if seed is not None else (params or {}).get("seed", 0) or 0)
-    sign = 1.0 if (METRICS[metric].higher_is_better if metric in METRICS else True) else -1.0
-    rows = []
-    for (dataset, model), g in _models_only(scores).groupby(["dataset", "model"], sort=True):
-        base = g[g["strategy"] == baseline]
-        base = base[base["budget"] == base["budget"].min()].set_index("utt_id")[metric]
-        for (strategy, budget), cell in g[g["strategy"] != baseline].groupby(["strategy", "budget"], sort=True):
-            cell = cell.set_index("utt_id")
-            common = cell.index.intersection(base.index)
-            pairs = cell.loc[common].assign(d=sign * (cell.loc[common, metric] - base.loc[common])).reset_index()
-            dropped = int(pairs["d"].isna().sum())
-            pairs = pairs.dropna(subset=["d"])
-            levels = [("all", -1, pairs)] + [
-                (b, int(p["ambiguity_rank"].iloc[0]), p) for b, p in pairs.groupby("ambiguity", sort=True)
-            ]
-            for level, rank, part in levels:
-                key = (dataset, model, strategy, budget, level, metric)
-                row = dict(zip(("dataset", "model", "strategy", "budget", "ambiguity"), key, strict=False))
-                row.update(ambiguity_rank=rank, metric=metric, n_pairs=len(part), n_dropped=dropped)
-                row["params_b"] = float(part["params_b"].iloc[0]) if "params_b" in part and len(part) else np.nan
-                d = part["d"].to_numpy(dtype=float)
-                if d.size == 0:
-                    rows.append({**row, "gain": np.nan, "ci_low": np.nan, "ci_high": np.nan})
-                    continue
-                codes, _ = clusters(part)
-                rng = np.random.default_rng([seed, zlib.crc32(repr(key).encode())])
-                w = resample_weights(codes, n_resamples, rng)
-                boot = (w @ d) / w.sum(axis=1)
-                low, high = np.quantile(boot, [alpha, 1 - alpha])
-                rows.append({**row, "gain": float(d.mean()), "ci_low": float(low), "ci_high": float(high)})
-    return pd.DataFrame(rows)
+    return gain_table(scores, params, metrics=[metric], baseline=baseline, n_resamples=n_resamples, seed=seed)
 
 
 def model_families(params: Mapping[str, Any] | None, models: Sequence[str]) -> dict[str, str]:
@@ -432,7 +394,8 @@ def interaction(gains: pd.DataFrame, baseline: str = "baseline", families: Mappi
     each panel one line per model **family** through its models' sizes (a family with one model is
     a point), each family with its own colour and marker (``style.model_family_encodings``).
 
-    Takes ``gain_intervals(scores, metric)`` (error bars from its ``ci_low`` / ``ci_high``) or
+    Takes the stats stage's gains table (``stats/gains.parquet``, ``ambiemo.stats.gains.gain_table``)
+    for one metric (error bars from its ``ci_low`` / ``ci_high``) or
     ``scoring.gain_over_baseline(summary, metric)`` (no intervals). ``families`` maps a model to
     its family (``model_families(params, models)``); unmapped models are their own family. The
     reference predictors are left out, and so are models without a capacity (API models): the

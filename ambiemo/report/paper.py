@@ -13,6 +13,8 @@
     tab_compute_matched.tex  each strategy at the budget closest to a multiple of the baseline's tokens
     tab_conventions.tex JS and R² under each convention of the literature, per model × strategy
     tab_power.tex       the minimum detectable gain at 80% power and the utterances a stated gain needs
+    tab_presets.tex, tab_calibration.tex, tab_annotators.tex, annotators.tex
+                        the presets, calibration and annotator tables: ``ambiemo.report.paper_conventions``
 
 Inputs are the pipeline's own tables (``results/summary/*``, ``results/stats/*``, read by
 ``ambiemo.report.latex.read_result``: parquet, or CSV from older runs), so the paper can be rebuilt from
@@ -374,6 +376,10 @@ def paper_outputs(
     written.append(compute_matched_tex(tables.get("compute_matched"), out / "tab_compute_matched.tex"))
     written.append(conventions_tex(tables.get("conventions"), params, out / "tab_conventions.tex"))
     written.append(power_tex(stats.get("power"), params, out / "tab_power.tex"))
+    # the peers' presets, the calibration yardstick, annotator counts
+    from ambiemo.report.paper_conventions import issue20_outputs
+
+    written += issue20_outputs(tables, stats, params, out)
 
     values = {**headline_numbers(summary, paired, mixed, params, manifests), **setting_macros(params)}
     missing = set(MACROS) - set(values)
@@ -502,12 +508,13 @@ def conventions_tex(conventions: pd.DataFrame | None, params: Mapping[str, Any],
     base = str((params.get("scoring") or {}).get("js_base", "e"))
     headline = "natural-log distance" if base == "e" else f"distance with logarithms to base {base}"
     caption = (
-        "The same predictions under each convention of the literature. JS: the distance (square root of "
-        "the divergence) with the natural logarithm, as AER-LLM's code computes it, and the divergence in "
-        "bits, as the later soft-label work reports it; $R^2$: the squared correlation per utterance "
-        "averaged over utterances (AER-LLM), pooled over all (utterance, label) cells, and the coefficient "
-        "of determination per label averaged over labels (scikit-learn's r2\\_score). The headline of "
-        f"every other table is the JS {headline} (params scoring.js\\_base) and the pooled $R^2$."
+        "The same predictions under each convention of the literature, as ambiemo computes them (the "
+        "peers' own code conventions, with their roundings and failure rules, are in Table~\\ref{tab:presets}). "
+        "JS: the distance (square root of the divergence) with the natural logarithm "
+        "(scipy's jensenshannon), and the divergence in bits; $R^2$: the squared correlation per utterance "
+        "averaged over the utterances where it is defined, pooled over all (utterance, label) cells, and "
+        "the coefficient of determination per label averaged over labels (scikit-learn's r2\\_score). The "
+        f"headline of every other table is the JS {headline} (params scoring.js\\_base) and the pooled $R^2$."
     )
     if conventions is None or conventions.empty:
         return _note_table(path, "tab:conventions", caption, "not computed by this run")

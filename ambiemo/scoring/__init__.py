@@ -42,14 +42,15 @@ spent per utterance.
 ``score_run(params)`` scores exactly the active run's cells with the reference predictors and
 human ceilings beside them (``ambiemo.scoring.run``); summaries and statistics are written with
 ``write_result`` (parquet with provenance, CSV beside it); ``ambiemo.scoring.stages`` holds the
-aggregate and stats stages (``aggregate_run``, ``stats_run``; not imported here, since they need
-``ambiemo.stats``).
+aggregate stage (``aggregate_run``; not imported here, since it needs ``ambiemo.stats``), and
+``ambiemo.stats.stage`` the stats stage.
 
-Modules: ``schema``, ``scores``, ``summaries``, ``run``, ``results`` (and ``stages``); every name
-is importable from here as before."""
+Modules: ``schema``, ``scores``, ``summaries``, ``gains`` (the gain over the baseline), ``run``,
+``results`` (and ``stages``, the aggregate stage); every name is importable from here as before."""
 
 from __future__ import annotations
 
+from ambiemo.scoring.gains import gain_over_baseline
 from ambiemo.scoring.results import params_subset, read_result, write_result
 from ambiemo.scoring.run import ScoreRun, run_cells, score_run, unanswered_table
 from ambiemo.scoring.schema import (
@@ -57,7 +58,6 @@ from ambiemo.scoring.schema import (
     COMPUTE_COLUMNS,
     KEYS,
     PREDICTION_REQUIRED,
-    SCORING_DEFAULTS,
     VERIFIER_COLUMNS,
     ScoringError,
     labels_of,
@@ -74,7 +74,6 @@ from ambiemo.scoring.summaries import (
     compute_matched,
     compute_table,
     conventions,
-    gain_over_baseline,
     group_metrics,
     metrics_json,
     overall,
@@ -87,7 +86,6 @@ __all__ = [
     "COMPUTE_COLUMNS",
     "KEYS",
     "PREDICTION_REQUIRED",
-    "SCORING_DEFAULTS",
     "VERIFIER_COLUMNS",
     "ScoreRun",
     "ScoringError",

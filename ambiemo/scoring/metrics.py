@@ -10,11 +10,13 @@ which is always counted wrong.
 Definitions (the numbers in the paper rest on them):
 
 - **Jensen–Shannon distance**: ``sqrt(JSD(p, q))``, the square root of the divergence, in
-  natural log by default (as in AER-LLM), so it lies in ``[0, sqrt(ln 2)] ≈ [0, 0.833]``;
+  natural log by default (AER-LLM's base, without its rounding: ``ambiemo.scoring.literature``
+  has AER-LLM's own form), so it lies in ``[0, sqrt(ln 2)] ≈ [0, 0.833]``;
   with ``base=2`` it lies in ``[0, 1]``. Same value as ``scipy.spatial.distance.jensenshannon``.
 - **Bhattacharyya coefficient**: ``Σ_k sqrt(p_k q_k)`` in ``[0, 1]``, 1 for identical rows.
-- **R²**: the squared Pearson correlation between predicted and true probabilities, as in
-  AER-LLM's code. ``r2`` pools every (utterance, label) cell of the two matrices into one
+- **R²**: the squared Pearson correlation between predicted and true probabilities (AER-LLM's
+  statistic; its code adds 1e-10 to the denominator and rounds, see ``ambiemo.scoring.literature``).
+  ``r2`` pools every (utterance, label) cell of the two matrices into one
   correlation, a set-level number that is defined whenever some cell varies.
   ``r2_per_utterance`` correlates one utterance's k-vectors and is NaN where either row is
   constant (a uniform prediction, or a uniform vote split), which is why the set-level
@@ -25,9 +27,11 @@ Definitions (the numbers in the paper rest on them):
 - **Total variation**: ``½ Σ_k |p_k − q_k|`` in ``[0, 1]``.
 - **Brier score**: ``Σ_k (q_k − p_k)²`` against the soft human label, in ``[0, 2]``; with a
   one-hot ``p`` it is the usual multi-class Brier score.
-- **Expected calibration error**: confidence = the probability the model gave its predicted
-  label; correctness = that label equals the majority label (under the tie policy).
-  Confidences fall in ``n_bins`` equal-width bins on [0, 1] (bin ``b`` holds
+- **Manhattan distance**: ``Σ_k |p_k − q_k|`` in ``[0, 2]``, the soft-label metric of LeWiDi 2025
+  (twice the total variation).
+- **Expected calibration error** (``ambiemo.scoring.calibration_error``): confidence = the
+  probability the model gave its predicted label; correctness = that label equals the majority
+  label (under the tie policy). Confidences fall in ``n_bins`` equal-width bins on [0, 1] (bin ``b`` holds
   ``[b/n, (b+1)/n)``, the last bin also holds 1.0); ECE = Σ_b (n_b / n) · |accuracy_b −
   mean confidence_b|.
 - **Entropy Spearman**: Spearman's rho between the annotators' vote entropy and the entropy of
@@ -51,16 +55,17 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from scipy import special
 from sklearn.metrics import accuracy_score
 
 from ambiemo.data import labels
+from ambiemo.scoring.calibration_error import ECE_BINS as ECE_BINS
+from ambiemo.scoring.calibration_error import expected_calibration_error as expected_calibration_error
+from ambiemo.scoring.calibration_error import reliability_bins as reliability_bins
 
 # Defaults, stated once. params.yaml `scoring` overrides them in the pipeline.
-JS_BASE = math.e  # natural log, as in AER-LLM; sqrt(ln 2) is the largest distance
+JS_BASE = math.e  # natural log (AER-LLM's base); sqrt(ln 2) is the largest distance
 KL_EPSILON = 1e-6  # additive smoothing of the model's distribution inside KL
-ECE_BINS = 5  # as in AER-LLM's code
 TIE_POLICY = "exclude"
 TIE_POLICIES = ("exclude", "any", "first")
 
@@ -187,6 +192,12 @@ def total_variation(p, q) -> np.ndarray:
     return 0.5 * np.abs(p - q).sum(axis=1)
 
 
+def manhattan_distance(p, q) -> np.ndarray:
+    """Σ_k |p_k − q_k| per utterance: LeWiDi 2025's soft-label metric, in [0, 2]."""
+    p, q = _pair(p, q)
+    return np.abs(p - q).sum(axis=1)
+
+
 def brier(p, q) -> np.ndarray:
     """Σ_k (q_k − p_k)² per utterance, against the soft human label."""
     p, q = _pair(p, q)
@@ -266,50 +277,6 @@ def confidence(q, y_pred) -> np.ndarray:
     has = y_pred >= 0
     out[has] = q[np.flatnonzero(has), y_pred[has]]
     return out
-
-
-def _ece_bin_index(conf: np.ndarray, n_bins: int) -> np.ndarray:
-    if n_bins < 1:
-        raise ValueError(f"ece bins must be >= 1, got {n_bins}")
-    return np.minimum((np.asarray(conf) * n_bins).astype(int), n_bins - 1)
-
-
-def reliability_bins(conf, correct, n_bins: int = ECE_BINS) -> pd.DataFrame:
-    """One row per confidence bin: its edges, count, mean confidence and accuracy.
-
-    ``correct`` may hold NaN for utterances the tie policy excludes, ``conf`` NaN for predictions
-    without a distribution; those rows are left out.
-    Empty bins keep their row with n = 0 and NaN means, so tables have a fixed shape.
-    """
-    conf, correct = np.asarray(conf, dtype=float), np.asarray(correct, dtype=float)
-    keep = ~np.isnan(correct) & ~np.isnan(conf)
-    conf, correct = conf[keep], correct[keep]
-    idx = _ece_bin_index(conf, n_bins)
-    n = np.bincount(idx, minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.bincount(idx, weights=conf, minlength=n_bins) / n
-        acc = np.bincount(idx, weights=correct, minlength=n_bins) / n
-    edges = np.linspace(0, 1, n_bins + 1)
-    return pd.DataFrame(
-        {
-            "bin": np.arange(n_bins),
-            "lower": edges[:-1],
-            "upper": edges[1:],
-            "n": n,
-            "confidence": mean_conf,
-            "accuracy": acc,
-        }
-    )
-
-
-def expected_calibration_error(conf, correct, n_bins: int = ECE_BINS) -> float:
-    """Σ_b (n_b/n)·|accuracy_b − confidence_b| (NaN-correct rows left out; NaN if none remain)."""
-    table = reliability_bins(conf, correct, n_bins)
-    total = table["n"].sum()
-    if total == 0:
-        return float("nan")
-    used = table[table["n"] > 0]
-    return float((used["n"] / total * (used["accuracy"] - used["confidence"]).abs()).sum())
 
 
 # --- hard labels --------------------------------------------------------------------------
@@ -417,69 +384,14 @@ def argmax_label(q) -> np.ndarray:
     return check_distributions(q, "q (model)").argmax(axis=1)
 
 
-# --- conventions of the literature, side by side -------------------------------------------
-#
-# Published numbers on distributional emotion recognition use different definitions under the
-# same names; the conventions table shows each beside the others so that a reader can compare.
-#
-# - ``js_distance_nat``: sqrt(JSD), natural log, as AER-LLM's code computes it
-#   (``scipy.spatial.distance.jensenshannon`` with its default base). Range [0, sqrt(ln 2)].
-# - ``js_divergence_bits``: JSD itself (no square root), base 2, as the later soft-label SER work
-#   reports it. Range [0, 1]. It equals ``js_distance(p, q, base=2) ** 2``.
-# - ``r2_utterance_mean``: AER-LLM's R²: the squared Pearson correlation of each utterance's
-#   predicted and human k-vectors, averaged over the utterances where it is defined (rows where
-#   either vector is constant have no correlation; their count is returned beside it).
-# - ``r2_pooled``: the squared correlation of all (utterance, label) cells at once (``r2``).
-# - ``r2_label_mean``: the coefficient of determination per label column across utterances,
-#   averaged over labels: ``sklearn.metrics.r2_score(p, q)`` (multioutput "uniform_average"),
-#   as the later soft-label work computes it. It can be negative; it is not a squared correlation.
+# The conventions of the literature moved to ``ambiemo.scoring.literature``; their old names here
+# are read from there on first use (PEP 562), so that the two modules do not import each other.
+_MOVED = ("CONVENTIONS", "conventions_table", "js_divergence_bits", "r2_label_mean", "r2_utterance_mean")
 
 
-def js_divergence_bits(p, q) -> np.ndarray:
-    """Jensen–Shannon divergence per utterance in bits (no square root), in [0, 1]."""
-    return js_distance(p, q, base=2) ** 2
+def __getattr__(name: str):
+    if name in _MOVED:
+        import importlib  # the package's own ``conventions`` name is the summary function
 
-
-def r2_utterance_mean(p, q) -> tuple[float, int]:
-    """AER-LLM's R²: the mean per-utterance squared correlation, and how many rows had none."""
-    per = r2_per_utterance(p, q)
-    undefined = int(np.isnan(per).sum())
-    return (float(np.nanmean(per)) if undefined < per.size else float("nan")), undefined
-
-
-def r2_label_mean(p, q) -> float:
-    """scikit-learn's coefficient of determination per label column, averaged over labels."""
-    from sklearn.metrics import r2_score
-
-    p, q = _pair(p, q)
-    if len(p) < 2:
-        return float("nan")
-    return float(r2_score(p, q, multioutput="uniform_average"))
-
-
-CONVENTIONS: tuple[tuple[str, str, str], ...] = (
-    ("js_distance_nat", "sqrt(JSD), natural log", "AER-LLM (scipy jensenshannon, base e)"),
-    ("js_divergence_bits", "JSD, log base 2", "soft-label SER work"),
-    ("r2_utterance_mean", "mean over utterances of corr(p_i, q_i)^2", "AER-LLM"),
-    ("r2_pooled", "corr over all (utterance, label) cells, squared", "ambiemo's set-level r2"),
-    ("r2_label_mean", "mean over labels of sklearn r2_score", "soft-label SER work"),
-)
-
-
-def conventions_table(p, q) -> pd.DataFrame:
-    """One row per convention: its name, definition, source and value on (p, q); JS rows are
-    means over utterances; ``undefined`` counts utterances the convention has no value for."""
-    r2u, undefined = r2_utterance_mean(p, q)
-    values = {
-        "js_distance_nat": (float(js_distance(p, q, math.e).mean()), 0),
-        "js_divergence_bits": (float(js_divergence_bits(p, q).mean()), 0),
-        "r2_utterance_mean": (r2u, undefined),
-        "r2_pooled": (r2(p, q), 0),
-        "r2_label_mean": (r2_label_mean(p, q), 0),
-    }
-    return pd.DataFrame(
-        [
-            {"convention": name, "definition": d, "source": src, "value": values[name][0], "undefined": values[name][1]}
-            for name, d, src in CONVENTIONS
-        ]
-    )
+        return getattr(importlib.import_module("ambiemo.scoring.literature"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

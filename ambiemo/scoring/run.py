@@ -61,6 +61,11 @@ class ScoreRun:
     inputs: list[str] = field(default_factory=list)
     ceilings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    @property
+    def n_cells(self) -> int:
+        """Cells of the scores, the model cells with no row (every utterance missing) included."""
+        return n_cells(self.scores, self.unanswered)
+
     def write(self, params: Mapping[str, Any], path: str | Path | None = None) -> Path:
         """Write the scores (default: the layout's ``scores/scores.parquet``) with the unanswered
         counts, skipped cells and ceiling sources in the metadata."""
@@ -114,15 +119,17 @@ def score_run(params: Mapping[str, Any], *, references: bool = True) -> ScoreRun
                 {"dataset": dataset, "model": model, "strategy": strategy, "reason": predictions.meta["skipped"]}
             )
             continue
-        scored = score_predictions(manifests[dataset], predictions, params)
-        frames.append(scored)
         unanswered.append(
             _unanswered(predictions.df, predictions.meta, manifests[dataset].df, dataset, model, strategy)
         )
+        if predictions.df.empty:  # a run that wrote nothing: a cell with every utterance missing
+            continue
+        frames.append(score_predictions(manifests[dataset], predictions, params))
     if not frames:
+        empty = [f"{u['dataset']}/{u['model']}/{u['table']}" for f in unanswered for u in f.to_dict("records")]
         raise ScoringError(
-            f"every cell of the run was skipped ({len(skipped)}): no model of run.models can serve "
-            "run.strategies; see the reasons in the skipped table and choose other models or strategies"
+            f"no cell of the run has a scored row: {len(skipped)} skipped (no model of run.models can serve "
+            f"run.strategies; see the reasons in the skipped table), the others wrote no rows{_eg(empty)}"
         )
     labels = frames[0].attrs["labels"]
     if references:
@@ -153,12 +160,41 @@ def score_run(params: Mapping[str, Any], *, references: bool = True) -> ScoreRun
     )
 
 
+def _eg(names: list[str]) -> str:
+    return f" (e.g. {names[0]})" if names else ""
+
+
+def _budgets_of(meta: Mapping[str, Any]) -> list[int]:
+    """The budgets a predictions table was asked for (its provenance), for a table with no rows."""
+    asked = ((meta.get("provenance") or {}).get("strategy") or {}).get("budgets") or []
+    return sorted({int(b) for b in asked}) or [0]
+
+
 def _unanswered(
     df: pd.DataFrame, meta: Mapping[str, Any], manifest: pd.DataFrame, dataset: str, model: str, table: str
 ) -> pd.DataFrame:
-    """Per readout × budget of one predictions table: what was not answered, and why."""
+    """Per readout × budget of one predictions table: what was not answered, and why. A table with
+    no rows is one row per budget it was asked for (budget 0 where its provenance does not say),
+    every utterance missing."""
     failed = set(map(str, (meta.get("model_failures") or {}).keys()))
     n = int(manifest["utt_id"].nunique())
+    if df.empty:
+        rows = [
+            {
+                "dataset": dataset,
+                "model": model,
+                "table": table,
+                "strategy": table,
+                "budget": budget,
+                "n_utterances": n,
+                "n_rows": 0,
+                "n_missing": n,
+                "n_model_failures": len(failed),
+                "n_parse_failures": 0,
+            }
+            for budget in _budgets_of(meta)
+        ]
+        return pd.DataFrame(rows, columns=UNANSWERED_COLUMNS)
     rows = []
     for (strategy, budget), g in df.groupby(["strategy", "budget"], sort=True):
         is_failure = g["utt_id"].astype(str).isin(failed)
@@ -252,3 +288,27 @@ def unanswered_table(meta: Mapping[str, Any]) -> pd.DataFrame:
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in df.to_dict("records")]
+
+
+def empty_cells(unanswered: pd.DataFrame) -> pd.DataFrame:
+    """The cells of an unanswered table that have no row at all (a run that wrote nothing)."""
+    return unanswered[unanswered["n_rows"] == 0].reset_index(drop=True)
+
+
+def n_cells(scores: pd.DataFrame, unanswered: pd.DataFrame) -> int:
+    """Cells of a scores table (dataset × model × strategy × budget), those with no row included."""
+    keys = scores[list(KEYS)].drop_duplicates()
+    empty = empty_cells(unanswered)[list(KEYS)]
+    return len(pd.concat([keys.astype(str), empty.astype(str)]).drop_duplicates())
+
+
+def empty_cells_note(unanswered: pd.DataFrame) -> str:
+    """One sentence naming the cells with no row, for a stage that expected them ("" if none)."""
+    empty = empty_cells(unanswered)
+    if empty.empty:
+        return ""
+    names = [
+        f"{r.dataset}/{r.model}/{r.table}@{r.budget} ({r.n_missing} of {r.n_utterances} missing)"
+        for r in empty.itertuples()
+    ]
+    return f"{len(names)} cell(s) of the run have no row, every utterance missing (see unanswered): " + ", ".join(names)

@@ -7,23 +7,11 @@ from typing import Any
 
 import pandas as pd
 
+from ambiemo.core.config import settings
 from ambiemo.inference.predictions import HEAD_COLUMNS
-from ambiemo.scoring import metrics as M
 
 KEYS = ("dataset", "model", "strategy", "budget")
 ALL = "all"  # the ambiguity value of a summary row over every bin
-
-# scoring defaults, stated once; params.yaml `scoring` overrides them.
-SCORING_DEFAULTS: dict[str, Any] = {
-    "js_base": "e",
-    "kl_epsilon": M.KL_EPSILON,
-    "ece_bins": M.ECE_BINS,
-    "tie_policy": M.TIE_POLICY,
-    "ambiguity_from": "manifest",  # manifest: its `ambiguity` bins; entropy: one bin per distinct entropy
-    "bootstrap_resamples": 1000,
-    "ci_level": 0.95,
-    "compute_multiples": [1, 2, 4, 8],  # compute-matched table: multiples of the baseline's tokens_total
-}
 
 COMPUTE_COLUMNS = ("model_calls", "verifier_calls", "prompt_tokens", "gen_tokens", "wall_s")
 # The predictions columns scoring needs (ambiemo.inference.predictions names them all), beside the p_<label> ones.
@@ -47,17 +35,8 @@ class ScoringError(ValueError):
 
 
 def scoring_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """params ``scoring`` over the defaults, checked."""
-    out = {**SCORING_DEFAULTS, **dict((params or {}).get("scoring") or {})}
-    M.log_base(out["js_base"])
-    if out["tie_policy"] not in M.TIE_POLICIES:
-        raise ValueError(f"params scoring.tie_policy is {out['tie_policy']!r}; use one of {M.TIE_POLICIES}")
-    multiples = out["compute_multiples"]
-    if not isinstance(multiples, list | tuple) or not all(isinstance(m, int | float) and m > 0 for m in multiples):
-        raise ValueError(f"params scoring.compute_multiples is {multiples!r}; use a list of positive numbers")
-    if out["ambiguity_from"] not in ("manifest", "entropy"):
-        raise ValueError(f"params scoring.ambiguity_from is {out['ambiguity_from']!r}; use 'manifest' or 'entropy'")
-    return out
+    """params ``scoring`` with the schema's defaults (``ambiemo.core.params.Scoring``)."""
+    return settings(dict(params or {}), "scoring")
 
 
 def labels_of(df: pd.DataFrame, prefix: str = "p_") -> list[str]:
@@ -106,30 +85,51 @@ def write_scores(
     """Write a scores table with what it was scored with (tie policy, JS base ...), its label set,
     the ambiguity order, the missing-prediction counts, the provenance (with each input's hash)
     and ``extra`` (``score_run``: the unanswered counts, skipped cells, ceiling sources)."""
-    from ambiemo.core.provenance import provenance
     from ambiemo.core.tables import write_table
+
+    meta = scores_record(
+        params,
+        labels=scores.attrs.get("labels", labels_of(scores, "true_")),
+        ambiguity_order=scores.attrs.get("ambiguity_order", levels(scores)),
+        missing=scores.attrs.get("missing", {}),
+        parse_failures=int((~scores["parsed_ok"]).sum()),
+        models=set(scores["model"]),
+        inputs=inputs,
+        extra=extra,
+    )
+    plain = scores.copy()
+    plain.attrs = {}  # the metadata above carries them; pandas would store them a second time
+    return write_table(plain, path, meta)
+
+
+def scores_record(
+    params: Mapping[str, Any] | None,
+    *,
+    labels: Sequence[str],
+    ambiguity_order: Sequence[str],
+    missing: Mapping[str, int],
+    parse_failures: int,
+    models: set[str],
+    inputs: Sequence[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The metadata of a scores table (``write_scores``; the streamed writer of ``score_run`` too)."""
+    from ambiemo.core.provenance import provenance
     from ambiemo.scoring.results import file_hashes
 
     sp = scoring_params(params)
-    capacity = {
-        k: (v or {}).get("params_b")
-        for k, v in ((params or {}).get("models") or {}).items()
-        if k in set(scores["model"])
-    }
-    meta = {
+    capacity = {k: (v or {}).get("params_b") for k, v in ((params or {}).get("models") or {}).items() if k in models}
+    return {
         "kind": "scores",
-        "label_set": {"labels": list(scores.attrs.get("labels", labels_of(scores, "true_")))},
-        "ambiguity_order": list(scores.attrs.get("ambiguity_order", levels(scores))),
-        "missing": dict(scores.attrs.get("missing", {})),
-        "parse_failures": int((~scores["parsed_ok"]).sum()),
+        "label_set": {"labels": list(labels)},
+        "ambiguity_order": list(ambiguity_order),
+        "missing": dict(missing),
+        "parse_failures": int(parse_failures),
         "inputs": [str(x) for x in inputs],
         "input_hashes": file_hashes(inputs),
         "provenance": provenance({"scoring": sp, "models": {"params_b": capacity}}, (params or {}).get("seed")),
         **dict(extra or {}),
     }
-    plain = scores.copy()
-    plain.attrs = {}  # the metadata above carries them; pandas would store them a second time
-    return write_table(plain, path, meta)
 
 
 def read_scores(path: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -152,3 +152,76 @@ def read_scores(path: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
 def params_of(meta: Mapping[str, Any]) -> dict[str, Any]:
     """The params a scores table was made with, in params.yaml shape (for ``summarise``)."""
     return {"scoring": dict(meta.get("provenance", {}).get("params", {}).get("scoring", {}))}
+
+
+def score_chunks(path: Any, columns: Sequence[str] | None = None) -> Iterable[pd.DataFrame]:
+    """The scores table one dataset × model at a time, in the table's sort order, each as
+    ``read_scores`` would give its rows (attrs included): the aggregate and stats stages reduce
+    per cell, so that no whole-table frame is held at study scale. ``columns``: read only those."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    meta = scores_meta(path)
+    keys = pq.read_table(path, columns=["dataset", "model"])
+    pairs = keys.group_by(["dataset", "model"]).aggregate([]).to_pandas()
+    pairs = pairs.sort_values(["dataset", "model"], kind="stable")
+    del keys
+    source = pq.ParquetFile(path)
+    for dataset, model in pairs.itertuples(index=False):
+        parts = []
+        for i in range(source.num_row_groups):
+            stats = source.metadata.row_group(i)
+            if not _may_hold(stats, source.schema_arrow, dataset, model):
+                continue
+            group = source.read_row_group(i, columns=list(columns) if columns else None)
+            mask = pc.and_(pc.equal(group["dataset"], dataset), pc.equal(group["model"], model))
+            parts.append(group.filter(mask))
+        df = pa_concat(parts).to_pandas()
+        df.attrs.update(
+            labels=meta["label_set"]["labels"],
+            ambiguity_order=meta.get("ambiguity_order", []),
+            missing=meta.get("missing", {}),
+        )
+        yield df
+
+
+def pa_concat(parts: list[Any]) -> Any:
+    import pyarrow as pa
+
+    return pa.concat_tables(parts)
+
+
+def _may_hold(row_group: Any, schema: Any, dataset: str, model: str) -> bool:
+    """Whether a row group's min/max statistics allow rows of this dataset × model (the table is
+    sorted by them, so most row groups are skipped unread)."""
+    for name, value in (("dataset", dataset), ("model", model)):
+        col = row_group.column(schema.get_field_index(name))
+        st = col.statistics
+        if st is None or not st.has_min_max:
+            continue
+        if name == "dataset" and not (st.min <= value <= st.max):
+            return False
+        if name == "model":
+            ds = row_group.column(schema.get_field_index("dataset")).statistics
+            # the model range only bounds the rows when the row group holds one dataset
+            if ds is not None and ds.has_min_max and ds.min == ds.max == dataset and not (st.min <= value <= st.max):
+                return False
+    return True
+
+
+def scores_meta(path: Any) -> dict[str, Any]:
+    """The metadata of a scores table, checked as ``read_scores`` checks it, without its rows."""
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from ambiemo.core.tables import read_meta
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such table; has the score stage run?")
+    meta = read_meta(path)
+    if meta.get("kind") != "scores" or "js" not in pq.read_schema(path).names:
+        raise ScoringError(
+            f"{path}: not a scores table; make one with `ambiemo score --manifest ... --predictions ...`"
+        )
+    return meta

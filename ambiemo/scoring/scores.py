@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ambiemo.core.failures import failure_label_index
 from ambiemo.scoring import metrics as M
 from ambiemo.scoring.references import MODEL as REFERENCE_MODEL
 from ambiemo.scoring.schema import (
@@ -78,6 +79,8 @@ def score_predictions(
             ) from None
 
     y_pred = _predicted_index(df, labels)
+    on_failure = str(((params or {}).get("parsing") or {}).get("on_failure", "uniform"))
+    _failures_predict(y_pred, on_failure, labels, ~parsed & has_q)  # the parse-failure policy
     y_true = M.majority_label(p_true, sp["tie_policy"], y_pred)
     base = sp["js_base"]
     names = np.asarray([*labels, ""], dtype=object)  # index -1 -> ""
@@ -110,6 +113,7 @@ def score_predictions(
     out["confidence"] = per_row(lambda _p, qq: M.confidence(qq, y_pred[has_q]))
     out["correct"] = M.correct(y_true, y_pred)
     out["plausible"] = M.plausible(p_true, y_pred).astype(float)
+    _drop_failures(out, on_failure, parsed)  # the parse-failure policy
     oracle = _oracle(df, _candidate_frames(predictions, candidates), labels, p_true, y_true, base)
     for c in oracle:
         out[c] = oracle[c]
@@ -124,6 +128,25 @@ def score_predictions(
     out.attrs["missing"] = _missing(preds, mdf)
     out.attrs["scoring"] = {k: sp[k] for k in ("js_base", "kl_epsilon", "tie_policy", "ambiguity_from")}
     return out
+
+
+# --- params parsing.on_failure beyond the distribution --------------------------------------------
+
+
+def _failures_predict(y_pred: np.ndarray, on_failure: str, labels: Sequence[str], failed: np.ndarray) -> None:
+    """``neutral``: a failed answer predicts neutral, as its distribution says (AER-LLM's rule)."""
+    neutral = failure_label_index(on_failure, labels)
+    if neutral is not None:
+        y_pred[failed] = neutral
+
+
+def _drop_failures(out: pd.DataFrame, on_failure: str, parsed: np.ndarray) -> None:
+    """``drop``: a failed answer has no hard label either; it stays counted as a parse failure."""
+    if on_failure == "drop":
+        out.loc[~parsed, ["correct", "plausible"]] = np.nan
+
+
+# --- end parse-failure policy ---------------------------------------------------------------------
 
 
 def _compute(df: pd.DataFrame) -> pd.DataFrame:

@@ -1,20 +1,21 @@
-"""The aggregate and stats stages as functions: read the scores, write every table of the layout.
+"""The aggregate stage as a function: read the scores, write every summary table of the layout.
 
 ``aggregate_run(params)`` writes ``summary/{summary, by_ambiguity, ci, compute, compute_matched,
-conventions, unanswered}.parquet`` (CSV beside each) and ``summary/metrics.json``;
-``stats_run(params)`` writes ``stats/{paired, mixed_model, gee_correctness, power}.parquet``.
-Each table is written with ``write_result``: its provenance holds the params sections it depends
-on, the scores file and its hash. Both return the tables by name, for the notebooks to show.
+conventions, calibration, unanswered}.parquet`` (CSV beside each) and ``summary/metrics.json``. Each table is
+written with ``write_result``: its provenance holds the params sections it depends on, the scores
+file and its hash. It returns the tables by name, for the notebook to show. Reference rows
+(``model == "reference"``) are in every summary, CI and by-bin table.
 
-Reference rows (``model == "reference"``) are in every summary, CI and by-bin table; the paired
-tests, the power table and the regression models compare strategies with a model's baseline and
-leave them out.
+The calibration yardstick (``ambiemo.scoring.calibration``) is fitted per cell, so it is reduced
+chunk by chunk like the rest; the human ceiling it measures the gap to comes from the reference rows.
+The stats stage lives in ``ambiemo.stats.stage``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pandas as pd
@@ -22,8 +23,8 @@ import pandas as pd
 from ambiemo.core.layout import Layout
 from ambiemo.scoring.references import CEILING_METRICS
 from ambiemo.scoring.results import params_subset, write_result
-from ambiemo.scoring.run import unanswered_table
-from ambiemo.scoring.schema import read_scores, scoring_params
+from ambiemo.scoring.run import empty_cells_note, unanswered_table
+from ambiemo.scoring.schema import score_chunks, scores_meta, scoring_params
 from ambiemo.scoring.summaries import (
     compute_matched,
     compute_table,
@@ -32,9 +33,6 @@ from ambiemo.scoring.summaries import (
     metrics_json,
     summarise,
 )
-
-# Defaults of the stats keys this module reads (params ``stats``), stated once.
-POWER_DEFAULTS: dict[str, Any] = {"power": 0.8, "power_gains": {"js": 0.02}}
 
 
 def ci_table(scores: pd.DataFrame, params: Mapping[str, Any] | None) -> pd.DataFrame:
@@ -52,66 +50,72 @@ def ci_table(scores: pd.DataFrame, params: Mapping[str, Any] | None) -> pd.DataF
     )
 
 
-def aggregate_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
-    """The aggregate stage (module docstring)."""
-    layout = Layout.from_params(params)
-    scores, meta = read_scores(layout.scores)
+def aggregate_tables(
+    chunks: Iterable[pd.DataFrame], params: Mapping[str, Any], ceiling: dict | None = None
+) -> dict[str, pd.DataFrame]:
+    """The per-cell summary tables of the scores given one dataset × model at a time (or whole):
+    every table is a reduction per cell, so the chunks' tables stacked are the whole table's.
+    ``ceiling``: the human ceilings (``calibration.ceilings`` of the reference rows), where the
+    chunks do not carry them."""
+    from ambiemo.scoring.calibration import calibration_table
+
+    names = ("summary", "by_ambiguity", "ci", "compute", "conventions", "calibration")
+    parts: dict[str, list[pd.DataFrame]] = {k: [] for k in names}
+    for scores in chunks:
+        parts["calibration"].append(calibration_table(scores, params, ceiling)[0])
+        parts["summary"].append(summarise(scores, params=params, per_bin=False))
+        parts["by_ambiguity"].append(summarise(scores, params=params))
+        parts["ci"].append(ci_table(scores, params))
+        parts["compute"].append(compute_table(scores, params=params))
+        parts["conventions"].append(conventions(scores))
+    tables = {k: _stack(v) for k, v in parts.items()}
+    tables["ci"] = (
+        tables["ci"]
+        .sort_values(["dataset", "model", "strategy", "budget", "ambiguity_rank"], kind="stable")
+        .reset_index(drop=True)
+    )
     sp = scoring_params(params)
-    tables = {
-        "summary": summarise(scores, params=params, per_bin=False),
-        "by_ambiguity": summarise(scores, params=params),
-        "ci": ci_table(scores, params),
-        "compute": compute_table(scores, params=params),
-    }
     tables["compute_matched"] = compute_matched(tables["compute"], sp["compute_multiples"], _baseline(params))
-    tables["conventions"] = conventions(scores)
+    order = ("summary", "by_ambiguity", "ci", "compute", "compute_matched", "conventions", "calibration")
+    return {k: tables[k] for k in order}
+
+
+def aggregate_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """The aggregate stage (module docstring), one dataset × model of the scores at a time."""
+    layout = Layout.from_params(params)
+    meta = scores_meta(layout.scores)
+    tables = aggregate_tables(score_chunks(layout.scores), params, reference_ceilings(layout.scores))
     tables["unanswered"] = unanswered_table(meta)
+    note = empty_cells_note(tables["unanswered"])
+    if note:  # a cell the run expected and got nothing for: no summary row, said here and in unanswered
+        warnings.warn(f"aggregate: {note}", UserWarning, stacklevel=2)
     inputs = [layout.scores]
     for name, table in tables.items():
         sections = ("scoring", "models", "strategies") if name.startswith("compute") else ("scoring",)
         extra = {"ceilings": meta.get("ceilings", {})} if name in ("summary", "by_ambiguity", "ci") else {}
         write_result(table, layout.summary(name), name, params_subset(params, *sections), inputs, **extra)
-    layout.metrics_json.write_text(json.dumps(metrics_json(tables["summary"]), indent=2, sort_keys=True) + "\n")
+    headline = metrics_json(tables["summary"], baseline=_baseline(params))
+    layout.metrics_json.write_text(json.dumps(headline, indent=2, sort_keys=True) + "\n")
     return tables
 
 
-def stats_params_with_power(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """params ``stats`` over the defaults, the power keys included."""
-    from ambiemo.stats import stats_params
+def reference_ceilings(path) -> dict:  # noqa: ANN001 (a path or file the parquet reader takes)
+    """The human ceilings (``calibration.ceilings``) from the scores' reference rows alone."""
+    import pyarrow.parquet as pq
 
-    return {**POWER_DEFAULTS, **stats_params(params)}
+    from ambiemo.scoring.calibration import ceilings
 
-
-def stats_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
-    """The stats stage (module docstring)."""
-    from ambiemo.stats import correctness_model, interaction_model, paired_comparisons
-    from ambiemo.stats.permutation import without_references
-    from ambiemo.stats.power import power_table
-
-    layout = Layout.from_params(params)
-    scores, _ = read_scores(layout.scores)
-    st = stats_params_with_power(params)
-    models = without_references(scores)
-    tables = {
-        "paired": paired_comparisons(models, params),
-        # the regression models leave the reference rows out themselves and say so in their note
-        "mixed_model": interaction_model(scores, params),
-        "gee_correctness": correctness_model(scores, params),
-        "power": power_table(
-            models,
-            st["paired_metrics"],
-            baseline=st["baseline"],
-            gains=st["power_gains"],
-            power=float(st["power"]),
-            alpha=float(st["alpha"]),
-        ),
-    }
-    for name, table in tables.items():
-        write_result(table, layout.stats(name), name, params_subset(params, "stats", "scoring"), [layout.scores])
-    return tables
+    columns = [c for c in ("dataset", "model", "strategy", "ambiguity", "js") if c in pq.read_schema(path).names]
+    return ceilings(pq.read_table(path, columns=columns, filters=[("model", "==", "reference")]).to_pandas())
 
 
 def _baseline(params: Mapping[str, Any]) -> str:
     from ambiemo.stats import stats_params
 
     return stats_params(params)["baseline"]
+
+
+def _stack(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The chunks' tables one under the other (empty ones left out, so that they do not decide a dtype)."""
+    full = [p for p in parts if len(p)]
+    return pd.concat(full or parts[:1], ignore_index=True) if parts else pd.DataFrame()

@@ -156,9 +156,9 @@ def _active_b(specs: Mapping[str, Any], key: str) -> float:
 def _verifier_model(params: Mapping[str, Any] | None) -> str | None:
     if not params or "strategies" not in params:
         return None
-    from ambiemo.core.config import strategy_settings
+    from ambiemo.core.config import verifier_model
 
-    return strategy_settings(dict(params))["verifier"].get("model")
+    return verifier_model(dict(params))
 
 
 def compute_table(
@@ -232,37 +232,61 @@ def compute_matched(
 
 
 def conventions(scores: pd.DataFrame) -> pd.DataFrame:
-    """``ambiemo.scoring.metrics.conventions_table`` per dataset × model × strategy at its largest budget
-    (JS as natural-log distance and base-2 divergence, three R² conventions), on the rows with a
-    distribution; the human ceilings, which have none, are left out."""
+    """``ambiemo.scoring.literature.cell_conventions`` per dataset × model × strategy at its largest
+    budget: ambiemo's own conventions and the peers' presets, one row per cell × convention; the
+    human ceilings, which have no answers, are left out."""
+    from ambiemo.scoring.literature import COLUMNS, cell_conventions
+
     parts = []
     rows = at_largest_budget(scores[~is_ceiling(scores)])
     for (dataset, model, strategy, budget), g in rows.groupby(list(KEYS), sort=True):
         labels = _labels_in(g)
         p = g[[f"true_{x}" for x in labels]].to_numpy(dtype=float)
         q = g[[f"p_{x}" for x in labels]].to_numpy(dtype=float)
-        ok = np.isfinite(q).all(axis=1)
-        table = M.conventions_table(p[ok], q[ok])
-        parts.append(table.assign(dataset=dataset, model=model, strategy=strategy, budget=budget, n=int(ok.sum())))
+        table = cell_conventions(p, q, g["parsed_ok"].astype(bool).to_numpy(), labels)
+        parts.append(table.assign(dataset=dataset, model=model, strategy=strategy, budget=budget))
     if not parts:
-        return pd.DataFrame(columns=[*KEYS, "convention", "definition", "source", "value", "undefined", "n"])
+        return pd.DataFrame(columns=[*KEYS, *COLUMNS])
     out = pd.concat(parts, ignore_index=True)
-    return out[[*KEYS, *[c for c in out.columns if c not in KEYS]]]
+    return out[[*KEYS, *COLUMNS]]
 
 
-def metrics_json(
-    summary: pd.DataFrame,
-    metrics: Sequence[str] = ("js", "bc", "r2", "accuracy", "f1_weighted", "uar", "ece", "parse_failure_rate"),
-) -> dict[str, Any]:
-    """A nested {dataset: {model: {strategy@budget: {metric: value}}}} of the overall summary rows,
-    for DVC's ``metrics`` (``dvc metrics show``); NaN becomes None so that the JSON stays valid."""
+def metrics_json(summary: pd.DataFrame, baseline: str = "baseline", metric: str = "js") -> dict[str, Any]:
+    """The headline for DVC's ``metrics`` (``dvc metrics show``/``diff``), small enough for a terminal:
+    per dataset, each model's ``baseline`` and its best strategy on ``metric`` (every strategy at its
+    largest budget, as the paper's headline), beside the uniform and human-ceiling references::
+
+        {dataset: {model: {"baseline": {metric: v}, "best": {"strategy": "w-bon@8", metric: v}},
+                   "reference": {"uniform": {metric: v}, "human_ceiling": {metric: v}}}}
+
+    Ties on ``metric`` go to the first strategy by name, then budget. NaN and absent rows become None
+    (valid JSON). Every other metric of every cell stays in the summary parquet."""
+    lower = not M.METRICS[metric].higher_is_better
+    rows = overall(summary)
     out: dict[str, Any] = {}
-    rows = summary[summary["ambiguity"] == ALL] if "ambiguity" in summary else summary
-    for row in rows.itertuples(index=False):
-        cell = out.setdefault(str(row.dataset), {}).setdefault(str(row.model), {})
-        values = {m: getattr(row, m) for m in metrics}
-        cell[f"{row.strategy}@{row.budget}"] = {
-            m: (None if v is None or not np.isfinite(v) else round(float(v), 6)) for m, v in values.items()
+
+    def value(part: pd.DataFrame) -> float | None:
+        v = float(part[metric].iloc[0]) if len(part) else float("nan")
+        return round(v, 6) if np.isfinite(v) else None
+
+    for dataset, d in rows.groupby("dataset", sort=True):
+        entry = out.setdefault(str(dataset), {})
+        for model, g in d[d["model"] != REFERENCE_MODEL].groupby("model", sort=True):
+            cells = at_largest_budget(g).dropna(subset=[metric])
+            cells = cells.sort_values([metric, "strategy", "budget"], ascending=[lower, True, True], kind="stable")
+            best = cells.head(1)
+            entry[str(model)] = {
+                "baseline": {metric: value(g[g["strategy"] == baseline].sort_values("budget").head(1))},
+                "best": {
+                    "strategy": f"{best['strategy'].iloc[0]}@{int(best['budget'].iloc[0])}" if len(best) else None,
+                    metric: value(best),
+                },
+            }
+        refs = d[d["model"] == REFERENCE_MODEL]
+        ceiling = "human-loo" if (refs["strategy"] == "human-loo").any() else "human-loo-counts"
+        entry["reference"] = {
+            "uniform": {metric: value(refs[refs["strategy"] == "uniform"])},
+            "human_ceiling": {metric: value(refs[refs["strategy"] == ceiling])},
         }
     return out
 
@@ -299,39 +323,3 @@ def reliability(
         raise ValueError("reliability: no score rows")
     out = pd.concat(parts, ignore_index=True)
     return out[[*by, *[c for c in out.columns if c not in by]]]
-
-
-def gain_over_baseline(
-    summary: pd.DataFrame,
-    metric: str = "js",
-    baseline: str = "baseline",
-    by: Sequence[str] = ("dataset", "model", "ambiguity"),
-) -> pd.DataFrame:
-    """Each strategy's improvement over the baseline in a summary table, per ``by``.
-
-    ``gain`` is signed so that positive means better (baseline minus strategy for a metric where
-    lower is better, such as JS). If the baseline ran at several budgets, its smallest is used.
-    """
-    if metric not in M.METRICS:
-        raise KeyError(f"unknown metric {metric!r}; choose from {list(M.METRICS)}")
-    if baseline not in set(summary["strategy"]):
-        raise ValueError(
-            f"no {baseline!r} rows in the summary: cannot compute gains over the baseline "
-            "(params stats.baseline names the reference strategy)"
-        )
-    sign = 1.0 if M.METRICS[metric].higher_is_better else -1.0
-    by = list(by)
-    base = summary[summary["strategy"] == baseline]
-    base = base[base["budget"] == base.groupby(by)["budget"].transform("min")]
-    base = base[[*by, metric]].rename(columns={metric: "baseline_value"})
-    rest = summary[summary["strategy"] != baseline]
-    out = rest.merge(base, on=by, how="inner", validate="many_to_one")
-    out["value"] = out[metric]
-    out["gain"] = sign * (out["value"] - out["baseline_value"])
-    out["metric"] = metric
-    keep = [
-        c
-        for c in (*KEYS, "ambiguity", "ambiguity_rank", "params_b", "metric", "value", "baseline_value", "gain")
-        if c in out.columns
-    ]
-    return out[keep].reset_index(drop=True)

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ambiemo.core.config import settings
 from ambiemo.scoring import KEYS, labels_of, scoring_params
 from ambiemo.scoring import metrics as M
-
-STATS_DEFAULTS: dict[str, Any] = {
-    "baseline": "baseline",
-    "paired_metrics": ["js", "bc", "correct"],
-    "permutation_resamples": 2000,
-    "alpha": 0.05,
-    "holm_family": ["dataset", "model"],
-    "mixed_model_metric": "js",
-    "budget": "max",
-    # Nesting utterances in speakers (a variance component per utterance) costs time roughly
-    # quadratic in utterances per speaker: ~4 s for 500 utterances, ~100 s for 2,000. Above this
-    # many utterances the mixed model keeps the utterance intercept only, and says so.
-    "speaker_component_max_utterances": 1000,
-}
+from ambiemo.scoring.gains import HIGHER_IS_BETTER  # noqa: F401  (one table of directions, offered here as before)
 
 # Per-utterance score columns whose group value is their mean (NaN rows left out).
 MEAN_COLUMNS = {
@@ -39,23 +27,11 @@ MEAN_COLUMNS = {
     "pass_at_n": "pass_at_n",
 }
 SET_METRICS = ("r2", "ece", "entropy_spearman", "f1_weighted", "uar")
-HIGHER_IS_BETTER = {
-    **{k: v.higher_is_better for k, v in M.METRICS.items()},
-    "correct": True,
-    "plausible": True,
-    "oracle_js": False,
-    "pass_at_n": True,
-}
 
 
 def stats_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """params ``stats`` over the defaults, checked."""
-    out = {**STATS_DEFAULTS, **dict((params or {}).get("stats") or {})}
-    if out["budget"] not in ("max", "min"):
-        raise ValueError(f"params stats.budget is {out['budget']!r}; use 'max' or 'min'")
-    if not 0 < float(out["alpha"]) < 1:
-        raise ValueError(f"params stats.alpha must be in (0, 1), got {out['alpha']}")
-    return out
+    """params ``stats`` with the schema's defaults (``ambiemo.core.params.Stats``), power keys included."""
+    return settings(dict(params or {}), "stats")
 
 
 def _seed(params: Mapping[str, Any] | None, seed: int | None) -> int:
@@ -99,8 +75,28 @@ def resample_weights(codes: np.ndarray, n_resamples: int, rng: np.random.Generat
     return cluster_counts(int(codes.max()) + 1, n_resamples, rng)[:, codes].astype(float)
 
 
-# Resamples evaluated at once: bounds memory at (chunk × rows) floats per array for large corpora.
-_CHUNK = 200
+# Cluster draws held at once by the chunked bootstrap: (resamples in a chunk) × clusters ≤ this.
+_MAX_DRAWS = 1 << 21
+
+
+def cluster_count_chunks(n_clusters: int, n_resamples: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """``cluster_counts(n_clusters, n_resamples, rng)`` in chunks of resamples, so that no
+    resamples × clusters array is held when clusters are many (every utterance its own). The
+    generator's stream is consumed row by row either way, so the chunks stacked equal the whole."""
+    step = max(1, _MAX_DRAWS // max(n_clusters, 1))
+    for start in range(0, n_resamples, step):
+        yield cluster_counts(n_clusters, min(step, n_resamples - start), rng)
+
+
+def cluster_mean_bootstrap(d: np.ndarray, codes: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap means of ``d`` resampling whole clusters (``codes``), from the per-cluster sums
+    and sizes: each resample's mean is Σ_c k_c S_c / Σ_c k_c n_c, equal to the mean of the
+    resampled rows (``resample_weights`` @ d / weights) without a resamples × rows array."""
+    n_clusters = int(codes.max()) + 1
+    sums = np.bincount(codes, weights=np.asarray(d, dtype=float), minlength=n_clusters)
+    sizes = np.bincount(codes, minlength=n_clusters).astype(float)
+    parts = [k @ sums / (k @ sizes) for k in cluster_count_chunks(n_clusters, n_resamples, rng)]
+    return np.concatenate(parts)
 
 
 # --------------------------------------------------------------------------- weighted metrics
@@ -256,13 +252,8 @@ def bootstrap_ci(
             ]
         for bin_name, rank, part in parts:
             codes, unit = clusters(part)
-            counts = cluster_counts(int(codes.max()) + 1, n_resamples, _rng(seed, (*key, bin_name)))
-            point = weighted_metrics(part, np.ones((1, len(part))), labels, int(sp["ece_bins"]))
-            chunks = [
-                weighted_metrics(part, counts[i : i + _CHUNK, codes].astype(float), labels, int(sp["ece_bins"]))
-                for i in range(0, n_resamples, _CHUNK)
-            ]
-            boot = {m: np.concatenate([c[m] for c in chunks]) for m in chunks[0]}
+            ece_bins = int(sp["ece_bins"])
+            point, boot = _cluster_bootstrap(part, codes, labels, ece_bins, n_resamples, seed, (*key, bin_name))
             for metric in metrics:
                 if metric not in boot:
                     raise KeyError(f"bootstrap_ci: unknown metric {metric!r}; choose from {sorted(boot)}")
@@ -283,3 +274,20 @@ def bootstrap_ci(
                 )
                 rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _cluster_bootstrap(
+    part: pd.DataFrame, codes: np.ndarray, labels: Sequence[str], ece_bins: int, n_resamples: int, seed: int, key: tuple
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Point estimates and bootstrap replicates of every metric of one group, from its per-cluster
+    sums (``ambiemo.stats.cluster_sums``): no resamples × rows array, cost linear in the rows."""
+    from ambiemo.stats.cluster_sums import cluster_statistics, metrics_from_sums
+
+    sums, lay, _ = cluster_statistics(part, codes, labels, ece_bins)
+    with_q = sums[:, lay.slices["r2"].start]  # rows with a distribution, per cluster
+    point = metrics_from_sums(sums.sum(axis=0), lay, np.array([with_q.sum()]))
+    chunks = [
+        metrics_from_sums(k @ sums, lay, (k > 0) @ with_q)
+        for k in cluster_count_chunks(int(codes.max()) + 1, n_resamples, _rng(seed, key))
+    ]
+    return point, {m: np.concatenate([c[m] for c in chunks]) for m in chunks[0]}

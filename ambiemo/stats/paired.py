@@ -17,23 +17,9 @@ import pandas as pd
 from scipy import stats as sps
 
 from ambiemo.scoring import scoring_params
-from ambiemo.stats.bootstrap import (
-    HIGHER_IS_BETTER,
-    _rng,
-    _seed,
-    clusters,
-    resample_weights,
-    stats_params,
-)
-from ambiemo.stats.permutation import holm, paired_test, rank_biserial, without_references
-
-# --------------------------------------------------------------------------- paired tests
-
-
-def _baseline_rows(g: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    base = g[g["strategy"] == baseline]
-    return base[base["budget"] == base["budget"].min()]
-
+from ambiemo.stats.bootstrap import _seed, clusters, stats_params
+from ambiemo.stats.gains import HIGHER_IS_BETTER, PairedCell, direction, gain_interval, paired_cells
+from ambiemo.stats.permutation import holm, paired_test, rank_biserial
 
 PAIRED_COLUMNS = [
     "dataset",
@@ -95,11 +81,9 @@ def paired_comparisons(
     unknown = [m for m in metrics if m not in scores.columns]
     if unknown:
         raise KeyError(f"paired_comparisons: no per-utterance column(s) {unknown} in the scores")
-    scores = without_references(scores)
     rows = []
-    for (dataset, model), g in scores.groupby(["dataset", "model"], sort=True):
-        base = _baseline_rows(g, baseline)
-        if base.empty:
+    for dataset, model, pc in paired_cells(scores, baseline):
+        if pc is None:
             rows.append(
                 {
                     "dataset": dataset,
@@ -111,32 +95,20 @@ def paired_comparisons(
                 }
             )
             continue
-        base = base.set_index("utt_id")
-        others = g[g["strategy"] != baseline]
-        for (strategy, budget), cell in others.groupby(["strategy", "budget"], sort=True):
-            cell = cell.set_index("utt_id")
-            common = cell.index.intersection(base.index).sort_values()  # row order never moves a p-value
-            for metric in metrics:
-                rows.append(
-                    _paired_row(
-                        dataset,
-                        model,
-                        strategy,
-                        budget,
-                        metric,
-                        base.loc[common],
-                        cell.loc[common],
-                        n_perm,
-                        seed,
-                        int(sp["bootstrap_resamples"]),
-                        float(sp["ci_level"]),
-                    )
-                )
-    out = pd.DataFrame(rows)
+        for metric in metrics:
+            rows.append(_paired_row(pc, metric, n_perm, seed, int(sp["bootstrap_resamples"]), float(sp["ci_level"])))
+    return holm_families(pd.DataFrame(rows), params)
+
+
+def holm_families(out: pd.DataFrame, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Holm's correction within each family (params ``stats.holm_family`` × metric) and the
+    ``significant`` flag, over paired rows (of one chunk of the scores, or of all of them stacked)."""
+    st = stats_params(params)
     if out.empty:  # one strategy only: nothing to compare, but the table keeps its columns
         return pd.DataFrame(columns=PAIRED_COLUMNS)
     if "p_permutation" not in out:
         return out
+    out = out.copy()
     family_keys = [*st["holm_family"], "metric"]
     out["family"] = out[family_keys].astype(str).agg("/".join, axis=1)
     out["p_wilcoxon_holm"] = np.nan
@@ -148,21 +120,9 @@ def paired_comparisons(
     return out.reindex(columns=PAIRED_COLUMNS)
 
 
-def _paired_row(
-    dataset,
-    model,
-    strategy,
-    budget,
-    metric,
-    base: pd.DataFrame,
-    cell: pd.DataFrame,
-    n_perm: int,
-    seed: int,
-    n_boot: int,
-    level: float,
-) -> dict[str, Any]:
-    x, y = cell[metric].to_numpy(dtype=float), base[metric].to_numpy(dtype=float)
-    ok = ~np.isnan(x) & ~np.isnan(y)
+def _paired_row(pc: PairedCell, metric: str, n_perm: int, seed: int, n_boot: int, level: float) -> dict[str, Any]:
+    dataset, model, strategy, budget = pc.dataset, pc.model, pc.strategy, pc.budget
+    x, y, ok = pc.pairs(metric)
     d = x[ok] - y[ok]
     row: dict[str, Any] = {
         "dataset": dataset,
@@ -174,7 +134,7 @@ def _paired_row(
         "n_dropped": int((~ok).sum()),
         "note": "",
     }
-    sign = 1.0 if HIGHER_IS_BETTER.get(metric, True) else -1.0
+    sign = direction(metric) if metric in HIGHER_IS_BETTER else 1.0
     nan = float("nan")
     if d.size == 0:
         row.update(
@@ -198,11 +158,11 @@ def _paired_row(
         gain=float(sign * d.mean()),
         rank_biserial=rank_biserial(d),
     )
-    rng = _rng(seed, (dataset, model, strategy, budget, metric))
-    codes, unit = clusters(cell.reset_index().loc[ok])
-    w = resample_weights(codes, n_boot, rng)
-    boots = w @ d / w.sum(axis=1)
-    row["diff_ci_low"], row["diff_ci_high"] = (float(v) for v in np.quantile(boots, [(1 - level) / 2, (1 + level) / 2]))
+    # the interval of the mean difference is the gains table's "all" row, unsigned
+    frame = pc.cell.reset_index().loc[ok]
+    interval = gain_interval(d, frame, 1.0, n_boot, level, seed, (dataset, model, strategy, budget, metric))
+    row["diff_ci_low"], row["diff_ci_high"] = interval["ci_low"], interval["ci_high"]
+    codes, unit = clusters(frame)
     if not (d != 0).any():
         row.update(
             wilcoxon_stat=nan, p_wilcoxon=1.0, p_permutation=1.0, note="every pair is equal: no difference to test"

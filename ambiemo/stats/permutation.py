@@ -28,22 +28,25 @@ from __future__ import annotations
 
 import itertools
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from ambiemo.scoring import metrics as M
-from ambiemo.scoring.references import MODEL as REFERENCE_MODEL
+from ambiemo.stats.gains import (  # noqa: F401  (names this module has always offered)
+    HIGHER_IS_BETTER,
+    KEY_COLUMNS,
+    direction,
+    paired_differences,
+    without_references,
+)
 
 N_RESAMPLES = 10_000
 ALPHA = 0.05
 # Differences closer than this to the observed statistic count as equal (rounding in sums).
 _TIE_RTOL = 1e-10
 
-# Per-utterance score columns and which way is better, beyond ambiemo.scoring.metrics.METRICS.
-HIGHER_IS_BETTER = {**{k: m.higher_is_better for k, m in M.METRICS.items()}, "correct": True, "r2_utt": True}
 
 COLUMNS = [
     "dataset",
@@ -69,11 +72,9 @@ COLUMNS = [
 ]
 
 
-def _sign_patterns(n_clusters: int, n_resamples: int, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
-    """All 2^C sign patterns when there are few enough, else ``n_resamples`` random ones."""
-    if n_clusters <= 20 and 2**n_clusters <= n_resamples:
-        return np.array(list(itertools.product((1.0, -1.0), repeat=n_clusters))), True
-    return rng.choice((1.0, -1.0), size=(n_resamples, n_clusters)), False
+# Sign draws held at once by the random test: (patterns in a chunk) × clusters ≤ this, so that an
+# unclustered test of many utterances never holds a patterns × utterances matrix.
+_MAX_SIGNS = 1 << 21
 
 
 def sign_flip_pvalues(
@@ -83,17 +84,23 @@ def sign_flip_pvalues(
 
     ``sums`` is (datasets, clusters): each dataset's per-cluster sums of differences (for one
     dataset pass shape (1, C)). The same sign patterns serve every row, which changes nothing for
-    any single row's test. Returns the p-values and whether they are exact.
+    any single row's test. Random patterns are drawn in chunks (the generator's stream is the
+    same as one draw of them all). Returns the p-values and whether they are exact.
     """
     sums = np.atleast_2d(np.asarray(sums, dtype=float))
     rng = rng or np.random.default_rng(0)
-    signs, exact = _sign_patterns(sums.shape[1], n_resamples, rng)
     observed = np.abs(sums.sum(axis=1))
-    flipped = np.abs(sums @ signs.T)  # (datasets, patterns)
-    hits = (flipped >= observed[:, None] * (1 - _TIE_RTOL) - 1e-300).sum(axis=1)
-    if exact:
-        return hits / len(signs), True
-    return (1 + hits) / (1 + len(signs)), False
+    threshold = observed[:, None] * (1 - _TIE_RTOL) - 1e-300
+    n_clusters = sums.shape[1]
+    if n_clusters <= 20 and 2**n_clusters <= n_resamples:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=n_clusters)))
+        return (np.abs(sums @ signs.T) >= threshold).sum(axis=1) / len(signs), True
+    hits = np.zeros(len(sums), dtype=np.int64)
+    step = max(1, _MAX_SIGNS // max(n_clusters, 1))
+    for start in range(0, n_resamples, step):
+        signs = rng.choice((1.0, -1.0), size=(min(step, n_resamples - start), n_clusters))
+        hits += (np.abs(sums @ signs.T) >= threshold).sum(axis=1)
+    return (1 + hits) / (1 + n_resamples), False
 
 
 def cluster_sums(d: np.ndarray, clusters: np.ndarray) -> np.ndarray:
@@ -157,47 +164,10 @@ def holm(pvalues: Sequence[float], alpha: float = ALPHA) -> np.ndarray:
     return out
 
 
-KEY_COLUMNS = ("dataset", "model", "strategy", "budget", "metric")
-
-
-def without_references(scores: pd.DataFrame) -> pd.DataFrame:
-    """The scores of real models: the reference predictors and human ceilings
-    (``model == "reference"``) have no baseline to be compared with."""
-    return scores[scores["model"] != REFERENCE_MODEL] if "model" in scores else scores
-
-
-def paired_differences(
-    scores: pd.DataFrame, metrics: Sequence[str], baseline: str = "baseline", cluster: str = "speaker"
-) -> Iterator[tuple[tuple, np.ndarray, np.ndarray, int]]:
-    """Per dataset x model x strategy x budget x metric: ``(key, d, clusters, n_dropped)``, the
-    per-utterance differences against the baseline (its smallest budget) on the utterances both
-    answered, their clusters, and how many pairs a NaN dropped. Shared by the tests and ``power``.
-    Reference rows are left out. Clusters are those of the bootstrap CIs (``ambiemo.stats.clusters``:
-    speakers, and each utterance without a speaker its own) when ``cluster`` is ``"speaker"``."""
-    from ambiemo.stats.bootstrap import clusters as bootstrap_clusters
-
-    scores = without_references(scores)
-    for (dataset, model), g in scores.groupby(["dataset", "model"], sort=True):
-        base = g[g["strategy"] == baseline]
-        if base.empty:
-            continue
-        base = base[base["budget"] == base["budget"].min()].set_index("utt_id")
-        for (strategy, budget), cell in g[g["strategy"] != baseline].groupby(["strategy", "budget"], sort=True):
-            cell = cell.set_index("utt_id")
-            common = cell.index.intersection(base.index).sort_values()
-            rows = base.loc[common].reset_index()
-            groups = bootstrap_clusters(rows)[0] if cluster == "speaker" else rows[cluster].to_numpy()
-            for metric in metrics:
-                d = cell.loc[common, metric].to_numpy(float) - base.loc[common, metric].to_numpy(float)
-                keep = np.isfinite(d)
-                key = (dataset, model, strategy, budget, metric)
-                yield key, d[keep], groups[keep], int((~keep).sum())
-
-
 def _comparisons(scores, metrics, baseline, cluster, n_resamples, seed):
     for key, d, clusters, dropped in paired_differences(scores, metrics, baseline, cluster):
         row = paired_test(d, clusters, n_resamples=n_resamples, seed=seed, key=key)
-        sign = 1.0 if HIGHER_IS_BETTER[key[-1]] else -1.0
+        sign = direction(key[-1])
         yield {
             **dict(zip(KEY_COLUMNS, key, strict=True)),
             **row,

@@ -32,7 +32,7 @@ import pandas as pd
 from scipy import optimize
 from scipy import stats as sps
 
-from ambiemo.stats.permutation import KEY_COLUMNS, paired_differences
+from ambiemo.stats.gains import KEY_COLUMNS, paired_differences
 
 POWER = 0.8
 ALPHA = 0.05

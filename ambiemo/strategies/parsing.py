@@ -27,7 +27,7 @@ answer is read as the model's distribution *conditioned on the label set*, the s
 that a manifest built with the ``drop_votes`` policy applies to the annotators' votes.
 
 What a failed parse contributes to the metrics is one policy from params (``parsing.on_failure``),
-applied by ``apply_failure_policy``, the same for every model and strategy. No random fallback.
+applied by ``ambiemo.core.failures.apply_failure_policy``, the same for every model and strategy. No random fallback.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
+
+from ambiemo.core.failures import one_hot
 
 # Words read as a label, grouped by concept. A word maps to the label of its group that is in the
 # label set; a word that is itself a label of the set always means that label (RAVDESS has both
@@ -223,12 +225,6 @@ def _distribution(pairs: Sequence[tuple[str, str]], lookup: dict[str, int], n: i
     return p / total
 
 
-def _one_hot(index: int, n: int) -> np.ndarray:
-    p = np.zeros(n)
-    p[index] = 1.0
-    return p
-
-
 def _brace_spans(text: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """(innermost ``{...}`` spans, spans to keep out of list reading), in text order.
 
@@ -285,7 +281,7 @@ def _read_object(body: str, lookup: dict[str, int], n: int) -> np.ndarray | None
     if dist is not None:
         return dist
     if len(set(answers)) == 1 and not any(lookup.get(_norm(k)) is not None for k, _ in pairs):
-        return _one_hot(answers[0], n)
+        return one_hot(answers[0], n)
     return None
 
 
@@ -343,7 +339,7 @@ def parse_distribution(text: str | None, labels: Sequence[str]) -> np.ndarray | 
     for m in _ANSWER_RE.finditer(prose):
         index = lookup.get(_norm(m.group("word")))
         if index is not None:
-            found.append((m.end(), _one_hot(index, n)))
+            found.append((m.end(), one_hot(index, n)))
 
     if found:
         found.sort(key=lambda item: item[0])
@@ -357,27 +353,10 @@ def parse_distribution(text: str | None, labels: Sequence[str]) -> np.ndarray | 
                 return top
         return last
     index = lookup.get(_norm(text))  # the whole answer is one label: "Sad."
-    return _one_hot(index, n) if index is not None else None
+    return one_hot(index, n) if index is not None else None
 
 
 # --------------------------------------------------------------------------- failure policy
-
-# params ``parsing.on_failure``:
-#   uniform  a failed answer counts as the uniform distribution (and as no label: wrong for accuracy)
-#   nan      p_* stay NaN; scoring leaves the row out of distribution metrics and counts it
-FAILURE_POLICIES = ("uniform", "nan")
-
-
-def apply_failure_policy(p: np.ndarray | None, n_labels: int, policy: str = "uniform") -> tuple[np.ndarray, bool]:
-    """``(distribution, parsed_ok)``: ``p`` itself when it parsed, else what ``policy`` puts in its place."""
-    if policy not in FAILURE_POLICIES:
-        raise ValueError(f"params parsing.on_failure must be one of {FAILURE_POLICIES}, got {policy!r}")
-    if p is not None:
-        return np.asarray(p, dtype=float), True
-    if policy == "uniform":
-        return np.full(n_labels, 1.0 / n_labels), False
-    return np.full(n_labels, np.nan), False
-
 
 # --------------------------------------------------------------------------- verifier replies
 

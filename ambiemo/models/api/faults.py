@@ -36,6 +36,8 @@ from typing import Any, TypeVar
 
 import tenacity
 
+from ambiemo.core.secrets import scrub
+
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
@@ -106,13 +108,6 @@ class RetryPolicy:
             return max(0.0, retry_after)
         cap = min(self.max_delay_s, self.base_delay_s * 2 ** (retry - 1))
         return rng.uniform(cap / 2, cap)
-
-
-def scrub(text: str, secrets: Sequence[str | None]) -> str:
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    return text
 
 
 # -- classifying what went wrong ------------------------------------------------------------------

@@ -1,0 +1,44 @@
+"""What a run reads from params before any work: the model behind the cache, the failure share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ambiemo.models.base import AudioLanguageModel
+
+# A model key that needs no params entry: the scripted test double (ambiemo.models.fake).
+FAKE_SPEC = {"adapter": "fake"}
+# Settings of params ``strategies`` that say how a run is done, not what it computes: left out of the
+# outputs' provenance, so that the files are byte-identical whatever they are.
+RUN_ONLY_SETTINGS = frozenset({"batch_size"})
+
+
+def inference_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """Params ``inference`` with the schema's defaults (``ambiemo.core.params.Inference``)."""
+    from ambiemo.core.config import settings
+
+    return settings(params, "inference")
+
+
+def model_spec(params: dict[str, Any], key: str) -> dict[str, Any]:
+    """Params ``models.<key>``; the ``fake`` model needs no entry."""
+    models = params.get("models") or {}
+    if key in models:
+        return dict(models[key])
+    if key == "fake":
+        return dict(FAKE_SPEC)
+    known = ", ".join(sorted(models)) or "(none)"
+    raise KeyError(f"params.yaml models has no {key!r}; defined: {known} (or `fake`, the offline test double)")
+
+
+def build_model(params: dict[str, Any], key: str, cache: Any = None, **kwargs: Any) -> AudioLanguageModel:
+    """The model ``key`` behind the generation cache (``cache``: a GenerationCache, default from params)."""
+    from ambiemo.core.config import cache_dir
+    from ambiemo.inference.cache import CachedModel, GenerationCache
+    from ambiemo.models import load_model
+
+    cache = cache if cache is not None else GenerationCache(cache_dir(params))
+    # Local adapters keep built or converted weights (tiny models, the cascade's LLM) beside the cache.
+    kwargs.setdefault("cache_dir", cache_dir(params))
+    kwargs.setdefault("weights_dir", (params.get("paths") or {}).get("weights_dir"))  # fetched weights, if any
+    return CachedModel(load_model(key, model_spec(params, key), **kwargs), cache)

@@ -1,0 +1,120 @@
+"""The stats stage as a function: read the scores, write every statistics table of the layout.
+
+``stats_run(params)`` writes ``stats/{paired, gains, mixed_model, gee_correctness, power, annotators,
+paired_calibrated}.parquet``
+(CSV beside each), each with ``write_result``: its provenance holds the params sections it
+depends on, the scores file and its hash. It returns the tables by name, for the notebook to show.
+
+The paired tests, the gains table (``ambiemo.stats.gains``: the intervals figure 3 draws), the
+power table and the regression models compare strategies with a model's baseline and leave the
+reference rows (``model == "reference"``) out. ``paired_calibrated`` repeats the paired test on JS
+after each answer is recalibrated (``ambiemo.scoring.calibration``: is a gain only a flatter answer?);
+``annotators`` redraws the raters of each corpus (``ambiemo.stats.annotators``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+
+from ambiemo.core.layout import Layout
+from ambiemo.scoring.results import params_subset, write_result
+from ambiemo.scoring.run import empty_cells_note, unanswered_table
+from ambiemo.scoring.schema import score_chunks, scores_meta
+from ambiemo.stats.bootstrap import stats_params
+from ambiemo.stats.gains import gain_table, without_references
+
+
+def stats_params_with_power(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """params ``stats`` with the schema's defaults, the power keys included (``ambiemo.core.params.Stats``)."""
+    return stats_params(params)
+
+
+def stats_tables(chunks: Iterable[pd.DataFrame], params: Mapping[str, Any], models_frame: pd.DataFrame) -> dict:
+    """Every table of the stats stage (module docstring): the paired, gains and power tables from
+    the scores one dataset × model at a time (``chunks``; Holm's correction is applied to the rows
+    stacked, so a family may span chunks), the regression models from ``models_frame`` (the
+    columns they fit, every row)."""
+    from ambiemo.scoring.calibration import calibrated_scores, calibration_table
+    from ambiemo.stats.paired import holm_families, paired_comparisons
+    from ambiemo.stats.power import power_table
+    from ambiemo.stats.regression import correctness_model, interaction_model
+
+    st = stats_params_with_power(params)
+    parts: dict[str, list[pd.DataFrame]] = {"paired": [], "gains": [], "power": [], "paired_calibrated": []}
+    for scores in chunks:
+        models = without_references(scores)
+        if models.empty:
+            continue
+        parts["paired"].append(paired_comparisons(models, params))
+        calibrated = calibrated_scores(models, calibration_table(models, params, ceiling={})[1])
+        parts["paired_calibrated"].append(paired_comparisons(calibrated, params, metrics=["js"]))
+        parts["gains"].append(gain_table(models, params))
+        parts["power"].append(
+            power_table(
+                models,
+                st["paired_metrics"],
+                baseline=st["baseline"],
+                gains=st["power_gains"],
+                power=float(st["power"]),
+                alpha=float(st["alpha"]),
+            )
+        )
+    paired, calibrated = (
+        pd.concat([p for p in parts[k] if len(p)] or [pd.DataFrame()]) for k in ("paired", "paired_calibrated")
+    )
+    return {
+        "paired": holm_families(paired.reset_index(drop=True), params),
+        "gains": _stack(parts["gains"]),
+        # the regression models leave the reference rows out themselves and say so in their note
+        "mixed_model": interaction_model(models_frame, params),
+        "gee_correctness": correctness_model(models_frame, params),
+        "power": _stack(parts["power"]),
+        "paired_calibrated": holm_families(calibrated.reset_index(drop=True), params),
+    }
+
+
+def _stack(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    full = [p for p in parts if len(p)]
+    return pd.concat(full or parts[:1], ignore_index=True) if parts else pd.DataFrame()
+
+
+# The score columns the regression models read (``ambiemo.stats.regression.model_frame``).
+REGRESSION_COLUMNS = ("dataset", "model", "strategy", "budget", "utt_id", "speaker", "params_b", "entropy_bits")
+
+
+def stats_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """The stats stage (module docstring): the scores one dataset × model at a time, and the
+    regression models on the columns they fit."""
+    import pyarrow.parquet as pq
+
+    layout = Layout.from_params(params)
+    meta = scores_meta(layout.scores)
+    note = empty_cells_note(unanswered_table(meta))
+    if note:  # a cell the run expected and got nothing for: no comparison row, said here
+        warnings.warn(f"stats: {note}", UserWarning, stacklevel=2)
+    st = stats_params(params)
+    columns = list(dict.fromkeys([*REGRESSION_COLUMNS, st["mixed_model_metric"], "correct"]))
+    models_frame = pq.read_table(layout.scores, columns=columns).to_pandas()
+    tables = stats_tables(score_chunks(layout.scores), params, models_frame)
+    tables["annotators"] = _annotators(layout, params)
+    for name, table in tables.items():
+        write_result(table, layout.stats(name), name, params_subset(params, "stats", "scoring"), [layout.scores])
+    return tables
+
+
+def _annotators(layout: Layout, params: Mapping[str, Any]) -> pd.DataFrame:
+    """The annotator-count table, one corpus of the scores at a time (``annotators_table``)."""
+    import pyarrow.parquet as pq
+
+    from ambiemo.stats.annotators import annotators_table
+
+    datasets = sorted(pq.read_table(layout.scores, columns=["dataset"]).column("dataset").unique().to_pylist())
+    parts = [
+        annotators_table(pq.read_table(layout.scores, filters=[("dataset", "==", d)]).to_pandas(), params, layout)
+        for d in datasets
+    ]
+    return _stack(parts)

@@ -1,0 +1,114 @@
+"""Calibrated readouts: a planted over-sharp model is undone, and no utterance's speaker is in its fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.spatial.distance import jensenshannon
+
+from ambiemo.scoring import calibration as CAL
+
+LABELS = ("neutral", "happy", "angry", "sad")
+
+
+def jsd(p, q):
+    """scipy's JS distance per row (its sqrt of a -1e-17 rounding residue on equal rows is NaN: 0)."""
+    with np.errstate(invalid="ignore"):
+        return np.nan_to_num([jensenshannon(a, b) for a, b in zip(p, q, strict=True)])
+
+
+def planted(n=240, speakers=24, power=3.0, seed=0):
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet(np.ones(4) * 2, n)
+    q = p**power
+    q /= q.sum(axis=1, keepdims=True)
+    spk = [f"s{i % speakers}" for i in range(n)]
+    return p, q, spk
+
+
+def test_temperature_scale_by_hand():
+    # sqrt(0.8) : sqrt(0.2) = 2 : 1, so T = 2 gives (2/3, 1/3); zeros stay zero.
+    out = CAL.temperature_scale(np.array([[0.8, 0.2, 0.0]]), 2.0)
+    np.testing.assert_allclose(out, [[2 / 3, 1 / 3, 0.0]])
+
+
+def test_planted_sharpened_model_gets_temperature_three_and_zero_distance():
+    p, q, spk = planted()
+    for method in CAL.METHODS:
+        cal, fitted, note = CAL.cross_fit(p, q, spk, method, folds=5, seed=1)
+        assert len(fitted) == 5 and note == ""
+        for t, w in fitted:
+            assert t == pytest.approx(3.0, rel=0.05)
+            assert w == pytest.approx(0.0, abs=0.02)
+        js = jsd(p, cal).mean()  # independent JS
+        assert js < 0.01
+    raw = jsd(p, q).mean()
+    assert raw > 0.1  # the planted gap is real
+
+
+def test_no_utterance_speaker_is_in_its_own_fit(monkeypatch):
+    p, q, spk = planted(n=120, speakers=12, seed=2)
+    row_of = {tuple(np.round(r, 12)): i for i, r in enumerate(p)}
+    seen = []
+    real_fit = CAL.fit
+
+    def spy(pp, qq, method, base="e"):
+        seen.append({spk[row_of[tuple(np.round(r, 12))]] for r in pp})
+        return real_fit(pp, qq, method, base)
+
+    monkeypatch.setattr(CAL, "fit", spy)
+    fold, _ = CAL.speaker_folds(spk, 4, seed=7)
+    CAL.cross_fit(p, q, spk, "temperature", folds=4, seed=7)
+    assert len(seen) == 4
+    for f, train_speakers in zip(np.unique(fold), seen, strict=True):
+        test_speakers = {s for s, g in zip(spk, fold, strict=True) if g == f}
+        assert test_speakers and not (test_speakers & train_speakers)
+        assert train_speakers | test_speakers == set(spk)
+
+
+def test_folds_depend_on_the_seed_not_on_row_order():
+    spk = [f"s{i % 10}" for i in range(50)]
+    a, _ = CAL.speaker_folds(spk, 5, seed=3)
+    b, _ = CAL.speaker_folds(spk[::-1], 5, seed=3)
+    np.testing.assert_array_equal(a, b[::-1])
+
+
+def _scores(p, q, spk, strategy):
+    frame = pd.DataFrame(
+        {
+            "dataset": "demo",
+            "model": "m",
+            "strategy": strategy,
+            "budget": 1,
+            "utt_id": [f"u{i}" for i in range(len(p))],
+            "speaker": spk,
+        }
+    )
+    for j, x in enumerate(LABELS):
+        frame[f"true_{x}"], frame[f"p_{x}"] = p[:, j], q[:, j]
+    frame["js"] = jsd(p, q)
+    return frame
+
+
+def test_table_reports_parameters_calibrated_metric_and_gap_closed():
+    p, q, spk = planted(n=120, speakers=12, seed=4)
+    ceiling = _scores(p, p, spk, "human-split-half").assign(model="reference")
+    ceiling["js"] = 0.05  # a planted ceiling
+    scores = pd.concat([_scores(p, q, spk, "baseline"), ceiling], ignore_index=True)
+    table, per_utt = CAL.calibration_table(scores, {"seed": 5, "scoring": {"calibration_folds": 3}})
+    row = table.set_index("method").loc["temperature"]
+    assert row["T"] == pytest.approx(3.0, rel=0.05) and row["folds"] == 3
+    assert row["ceiling_js"] == pytest.approx(0.05)
+    assert row["gap_closed"] == pytest.approx((row["js_raw"] - row["js_calibrated"]) / (row["js_raw"] - 0.05))
+    assert row["gap_closed"] > 0.9
+    assert len(per_utt) == 2 * 120 and per_utt["js_calibrated"].mean() == pytest.approx(table["js_calibrated"].mean())
+    # The paired tests see the calibrated JS in place of the raw one.
+    cal = CAL.calibrated_scores(scores[scores["model"] == "m"], per_utt, "temperature")
+    assert cal["js"].mean() == pytest.approx(row["js_calibrated"])
+
+
+def test_a_cell_with_one_speaker_is_reported_not_calibrated():
+    p, q, _ = planted(n=30, seed=5)
+    cal, fitted, note = CAL.cross_fit(p, q, ["s0"] * 30, "temperature", folds=5, seed=0)
+    assert np.isnan(cal).all() and not fitted and "fewer than two" in note

@@ -1,0 +1,71 @@
+"""The aggregate and stats stages read the scores one dataset × model at a time: their tables must
+be those of the whole table, number for number, whatever the parquet's row groups."""
+
+from __future__ import annotations
+
+import copy
+import sys
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import synthetic as S  # noqa: E402
+
+from ambiemo.scoring.schema import read_scores, score_chunks, write_scores  # noqa: E402
+from ambiemo.scoring.scores import score_predictions  # noqa: E402
+from ambiemo.scoring.stages import aggregate_tables  # noqa: E402
+from ambiemo.stats.stage import stats_tables  # noqa: E402
+
+PARAMS = copy.deepcopy(S.PARAMS)
+PARAMS["seed"] = 5
+PARAMS["stats"]["holm_family"] = ["dataset"]  # a Holm family spanning the models (and the chunks)
+PARAMS["models"]["mid"] = {"params_b": 2.0}
+
+
+@pytest.fixture(scope="module")
+def scores_path(tmp_path_factory) -> Path:
+    frames = []
+    for d, dataset in enumerate(("alpha", "beta")):
+        man = S.manifest_df(n=30, n_speakers=5, seed=d, dataset=dataset)
+        cells = S.cells(man, strategies=("baseline", "bon"), models=("small", "mid", "large"), budgets={"bon": [2, 3]})
+        frames.append(score_predictions(man, [c.drop(columns="candidate_records") for c in cells], PARAMS))
+    scores = pd.concat(frames, ignore_index=True)
+    scores.attrs = frames[0].attrs
+    path = tmp_path_factory.mktemp("scores") / "scores.parquet"
+    write_scores(scores, path, PARAMS)
+    table = pq.read_table(path)
+    pq.write_table(table, path, row_group_size=37)  # many row groups, cut across the cells
+    return path
+
+
+def test_chunks_are_the_cells_of_the_table(scores_path):
+    whole, _ = read_scores(scores_path)
+    chunks = list(score_chunks(scores_path))
+    assert [(c["dataset"].iloc[0], c["model"].iloc[0]) for c in chunks] == sorted(
+        set(zip(whole["dataset"], whole["model"], strict=True))
+    )
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), whole)
+
+
+def test_aggregate_by_chunks_equals_aggregate_of_the_whole(scores_path):
+    whole, _ = read_scores(scores_path)
+    by_chunk = aggregate_tables(score_chunks(scores_path), PARAMS)
+    at_once = aggregate_tables([whole], PARAMS)
+    for name, table in at_once.items():
+        pd.testing.assert_frame_equal(by_chunk[name], table, obj=name)
+
+
+def test_stats_by_chunks_equal_stats_of_the_whole(scores_path):
+    whole, _ = read_scores(scores_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        by_chunk = stats_tables(score_chunks(scores_path), PARAMS, whole)
+        at_once = stats_tables([whole], PARAMS, whole)
+    assert by_chunk["paired"]["family"].str.startswith(("alpha/", "beta/")).all()
+    assert by_chunk["paired"]["family"].nunique() == 2 * 3  # dataset × metric, every model in one family
+    for name, table in at_once.items():
+        pd.testing.assert_frame_equal(by_chunk[name], table, obj=name)

@@ -1,0 +1,60 @@
+"""``write_score_run`` writes, one dataset × model at a time, the file ``score_run(...).write`` writes."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from synthetic import LABELS, PARAMS, candidates_table, manifest_df, predictions_df  # noqa: E402
+
+from ambiemo import scoring  # noqa: E402
+from ambiemo.core.layout import Layout  # noqa: E402
+from ambiemo.core.tables import read_meta  # noqa: E402
+from ambiemo.data import manifest as mm  # noqa: E402
+from ambiemo.data.labels import LabelSet  # noqa: E402
+from ambiemo.inference.candidates import write_candidates  # noqa: E402
+from ambiemo.inference.predictions import write_predictions  # noqa: E402
+from ambiemo.scoring.stream import write_score_run  # noqa: E402
+
+BINS = {"method": "fixed", "edges": [1.0, 1.5], "bins": ["clear", "low", "medium", "high"]}
+
+
+def test_streamed_scores_are_the_whole_runs_file(tmp_path):
+    params = copy.deepcopy(PARAMS)
+    params.update(paths={"results": str(tmp_path / "results")}, seed=3)
+    models, strategies = ["small", "large", "tiny"], ["baseline", "bon", "w-bon"]
+    params["run"] = {"datasets": ["demo", "other"], "models": models, "strategies": strategies}
+    params["models"]["tiny"] = {"params_b": 0.1}
+    layout = Layout.from_params(params)
+    for d, dataset in enumerate(params["run"]["datasets"]):
+        man = manifest_df(n=14 + 3 * d, n_speakers=3, seed=d, dataset=dataset)
+        mm.write_manifest(
+            man, layout.manifest(dataset), label_set=LabelSet("four", LABELS), ambiguity=BINS, exclusions={}
+        )
+        for i, (model, strategy) in enumerate((m, s) for m in models for s in strategies):
+            df = predictions_df(man, model, strategy, budget=1 + i % 2, seed=10 * d + i, fail_rate=0.2)
+            meta = {}
+            if (model, strategy) == ("tiny", "w-bon"):
+                meta["skipped"] = "tiny cannot run w-bon"
+                df = df.iloc[:0]
+            if (dataset, model, strategy) == ("other", "large", "bon"):
+                df = df.iloc[:0]  # a run that wrote nothing
+            prov = {"model": model, "strategy": {"name": strategy, "budgets": [1 + i % 2]}}
+            kw = {"labels": LABELS, "label_set": "four", "provenance": prov}
+            write_predictions(df, layout.predictions(dataset, model, strategy), **kw, **meta)
+            write_candidates(candidates_table(df), layout.candidates(dataset, model, strategy), **kw)
+    whole = scoring.score_run(params)
+    reference_path = whole.write(params, tmp_path / "whole.parquet")
+    written = write_score_run(params, tmp_path / "streamed.parquet")
+    a, b = pd.read_parquet(reference_path), pd.read_parquet(written.path)
+    pd.testing.assert_frame_equal(b, a)
+    assert read_meta(written.path) == read_meta(reference_path)
+    assert pq.read_schema(written.path).names == pq.read_schema(reference_path).names
+    assert written.n_cells == whole.n_cells and written.n_rows == len(whole.scores)
+    pd.testing.assert_frame_equal(written.unanswered, whole.unanswered)
+    assert not list(tmp_path.glob(".streamed.parquet*"))  # the parts are gone
