@@ -27,8 +27,9 @@ repro: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The inner loop: no demo-model loads, no pipeline or CLI subprocesses.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not e2e"
 
 # ruff's pycodestyle, pyflakes, bugbear, pyupgrade, simplify, isort and complexity rules (pyproject.toml),
 # and its formatter, over the package, tests, benchmarks and notebooks. CI runs it.

@@ -71,7 +71,7 @@ NOTES = {
         "the entropy ranks, O(B*n^2); now O(B*n) sums over rows sorted by value, bit-identical. The metrics "
         "spent most of their time in row-wise input checks (now whole-array, row-wise only on failure), "
         "scipy's stable-sort rankdata (now an exact quicksort average rank) and scikit-learn's input "
-        "validation for F1 and UAR (now per-class counts); tests/test_bench_equivalence.py checks each "
+        "validation for F1 and UAR (now per-class counts); tests/scoring/test_bench_equivalence.py checks each "
         "against the code or library it replaced."
     ),
     "pipeline": "",

@@ -1,12 +1,21 @@
 """A fake HTTP API server on 127.0.0.1 for the API-route tests: records every request and answers
-with a scripted reply, and can inject the faults a real provider or server shows."""
+with a scripted reply, and can inject the faults a real provider or server shows. Below it, what
+those tests send and expect: a request with a known clip, OpenAI and Gemini answers, route specs.
+The ``fake_api`` and ``api_env`` fixtures (tests/conftest.py) wrap ``fake_servers`` and ``set_api_env``."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import soundfile as sf
+
+from ambiemo.models.base import AudioRequest, Message
 
 DROP = object()  # reply body: send the headers and part of the body, then close the connection
 
@@ -116,3 +125,126 @@ def set_api_env(monkeypatch, openai_key, gemini_key):
     monkeypatch.setenv("OPENAI_API_KEY", openai_key)
     monkeypatch.setenv("GEMINI_API_KEY", gemini_key)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+# -- what the API-route tests send and expect -------------------------------------------------
+OPENAI_KEY = "sk-test-0123456789abcdefSECRET"
+GEMINI_KEY = "AIza-test-9876543210SECRET"
+FAST_RETRY = {"max_attempts": 3, "base_delay_s": 0.01, "max_delay_s": 0.05}
+
+
+def make_request(utt_id="u1", seconds=0.25, extra=()):
+    t = np.arange(int(16000 * seconds)) / 16000
+    wave = (0.6 * np.sin(2 * np.pi * 220 * t) + np.random.default_rng(0).normal(0, 0.3, t.size)).astype(np.float32)
+    wave[:10] = [1.5, -1.5, 1.0, -1.0, 0.5, -0.5, 0, 1e-5, -1e-5, 0.99999]  # clipping and rounding edges
+    return AudioRequest(
+        utt_id,
+        wave,
+        16000,
+        [Message("system", "You rate emotions."), Message("user", "Which emotion is this?", audio=True), *extra],
+    )
+
+
+def assert_is_the_clip(b64: str, request: AudioRequest, urlsafe: bool = False):
+    """Decode what was sent with an independent WAV reader and compare with the waveform."""
+    raw = base64.urlsafe_b64decode(b64) if urlsafe else base64.b64decode(b64, validate=True)
+    assert raw[:4] == b"RIFF" and raw[8:12] == b"WAVE"
+    samples, rate = sf.read(io.BytesIO(raw), dtype="int16")
+    info = sf.info(io.BytesIO(raw))
+    assert (rate, info.channels, info.subtype) == (request.sample_rate, 1, "PCM_16")
+    expected = np.round(np.clip(request.waveform.astype(np.float64), -1, 1) * 32767).astype(np.int16)
+    np.testing.assert_array_equal(samples, expected)
+    assert samples[:4].tolist() == [32767, -32767, 32767, -32767]
+
+
+# -- OpenAI / vLLM ---------------------------------------------------------------------------
+def chat_response(choices, prompt_tokens=60, audio_tokens=50, completion_tokens=None, top=None):
+    """An OpenAI chat.completion; ``choices`` is a list of (text, [(token, logprob), ...] or None)."""
+    out = []
+    for i, (text, tokens) in enumerate(choices):
+        lp = None
+        if tokens is not None:
+            lp = {
+                "content": [
+                    {
+                        "token": t,
+                        "logprob": v,
+                        "bytes": None,
+                        "top_logprobs": [{"token": a, "logprob": b, "bytes": None} for a, b in (top or [])],
+                    }
+                    for t, v in tokens
+                ]
+            }
+        out.append(
+            {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": lp}
+        )
+    if completion_tokens is None:
+        completion_tokens = sum(len(t or []) for _, t in choices)
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": out,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"audio_tokens": audio_tokens},
+        },
+    }
+
+
+def vllm_spec(url, **extra):
+    return {
+        "adapter": "openai-compatible",
+        "model_id": "fixie-ai/ultravox-v0_4",
+        "revision": "abc123",
+        "base_url": url + "/v1",
+        "retry": FAST_RETRY,
+        **extra,
+    }
+
+
+def openai_spec(url, **extra):
+    return {"adapter": "openai-chat", "model_id": "gpt-audio", "base_url": url + "/v1", "retry": FAST_RETRY, **extra}
+
+
+# -- Gemini ------------------------------------------------------------------------------------
+def gemini_spec(url, **extra):
+    return {
+        "adapter": "gemini",
+        "model_id": "gemini-2.0-flash",
+        "base_url": url,
+        "api_version": "v1beta",
+        "retry": FAST_RETRY,
+        "logprobs": True,
+        **extra,
+    }
+
+
+def gemini_response(texts, tokens=None, top=None, prompt_tokens=80, audio_tokens=64, thoughts=0, thought_text=None):
+    cands = []
+    for i, text in enumerate(texts):
+        parts = ([{"text": thought_text, "thought": True}] if thought_text else []) + [{"text": text}]
+        cand = {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": i}
+        if tokens is not None:
+            cand["logprobsResult"] = {
+                "chosenCandidates": [{"token": t, "logProbability": v} for t, v in tokens[i]],
+                "topCandidates": [{"candidates": [{"token": a, "logProbability": b} for a, b in (top or [])]}],
+            }
+        cands.append(cand)
+    out_tokens = sum(len(t) for t in tokens) if tokens else 3 * len(texts)
+    return {
+        "candidates": cands,
+        "modelVersion": "gemini-2.0-flash",
+        "usageMetadata": {
+            "promptTokenCount": prompt_tokens,
+            "candidatesTokenCount": out_tokens,
+            "thoughtsTokenCount": thoughts,
+            "promptTokensDetails": [
+                {"modality": "AUDIO", "tokenCount": audio_tokens},
+                {"modality": "TEXT", "tokenCount": prompt_tokens - audio_tokens},
+            ],
+        },
+    }

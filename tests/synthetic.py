@@ -1,13 +1,20 @@
 """Small synthetic manifests, predictions and scores for the scoring, stats and plot tests.
 
 Built here rather than with ``ambiemo.data.manifest``/``ambiemo.inference.predictions`` so that these tests
-check scoring against frames whose every number the test controls.
+check scoring against frames whose every number the test controls. At the end, a tiny corpus with audio
+for the inference tests, written with the manifest helpers (inference reads it through the package).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import soundfile as sf
+
+from ambiemo.data.labels import AmbiguityBins, LabelSet
+from ambiemo.data.manifest import build_manifest, write_manifest
 
 LABELS = ("neutral", "happy", "angry", "sad")
 BIN_ORDER = ("clear", "low", "medium", "high")
@@ -189,3 +196,51 @@ def cells(
                     )
                 )
     return out
+
+
+# -- a tiny corpus on disk, with audio, for the inference tests (the fake model answers it) ----------
+TINY_N = 5
+
+
+def write_tiny_manifest(folder: Path) -> Path:
+    """Five utterances of half a second of noise, with votes; written with the manifest helpers
+    (the ``manifest`` fixture of tests/inference/conftest.py)."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(TINY_N):
+        path = folder / f"u{i}.wav"
+        sf.write(path, (0.1 * rng.standard_normal(8000)).astype("float32"), 16000)
+        paths.append(str(path))
+    info = pd.DataFrame(
+        {
+            "utt_id": [f"u{i}" for i in range(TINY_N)],
+            "dataset": "tiny",
+            "audio_path": paths,
+            "duration_s": 0.5,
+            "speaker": [f"s{i % 2}" for i in range(TINY_N)],
+        }
+    )
+    votes = np.array([[3, 0, 0, 0], [1, 2, 0, 0], [0, 0, 2, 1], [1, 1, 1, 0], [0, 0, 0, 3]], dtype=float)
+    label_set = LabelSet("four", LABELS)
+    df, ambiguity = build_manifest(info, votes, votes.sum(axis=1).astype(int), label_set, AmbiguityBins())
+    return write_manifest(df, folder / "manifest.parquet", label_set=label_set, ambiguity=ambiguity, exclusions={})
+
+
+def tiny_params(tmp_path: Path, **fake_spec) -> dict:
+    """Params for the fake model over the tiny corpus: every strategy, small budgets, a cache under ``tmp_path``."""
+    return {
+        "seed": 11,
+        "paths": {"cache_dir": str(tmp_path / "cache")},
+        "prompts": {"label_order": "canonical"},
+        "parsing": {"on_failure": "uniform"},
+        "models": {"fake": {"adapter": "fake", **fake_spec}},
+        "strategies": {
+            "verifier": {"model": "fake"},
+            "bon": {"budgets": [2, 3]},
+            "w-bon": {"budgets": [2, 3]},
+            "self-consistency": {"budgets": [1, 2, 4]},
+            "prompt-ensemble": {"budgets": [1, 3]},
+            "alm-v": {"budgets": [3]},
+            "w-alm-v": {"budgets": [3]},
+        },
+    }

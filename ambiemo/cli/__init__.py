@@ -8,11 +8,28 @@ Each subcommand group lives in its own module beside this one and is mounted her
 from __future__ import annotations
 
 import typer
+from typer.core import TyperGroup
 
 import ambiemo
 from ambiemo.cli import cache, data, infer, models, models_fetch, plan, profile, score, strategies
+from ambiemo.core.config import ParamsFileError
+from ambiemo.core.validation import ParamsError
+
+
+class _Group(TyperGroup):
+    """Every command: a params file the schema refuses is its one paragraph (file, line, key) on
+    stderr and exit 2, never a traceback."""
+
+    def invoke(self, ctx):  # noqa: ANN001, ANN201 (click's signature)
+        try:
+            return super().invoke(ctx)
+        except (ParamsError, ParamsFileError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+
 
 app = typer.Typer(
+    cls=_Group,
     help="ambiemo: ambiguous speech emotion recognition with audio-language models.",
     no_args_is_help=True,
     add_completion=False,

@@ -43,8 +43,8 @@ def plan(
 ) -> None:
     """Cells, model and verifier calls, tokens, USD and GPU hours of the active profile, and what is missing."""
     from ambiemo.core.config import load_params
-    from ambiemo.inference.plan import format_plan, pilot_run
     from ambiemo.inference.plan import plan as make_plan
+    from ambiemo.inference.plan_report import format_plan, pilot_run
 
     params = load_params(params_path)
     for assignment in set_ or []:

@@ -19,8 +19,9 @@ def list_strategies(
     ] = Path("params.yaml"),
 ) -> None:
     """Name, what it needs from the model, and its budget grid in params."""
-    from ambiemo.core.config import load_params, strategy_settings
-    from ambiemo.strategies import STRATEGIES, CandidateStrategy
+    from ambiemo.core.config import load_params
+    from ambiemo.strategies import STRATEGIES, strategy_settings
+    from ambiemo.strategies.best_of_n import CandidateStrategy
 
     settings = strategy_settings(load_params(params_path)) if params_path.exists() else strategy_settings({})
     rows = [("strategy", "needs", "budgets", "what it does")]

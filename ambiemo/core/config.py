@@ -1,8 +1,11 @@
-"""Reading ``params.yaml``: one place that knows where each section lives.
+"""Reading ``params.yaml``: one place that knows where each section lives and what its defaults are.
 
-``load_params`` checks the file against the schema (``ambiemo.core.params``) before any work;
-``strategy_settings`` resolves params ``strategies`` (defaults from the schema, per-profile values
-picked by ``run.profile``)."""
+``load_params`` reads the file strictly (a key given twice is refused, naming both lines; a YAML
+syntax error is one line with file:line:column), checks it against the schema
+(``ambiemo.core.params``) before any work, and returns it as a plain mapping with every default of
+the schema filled in. ``settings(params, name)`` gives one section the same way for a mapping that
+did not come from ``load_params`` (a test's, a notebook's). No other module states a default.
+"""
 
 from __future__ import annotations
 
@@ -13,20 +16,101 @@ from typing import Any
 import yaml
 
 DEFAULT_PARAMS = Path("params.yaml")
+# Sections whose entries are route- or loader-specific: kept as written (their identity hashes them),
+# checked by the schema's shared keys and by the adapter or loader that reads them.
+AS_WRITTEN = ("models", "datasets")
 
 
-def load_params(path: str | os.PathLike = DEFAULT_PARAMS) -> dict[str, Any]:
+class ParamsFileError(ValueError):
+    """params.yaml cannot be read as YAML, or gives a key twice: one line naming file:line:column."""
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses duplicate keys and records the line of every dotted key."""
+
+    def __init__(self, stream: Any, source: str) -> None:
+        super().__init__(stream)
+        self.source = source
+        self.lines: dict[str, int] = {}
+        self._path: list[str] = []
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._index(node, [])
+        return super().construct_document(node)
+
+    def _index(self, node: yaml.Node, path: list[str]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *profile`: the merged keys are not repeats
+                    continue
+                key = str(key_node.value)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    where = ".".join([*path, key])
+                    raise ParamsFileError(
+                        f"{self.source}:{line}: `{where}` is given twice (lines {seen[key]} and {line}); "
+                        "YAML would keep the last silently: delete one"
+                    )
+                seen[key] = line
+                self.lines.setdefault(".".join([*path, key]), line)
+                self._index(value_node, [*path, key])
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._index(item, [*path, str(i)])
+
+
+def read_yaml(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, int]]:
+    """The file's mapping and the line of each dotted key; ``ParamsFileError`` on bad YAML."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: params file not found; run from the repository root or pass --params")
-    with path.open() as f:
-        params = yaml.safe_load(f) or {}
-    if not isinstance(params, dict):
-        raise TypeError(f"{path}: expected a mapping at the top level, got {type(params).__name__}")
-    from ambiemo.core.params import validate_params
+    loader = _LineLoader(path.read_text(), str(path))
+    try:
+        data = loader.get_single_data() or {}
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ParamsFileError(f"{where}: not valid YAML: {e.problem or e.context}") from None
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        raise ParamsFileError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data, loader.lines
 
-    validate_params(params, source=str(path))
-    return params
+
+def load_params(path: str | os.PathLike = DEFAULT_PARAMS) -> dict[str, Any]:
+    """params.yaml, checked, with every default filled in. ``ParamsError`` lists every problem by
+    file, line and dotted key in one paragraph."""
+    from ambiemo.core.validation import validate_params
+
+    data, lines = read_yaml(path)
+    model = validate_params(data, source=str(path), lines=lines)
+    filled = model.model_dump(by_alias=True)
+    for key in AS_WRITTEN:
+        if key in data:
+            filled[key] = data[key]
+        else:
+            filled.pop(key, None)
+    return filled
+
+
+def settings(params: dict[str, Any], name: str) -> dict[str, Any]:
+    """Params section ``name`` with the schema's defaults filled in (``scoring``, ``stats``, ...)."""
+    from pydantic import ValidationError
+
+    from ambiemo.core.params import Params
+    from ambiemo.core.validation import ParamsError, describe_error
+
+    field = Params.model_fields[name]
+    model = field.annotation if isinstance(field.annotation, type) else None
+    given = (params or {}).get(name) or {}
+    if model is None:
+        return dict(given)
+    try:
+        return model.model_validate(given).model_dump(by_alias=True)
+    except ValidationError as e:  # a mapping that did not come through load_params
+        raise ParamsError("params", [describe_error(err, model, name) for err in e.errors()]) from None
 
 
 def section(params: dict[str, Any], *keys: str) -> Any:
@@ -45,41 +129,13 @@ def cache_dir(params: dict[str, Any]) -> Path:
     env = os.environ.get("AMBIEMO_CACHE_DIR")
     if env:
         return Path(env)
-    from ambiemo.core.params import Paths
-
-    return Path((params.get("paths") or {}).get("cache_dir") or Paths().cache_dir)
+    return Path(settings(params, "paths")["cache_dir"])
 
 
-def strategy_settings(params: dict[str, Any]) -> dict[str, Any]:
-    """Params ``strategies`` with the schema's defaults under it, and per-profile values resolved.
-
-    ``budgets``, ``verifier.model`` and each ``max_new_tokens`` entry may be a mapping from
-    profile name to value (the verifier is ``cascade-smollm2`` in the demo and ``gpt-4o`` in the
-    paper); ``run.profile`` picks one. Values are not checked here (``load_params`` did that);
-    a strategy refuses what it cannot run.
-    """
-    from ambiemo.core.params import strategy_defaults
-
-    user = dict(params.get("strategies") or {})
-    settings: dict[str, Any] = {}
-    for key, default in strategy_defaults().items():
-        given = user.get(key)
-        if isinstance(default, dict):
-            given = dict(given or {})
-            settings[key] = {**given, **{k: v for k, v in default.items() if k not in given}}
-        else:
-            settings[key] = user.get(key, default)
-    for key, value in user.items():
-        settings.setdefault(key, value)
-    profile = (params.get("run") or {}).get("profile")
-    settings["verifier"]["model"] = by_profile(settings["verifier"].get("model"), profile, "strategies.verifier.model")
-    settings["max_new_tokens"] = {
-        k: by_profile(v, profile, f"strategies.max_new_tokens.{k}") for k, v in settings["max_new_tokens"].items()
-    }
-    for name, sec in settings.items():
-        if isinstance(sec, dict) and "budgets" in sec:
-            settings[name] = {**sec, "budgets": by_profile(sec["budgets"], profile, f"strategies.{name}.budgets")}
-    return settings
+def verifier_model(params: dict[str, Any]) -> str | None:
+    """The verifier's model key for the run's profile (params ``strategies.verifier.model``)."""
+    model = settings(params, "strategies")["verifier"].get("model")
+    return by_profile(model, (params.get("run") or {}).get("profile"), "strategies.verifier.model")
 
 
 def by_profile(value: Any, profile: str | None, where: str) -> Any:

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ambiemo.inference.candidates import SUFFIX as CANDIDATES_SUFFIX
-
+CANDIDATES_SUFFIX = ".candidates.parquet"  # a cell's candidates table, beside its predictions
 SUMMARY_TABLES = ("summary", "by_ambiguity", "ci", "compute", "compute_matched", "conventions", "unanswered")
 STATS_TABLES = ("paired", "mixed_model", "gee_correctness", "power")
 

@@ -1,12 +1,10 @@
 """The schema of ``params.yaml``: every key, its type, its allowed values and its default, stated once.
 
-``validate_params`` checks a loaded params mapping before any work and raises one ``ParamsError``
-that lists every problem by its dotted key (``strategies.sampling.temprature: unknown key; did
-you mean `temperature`?``). Top-level keys and most sections are strict. ``models.<key>`` and
-``datasets.<name>`` entries check their shared keys strictly and let adapter- or loader-specific
-keys through (the adapter or loader validates those). Cross-references are checked too: the run's
-profile, models, datasets and strategies exist; a dataset's label set exists; a per-profile
-mapping names known profiles and has an entry for the run's profile.
+Top-level keys and most sections are strict (unknown keys refused, values taken as written).
+``models.<key>`` and ``datasets.<name>`` entries check their shared keys strictly and let adapter- or
+loader-specific keys through (the adapter or loader validates those); a strategy's own section is
+checked by that strategy's ``Settings``. ``ambiemo.core.validation`` checks a params mapping against
+this schema and its cross-references.
 
 A value that may differ per profile (``budgets``, ``verifier.model``, ``max_new_tokens.*``) is
 ``PerProfile``: the value itself, or a mapping profile name -> value.
@@ -14,34 +12,22 @@ A value that may differ per profile (``budgets``, ``verifier.model``, ``max_new_
 
 from __future__ import annotations
 
-import difflib
-import types
 import typing
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 PositiveInt = Annotated[int, Field(ge=1)]
 Budgets = list[PositiveInt]
 
 
-class ParamsError(ValueError):
-    """params.yaml breaks the schema; ``problems`` holds (dotted key, message) pairs."""
-
-    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
-        self.source = source
-        self.problems = problems
-        n = len(problems)
-        listed = "; ".join(f"`{key}`: {msg}" if key else msg for key, msg in problems)
-        super().__init__(f"{source}: {n} problem{'s' if n != 1 else ''}: {listed}. Fix params and run again.")
-
-
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # strict: "5" is no integer and `true` no limit; a YAML value is taken as written or refused
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, strict=True)
 
 
 # --------------------------------------------------------------------------- run and profiles
@@ -191,72 +177,32 @@ class Verifier(_Strict):
     method: Literal["auto", "options", "generate"] = "auto"
 
 
-class Baseline(_Strict):
-    prompt: Literal["distribution", "single"] = "distribution"
+class Candidates(_Strict):
+    """How many candidates one request may ask for (beams, samples), per kind of route.
+
+    A bound, not a target: 10,000 beams would be accepted by a model and exhaust the GPU's memory
+    long before an answer. Raise a bound on purpose where a route can take more; ``ambiemo plan``
+    shows each model's bound beside its planned memory."""
+
+    local: PositiveInt = 64  # transformers in this process: beams/samples share one forward pass
+    served: PositiveInt = 128  # vLLM and other OpenAI-compatible servers (`n`, `best_of`)
+    api: PositiveInt = 16  # hosted APIs (OpenAI `n`, Gemini `candidate_count`: at most 8 there)
 
 
-class NoSettings(_Strict):
-    pass
+class Strategies(_Open):
+    """The settings every strategy shares. Each strategy's own section (``strategies.<name>``) is
+    checked by that strategy's ``Settings`` (``ambiemo.strategies``), which registers the check."""
 
-
-class WithBudgets(_Strict):
-    budgets: PerProfile[Annotated[Budgets, Field(min_length=1)]] | None = None
-
-
-class WeightedBon(WithBudgets):
-    temperature: Annotated[float, Field(gt=0)] = 1.0  # weights = softmax(likelihood / temperature)
-
-
-class SelfConsistency(WithBudgets):
-    temperature: Annotated[float, Field(ge=0)] | None = None  # None: strategies.sampling.temperature
-
-
-class LabelScoring(_Strict):
-    variants: Annotated[list[Literal["lower", "title", "upper", "as-is"]], Field(min_length=1)] = ["lower", "title"]
-
-
-class PromptEnsemble(WithBudgets):
-    budgets: PerProfile[Annotated[list[Annotated[int, Field(ge=1, le=5)]], Field(min_length=1)]] | None = None
-
-
-class OtherStrategy(_Open):
-    """A registered strategy this schema does not know: its budgets are checked, the rest is its own."""
-
-    budgets: PerProfile[Annotated[Budgets, Field(min_length=1)]] | None = None
-
-
-class Strategies(_Strict):
     batch_size: PositiveInt = 8  # utterances per model call
     max_new_tokens: MaxNewTokens = Field(default_factory=MaxNewTokens)
     likelihood: Likelihood = Field(default_factory=Likelihood)
     sampling: Sampling = Field(default_factory=Sampling)
     verifier: Verifier = Field(default_factory=Verifier)
-    baseline: Baseline = Field(default_factory=Baseline)
-    cot: NoSettings = Field(default_factory=NoSettings)
-    bon: WithBudgets = Field(default_factory=WithBudgets)
-    w_bon: WeightedBon = Field(default_factory=WeightedBon, alias="w-bon")
-    alm_v: WithBudgets = Field(default_factory=WithBudgets, alias="alm-v")
-    w_alm_v: WithBudgets = Field(default_factory=WithBudgets, alias="w-alm-v")
-    self_consistency: SelfConsistency = Field(default_factory=SelfConsistency, alias="self-consistency")
-    label_scoring: LabelScoring = Field(default_factory=LabelScoring, alias="label-scoring")
-    prompt_ensemble: PromptEnsemble = Field(default_factory=PromptEnsemble, alias="prompt-ensemble")
-    others: dict[str, OtherStrategy] = Field({}, exclude=True)  # sections of strategies registered elsewhere
-
-    @model_validator(mode="before")
-    @classmethod
-    def _registered_elsewhere(cls, data: Any) -> Any:
-        """Sections named after a registered strategy the schema does not list go to ``others``."""
-        if not isinstance(data, dict):
-            return data
-        known = _keys(cls)
-        extra = [k for k in data if k not in known and k in _registered_strategies()]
-        if not extra:
-            return data
-        return {**{k: v for k, v in data.items() if k not in extra}, "others": {k: data[k] for k in extra}}
+    max_candidates: Candidates = Field(default_factory=Candidates)
 
 
 class Params(_Strict):
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0)] = 0  # numpy and torch take non-negative seeds only
     run: Run | None = None
     profiles: dict[str, Profile] = {}
     paths: Paths = Field(default_factory=Paths)
@@ -271,163 +217,3 @@ class Params(_Strict):
     parsing: Parsing = Field(default_factory=Parsing)
     inference: Inference = Field(default_factory=Inference)
     strategies: Strategies = Field(default_factory=Strategies)
-
-
-# --------------------------------------------------------------------------- checking
-
-
-def validate_params(params: Any, source: str = "params.yaml") -> Params:
-    """The params as a ``Params`` model; every problem in one ``ParamsError``."""
-    problems: list[tuple[str, str]] = []
-    model = None
-    try:
-        model = Params.model_validate(params)
-    except ValidationError as e:
-        described = [_describe(err) for err in e.errors()]
-        # A per-profile value that fails as a mapping also fails as a plain value: report the deeper error only.
-        keys = [key for key, _ in described]
-        problems += [(k, m) for k, m in described if not any(o.startswith(k + ".") for o in keys)]
-    if isinstance(params, dict):
-        problems += _cross_references(params)
-    if problems:
-        raise ParamsError(source, problems)
-    assert model is not None
-    return model
-
-
-def strategy_defaults() -> dict[str, Any]:
-    """Params ``strategies`` as the schema fills it in when nothing is given (unset optionals left out)."""
-    return Strategies().model_dump(by_alias=True, exclude_none=True)
-
-
-def _describe(err: Any) -> tuple[str, str]:
-    loc = [str(x) for x in err["loc"] if not _is_union_tag(x)]
-    dotted = ".".join(loc)
-    if err["type"] == "extra_forbidden":
-        known = _known_at(Params, loc[:-1])
-        close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
-        hint = f"did you mean `{close[0]}`?" if close else f"known keys: {', '.join(known)}"
-        return dotted, f"unknown key; {hint}"
-    got = repr(err.get("input"))
-    got = got if len(got) <= 60 else got[:57] + "..."
-    return dotted, f"{err['msg'][0].lower()}{err['msg'][1:]} (got {got})"
-
-
-def _is_union_tag(x: Any) -> bool:
-    # pydantic names the union member it tried (`int`, `dict[str,int]`, `constrained-int`) inside the loc
-    return isinstance(x, str) and (
-        "[" in x
-        or x in {"int", "str", "float", "bool", "list", "dict", "none"}
-        or "-" in x
-        and x.startswith(("constrained", "function"))
-    )
-
-
-def _keys(model: type[BaseModel]) -> list[str]:
-    return [f.alias or name for name, f in model.model_fields.items() if not f.exclude]
-
-
-def _known_at(model: type[BaseModel], loc: list[str]) -> list[str]:
-    """The keys allowed at ``loc`` (a path of keys from the top)."""
-    node: Any = model  # a model class, or ("names", model) for a dict[str, model] section
-    for key in loc:
-        if isinstance(node, tuple):  # ``key`` is a name inside the mapping
-            node = node[1]
-            continue
-        field = next((f for n, f in node.model_fields.items() if key in (n, f.alias)), None)
-        node = _model_in(field.annotation) if field is not None else None
-        if node is None:
-            return []
-    return [] if isinstance(node, tuple) else _keys(node)
-
-
-def _model_in(annotation: Any) -> Any:
-    """The model class an annotation holds (through Optional), ("names", model) for dict[str, model], else None."""
-    origin = typing.get_origin(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if origin is dict:
-        inner = _model_in(typing.get_args(annotation)[1])
-        return ("names", inner) if isinstance(inner, type) else None
-    if origin in (Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            found = _model_in(arg)
-            if found is not None:
-                return found
-    return None
-
-
-def _registered_strategies() -> list[str]:
-    from ambiemo.strategies import STRATEGIES
-
-    return STRATEGIES.names()
-
-
-def _cross_references(params: dict[str, Any]) -> list[tuple[str, str]]:
-    """Names that must point at something defined elsewhere in params."""
-    problems: list[tuple[str, str]] = []
-    profiles = params.get("profiles") if isinstance(params.get("profiles"), dict) else {}
-    run = params.get("run") if isinstance(params.get("run"), dict) else {}
-    profile = run.get("profile")
-    # Without a `profiles` section (a minimal params file) run.profile only labels per-profile values.
-    if profile is not None and "profiles" in params and profile not in profiles:
-        problems.append(("run.profile", f"unknown profile {profile!r}; profiles: {', '.join(profiles) or '(none)'}"))
-    blocks = [("run", run)] + [(f"profiles.{k}", v) for k, v in profiles.items() if isinstance(v, dict)]
-    strategies = set(_registered_strategies())
-    for where, block in blocks:
-        for section, known in (("models", params.get("models")), ("datasets", params.get("datasets"))):
-            known = known if isinstance(known, dict) else {}
-            for name in _names(block.get(section)):
-                if name not in known:
-                    problems.append((f"{where}.{section}", f"{name!r} is not under `{section}`{_close(name, known)}"))
-        for name in _names(block.get("strategies")):
-            if name not in strategies:
-                problems.append(
-                    (f"{where}.strategies", f"{name!r} is no registered strategy{_close(name, strategies)}")
-                )
-    label_sets = params.get("label_sets") if isinstance(params.get("label_sets"), dict) else {}
-    for name, spec in (params.get("datasets") or {}).items() if isinstance(params.get("datasets"), dict) else []:
-        if isinstance(spec, dict) and spec.get("label_set") is not None and spec["label_set"] not in label_sets:
-            problems.append((f"datasets.{name}.label_set", f"{spec['label_set']!r} is not under `label_sets`"))
-    problems += _per_profile(params, profiles, profile)
-    return problems
-
-
-def _per_profile(params: dict[str, Any], profiles: dict, profile: str | None) -> list[tuple[str, str]]:
-    """Per-profile mappings name known profiles and cover the run's; the verifier is a model key."""
-    problems: list[tuple[str, str]] = []
-    strategies = params.get("strategies") if isinstance(params.get("strategies"), dict) else {}
-    values: list[tuple[str, Any]] = []
-    for name, sec in strategies.items():
-        if isinstance(sec, dict) and "budgets" in sec:
-            values.append((f"strategies.{name}.budgets", sec["budgets"]))
-    for key, value in (
-        (strategies.get("max_new_tokens") or {}).items() if isinstance(strategies.get("max_new_tokens"), dict) else []
-    ):
-        values.append((f"strategies.max_new_tokens.{key}", value))
-    verifier = strategies.get("verifier") if isinstance(strategies.get("verifier"), dict) else {}
-    if "model" in verifier:
-        values.append(("strategies.verifier.model", verifier["model"]))
-    for where, value in values:
-        if not isinstance(value, dict) or not profiles:
-            continue
-        unknown = [k for k in value if k not in profiles]
-        if unknown:
-            problems.append((where, f"names unknown profiles {unknown}; profiles: {', '.join(profiles)}"))
-        if profile in profiles and profile not in value:
-            problems.append((where, f"has no entry for the run's profile {profile!r}"))
-    models = params.get("models") if isinstance(params.get("models"), dict) else {}
-    model = verifier.get("model")
-    for name in (model.values() if isinstance(model, dict) else [model]) if models else []:
-        if isinstance(name, str) and name not in models:
-            problems.append(("strategies.verifier.model", f"{name!r} is not under `models`{_close(name, models)}"))
-    return problems
-
-
-def _names(value: Any) -> list[str]:
-    return [str(v) for v in value] if isinstance(value, list) else []
-
-
-def _close(name: str, known: Any) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f"; did you mean `{close[0]}`?" if close else ""

@@ -43,9 +43,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ambiemo.core.layout import CANDIDATES_SUFFIX
 from ambiemo.core.tables import LabelledTable, meta_labels, read_table, row_check, write_table
 
-SUFFIX = ".candidates.parquet"
+SUFFIX = CANDIDATES_SUFFIX
 KEY_COLUMNS = ("utt_id", "dataset", "model", "strategy", "budget")
 HEAD_COLUMNS = (*KEY_COLUMNS, "index", "text", "logprob", "n_tokens")
 TAIL_COLUMNS = ("parsed_ok", "verifier_score", "weight", "selected", "prompt", "label_order")

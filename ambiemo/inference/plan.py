@@ -31,6 +31,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ambiemo.inference.plan_checks import check_model
+from ambiemo.strategies.planning import Request, Route, max_new_tokens
+
 CHARS_PER_TOKEN = 4.0
 # Audio tokens per second of a clip, by route, where params give none. Whisper-encoder ALMs pool
 # 50 frames/s to 25 tokens/s (Qwen2-Audio: 1 s of audio -> 25 tokens); Gemini documents 32 tokens
@@ -38,74 +41,14 @@ CHARS_PER_TOKEN = 4.0
 AUDIO_TOKENS_PER_S = {"gemini": 32.0, "openai-chat": 10.0, "openai-compatible": 25.0}
 DEFAULT_AUDIO_TOKENS_PER_S = 25.0
 ASSUMED_RATES = {"openai-chat"}
+# KV cache bytes per token per billion parameters, for the memory estimate: grouped-query attention as
+# in the Qwen2 7B text model (28 layers x 2 x 4 KV heads x 128 x 2 bytes = 57 kB per token, about 8 kB
+# per B). A model with full multi-head attention needs up to ten times this: the figure is a floor.
+KV_BYTES_PER_TOKEN_PER_B = 8.2e3
 DEFAULT_CLIP_S = 4.5  # when no manifest gives durations: typical of acted emotional speech corpora
 # Whole-corpus sizes as their owners publish them, for a plan before `prepare` has run (the prepared
 # subset is smaller: votes outside the label set, exclusions, a split). Others: `--utterances DS=N`.
 PUBLISHED_SIZES = {"crema-d": 7442, "iemocap": 10039}
-
-
-@dataclass
-class Request:
-    """One kind of request a strategy sends per utterance."""
-
-    role: str  # "model" | "verifier"
-    kind: str  # "generate" | "options"
-    prompt: str  # distribution | cot | single | verifier | paraphrase-<k>
-    mode: str  # greedy | sample | beam | options
-    n: int  # candidates returned (options: the number of options)
-    per_utterance: int = 1  # how many such requests per utterance (the verifier: one per candidate)
-
-    def signature(self) -> tuple:
-        return (self.role, self.kind, self.prompt, self.mode, self.n)
-
-
-def strategy_requests(
-    name: str, budgets: list[int], caps: Mapping[str, bool], n_labels: int, verifier_options: bool
-) -> list[Request]:
-    """The requests strategy ``name`` sends per utterance at ``budgets`` on a route with ``caps``."""
-    beam = bool(caps.get("beam_search"))
-
-    def candidates(bs: list[int]) -> list[Request]:
-        if beam:
-            return [Request("model", "generate", "distribution", "beam", b) for b in bs]
-        return [Request("model", "generate", "distribution", "sample", max(bs))]
-
-    def verifier(bs: list[int]) -> list[Request]:
-        kind = "options" if verifier_options else "generate"
-        # one rating per candidate; candidates of different widths are different texts
-        return [
-            Request(
-                "verifier",
-                kind,
-                "verifier",
-                "options" if verifier_options else "greedy",
-                4 if verifier_options else 1,
-                per_utterance=b,
-            )
-            for b in bs
-        ]
-
-    if name == "baseline":
-        return [Request("model", "generate", "distribution", "greedy", 1)]
-    if name == "cot":
-        return [Request("model", "generate", "cot", "greedy", 1)]
-    if name in ("bon", "w-bon"):
-        return candidates(budgets)
-    if name in ("alm-v", "w-alm-v"):
-        return candidates(budgets) + verifier(budgets)
-    if name == "self-consistency":
-        return [Request("model", "generate", "distribution", "sample", max(budgets))]
-    if name == "label-scoring":
-        return [Request("model", "options", "single", "options", 2 * n_labels)]
-    if name == "prompt-ensemble":
-        # paraphrase 0 is the main prompt (ambiemo.strategies.prompts): the baseline's request, paid once
-        return [
-            Request("model", "generate", f"paraphrase-{k}" if k else "distribution", "greedy", 1)
-            for k in range(max(budgets))
-        ]
-    raise KeyError(
-        f"ambiemo.inference.plan knows no request pattern for strategy {name!r}; add it to strategy_requests"
-    )
 
 
 @dataclass
@@ -128,6 +71,11 @@ class ModelPlan:
     rate_assumed: bool = False
     cells_written: int = 0
     thinking_tokens: int = 0  # billed reasoning tokens per candidate (Gemini 2.5 `thinking_budget`), at most
+    max_candidates: int = 0  # the most candidates one request asks for (beams or samples)
+    candidate_bound: int = 0  # what params allow one request to ask this route for
+    max_tokens: float = 0.0  # the longest sequence of one candidate: prompt (text and audio) plus generation
+    batch_size: int = 1  # utterances per call
+    memory_gb: float | None = None  # local routes: weights plus the KV cache of one batch at max_candidates
 
 
 @dataclass
@@ -209,18 +157,6 @@ def _prompt_chars(params: Mapping[str, Any], labels: list[str]) -> dict[str, flo
     return chars
 
 
-def _max_new_tokens(settings: Mapping[str, Any], prompt: str, n_labels: int) -> int:
-    t = settings["max_new_tokens"]
-    answer = int(t["base"]) + int(t["per_label"]) * n_labels
-    if prompt == "cot":
-        return int(t["reasoning"]) + answer
-    if prompt == "single":
-        return int(t["single"])
-    if prompt == "verifier":
-        return int(t["verifier"])
-    return answer
-
-
 API_ROUTES = ("openai-chat", "gemini", "openai-compatible")
 
 
@@ -247,9 +183,23 @@ def plan(
     for key, mp in out.models.items():
         spec = model_spec(dict(params), key)
         _price(mp, spec)
-        _check_model(key, mp, spec, out, ctx.pilot.get(key))
+        check_model(key, mp, spec, out, ctx.pilot.get(key))
+        _memory(mp, spec, dict(params), ctx.settings)
         mp.cached_entries = _cached_for(key, spec, held, out)
     return out
+
+
+def _memory(mp: ModelPlan, spec: Mapping[str, Any], params: dict[str, Any], settings: Mapping[str, Any]) -> None:
+    """The route's candidate bound, and for a local model with ``params_b`` the memory one batch needs
+    at the widest request: bf16 weights plus the KV cache (an estimate, KV_BYTES_PER_TOKEN_PER_B)."""
+    from ambiemo.strategies import candidate_bound
+
+    mp.candidate_bound = candidate_bound(params, mp.key)
+    mp.batch_size = int(spec.get("batch_size") or settings["batch_size"])
+    if mp.local and spec.get("params_b") is not None:
+        b = float(spec["params_b"])
+        kv = mp.batch_size * max(mp.max_candidates, 1) * mp.max_tokens * b * KV_BYTES_PER_TOKEN_PER_B
+        mp.memory_gb = round(2 * b * 1e9 / 2**30 + kv / 2**30, 1)
 
 
 def _cache_entries(params: Mapping[str, Any]) -> dict[str, int]:
@@ -355,10 +305,14 @@ def _plan_dataset(ctx: _Ctx, ds: str) -> None:
                 continue
             mp.cells += 1
             mp.cells_written += (ctx.results / "predictions" / ds / key / f"{strat}.parquet").exists()
-            budgets = [1] if cls.budget_name is None else sorted(ctx.settings.get(strat, {}).get("budgets") or [1])
+            own = ctx.settings.get(strat, {})
+            budgets = [1] if cls.budget_name is None else sorted(own.get("budgets") or [1])
             vkey = verifier_key if cls.uses_verifier else None
-            for req in strategy_requests(strat, budgets, caps, len(labels), ctx.verifier_uses_options(vkey)):
+            route = Route(bool(caps.get("beam_search")), len(labels), ctx.verifier_uses_options(vkey))
+            for req in cls.requests(own, budgets, route):
                 target = ctx.model(key if req.role == "model" else vkey)
+                if req.kind == "generate":
+                    target.max_candidates = max(target.max_candidates, req.n)
                 if info["utterances"] is not None:
                     _count(ctx, mp, target, req, info, chars, labels, seen)
 
@@ -390,8 +344,10 @@ def _count(
     target.prompt_tokens += audio + count * chars.get(req.prompt, chars["distribution"]) / CHARS_PER_TOKEN
     if req.kind == "generate":
         measured = (ctx.pilot.get(target.key) or {}).get("gen_tokens_per_candidate")
-        per = measured if measured else _max_new_tokens(ctx.settings, req.prompt, len(labels)) + target.thinking_tokens
+        per = measured if measured else max_new_tokens(ctx.settings, req.prompt, len(labels)) + target.thinking_tokens
         target.gen_tokens += count * req.n * per
+        prompt = info["mean_clip_s"] * target.audio_tokens_per_s + chars.get(req.prompt, 0) / CHARS_PER_TOKEN
+        target.max_tokens = max(target.max_tokens, prompt + max_new_tokens(ctx.settings, req.prompt, len(labels)))
 
 
 def _price(mp: ModelPlan, spec: Mapping[str, Any]) -> None:
@@ -404,151 +360,3 @@ def _price(mp: ModelPlan, spec: Mapping[str, Any]) -> None:
     text_tok = mp.prompt_tokens - mp.audio_tokens
     audio_tok = mp.audio_tokens
     mp.usd = round((text_tok * text_rate + audio_tok * audio_rate + mp.gen_tokens * out_rate) / 1e6, 2)
-
-
-def _share(x: float | None) -> str:
-    return "?" if x is None else f"{100 * x:.0f}%"
-
-
-def _check_model(
-    key: str, mp: ModelPlan, spec: Mapping[str, Any], out: Plan, pilot: Mapping[str, float] | None
-) -> None:
-    if not mp.local:
-        names = spec.get("api_key_env") or (
-            ["GEMINI_API_KEY", "GOOGLE_API_KEY"] if mp.route == "gemini" else ["OPENAI_API_KEY"]
-        )
-        names = [names] if isinstance(names, str) else list(names)
-        if mp.route != "openai-compatible" and not any(os.environ.get(n) for n in names):
-            out.missing.append(
-                {
-                    "what": f"model {key}: no API key in the environment ({' or '.join(names)})",
-                    "fix": f"export {names[0]}=... (keys are read from the environment only)",
-                }
-            )
-        return
-    if pilot and pilot.get("s_per_call"):
-        mp.gpu_hours = round(mp.new_calls * float(pilot["s_per_call"]) / 3600.0, 2)
-    checkpoint = str(spec.get("checkpoint") or "")
-    remote = checkpoint and not checkpoint.startswith("tiny:") and "/" in checkpoint and not Path(checkpoint).exists()
-    if remote and not _weights_cached(checkpoint, spec.get("revision")):
-        out.missing.append(
-            {
-                "what": f"model {key}: weights of {checkpoint}@{spec.get('revision')} not on disk",
-                "fix": f"`ambiemo models fetch {key}` on a machine with network (or set HF_HOME to where they are)",
-            }
-        )
-    need = _gpu_gb(str(spec.get("needs") or ""))
-    if need:
-        have = _gpu_free_gb()
-        if have is None:
-            out.missing.append(
-                {
-                    "what": f"model {key}: needs a GPU with {need:g} GB; none is visible here",
-                    "fix": "run the profile on a GPU machine (see README: the full study on GPUs)",
-                }
-            )
-        elif have < need:
-            out.missing.append(
-                {
-                    "what": f"model {key}: needs {need:g} GB of GPU memory, {have:.0f} GB free",
-                    "fix": "a larger GPU, or lower batch_size / use the vLLM pool",
-                }
-            )
-
-
-def _weights_cached(repo_id: str, revision: str | None) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - a dependency of transformers
-        return False
-    hit = try_to_load_from_cache(repo_id, "config.json", revision=revision or None)
-    return isinstance(hit, str)
-
-
-def _gpu_gb(needs: str) -> float | None:
-    import re
-
-    m = re.search(r"GPU\s+(\d+(?:\.\d+)?)\s*GB", needs)
-    return float(m.group(1)) if m else None
-
-
-def _gpu_free_gb() -> float | None:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        return None
-    if not torch.cuda.is_available():
-        return None
-    free, _ = torch.cuda.mem_get_info()
-    return free / 2**30
-
-
-def format_plan(p: Plan) -> str:
-    """The plan as a table for people (every figure an estimate)."""
-    lines = [f"plan for profile {p.profile!r} (estimates: see `ambiemo.inference.plan` for how each is made)", ""]
-    for ds, info in p.datasets.items():
-        n = info["utterances"]
-        lines.append(
-            f"dataset {ds:<14} utterances {n if n is not None else 'unknown':>8}   mean clip "
-            f"{info['mean_clip_s']:.1f} s   ({info['source']})"
-        )
-    lines.append("")
-    head = (
-        f"{'model':<22} {'route':<18} {'cells':>5} {'written':>7} {'calls':>10} {'unique':>10} {'cached':>7} "
-        f"{'verifier':>9} "
-        f"{'prompt Mtok':>11} {'gen Mtok':>9} {'USD':>9} {'GPU h':>7}"
-    )
-    lines += [head, "-" * len(head)]
-    for m in p.models.values():
-        usd = "-" if m.usd is None else f"{m.usd:,.2f}" + ("*" if m.rate_assumed else "")
-        gpu = "-" if not m.local else ("pilot?" if m.gpu_hours is None else f"{m.gpu_hours:,.1f}")
-        lines.append(
-            f"{m.key:<22} {m.route:<18} {m.cells:>5} {m.cells_written:>7} {m.calls:>10,} {m.new_calls:>10,} "
-            f"{_share(coverage(m)):>7} "
-            f"{m.verifier_calls:>9,} {m.prompt_tokens / 1e6:>11.2f} {m.gen_tokens / 1e6:>9.2f} {usd:>9} "
-            f"{gpu:>7}"
-        )
-    lines.append(
-        f"\nAPI spend, all models: about USD {p.usd:,.2f}"
-        + (" (* audio token rate assumed, not documented)" if any(m.rate_assumed for m in p.models.values()) else "")
-    )
-    if p.missing:
-        lines.append("\nmissing before this profile can run:")
-        lines += [f"  - {m['what']}\n      fix: {m['fix']}" for m in p.missing]
-    else:
-        lines.append("\nnothing missing: the profile can run here")
-    if p.notes:
-        lines.append("\nnotes:")
-        lines += [f"  - {n}" for n in p.notes]
-    return "\n".join(lines)
-
-
-def pilot_run(params: Mapping[str, Any], key: str, manifest: str | os.PathLike, n: int) -> dict[str, float]:
-    """Measure a model's throughput on ``n`` utterances (the baseline strategy, cache bypassed)."""
-    import tempfile
-    import time
-
-    from ambiemo.core.config import cache_dir as weights_dir
-    from ambiemo.inference.cache import CachedModel, GenerationCache
-    from ambiemo.inference.run import model_spec, run_inference
-    from ambiemo.models import load_model
-
-    model = load_model(key, model_spec(dict(params), key), cache_dir=weights_dir(dict(params)))
-    with tempfile.TemporaryDirectory(prefix="ambiemo-pilot-") as tmp:
-        t = time.perf_counter()
-        df = run_inference(
-            dict(params),
-            key,
-            "baseline",
-            manifest,
-            Path(tmp) / "pilot.parquet",
-            limit=n,
-            model=CachedModel(model, GenerationCache(Path(tmp) / "cache")),
-        )
-        wall = time.perf_counter() - t
-    calls = max(int(df["model_calls"].sum()), 1)
-    return {
-        "s_per_call": wall / calls,
-        "gen_tokens_per_candidate": float(df["gen_tokens"].sum()) / calls,
-        "utterances": len(df),
-    }

@@ -52,7 +52,6 @@ BASELINE_COLOUR = "#000000"
 # Figure widths in inches: one column and two columns of a two-column paper.
 SINGLE, DOUBLE = 3.5, 7.2
 
-FIGURE_DEFAULTS: dict[str, Any] = {"folder": "figures", "formats": ["pdf", "png"], "dpi": 200}
 
 RC = {
     "font.size": 8,
@@ -78,8 +77,10 @@ RC = {
 
 
 def figure_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """params ``figures`` over the defaults."""
-    return {**FIGURE_DEFAULTS, **dict((params or {}).get("figures") or {})}
+    """params ``figures`` with the schema's defaults (``ambiemo.core.params.Figures``)."""
+    from ambiemo.core.config import settings
+
+    return settings(dict(params or {}), "figures")
 
 
 def use_style() -> None:
@@ -104,7 +105,10 @@ def save_figure(
     (``folder``, ``formats``, ``dpi``). A ``stem`` with a folder in it (``figures/fig1``) is
     written there.
     """
-    fp = figure_params(params if params is None or "figures" in params else {"figures": params})
+    from ambiemo.core.params import Figures
+
+    section = params is not None and bool(params) and set(params) <= set(Figures.model_fields)
+    fp = figure_params({"figures": params} if section else params)
     stem = Path(stem)
     if stem.parent != Path("."):
         folder, stem = stem.parent, Path(stem.name)

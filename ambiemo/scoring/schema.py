@@ -7,23 +7,11 @@ from typing import Any
 
 import pandas as pd
 
+from ambiemo.core.config import settings
 from ambiemo.inference.predictions import HEAD_COLUMNS
-from ambiemo.scoring import metrics as M
 
 KEYS = ("dataset", "model", "strategy", "budget")
 ALL = "all"  # the ambiguity value of a summary row over every bin
-
-# scoring defaults, stated once; params.yaml `scoring` overrides them.
-SCORING_DEFAULTS: dict[str, Any] = {
-    "js_base": "e",
-    "kl_epsilon": M.KL_EPSILON,
-    "ece_bins": M.ECE_BINS,
-    "tie_policy": M.TIE_POLICY,
-    "ambiguity_from": "manifest",  # manifest: its `ambiguity` bins; entropy: one bin per distinct entropy
-    "bootstrap_resamples": 1000,
-    "ci_level": 0.95,
-    "compute_multiples": [1, 2, 4, 8],  # compute-matched table: multiples of the baseline's tokens_total
-}
 
 COMPUTE_COLUMNS = ("model_calls", "verifier_calls", "prompt_tokens", "gen_tokens", "wall_s")
 # The predictions columns scoring needs (ambiemo.inference.predictions names them all), beside the p_<label> ones.
@@ -47,17 +35,8 @@ class ScoringError(ValueError):
 
 
 def scoring_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """params ``scoring`` over the defaults, checked."""
-    out = {**SCORING_DEFAULTS, **dict((params or {}).get("scoring") or {})}
-    M.log_base(out["js_base"])
-    if out["tie_policy"] not in M.TIE_POLICIES:
-        raise ValueError(f"params scoring.tie_policy is {out['tie_policy']!r}; use one of {M.TIE_POLICIES}")
-    multiples = out["compute_multiples"]
-    if not isinstance(multiples, list | tuple) or not all(isinstance(m, int | float) and m > 0 for m in multiples):
-        raise ValueError(f"params scoring.compute_multiples is {multiples!r}; use a list of positive numbers")
-    if out["ambiguity_from"] not in ("manifest", "entropy"):
-        raise ValueError(f"params scoring.ambiguity_from is {out['ambiguity_from']!r}; use 'manifest' or 'entropy'")
-    return out
+    """params ``scoring`` with the schema's defaults (``ambiemo.core.params.Scoring``)."""
+    return settings(dict(params or {}), "scoring")
 
 
 def labels_of(df: pd.DataFrame, prefix: str = "p_") -> list[str]:

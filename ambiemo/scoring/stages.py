@@ -34,7 +34,6 @@ from ambiemo.scoring.summaries import (
 )
 
 # Defaults of the stats keys this module reads (params ``stats``), stated once.
-POWER_DEFAULTS: dict[str, Any] = {"power": 0.8, "power_gains": {"js": 0.02}}
 
 
 def ci_table(scores: pd.DataFrame, params: Mapping[str, Any] | None) -> pd.DataFrame:
@@ -71,7 +70,8 @@ def aggregate_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
         sections = ("scoring", "models", "strategies") if name.startswith("compute") else ("scoring",)
         extra = {"ceilings": meta.get("ceilings", {})} if name in ("summary", "by_ambiguity", "ci") else {}
         write_result(table, layout.summary(name), name, params_subset(params, *sections), inputs, **extra)
-    layout.metrics_json.write_text(json.dumps(metrics_json(tables["summary"]), indent=2, sort_keys=True) + "\n")
+    headline = metrics_json(tables["summary"], baseline=_baseline(params))
+    layout.metrics_json.write_text(json.dumps(headline, indent=2, sort_keys=True) + "\n")
     return tables
 
 
@@ -79,7 +79,7 @@ def stats_params_with_power(params: Mapping[str, Any] | None) -> dict[str, Any]:
     """params ``stats`` over the defaults, the power keys included."""
     from ambiemo.stats import stats_params
 
-    return {**POWER_DEFAULTS, **stats_params(params)}
+    return stats_params(params)
 
 
 def stats_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:

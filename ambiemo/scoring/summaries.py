@@ -156,9 +156,9 @@ def _active_b(specs: Mapping[str, Any], key: str) -> float:
 def _verifier_model(params: Mapping[str, Any] | None) -> str | None:
     if not params or "strategies" not in params:
         return None
-    from ambiemo.core.config import strategy_settings
+    from ambiemo.core.config import verifier_model
 
-    return strategy_settings(dict(params))["verifier"].get("model")
+    return verifier_model(dict(params))
 
 
 def compute_table(
@@ -250,19 +250,42 @@ def conventions(scores: pd.DataFrame) -> pd.DataFrame:
     return out[[*KEYS, *[c for c in out.columns if c not in KEYS]]]
 
 
-def metrics_json(
-    summary: pd.DataFrame,
-    metrics: Sequence[str] = ("js", "bc", "r2", "accuracy", "f1_weighted", "uar", "ece", "parse_failure_rate"),
-) -> dict[str, Any]:
-    """A nested {dataset: {model: {strategy@budget: {metric: value}}}} of the overall summary rows,
-    for DVC's ``metrics`` (``dvc metrics show``); NaN becomes None so that the JSON stays valid."""
+def metrics_json(summary: pd.DataFrame, baseline: str = "baseline", metric: str = "js") -> dict[str, Any]:
+    """The headline for DVC's ``metrics`` (``dvc metrics show``/``diff``), small enough for a terminal:
+    per dataset, each model's ``baseline`` and its best strategy on ``metric`` (every strategy at its
+    largest budget, as the paper's headline), beside the uniform and human-ceiling references::
+
+        {dataset: {model: {"baseline": {metric: v}, "best": {"strategy": "w-bon@8", metric: v}},
+                   "reference": {"uniform": {metric: v}, "human_ceiling": {metric: v}}}}
+
+    Ties on ``metric`` go to the first strategy by name, then budget. NaN and absent rows become None
+    (valid JSON). Every other metric of every cell stays in the summary parquet."""
+    lower = not M.METRICS[metric].higher_is_better
+    rows = overall(summary)
     out: dict[str, Any] = {}
-    rows = summary[summary["ambiguity"] == ALL] if "ambiguity" in summary else summary
-    for row in rows.itertuples(index=False):
-        cell = out.setdefault(str(row.dataset), {}).setdefault(str(row.model), {})
-        values = {m: getattr(row, m) for m in metrics}
-        cell[f"{row.strategy}@{row.budget}"] = {
-            m: (None if v is None or not np.isfinite(v) else round(float(v), 6)) for m, v in values.items()
+
+    def value(part: pd.DataFrame) -> float | None:
+        v = float(part[metric].iloc[0]) if len(part) else float("nan")
+        return round(v, 6) if np.isfinite(v) else None
+
+    for dataset, d in rows.groupby("dataset", sort=True):
+        entry = out.setdefault(str(dataset), {})
+        for model, g in d[d["model"] != REFERENCE_MODEL].groupby("model", sort=True):
+            cells = at_largest_budget(g).dropna(subset=[metric])
+            cells = cells.sort_values([metric, "strategy", "budget"], ascending=[lower, True, True], kind="stable")
+            best = cells.head(1)
+            entry[str(model)] = {
+                "baseline": {metric: value(g[g["strategy"] == baseline].sort_values("budget").head(1))},
+                "best": {
+                    "strategy": f"{best['strategy'].iloc[0]}@{int(best['budget'].iloc[0])}" if len(best) else None,
+                    metric: value(best),
+                },
+            }
+        refs = d[d["model"] == REFERENCE_MODEL]
+        ceiling = "human-loo" if (refs["strategy"] == "human-loo").any() else "human-loo-counts"
+        entry["reference"] = {
+            "uniform": {metric: value(refs[refs["strategy"] == "uniform"])},
+            "human_ceiling": {metric: value(refs[refs["strategy"] == ceiling])},
         }
     return out
 

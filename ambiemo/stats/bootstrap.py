@@ -9,22 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ambiemo.core.config import settings
 from ambiemo.scoring import KEYS, labels_of, scoring_params
 from ambiemo.scoring import metrics as M
-
-STATS_DEFAULTS: dict[str, Any] = {
-    "baseline": "baseline",
-    "paired_metrics": ["js", "bc", "correct"],
-    "permutation_resamples": 2000,
-    "alpha": 0.05,
-    "holm_family": ["dataset", "model"],
-    "mixed_model_metric": "js",
-    "budget": "max",
-    # Nesting utterances in speakers (a variance component per utterance) costs time roughly
-    # quadratic in utterances per speaker: ~4 s for 500 utterances, ~100 s for 2,000. Above this
-    # many utterances the mixed model keeps the utterance intercept only, and says so.
-    "speaker_component_max_utterances": 1000,
-}
 
 # Per-utterance score columns whose group value is their mean (NaN rows left out).
 MEAN_COLUMNS = {
@@ -49,13 +36,8 @@ HIGHER_IS_BETTER = {
 
 
 def stats_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """params ``stats`` over the defaults, checked."""
-    out = {**STATS_DEFAULTS, **dict((params or {}).get("stats") or {})}
-    if out["budget"] not in ("max", "min"):
-        raise ValueError(f"params stats.budget is {out['budget']!r}; use 'max' or 'min'")
-    if not 0 < float(out["alpha"]) < 1:
-        raise ValueError(f"params stats.alpha must be in (0, 1), got {out['alpha']}")
-    return out
+    """params ``stats`` with the schema's defaults (``ambiemo.core.params.Stats``), power keys included."""
+    return settings(dict(params or {}), "stats")
 
 
 def _seed(params: Mapping[str, Any] | None, seed: int | None) -> int:

@@ -1,5 +1,6 @@
 """The strategy contract: what a strategy sees (Utterance, Context), what it returns (Row, Cost),
-how a candidate is stored (``record``), and the registry that names each strategy."""
+what it declares (its ``Settings``, its ``requests`` for the planner), how a candidate is stored
+(``record``), and the registry that names each strategy."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from ambiemo.models.base import (
     OptionScores,
 )
 from ambiemo.strategies.parsing import parse_distribution
+from ambiemo.strategies.planning import Request, Route, max_new_tokens
 from ambiemo.strategies.prompts import Prompt, PromptBook
+from ambiemo.strategies.settings import BudgetSettings, StrategySettings
 
 
 @dataclass
@@ -123,14 +126,20 @@ class Context:
         return dict(self.settings.get(name) or {})
 
     def max_new_tokens(self, kind: str) -> int:
-        t = self.settings["max_new_tokens"]
-        answer = int(t["base"]) + int(t["per_label"]) * len(self.labels)
-        return {
-            "distribution": answer,
-            "cot": int(t["reasoning"]) + answer,
-            "single": int(t["single"]),
-            "verifier": int(t["verifier"]),
-        }[kind]
+        return max_new_tokens(self.settings, kind, len(self.labels))
+
+    def sampling(self, n: int, temperature: float | None = None) -> GenerationConfig:
+        """``n`` seeded samples of the distribution prompt at params ``strategies.sampling`` (or
+        ``temperature``): the first k of them are a k-sample run, whatever the batch."""
+        s = self.settings["sampling"]
+        return GenerationConfig(
+            mode="sample",
+            n=n,
+            max_new_tokens=self.max_new_tokens("distribution"),
+            temperature=float(s["temperature"] if temperature is None else temperature),
+            top_p=float(s["top_p"]),
+            seed=int(self.prompts.seed),
+        )
 
     def generate(
         self, utts: Sequence[Utterance], prompts: Sequence[Prompt], config: GenerationConfig
@@ -197,9 +206,14 @@ def weighted_mean(dists: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarra
 class Strategy:
     """The contract: ``run(utterances, budgets) -> rows per utterance``.
 
-    A subclass sets the class attributes below and implements ``run``. It raises on a model
-    error; the caller then retries utterance by utterance and records the failures.
+    A subclass sets the class attributes below and implements ``run`` and ``requests`` (what it
+    asks per utterance, for ``ambiemo plan``); its params section is checked by ``Settings``
+    (the budgets only, where it has a budget and declares none). It raises on a model error; the
+    caller then retries utterance by utterance and records the failures. Figures draw a strategy
+    that ``ambiemo.report.style`` does not list with a unique fallback encoding.
     """
+
+    Settings: ClassVar[type[StrategySettings]] = StrategySettings
 
     name: ClassVar[str]
     summary: ClassVar[str]
@@ -254,6 +268,19 @@ class Strategy:
     def run(self, utts: Sequence[Utterance], budgets: Sequence[int]) -> list[list[Row]]:
         raise NotImplementedError
 
+    @classmethod
+    def requests(cls, settings: dict[str, Any], budgets: Sequence[int], route: Route) -> list[Request]:
+        """The requests this strategy sends per utterance at ``budgets`` on ``route``, given its own
+        params section ``settings`` (defaults filled in)."""
+        raise NotImplementedError
+
+    @classmethod
+    def settings_model(cls) -> type[StrategySettings]:
+        """``Settings``; a strategy with a budget that declares none gets the budgets alone."""
+        if cls.Settings is StrategySettings and cls.budget_name is not None:
+            return BudgetSettings
+        return cls.Settings
+
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 
@@ -264,6 +291,8 @@ def register_strategy(name: str) -> Callable[[S], S]:
     """``@register_strategy("bon")``: registers the class under ``name`` and sets ``cls.name`` (written once)."""
 
     def decorator(cls: S) -> S:
+        if cls.requests.__func__ is Strategy.requests.__func__:
+            raise TypeError(f"strategy {cls.__name__} ({name!r}) must implement the classmethod requests")
         cls.name = name
         return STRATEGIES.register(name)(cls)
 

@@ -9,15 +9,23 @@ candidate's distribution; a mixture (w-bon, w-alm-v) answers with the weighted m
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
+from pydantic import Field
 
 from ambiemo.core.errors import check_candidates
 from ambiemo.models.base import AudioRequest, Candidate, GenerationConfig
+from ambiemo.strategies import planning
 from ambiemo.strategies.base import Cost, Row, Strategy, Utterance, record, register_strategy, softmax, weighted_mean
 from ambiemo.strategies.parsing import parse_rating
+from ambiemo.strategies.planning import Request, Route
 from ambiemo.strategies.prompts import VERIFIER_NO, VERIFIER_YES, Prompt
+from ambiemo.strategies.settings import BudgetSettings
+
+
+class WeightedSettings(BudgetSettings):
+    temperature: Annotated[float, Field(gt=0)] = 1.0  # weights = softmax(likelihood / temperature)
 
 
 class CandidateStrategy(Strategy):
@@ -27,6 +35,11 @@ class CandidateStrategy(Strategy):
     """
 
     budget_name = "B"
+
+    @classmethod
+    def requests(cls, settings: dict[str, Any], budgets: Sequence[int], route: Route) -> list[Request]:
+        return planning.candidates(budgets, route)
+
     selects: ClassVar[bool] = False  # True: one-hot weights, the chosen candidate's distribution is the answer
 
     def candidate_source(self) -> str:
@@ -46,15 +59,7 @@ class CandidateStrategy(Strategy):
                 out[b] = [(c, Cost().add(c)) for c in ctx.generate(utts, prompts, config)]
         else:
             # Independent samples: the first B of B_max are a B-sample run.
-            s = ctx.settings["sampling"]
-            config = GenerationConfig(
-                mode="sample",
-                n=max(budgets),
-                max_new_tokens=max_tokens,
-                temperature=float(s["temperature"]),
-                top_p=float(s["top_p"]),
-                seed=int(ctx.prompts.seed),
-            )
+            config = ctx.sampling(max(budgets))
             all_cands = ctx.generate(utts, prompts, config)
             for b in budgets:
                 out[b] = [(c[:b], Cost().add(c[:b])) for c in all_cands]
@@ -133,6 +138,7 @@ class WeightedBestOfN(CandidateStrategy):
     summary = "B beams; mixture of their distributions weighted by softmax(likelihood / T)"
     needs = ("logprobs",)
     selection = "softmax(likelihood / temperature) over parsed candidates"
+    Settings = WeightedSettings
 
     def check(self) -> None:
         super().check()
@@ -154,6 +160,10 @@ class _Verified(CandidateStrategy):
     """Candidates rated by a verifier model that hears the audio, the question and the answer."""
 
     uses_verifier = True
+
+    @classmethod
+    def requests(cls, settings: dict[str, Any], budgets: Sequence[int], route: Route) -> list[Request]:
+        return planning.candidates(budgets, route) + planning.ratings(budgets, route)
 
     def verifier_method(self) -> str:
         method = self.ctx.settings["verifier"]["method"]

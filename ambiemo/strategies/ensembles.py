@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field
 
+from ambiemo.core.params import PerProfile
 from ambiemo.models.base import AudioRequest, GenerationConfig
 from ambiemo.strategies.base import Cost, Row, Strategy, check_one_shot, record, register_strategy, softmax
+from ambiemo.strategies.planning import Request, Route, greedy
 from ambiemo.strategies.prompts import PARAPHRASES
+from ambiemo.strategies.settings import BudgetSettings, StrategySettings
+
+
+class SelfConsistencySettings(BudgetSettings):
+    temperature: Annotated[float, Field(ge=0)] | None = None  # None: strategies.sampling.temperature
+
+
+class LabelScoringSettings(StrategySettings):
+    variants: Annotated[list[Literal["lower", "title", "upper", "as-is"]], Field(min_length=1)] = ["lower", "title"]
+
+
+class PromptEnsembleSettings(BudgetSettings):
+    budgets: (
+        PerProfile[Annotated[list[Annotated[int, Field(ge=1, le=len(PARAPHRASES))]], Field(min_length=1)]] | None
+    ) = None
 
 
 def label_votes(dists: Sequence[np.ndarray]) -> np.ndarray:
@@ -26,22 +45,19 @@ class SelfConsistency(Strategy):
     budget_name = "N"
     readouts = ("self-consistency-vote",)
     selection = "mean of parsed distributions; -vote: histogram of their argmax labels"
+    Settings = SelfConsistencySettings
+
+    @classmethod
+    def requests(cls, settings: dict[str, Any], budgets: Sequence[int], route: Route) -> list[Request]:
+        return [Request("model", "generate", "distribution", "sample", max(budgets))]
 
     def candidate_source(self) -> str:
         return "sampled"
 
     def run(self, utts, budgets):
         ctx = self.ctx
-        s = ctx.settings["sampling"]
         prompts = [ctx.prompts.ask("distribution", u.utt_id) for u in utts]
-        config = GenerationConfig(
-            mode="sample",
-            n=max(budgets),
-            max_new_tokens=ctx.max_new_tokens("distribution"),
-            temperature=float(self.cfg.get("temperature", s["temperature"])),
-            top_p=float(s["top_p"]),
-            seed=int(ctx.prompts.seed),
-        )
+        config = ctx.sampling(max(budgets), self.cfg.get("temperature"))
         rows = []
         for prompt, all_cands in zip(prompts, ctx.generate(utts, prompts, config), strict=True):
             all_dists = [ctx.parse(c.text) for c in all_cands]
@@ -63,6 +79,11 @@ class LabelScoring(Strategy):
     summary = "p(label word) as the answer to the single-label prompt; one forward pass, no generation"
     needs = ("option_scoring",)
     selection = "softmax over labels of log p(label word), case variants summed"
+    Settings = LabelScoringSettings
+
+    @classmethod
+    def requests(cls, settings: dict[str, Any], budgets: Sequence[int], route: Route) -> list[Request]:
+        return [Request("model", "options", "single", "options", 2 * route.n_labels)]
 
     def candidate_source(self) -> str:
         return "options"
@@ -123,6 +144,12 @@ class PromptEnsemble(Strategy):
     summary = "K paraphrased prompts with permuted label orders, one greedy answer each, averaged"
     budget_name = "K"
     selection = "mean of parsed distributions over the first K paraphrases"
+    Settings = PromptEnsembleSettings
+
+    @classmethod
+    def requests(cls, settings: dict[str, Any], budgets: Sequence[int], route: Route) -> list[Request]:
+        # paraphrase 0 is the main prompt (ambiemo.strategies.prompts): the baseline's request, paid once
+        return [greedy(f"paraphrase-{k}" if k else "distribution") for k in range(max(budgets))]
 
     def check_budgets(self, budgets: Sequence[int]) -> None:
         super().check_budgets(budgets)

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar, Literal
 
 from ambiemo.models.base import GenerationConfig
 from ambiemo.strategies.base import Cost, Row, Strategy, Utterance, check_one_shot, record, register_strategy
+from ambiemo.strategies.planning import Request, Route, greedy
+from ambiemo.strategies.settings import StrategySettings
+
+
+class BaselineSettings(StrategySettings):
+    prompt: Literal["distribution", "single"] = "distribution"  # single: one label word, one-hot
 
 
 class _OneGreedy(Strategy):
     prompt_kind: ClassVar[str] = "distribution"
     selection = "the single greedy answer"
+
+    @classmethod
+    def requests(cls, settings: dict[str, Any], budgets: Sequence[int], route: Route) -> list[Request]:
+        return [greedy(settings.get("prompt", cls.prompt_kind))]
 
     def run(self, utts: Sequence[Utterance], budgets: Sequence[int]) -> list[list[Row]]:
         check_one_shot(self.name, budgets)
@@ -34,6 +44,7 @@ class _OneGreedy(Strategy):
 @register_strategy("baseline")
 class Baseline(_OneGreedy):
     summary = "one greedy answer to the distribution prompt (params: prompt distribution|single)"
+    Settings = BaselineSettings
 
 
 @register_strategy("cot")

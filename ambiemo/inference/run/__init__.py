@@ -51,7 +51,6 @@ from ambiemo.inference.run.cells import run_strategies, write_skipped
 from ambiemo.inference.run.outputs import InferenceFailures, OutputError, OutputLock, check_output
 from ambiemo.inference.run.settings import (
     FAKE_SPEC,
-    MAX_FAILURE_SHARE,
     RUN_ONLY_SETTINGS,
     build_model,
     inference_settings,
@@ -64,7 +63,6 @@ PROGRESS_LOG_EVERY_S = 60.0
 
 __all__ = [
     "FAKE_SPEC",
-    "MAX_FAILURE_SHARE",
     "PROGRESS_LOG_EVERY_S",
     "RUN_ONLY_SETTINGS",
     "InferenceFailures",

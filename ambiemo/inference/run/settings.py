@@ -8,23 +8,16 @@ from ambiemo.models.base import AudioLanguageModel
 
 # A model key that needs no params entry: the scripted test double (ambiemo.models.fake).
 FAKE_SPEC = {"adapter": "fake"}
-# Default of params inference.max_failure_share: any broken clip is reported; the stage fails above 1%.
-MAX_FAILURE_SHARE = 0.01
 # Settings of params ``strategies`` that say how a run is done, not what it computes: left out of the
 # outputs' provenance, so that the files are byte-identical whatever they are.
 RUN_ONLY_SETTINGS = frozenset({"batch_size"})
 
 
 def inference_settings(params: dict[str, Any]) -> dict[str, Any]:
-    """Params ``inference`` with defaults: ``max_failure_share`` (float in [0, 1], default 0.01)."""
-    section = dict(params.get("inference") or {})
-    unknown = set(section) - {"max_failure_share"}
-    if unknown:
-        raise ValueError(f"params inference: unknown key(s) {sorted(unknown)}; known: ['max_failure_share']")
-    share = section.get("max_failure_share", MAX_FAILURE_SHARE)
-    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= float(share) <= 1.0:
-        raise ValueError(f"params inference.max_failure_share must be a number in [0, 1], got {share!r}")
-    return {"max_failure_share": float(share)}
+    """Params ``inference`` with the schema's defaults (``ambiemo.core.params.Inference``)."""
+    from ambiemo.core.config import settings
+
+    return settings(params, "inference")
 
 
 def model_spec(params: dict[str, Any], key: str) -> dict[str, Any]:
