@@ -68,11 +68,8 @@ def cascade(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "config",
-    [
-        GenerationConfig(mode="sample", n=2, max_new_tokens=8, temperature=1.0, seed=4),
-        GenerationConfig(mode="beam", n=2, max_new_tokens=8, num_beams=2),
-    ],
-    ids=["sample", "beam"],
+    [GenerationConfig(mode="sample", n=2, max_new_tokens=8, temperature=1.0, seed=4)],
+    ids=["sample"],  # the README's claim; greedy and beam are measured by the benchmark
 )
 def test_batch_1_and_batch_8_give_the_same_tokens_and_logprobs_within_the_measured_bound(
     cascade, eight_requests, config
