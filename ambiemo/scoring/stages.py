@@ -55,6 +55,8 @@ def aggregate_tables(chunks: Iterable[pd.DataFrame], params: Mapping[str, Any]) 
     every table is a reduction per cell, so the chunks' tables stacked are the whole table's."""
     parts: dict[str, list[pd.DataFrame]] = {k: [] for k in ("summary", "by_ambiguity", "ci", "compute", "conventions")}
     for scores in chunks:
+        scores = scores.copy(deep=False)
+        scores.attrs = {}  # pandas deep-copies attrs on every operation: per cell, that dominated
         parts["summary"].append(summarise(scores, params=params, per_bin=False))
         parts["by_ambiguity"].append(summarise(scores, params=params))
         parts["ci"].append(ci_table(scores, params))
