@@ -26,11 +26,10 @@ import hashlib
 import io
 import json
 import logging
-import math
 import threading
 import time
 import wave
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -57,6 +56,7 @@ from ambiemo.models.api.faults import (
     status_code,
 )
 from ambiemo.models.api.keys import api_key_from_env, api_key_names, cost_usd
+from ambiemo.models.api.labels import option_logprobs_from_top
 from ambiemo.models.api.pool import EndpointPool, run_concurrently
 from ambiemo.models.api.spec import check_api_spec
 from ambiemo.models.base import (
@@ -138,43 +138,6 @@ def request_wav(request: AudioRequest, *, as_base64: bool = False) -> bytes | st
         return base64.b64encode(wav).decode("ascii") if as_base64 else wav
 
     return FEATURE_MEMO.get(request.audio_sha1(), "wav-pcm16-base64" if as_base64 else "wav-pcm16", encode)
-
-
-# -- label scoring from the first answer token's top log-probabilities -----------------------
-_STRIP = " \t\n\"'`*_.,:;{}[]()<>"
-
-
-def option_logprobs_from_top(top: Sequence[tuple[str, float]], options: Sequence[str]) -> np.ndarray:
-    """``log p(option)`` from the top alternatives of the first answer token.
-
-    A top token counts for an option when, stripped of spaces, quotes and brackets, it is the
-    option itself or a start of it at least three characters long that starts no other option
-    ("disg" for "disgust"); its spellings with and without a leading space (" happy", "happy")
-    are summed. Matching is case-sensitive, as for the local models, whose ``score_options``
-    scores each option string exactly: pass "happy" and "Happy" to count both. This reads the
-    answer off its first token, which is exact when the options' first tokens differ, as label
-    words do. Options that no top token matches get ``-inf``: their probability is below the
-    last listed alternative's, and the API does not say by how much.
-    """
-    stripped = [o.strip(_STRIP) for o in options]
-    if len(set(stripped)) != len(stripped) or any(not o for o in stripped):
-        raise ValueError(f"options must be distinct non-empty words, got {list(options)}")
-    out = np.full(len(options), -np.inf)
-    seen: set[str] = set()
-    for token, lp in top:
-        if token in seen:  # the same token listed twice would be counted twice
-            continue
-        seen.add(token)
-        t = token.strip(_STRIP)
-        if not t:
-            continue
-        matches = [i for i, o in enumerate(stripped) if o == t]
-        if not matches and len(t) >= 3:
-            matches = [i for i, o in enumerate(stripped) if o.startswith(t)]
-        if len(matches) == 1:
-            i = matches[0]
-            out[i] = np.logaddexp(out[i], lp) if math.isfinite(out[i]) else lp
-    return out
 
 
 # -- the part of an API adapter that does not depend on the provider ---------------------------
