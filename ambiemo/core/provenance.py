@@ -48,20 +48,36 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
     return dict(_versions(tuple(names)))
 
 
+# The lock DVC writes as the pipeline runs: a result does not depend on it, and committing it after
+# `make repro` must not change what the outputs record (the reproduction promise, docs/reliability.md).
+LOCK_FILES = ("dvc.lock",)
+
+
 def git_commit(cwd: str | Path | None = None) -> str | None:
-    """The commit of the working tree, with ``-dirty`` if it has uncommitted changes."""
+    """The commit of the code the outputs come from: the last commit that changed anything but
+    ``dvc.lock``, with ``-dirty`` if a tracked file other than ``dvc.lock`` has uncommitted changes.
+
+    So a run before ``dvc.lock`` is committed and a run on a clean clone after it record the same
+    commit, and an output is byte-identical in both."""
+    paths = [":(top)", *(f":(top,exclude){name}" for name in LOCK_FILES)]  # the whole tree, from any folder
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+            ["git", "log", "-1", "--format=%H", "--", *paths],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *paths],
             cwd=cwd,
             capture_output=True,
             text=True,
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
+        return None
+    if not sha:
         return None
     return sha + ("-dirty" if dirty else "")
 

@@ -46,9 +46,12 @@ def tables(
     labels: tuple[str, ...],
     model_key: str,
     policy: str,
+    record_wall_s: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
     """The predictions rows (readout, then budget, then manifest order), the candidates table (in the
-    same order, then candidate order) and parse failures per readout@budget."""
+    same order, then candidate order) and parse failures per readout@budget. ``record_wall_s`` false:
+    the measured seconds are NaN (params ``inference.record_wall_s``)."""
+    seconds = (lambda s: s) if record_wall_s else (lambda s: float("nan"))
     rows: list[dict[str, Any]] = []
     cands: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
     parse_failures: dict[str, int] = {}
@@ -77,12 +80,12 @@ def tables(
                         "verifier_calls": c.verifier_calls,
                         "prompt_tokens": _tokens(c.prompt_tokens),
                         "gen_tokens": c.gen_tokens,
-                        "wall_s": c.wall_s,
+                        "wall_s": seconds(c.wall_s),
                         "verifier_prompt_tokens": pd.NA
                         if c.verifier_prompt_tokens is None
                         else c.verifier_prompt_tokens,
                         "verifier_gen_tokens": c.verifier_gen_tokens,
-                        "verifier_wall_s": c.verifier_wall_s,
+                        "verifier_wall_s": seconds(c.verifier_wall_s),
                     }
                 )
                 cands.append((rows[-1], row.candidates))

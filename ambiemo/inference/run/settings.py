@@ -14,10 +14,14 @@ RUN_ONLY_SETTINGS = frozenset({"batch_size"})
 
 
 def inference_settings(params: dict[str, Any]) -> dict[str, Any]:
-    """Params ``inference`` with the schema's defaults (``ambiemo.core.params.Inference``)."""
-    from ambiemo.core.config import settings
+    """Params ``inference`` with the schema's defaults (``ambiemo.core.params.Inference``), per-profile
+    values resolved for ``run.profile``."""
+    from ambiemo.core.config import by_profile, settings
 
-    return settings(params, "inference")
+    out = settings(params, "inference")
+    profile = (params.get("run") or {}).get("profile")
+    out["record_wall_s"] = bool(by_profile(out["record_wall_s"], profile, "inference.record_wall_s"))
+    return out
 
 
 def model_spec(params: dict[str, Any], key: str) -> dict[str, Any]:

@@ -91,7 +91,8 @@ def _infer(
     df = manifest.df.iloc[: limit or None].reset_index(drop=True)
     manifest.require_audio(limit or None)  # none there: stop now; some missing: named now, recorded per utterance
     settings = strategy_settings(params)
-    max_share = inference_settings(params)["max_failure_share"]
+    inference = inference_settings(params)
+    max_share = inference["max_failure_share"]
     cls = STRATEGIES.get(strategy)
     name = f"{manifest.dataset}/{model_key}/{strategy}"
 
@@ -133,7 +134,9 @@ def _infer(
         )
     finally:
         bar.close()
-    out, cands, parse_failures = tables(strat, df, budgets, results, failures, labels, model_key, policy)
+    out, cands, parse_failures = tables(
+        strat, df, budgets, results, failures, labels, model_key, policy, inference["record_wall_s"]
+    )
     identical = identical_answers(strat, results, budgets)
     if identical is not None:
         log.warning(
