@@ -73,7 +73,7 @@ def build_adapter(smoke: bool, work: Path) -> Any:
     import torch
     import transformers
 
-    from ambiemo.models.hf.native import Qwen2AudioALM
+    from ambiemo.models.hf.qwen2_audio import Qwen2AudioALM
     from ambiemo.models.hf.tiny import build_tiny
 
     folder = build_tiny("qwen2-audio", work / "processor")

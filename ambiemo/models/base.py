@@ -160,6 +160,15 @@ class Candidate:
             return None
         return self.logprob / max(self.n_tokens, 1)
 
+    @classmethod
+    def failed(
+        cls, n: int, reason: str, *, prompt_tokens: int = 0, wall_s: float = 0.0, **meta: Any
+    ) -> list[Candidate]:
+        """``n`` candidates recording a failed request (no text, no log-probabilities): ``meta["error"]``
+        is the reason, the request's seconds are shared among them; every route records a failure so."""
+        info = {"error": reason, **meta, "prompt_tokens": prompt_tokens, "wall_s": wall_s / max(n, 1)}
+        return [cls("", None, None, 0, meta=dict(info)) for _ in range(n)]
+
 
 @dataclass
 class Usage:

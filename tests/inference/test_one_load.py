@@ -10,7 +10,7 @@ from synthetic import TINY_N, tiny_params
 
 from ambiemo.inference.predictions import read_predictions
 from ambiemo.inference.run import run_strategies
-from ambiemo.models.hf.native import NativeAudioALM
+from ambiemo.models.hf.audio_base import NativeAudioALM
 
 STRATEGIES = ["baseline", "bon", "w-bon", "self-consistency", "label-scoring", "alm-v"]
 

@@ -15,7 +15,7 @@ from scipy import stats
 
 from ambiemo.models import load_model
 from ambiemo.models.base import AudioRequest, GenerationConfig, Message
-from ambiemo.models.hf.native import GumbelMaxSampler, sample_seed
+from ambiemo.models.hf.sampling import GumbelMaxSampler, sample_seed
 
 SR = 16_000
 SAMPLE = GenerationConfig(mode="sample", n=4, max_new_tokens=8, temperature=1.0, top_p=0.95, seed=5)

@@ -85,7 +85,6 @@ __all__ = [  # re-exported: the routes and tests import them from here
     "call_with_retries",
     "cost_usd",
     "describe",
-    "failed_candidates",
     "is_endpoint_down",
     "is_malformed",
     "is_retryable",
@@ -330,7 +329,7 @@ class ApiModel(AudioLanguageModel):
                 )
             except RequestFailed as e:
                 log.warning("%s failed: %s", self._what(request), e.reason)
-                return failed_candidates(n, e.reason, e.attempts, time.perf_counter() - t0, call=c)
+                return Candidate.failed(n, e.reason, wall_s=time.perf_counter() - t0, attempts=e.attempts, call=c)
             wall = time.perf_counter() - t0
             cost = self._cost(u)
             self._check_served(cands)
@@ -366,16 +365,3 @@ class ApiModel(AudioLanguageModel):
             return OptionScores(np.full(len(options), np.nan), None, time.perf_counter() - t0)
         wall = time.perf_counter() - t0
         return OptionScores(option_logprobs_from_top(top, options), u.prompt_tokens, wall, cost_usd=self._cost(u))
-
-
-def failed_candidates(n: int, reason: str, attempts: int, wall_s: float, call: int = 0) -> list[Candidate]:
-    return [
-        Candidate(
-            text="",
-            logprob=None,
-            token_logprobs=None,
-            n_tokens=0,
-            meta={"error": reason, "attempts": attempts, "call": call, "prompt_tokens": 0, "wall_s": wall_s / n},
-        )
-        for _ in range(n)
-    ]

@@ -49,7 +49,7 @@ from ambiemo.models.base import (
     GenerationConfig,
     OptionScores,
 )
-from ambiemo.models.hf.parts import DEFAULT_BATCH_SIZE, DTYPES, Encoded, failed_candidates
+from ambiemo.models.hf.parts import DEFAULT_BATCH_SIZE, DTYPES, Encoded
 from ambiemo.models.hf.sampling import GumbelMaxSampler, sample_seed
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ class TransformersALM(AudioLanguageModel):
                     continue
                 reason = f"CUDA out of memory with the utterance alone (batch size 1): {e}"
                 log.warning("model %r utterance %r failed: %s", self.key, requests[idx[0]].utt_id, reason)
-                results[idx[0]] = failed_candidates(config.n, reason, len(encoded[idx[0]].input_ids))
+                results[idx[0]] = Candidate.failed(config.n, reason, prompt_tokens=len(encoded[idx[0]].input_ids))
                 continue
             for j, i in enumerate(idx):
                 results[i] = cands[j * config.n : (j + 1) * config.n]

@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ambiemo.models.base import Candidate
-
 DEFAULT_BATCH_SIZE = 8  # utterances per generate() call; candidates multiply it by n
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -23,14 +21,6 @@ class Encoded:
 
     input_ids: list[int]
     features: dict[str, Any] = field(default_factory=dict)
-
-
-def failed_candidates(n: int, reason: str, prompt_tokens: int) -> list[Candidate]:
-    """``n`` candidates that record a failed request (no text, no log-probabilities)."""
-    return [
-        Candidate("", None, None, 0, meta={"error": reason, "prompt_tokens": prompt_tokens, "wall_s": 0.0})
-        for _ in range(n)
-    ]
 
 
 def _resolve_cache_root(spec: dict[str, Any], kwargs: dict[str, Any]) -> Path:
