@@ -8,7 +8,7 @@ import pytest
 from synthetic import LABELS, PARAMS, manifest_df, predictions_df
 
 from ambiemo.core.failures import apply_failure_policy
-from ambiemo.core.params import validate_params
+from ambiemo.core.validation import validate_params
 from ambiemo.scoring.scores import score_predictions
 
 
