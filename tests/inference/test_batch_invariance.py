@@ -2,8 +2,9 @@
 SmolLM2-135M) on real speech gives the same token ids at batch 1 and batch 8, and per-token
 log-probabilities within ``BOUND`` of each other on the CPU.
 
-Measured with ``benchmarks/batch_invariance.py`` (batch 1 vs 8, CPU, float32): 8 EmoDB clips, 8 new
-tokens: all tokens identical; largest per-token log-probability difference 2.2e-5 sampled, 9.9e-6 greedy,
+Measured with ``benchmarks/batch_invariance.py`` (batch 1 vs 8, CPU, float32, 8 new tokens), all tokens
+identical; largest per-token log-probability difference: 2 clips x 4 prompts (the default, and this test's
+requests) 2.2e-5 sampled, 1.2e-5 greedy, 1.8e-5 beam; 8 clips x 1 prompt 2.2e-5 sampled, 9.9e-6 greedy,
 2.1e-5 beam. Issue 21's run on the demo corpus measured 4.9e-5. ``BOUND`` is twice the largest of these:
 padding changes the shapes of the matrix products, so the last float32 bits differ, and longer answers
 accumulate a little more.
