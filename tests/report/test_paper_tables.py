@@ -14,7 +14,7 @@ from sklearn.metrics import r2_score
 from synthetic import PARAMS, cells, manifest_df
 
 from ambiemo import scoring
-from ambiemo.report import paper
+from ambiemo.report import paper, paper_tables
 from ambiemo.scoring import metrics as M
 from ambiemo.stats import power
 
@@ -121,23 +121,23 @@ def test_conventions_table_places_each_convention_in_its_column(run, tmp_path):
         )
         assert row["r2_label_mean"] == pytest.approx(r2_score(p, q))
     long = pd.concat(rows, ignore_index=True)
-    path = paper.conventions_tex(long, {"scoring": {"js_base": 2}}, tmp_path / "c.tex")
+    path = paper_tables.conventions_tex(long, {"scoring": {"js_base": 2}}, tmp_path / "c.tex")
     text = path.read_text()
     assert "JS dist.\\ (ln) & JS div.\\ (bits) & $R^2_{\\mathrm{utt}}$" in text
     assert "base 2" in text  # the caption follows scoring.js_base
     want = long[(long["model"] == "large") & (long["strategy"] == "cot")].set_index("convention")["value"]
     line = next(r for r in body_rows(text) if r.startswith("large & cot"))
     cells = [c.strip(" \\") for c in line.split("&")]
-    expected = [f"{want[c]:.3f}" for c in paper.CONVENTION_COLUMNS]
+    expected = [f"{want[c]:.3f}" for c in paper_tables.CONVENTION_COLUMNS]
     assert cells[3:] == expected
     # A run without the table says so instead of leaving the paper's reference dangling.
-    missing = paper.conventions_tex(None, {}, tmp_path / "n.tex").read_text()
+    missing = paper_tables.conventions_tex(None, {}, tmp_path / "n.tex").read_text()
     assert "not computed by this run" in missing and "\\label{tab:conventions}" in missing
 
 
 def test_power_table_shows_the_minimum_detectable_gain(run, tmp_path):
     table = power.power_table(run["scores"], ["js"], gains={"js": 0.05})
-    path = paper.power_tex(table, {}, tmp_path / "p.tex")
+    path = paper_tables.power_tex(table, {}, tmp_path / "p.tex")
     text = path.read_text()
     row = table[(table["model"] == "small") & (table["strategy"] == "cot")].iloc[0]
     line = next(r for r in body_rows(text) if r.startswith("small & cot"))
@@ -147,7 +147,7 @@ def test_power_table_shows_the_minimum_detectable_gain(run, tmp_path):
     assert f"{row['mde']:.3f}" in cells and str(int(row["n_needed"])) == cells[-1]
     assert "Power 80\\%" in text
     assert math.isfinite(row["mde"]) and row["mde"] > 0
-    assert "not computed by this run" in paper.power_tex(pd.DataFrame(), {}, tmp_path / "q.tex").read_text()
+    assert "not computed by this run" in paper_tables.power_tex(pd.DataFrame(), {}, tmp_path / "q.tex").read_text()
 
 
 def test_paired_table_shows_the_clustered_test_beside_the_unclustered_one(tmp_path):
@@ -170,12 +170,12 @@ def test_paired_table_shows_the_clustered_test_beside_the_unclustered_one(tmp_pa
             "significant": [True, False],
         }
     )
-    text = paper.paired_tex(paired, ["baseline", "cot"], False, tmp_path / "p.tex").read_text()
+    text = paper_tables.paired_tex(paired, ["baseline", "cot"], False, tmp_path / "p.tex").read_text()
     assert "flips whole speakers" in text and "Cohen's $d_z$" in text
     rows = body_rows(text)
     assert rows == ["m & cot & 1 & 8 & -0.050 & -0.080 & -0.020 & -0.600 & -0.900 & 0.010 & 0.004 & 0.030 & yes \\\\"]
     old = paired.drop(columns=["p_permutation_unclustered", "cohens_dz", "n_clusters"])
-    text = paper.paired_tex(old, ["baseline", "cot"], False, tmp_path / "o.tex").read_text()
+    text = paper_tables.paired_tex(old, ["baseline", "cot"], False, tmp_path / "o.tex").read_text()
     assert "flips whole speakers" not in text and body_rows(text)[0].startswith("m & cot & 1 & -0.050")
 
 
@@ -193,9 +193,9 @@ def test_compute_matched_table(tmp_path):
             "flops_est": [1.2e11, 3.4e11],
         }
     )
-    rows = body_rows(paper.compute_matched_tex(matched, tmp_path / "c.tex").read_text())
+    rows = body_rows(paper_tables.compute_matched_tex(matched, tmp_path / "c.tex").read_text())
     assert rows == [
         "m & 2.0 & alm-v & 2 & 452 & 2.26 & 3.4e+11 \\\\",
         "m & 2.0 & w-bon & 4 & 380 & 1.90 & 1.2e+11 \\\\",
     ]
-    assert "not computed by this run" in paper.compute_matched_tex(None, tmp_path / "n.tex").read_text()
+    assert "not computed by this run" in paper_tables.compute_matched_tex(None, tmp_path / "n.tex").read_text()

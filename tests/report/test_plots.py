@@ -12,6 +12,8 @@ from synthetic import PARAMS, cells, manifest_df
 
 from ambiemo import scoring, stats
 from ambiemo.report import figures as plots
+from ambiemo.report import figures_distributions as distributions
+from ambiemo.report import figures_scaling as scaling
 
 STRATEGIES = ("baseline", "cot", "bon", "w-bon", "self-consistency")
 # Two families: a ladder of two sizes and a family of one model (a point in figure 3).
@@ -51,7 +53,7 @@ def tables():
         "summary": summary,
         "ci": stats.bootstrap_ci(scores, metrics=["js", "accuracy"], params=PARAMS, n_resamples=50, per_bin=True),
         "gains": scoring.gain_over_baseline(summary, "js"),
-        "gain_ci": plots.gain_intervals(scores, "js", PARAMS, n_resamples=200),
+        "gain_ci": scaling.gain_intervals(scores, "js", PARAMS, n_resamples=200),
         "reliability": scoring.reliability(scores, params=PARAMS),
     }
 
@@ -61,13 +63,13 @@ FIGURES = {
     "heatmap_accuracy": lambda t: plots.metric_heatmap(t["summary"], "accuracy"),
     "by_ambiguity": lambda t: plots.metric_vs_ambiguity(t["summary"], "bc"),
     "by_ambiguity_ci": lambda t: plots.metric_vs_ambiguity(t["summary"], "js", ci=t["ci"]),
-    "interaction": lambda t: plots.interaction(t["gains"]),
-    "interaction_families": lambda t: plots.interaction(
-        t["gain_ci"], families=plots.model_families(FAMILY_PARAMS, ["small", "large", "solo"])
+    "interaction": lambda t: scaling.interaction(t["gains"]),
+    "interaction_families": lambda t: scaling.interaction(
+        t["gain_ci"], families=scaling.model_families(FAMILY_PARAMS, ["small", "large", "solo"])
     ),
-    "compute": lambda t: plots.compute_curves(t["summary"], "js"),
-    "reliability": lambda t: plots.reliability_diagrams(t["reliability"]),
-    "entropy": lambda t: plots.ambiguity_distribution(t["manifest"]),
+    "compute": lambda t: scaling.compute_curves(t["summary"], "js"),
+    "reliability": lambda t: distributions.reliability_diagrams(t["reliability"]),
+    "entropy": lambda t: distributions.ambiguity_distribution(t["manifest"]),
 }
 
 
@@ -113,7 +115,7 @@ def test_heatmap_shows_every_model_and_strategy(tables):
 
 
 def test_interaction_plots_gain_against_capacity(tables):
-    fig = plots.interaction(tables["gains"])
+    fig = scaling.interaction(tables["gains"])
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles[0] == "all utterances" and any("high" in t or "medium" in t for t in titles)
     # Without families every model is its own family: w-bon's row, first column, one point per model.
@@ -127,7 +129,7 @@ def test_interaction_plots_gain_against_capacity(tables):
 
 def test_interaction_draws_one_line_per_family_with_error_bars(tables):
     gains = tables["gain_ci"]
-    fig = plots.interaction(gains, families=plots.model_families(FAMILY_PARAMS, ["small", "large", "solo"]))
+    fig = scaling.interaction(gains, families=scaling.model_families(FAMILY_PARAMS, ["small", "large", "solo"]))
     n_levels = gains["ambiguity"].nunique()
     strategies = sorted(set(gains["strategy"]))
     ax = fig.axes[strategies.index("cot") * n_levels]  # cot, all utterances
@@ -156,7 +158,7 @@ def test_interaction_leaves_out_references_and_models_without_capacity(tables):
             tables["gain_ci"].assign(model="api", params_b=np.nan),
         ]
     )
-    fig = plots.interaction(gains)
+    fig = scaling.interaction(gains)
     labels = {ln.get_label() for ax in fig.axes for ln in ax.get_lines()}
     assert "reference" not in labels and "api" not in labels
     assert "left out, no capacity: api" in fig._supxlabel.get_text()
@@ -172,7 +174,7 @@ def test_gain_intervals_match_the_summary_and_do_not_depend_on_row_order(tables)
     np.testing.assert_allclose(got.loc[common, "gain"], ref.loc[common, "gain"], atol=1e-12)
     assert (got["ci_low"] <= got["gain"] + 1e-12).all() and (got["gain"] <= got["ci_high"] + 1e-12).all()
     shuffled = tables["scores"].sample(frac=1.0, random_state=3)
-    again = plots.gain_intervals(shuffled, "js", PARAMS, n_resamples=200)
+    again = scaling.gain_intervals(shuffled, "js", PARAMS, n_resamples=200)
     pd.testing.assert_frame_equal(again, gains)
     assert "reference" not in set(gains["model"])
 
@@ -183,7 +185,7 @@ def test_gain_interval_of_a_constant_difference_is_that_difference():
     cot = scores["strategy"] == "cot"
     base = scores[scores["strategy"] == "baseline"].set_index("utt_id")["js"]
     scores.loc[cot, "js"] = scores.loc[cot, "utt_id"].map(base).to_numpy() - 0.05  # 0.05 closer everywhere
-    g = plots.gain_intervals(scores, "js", PARAMS, n_resamples=100)
+    g = scaling.gain_intervals(scores, "js", PARAMS, n_resamples=100)
     np.testing.assert_allclose(g[["gain", "ci_low", "ci_high"]].to_numpy(), 0.05, atol=1e-12)
 
 
@@ -231,7 +233,7 @@ def test_compute_curves_use_total_compute_and_count_verifier_calls(tables):
         tokens_total=compute["prompt_tokens"] + compute["gen_tokens"] + 100.0, flops_est=1e9 * compute["gen_tokens"]
     )
     compute["verifier_calls"] = 2.0
-    fig = plots.compute_curves(summary.drop(columns="verifier_calls"), "js", compute=compute)
+    fig = scaling.compute_curves(summary.drop(columns="verifier_calls"), "js", compute=compute)
     xlabels = [ax.get_xlabel() for ax in fig.axes[:3]]
     assert xlabels[0].startswith("tokens processed") and "verifier" in xlabels[1] and "estimate" in xlabels[2]
     line = next(ln for ln in fig.axes[1].get_lines() if ln.get_label() == "cot")
@@ -239,7 +241,7 @@ def test_compute_curves_use_total_compute_and_count_verifier_calls(tables):
     np.testing.assert_allclose(line.get_xdata(), cell["model_calls"] + 2.0)
     assert "reference" not in {ax.get_ylabel().split("\n")[-1] for ax in fig.axes}
     # Without the new columns, today's two axes.
-    old = plots.compute_curves(summary.drop(columns="verifier_calls"), "js")
+    old = scaling.compute_curves(summary.drop(columns="verifier_calls"), "js")
     assert [ax.get_xlabel() for ax in old.axes][:2] == [
         "generated tokens per utterance\n(model only)",
         "model calls per utterance",
@@ -247,7 +249,7 @@ def test_compute_curves_use_total_compute_and_count_verifier_calls(tables):
 
 
 def test_entropy_distribution_counts_each_utterance_once(tables):
-    fig = plots.ambiguity_distribution(tables["scores"])  # scores repeat utterances per cell
+    fig = distributions.ambiguity_distribution(tables["scores"])  # scores repeat utterances per cell
     total = sum(p.get_height() for p in fig.axes[0].patches)
     assert total == len(tables["manifest"])
 
@@ -258,7 +260,7 @@ def test_ambiguity_distribution_takes_manifests(tables):
         "label_set": {"name": "four", "labels": ["neutral", "happy", "angry", "sad"]},
         "ambiguity": {"method": "fixed", "edges": [1.0, 1.5], "bins": ["clear", "low", "medium", "high"]},
     }
-    fig = plots.ambiguity_distribution({"demo": mm.Manifest(tables["manifest"], meta)})
+    fig = distributions.ambiguity_distribution({"demo": mm.Manifest(tables["manifest"], meta)})
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["clear", "low", "medium", "high"]
 
 
@@ -303,7 +305,7 @@ def test_model_families_look_different_and_keep_their_look():
     assert len({(e["color"], e["marker"], str(e["linestyle"])) for e in looks.values()}) == len(names)
     # A family's look depends on the set of families, not on the order they are given in.
     assert style.model_family_encodings(list(reversed(names))) == looks
-    assert plots.model_families({"models": {"a": {"family": "x"}, "b": {}}}, ["a", "b", "c"]) == {
+    assert scaling.model_families({"models": {"a": {"family": "x"}, "b": {}}}, ["a", "b", "c"]) == {
         "a": "x",
         "b": "b",
         "c": "c",

@@ -100,7 +100,7 @@ def test_figure_three_draws_the_stats_tables_intervals(run_params):
     import matplotlib
 
     matplotlib.use("Agg")
-    from ambiemo.report import figures as plots
+    from ambiemo.report import figures_scaling as scaling
     from ambiemo.report.latex import read_result
     from ambiemo.stats.stage import stats_run
 
@@ -110,7 +110,7 @@ def test_figure_three_draws_the_stats_tables_intervals(run_params):
         stats_run(params)
     gains = read_result(layout.stats_dir, "gains")
     gains = gains[gains["metric"] == "js"]
-    fig = plots.interaction(gains, families=plots.model_families(params, ["small", "large"]))
+    fig = scaling.interaction(gains, families=scaling.model_families(params, ["small", "large"]))
     bars = [c for ax in fig.axes for c in ax.collections]  # error bars of the plotted gains
     assert len(gains) and bars
     segments = [seg for c in bars for seg in c.get_segments()]
