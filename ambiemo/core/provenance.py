@@ -48,18 +48,17 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
     return dict(_versions(tuple(names)))
 
 
-# The lock DVC writes as the pipeline runs: a result does not depend on it, and committing it after
-# `make repro` must not change what the outputs record (the reproduction promise, docs/reliability.md).
-LOCK_FILES = ("dvc.lock",)
+# What the pipeline's outputs come from: its code, notebooks, definition, params, pins and the paper's
+# sources. The commit an output records is the last one that changed any of these, so that committing
+# dvc.lock, the docs or a note after `make repro` changes no output, and a clean clone's run records
+# the commit that the run which wrote dvc.lock recorded (the reproduction promise, docs/reliability.md).
+PIPELINE_PATHS = ("ambiemo", "notebooks", "paper", "dvc.yaml", "params.yaml", "pyproject.toml", "requirements")
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:
-    """The commit of the code the outputs come from: the last commit that changed anything but
-    ``dvc.lock``, with ``-dirty`` if a tracked file other than ``dvc.lock`` has uncommitted changes.
-
-    So a run before ``dvc.lock`` is committed and a run on a clean clone after it record the same
-    commit, and an output is byte-identical in both."""
-    paths = [":(top)", *(f":(top,exclude){name}" for name in LOCK_FILES)]  # the whole tree, from any folder
+    """The last commit that changed the pipeline's inputs (``PIPELINE_PATHS``), with ``-dirty`` if one
+    of them has uncommitted changes; None outside a git work tree."""
+    paths = [f":(top){name}" for name in PIPELINE_PATHS]  # from any folder of the tree
     try:
         sha = subprocess.run(
             ["git", "log", "-1", "--format=%H", "--", *paths],

@@ -1,5 +1,6 @@
-"""The commit an output records is the code's: committing dvc.lock after `make repro` does not change it,
-so the outputs of that run and of a clean clone's run are byte-identical (docs/reliability.md)."""
+"""The commit an output records is the pipeline's: committing dvc.lock, the docs or a note after
+`make repro` does not change it, so the outputs of that run and of a clean clone's run are
+byte-identical (docs/reliability.md)."""
 
 from __future__ import annotations
 
@@ -22,30 +23,30 @@ def repo(tmp_path):
     _git(tmp_path, "init", "-q")
     _git(tmp_path, "config", "user.email", "t@t")
     _git(tmp_path, "config", "user.name", "t")
-    (tmp_path / "code.py").write_text("x = 1\n")
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "note.txt").write_text("a\n")
+    for rel, text in {"ambiemo/code.py": "x = 1\n", "params.yaml": "seed: 0\n", "docs/page.md": "a\n"}.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
     _git(tmp_path, "add", "-A")
     _git(tmp_path, "commit", "-qm", "code")
     return tmp_path
 
 
-def test_the_lock_neither_dirties_nor_moves_the_recorded_commit(repo):
+def test_the_lock_and_the_docs_neither_dirty_nor_move_the_recorded_commit(repo):
     code = _git(repo, "rev-parse", "HEAD")
     assert git_commit(repo) == code
-    (repo / "dvc.lock").write_text("stages: {}\n")  # `make repro` writes the lock
-    _git(repo, "add", "dvc.lock")
-    _git(repo, "commit", "-qm", "lock")
+    (repo / "dvc.lock").write_text("stages: {}\n")  # `make repro` writes the lock ...
+    (repo / "docs" / "page.md").write_text("b\n")  # ... and a note is edited
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "lock and docs")
     assert _git(repo, "rev-parse", "HEAD") != code
-    assert git_commit(repo) == code  # the clean clone records the code's commit too
-    (repo / "dvc.lock").write_text("stages: {a: 1}\n")  # a rerun rewrites it before the next stage
+    assert git_commit(repo) == code  # the clean clone records the pipeline's commit too
+    (repo / "dvc.lock").write_text("stages: {a: 1}\n")  # a rerun rewrites it between stages
     assert git_commit(repo) == code
-    assert git_commit(repo / "sub") == code  # from any folder of the tree
+    assert git_commit(repo / "docs") == code  # from any folder of the tree
 
 
-def test_a_changed_tracked_file_is_dirty(repo):
-    (repo / "code.py").write_text("x = 2\n")
+def test_a_changed_pipeline_file_is_dirty_and_a_new_commit(repo):
+    (repo / "params.yaml").write_text("seed: 1\n")
     assert git_commit(repo) == _git(repo, "rev-parse", "HEAD") + "-dirty"
-    (repo / "new.py").write_text("untracked\n")  # untracked files do not count, as before
-    _git(repo, "checkout", "code.py")
+    _git(repo, "commit", "-qam", "params")
     assert git_commit(repo) == _git(repo, "rev-parse", "HEAD")
