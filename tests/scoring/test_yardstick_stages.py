@@ -17,8 +17,9 @@ from ambiemo.inference.predictions import write_predictions
 BINS = {"method": "fixed", "edges": [1.0, 1.5], "bins": ["clear", "low", "medium", "high"]}
 
 
-def test_stages_write_the_issue20_tables(tmp_path):
-    from ambiemo.scoring.stages import aggregate_run, stats_run
+def test_stages_write_the_calibration_and_annotator_tables(tmp_path):
+    from ambiemo.scoring.stages import aggregate_run
+    from ambiemo.stats.stage import stats_run
 
     params = copy.deepcopy(PARAMS)
     params.update(paths={"results": str(tmp_path / "results")}, seed=0)
