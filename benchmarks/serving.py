@@ -1,4 +1,4 @@
-"""Serving benchmarks of issue 19, each through the whole ``ambiemo infer`` command (a fresh process,
+"""Serving benchmarks, each through the whole ``ambiemo infer`` command (a fresh process,
 a fresh generation cache) against fake OpenAI-compatible servers on 127.0.0.1 (``fake_server.py``,
 each in its own process):
 

@@ -77,7 +77,7 @@ def plan(
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps({**p.as_dict(), "pilot": measured}, indent=2, sort_keys=True) + "\n")
-    if check:  # issue 19: the live preflight, before any spend
+    if check:  # the live preflight, before any spend
         from ambiemo.models.check import format_report, preflight
 
         served = [k for k in (params.get("run") or {}).get("models") or [] if k in p.models and not p.models[k].local]

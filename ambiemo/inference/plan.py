@@ -186,7 +186,7 @@ def plan(
         check_model(key, mp, spec, out, ctx.pilot.get(key))
         _memory(mp, spec, dict(params), ctx.settings)
         mp.cached_entries = _cached_for(key, spec, held, out)
-    from ambiemo.models.lifecycle import findings  # retired, retiring and unpinned models (issue 19)
+    from ambiemo.models.lifecycle import findings  # retired, retiring and unpinned models
 
     for f in findings(params):
         (out.missing if f["kind"] == "retired" else out.notes).append(

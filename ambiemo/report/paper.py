@@ -370,9 +370,9 @@ def paper_outputs(
     written.append(conventions_tex(tables.get("conventions"), params, out / "tab_conventions.tex"))
     written.append(power_tex(stats.get("power"), params, out / "tab_power.tex"))
     # the peers' presets, the calibration yardstick, annotator counts
-    from ambiemo.report.paper_conventions import issue20_outputs
+    from ambiemo.report.paper_conventions import yardstick_outputs
 
-    written += issue20_outputs(tables, stats, params, out)
+    written += yardstick_outputs(tables, stats, params, out)
 
     values = {**headline_numbers(summary, paired, mixed, params, manifests), **setting_macros(params)}
     missing = set(MACROS) - set(values)

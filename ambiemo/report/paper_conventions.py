@@ -174,7 +174,7 @@ def annotators_tex(annotators: pd.DataFrame | None, params: Mapping[str, Any], p
     return [table, text]
 
 
-def issue20_outputs(
+def yardstick_outputs(
     tables: Mapping[str, pd.DataFrame | None], stats: Mapping[str, pd.DataFrame | None], params, out: Path
 ) -> list[Path]:
     """Every file of the module docstring, into ``out``."""

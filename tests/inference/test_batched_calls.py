@@ -1,5 +1,5 @@
 """Verifier ratings and label scoring go to the model in one call per batch of utterances, not one
-per candidate (issue 11); the answers are the same as rating each candidate alone."""
+per candidate; the answers are the same as rating each candidate alone."""
 
 from __future__ import annotations
 

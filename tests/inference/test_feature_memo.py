@@ -1,5 +1,5 @@
 """Audio features are extracted once per clip and extractor settings, across the strategies of one
-dataset x model (issue 11): counted calls, identical outputs, and the memo's bound."""
+dataset x model: counted calls, identical outputs, and the memo's bound."""
 
 from __future__ import annotations
 

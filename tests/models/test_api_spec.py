@@ -1,4 +1,4 @@
-"""The API routes' typed params entry (issue 18): unknown keys and wrong types are refused when the model
+"""The API routes' typed params entry: unknown keys and wrong types are refused when the model
 is built, naming the key; a key written into params keeps its own message; every API entry of the
 repository's params.yaml passes."""
 

@@ -1,4 +1,4 @@
-"""The circuit breaker (issue 19), on fake servers on 127.0.0.1: a server answering the same failure to
+"""The circuit breaker, on fake servers on 127.0.0.1: a server answering the same failure to
 everything stops the model in a bounded number of requests with one message naming the model, the
 endpoint, the status and what to do; a transient burst (429s, a few 5xx among successes) still
 retries as before; a pool takes the failing endpoint out and stops only when every endpoint is out;

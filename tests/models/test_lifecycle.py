@@ -1,4 +1,4 @@
-"""Model lifecycle (issue 19): retired, retiring and unpinned models found before any spend, each with
+"""Model lifecycle: retired, retiring and unpinned models found before any spend, each with
 its fix; a retired model refused when built unless pointed at a compatible endpoint on purpose; an
 answer under another model's name detected; and the repository's profiles: `paper` names its retired
 Gemini rows with their successors and the checked date, `today` names none."""

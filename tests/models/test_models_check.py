@@ -1,4 +1,4 @@
-"""`ambiemo models check` (issue 19) against fake OpenAI-compatible servers on 127.0.0.1: it passes on a
+"""`ambiemo models check` against fake OpenAI-compatible servers on 127.0.0.1: it passes on a
 well-behaved server and fails, naming the reason, on servers that drop the audio, ignore `n`, ignore
 the seed, answer under another model name, or return no log-probabilities."""
 

@@ -1,4 +1,4 @@
-"""Today's native ALMs (the capacity ladders of issue 14) on tiny randomly initialised instances of
+"""Today's native ALMs (the capacity ladders) on tiny randomly initialised instances of
 their real transformers architectures: the same checks as ``test_models_hf.py``.
 
 What is checked against an independent reference:

@@ -1,4 +1,4 @@
-"""A served route kept full (issue 19): the batch a strategy hands a served or API route is at least the
+"""A served route kept full: the batch a strategy hands a served or API route is at least the
 route's capacity (concurrency x endpoints), so a fake server sees that many requests in flight where the
 strategy batch of 8 used to cap it; and the predictions are the same as with a batch of one request."""
 

@@ -1,4 +1,4 @@
-"""The open ALMs of late 2026 (issue 19) as params.yaml writes them: each is served by vLLM (docs/serving.md);
+"""The open ALMs of late 2026 as params.yaml writes them: each is served by vLLM (docs/serving.md);
 on a fake server on 127.0.0.1 each entry sends its own model id with the clip as a WAV part, asks for
 log-probabilities and reads back the candidates; each has a family ladder, a capacity, and a port of its own;
 and `ambiemo models list` shows the new ladders."""

@@ -1,4 +1,4 @@
-"""The fast paths behind the speed targets (issue 11) give the values of the slow ones they replaced.
+"""The fast paths behind the speed targets give the values of the slow ones they replaced.
 
 Each test computes the same thing two ways on random data (ties, missing predictions and absent
 classes included): the faster code in ``ambiemo`` and the library it stands in for (scipy,
