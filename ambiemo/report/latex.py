@@ -158,6 +158,12 @@ def latex_table(
     else:
         names = list(columns) if columns is not None else list(df.columns)
         headers = [str(c) for c in names]
+    twice = sorted(
+        {str(c) for c in names if list(names).count(c) > 1}
+        | {str(c) for c in df.columns if list(df.columns).count(c) > 1}
+    )
+    if twice:
+        raise ValueError(f"latex_table {path}: column(s) {twice} given twice; give each a header of its own")
     missing = [c for c in names if c not in df.columns]
     if missing:
         raise KeyError(f"latex_table {path}: no column(s) {missing}; the table has {list(df.columns)}")

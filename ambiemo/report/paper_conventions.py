@@ -34,7 +34,7 @@ PRESET_COLUMNS = {
     "aer-llm/accuracy": "Acc.",
     "aer-llm/f1": "W-F1",
     "scaling-ambiguity-ser/js": "JSD$_2$",
-    "scaling-ambiguity-ser/bc": "BC",
+    "scaling-ambiguity-ser/bc": "BC$^{S}$",  # a header of its own: the two presets stand side by side
     "scaling-ambiguity-ser/r2": "$R^2_{lab}$",
     "scaling-ambiguity-ser/ece": "ECE$_{10}$",
 }

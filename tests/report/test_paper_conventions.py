@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from ambiemo.report import paper_conventions as PC
 
@@ -63,3 +64,19 @@ def test_presets_and_calibration_tables_print_their_values(tmp_path):
     text = PC.calibration_tex(cal, tmp_path / "c.tex").read_text()
     assert "2.500" in text and "0.500" in text and "0.350" not in text
     assert "not computed" in PC.calibration_tex(None, tmp_path / "n.tex").read_text()
+
+
+def test_both_presets_side_by_side_get_distinct_headers(tmp_path):
+    """Both presets define BC: the table must not give two columns the same header (latex_table refuses that)."""
+    from ambiemo.report.latex import latex_table
+    from ambiemo.report.paper_conventions import PRESET_COLUMNS, presets_tex
+
+    assert len(set(PRESET_COLUMNS.values())) == len(PRESET_COLUMNS)
+    rows = [
+        {"dataset": "d", "model": "m", "strategy": "baseline", "budget": 1, "convention": c, "value": 0.5}
+        for c in PRESET_COLUMNS
+    ]
+    text = presets_tex(pd.DataFrame(rows), tmp_path / "t.tex").read_text()
+    assert text.count("0.500") == len(PRESET_COLUMNS)
+    with pytest.raises(ValueError, match="given twice"):
+        latex_table(pd.DataFrame([[1, 2]], columns=["BC", "BC"]), tmp_path / "x.tex")
