@@ -58,9 +58,9 @@ def ladder_budgets() -> dict[str, list[int]]:
     return out
 
 
-def model_rows(scale: float, budgets: dict[str, list[int]]) -> int:
+def model_rows(scale: float, budgets: dict[str, list[int]], n_models: int = N_MODELS) -> int:
     n = sum(max(8, round(u * scale)) for _, u, _ in DATASETS)
-    return n * N_MODELS * sum(len(b) for b in budgets.values())
+    return n * n_models * sum(len(b) for b in budgets.values())
 
 
 def _manifest(name: str, n: int, n_speakers: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -125,7 +125,9 @@ def _cell(man: pd.DataFrame, model: str, strategy: str, budgets: list[int], qual
     return pd.concat(parts, ignore_index=True)
 
 
-def synthesise(folder: Path, scale: float, budgets: dict[str, list[int]], seed: int = 0) -> dict[str, Any]:
+def synthesise(
+    folder: Path, scale: float, budgets: dict[str, list[int]], seed: int = 0, n_models: int = N_MODELS
+) -> dict[str, Any]:
     """Write the manifests and every predictions table of the run; return its params."""
     from ambiemo.core.layout import Layout
     from ambiemo.data import manifest as mm
@@ -133,7 +135,7 @@ def synthesise(folder: Path, scale: float, budgets: dict[str, list[int]], seed: 
     from ambiemo.inference.candidates import candidates_frame, write_candidates
     from ambiemo.inference.predictions import write_predictions
 
-    models = {f"m{i:02d}": {"params_b": float(2 ** (i % 4)), "family": f"f{i // 4}"} for i in range(N_MODELS)}
+    models = {f"m{i:02d}": {"params_b": float(2 ** (i % 4)), "family": f"f{i // 4}"} for i in range(n_models)}
     params = {
         "seed": seed,
         "paths": {"results": str(folder / "results")},
@@ -184,22 +186,32 @@ def run_stage(stage: str, params_path: Path) -> None:
     print(json.dumps({"wall_s": round(wall, 2), "peak_gb": round(peak_kb / 2**20, 3)}))
 
 
-def measure(scale: float, budgets: dict[str, list[int]], stages: list[str], timeout: float) -> dict[str, Any]:
+def measure(
+    scale: float, budgets: dict[str, list[int]], stages: list[str], timeout: float, n_models: int = N_MODELS
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ambiemo-scale-") as tmp:
         folder = Path(tmp)
         t0 = time.perf_counter()
-        synthesise(folder, scale, budgets)
+        synthesise(folder, scale, budgets, n_models=n_models)
         took = time.perf_counter() - t0
-        print(f"scale {scale:g}: synthesised {model_rows(scale, budgets):,} model rows in {took:.0f} s")
+        print(f"scale {scale:g}: synthesised {model_rows(scale, budgets, n_models):,} model rows in {took:.0f} s")
         out = {}
         for stage in stages:
             env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
             cmd = [sys.executable, __file__, "--stage", stage, "--params", str(folder / "params.json")]
             try:
                 res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=True)
-                out[stage] = {"rows": model_rows(scale, budgets), **json.loads(res.stdout.strip().splitlines()[-1])}
+                out[stage] = {
+                    "rows": model_rows(scale, budgets, n_models),
+                    **json.loads(res.stdout.strip().splitlines()[-1]),
+                }
             except subprocess.TimeoutExpired:
-                out[stage] = {"rows": model_rows(scale, budgets), "wall_s": None, "peak_gb": None, "note": "timeout"}
+                out[stage] = {
+                    "rows": model_rows(scale, budgets, n_models),
+                    "wall_s": None,
+                    "peak_gb": None,
+                    "note": "timeout",
+                }
                 print(f"  {stage}: stopped after {timeout:.0f} s")
                 break
             except subprocess.CalledProcessError as err:
@@ -212,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", type=float, default=0.01, help="fraction of the study's utterances (1 = full size)")
     ap.add_argument("--rows", type=int, help="model score rows wanted (sets --scale)")
+    ap.add_argument("--models", type=int, default=N_MODELS, help="models in the run (16: the ladder's)")
     ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per stage before it is stopped")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "scale.json")
@@ -222,10 +235,10 @@ def main(argv: list[str] | None = None) -> None:
         run_stage(args.stage, args.params)
         return
     budgets = ladder_budgets()
-    scale = args.scale if args.rows is None else args.rows / model_rows(1.0, budgets)
+    scale = args.scale if args.rows is None else args.rows / model_rows(1.0, budgets, args.models)
     load = os.getloadavg()
-    small = measure(scale / 10, budgets, args.stages, args.timeout)
-    big = measure(scale, budgets, args.stages, args.timeout)
+    small = measure(scale / 10, budgets, args.stages, args.timeout, args.models)
+    big = measure(scale, budgets, args.stages, args.timeout, args.models)
     growth = {
         s: round(big[s]["wall_s"] / small[s]["wall_s"], 2)
         for s in big
@@ -238,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
         "growth_10x": round(total[1] / total[0], 2) if total[0] else None,
         "growth_by_stage": growth,
         "scale": scale,
+        "models": args.models,
         "study_rows": model_rows(1.0, budgets),
         "load_average_at_start": [round(x, 2) for x in load],
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],

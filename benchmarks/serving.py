@@ -65,11 +65,11 @@ def infer(tmp: Path, name: str, manifest_path: Path, spec: dict[str, Any]) -> di
     wall = time.perf_counter() - t0
     answered = failed = None
     if out.exists():
-        import pandas as pd
+        from ambiemo.inference.predictions import read_predictions
 
-        df = pd.read_parquet(out)
-        failed = int(df.attrs.get("meta", {}).get("failures_by_kind", {}).get("model", 0)) if df.attrs else None
-        answered = len(df)
+        pred = read_predictions(out)
+        failed = int(pred.meta.get("failures_by_kind", {}).get("model", 0))
+        answered = len(pred.df)
     last = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     if os.environ.get("BENCH_STDERR"):
         print(proc.stderr[-3000:])

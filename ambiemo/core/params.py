@@ -124,13 +124,16 @@ class Figures(_Strict):
 
 
 # ---- model lifecycle: read by ambiemo.models.lifecycle; `ambiemo plan` lists what it finds ----
+Day = Annotated[datetime.date, Field(strict=False)]  # a YAML date, or the same as an ISO string "2026-12-07"
+
+
 class Lifecycle(_Strict):
     """When a served model came and goes, as the provider states it, and when that was checked."""
 
-    checked: datetime.date  # the day the dates and successor below were read off the provider's pages
+    checked: Day  # the day the dates and successor below were read off the provider's pages
     source: str | None = None  # where they were read
-    released: datetime.date | None = None
-    retires: datetime.date | None = None  # shutdown: past = retired, future = scheduled; None: none announced
+    released: Day | None = None
+    retires: Day | None = None  # shutdown: past = retired, future = scheduled; None: none announced
     successor: str | None = None  # the provider-named replacement (its model id, or a key under `models`)
     alias_ok: str | None = None  # why an undated alias is accepted (e.g. the provider offers no dated snapshot)
     accept_retired: bool = False  # run a retired model anyway: base_url points at a compatible endpoint on purpose

@@ -103,11 +103,11 @@ def server_models(model: Any) -> list[dict[str, Any]] | None:
 
 def preflight(params: dict[str, Any], key: str, clips: dict[str, np.ndarray] | None = None) -> CheckReport:
     """Run the checks against model ``key``'s live server (see the module docstring)."""
-    from ambiemo.core.config import strategy_settings
     from ambiemo.inference.run import model_spec
     from ambiemo.models import load_model
     from ambiemo.models.api.client import ApiModel, ConfigurationError
     from ambiemo.models.base import AudioRequest, GenerationConfig
+    from ambiemo.strategies import strategy_settings
     from ambiemo.strategies.prompts import PromptBook
 
     spec = model_spec(params, key)

@@ -156,12 +156,12 @@ def params_of(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 def score_chunks(path: Any, columns: Sequence[str] | None = None) -> Iterable[pd.DataFrame]:
     """The scores table one dataset × model at a time, in the table's sort order, each as
-    ``read_scores`` would give its rows (attrs included): the aggregate and stats stages reduce
-    per cell, so that no whole-table frame is held at study scale. ``columns``: read only those."""
+    ``read_scores`` would give its rows (without attrs: ``scores_meta`` has them). The aggregate and
+    stats stages reduce per cell, so no whole-table frame is held. ``columns``: read only those."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    meta = scores_meta(path)
+    scores_meta(path)  # checks that it is a scores table
     keys = pq.read_table(path, columns=["dataset", "model"])
     pairs = keys.group_by(["dataset", "model"]).aggregate([]).to_pandas()
     pairs = pairs.sort_values(["dataset", "model"], kind="stable")
@@ -176,13 +176,8 @@ def score_chunks(path: Any, columns: Sequence[str] | None = None) -> Iterable[pd
             group = source.read_row_group(i, columns=list(columns) if columns else None)
             mask = pc.and_(pc.equal(group["dataset"], dataset), pc.equal(group["model"], model))
             parts.append(group.filter(mask))
-        df = pa_concat(parts).to_pandas()
-        df.attrs.update(
-            labels=meta["label_set"]["labels"],
-            ambiguity_order=meta.get("ambiguity_order", []),
-            missing=meta.get("missing", {}),
-        )
-        yield df
+        # no attrs: pandas deep-copies them on every operation, which dominates a per-cell reduction
+        yield pa_concat(parts).to_pandas()
 
 
 def pa_concat(parts: list[Any]) -> Any:

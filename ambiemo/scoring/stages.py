@@ -62,6 +62,8 @@ def aggregate_tables(
     names = ("summary", "by_ambiguity", "ci", "compute", "conventions", "calibration")
     parts: dict[str, list[pd.DataFrame]] = {k: [] for k in names}
     for scores in chunks:
+        scores = scores.copy(deep=False)
+        scores.attrs = {}  # pandas deep-copies attrs on every operation: per cell, that dominated
         parts["calibration"].append(calibration_table(scores, params, ceiling)[0])
         parts["summary"].append(summarise(scores, params=params, per_bin=False))
         parts["by_ambiguity"].append(summarise(scores, params=params))

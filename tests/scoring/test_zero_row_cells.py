@@ -93,3 +93,28 @@ def test_stages_say_so_and_their_tables_keep_the_other_cells(run_params):
     power = stats["power"]
     assert len(power) > 0 and set(power["model"]) == {"small"}  # large has no strategy left to compare
     assert set(stats["gains"]["model"]) == {"small"}
+
+
+def test_figure_three_draws_the_stats_tables_intervals(run_params):
+    """The figures notebook reads stats/gains.parquet and draws its intervals, computing nothing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ambiemo.report import figures as plots
+    from ambiemo.report.latex import read_result
+    from ambiemo.stats.stage import stats_run
+
+    params, layout = run_params
+    scoring.score_run(params).write(params)
+    with pytest.warns(UserWarning):
+        stats_run(params)
+    gains = read_result(layout.stats_dir, "gains")
+    gains = gains[gains["metric"] == "js"]
+    fig = plots.interaction(gains, families=plots.model_families(params, ["small", "large"]))
+    bars = [c for ax in fig.axes for c in ax.collections]  # error bars of the plotted gains
+    assert len(gains) and bars
+    segments = [seg for c in bars for seg in c.get_segments()]
+    drawn = sorted((round(s[0][1], 12), round(s[1][1], 12)) for s in segments)
+    expected = gains[gains["budget"] == gains["budget"].max()]
+    pairs = zip(expected["ci_low"], expected["ci_high"], strict=True)
+    assert drawn == sorted((round(lo, 12), round(hi, 12)) for lo, hi in pairs)
