@@ -78,6 +78,10 @@ def recipe_run(tmp_path_factory) -> tuple[Path, str, str, dict]:
     )
     (dest / "params.yaml").write_text(text)
     _run(["dvc", "repro"], dest, env)
+    # The plan stage runs first, before the corpus is prepared, and counts no calls then: plan again now
+    # that it is, with the run's strategies and with the baseline alone (both under git-ignored results/).
+    _run(["ambiemo", "plan", "--json", "results/plan/with-recipe.json"], dest, env)
+    _run(["ambiemo", "plan", "--json", "results/plan/baseline.json", "-S", "run.strategies=[baseline]"], dest, env)
     return dest, module_path, name, yaml.safe_load(entry)[name]
 
 
@@ -86,8 +90,11 @@ def recipe_run(tmp_path_factory) -> tuple[Path, str, str, dict]:
 def test_the_recipe_runs_through_every_stage(recipe_run):
     dest, _, name, entry = recipe_run
     results = dest / "results"
-    plan = yaml.safe_load((results / "plan" / "plan.json").read_text())
-    assert plan["models"]["fake"]["calls"] > 0  # the planner counted the new strategy's requests
+    calls = {
+        k: yaml.safe_load((results / "plan" / f"{k}.json").read_text())["models"]["fake"]["calls"]
+        for k in ("with-recipe", "baseline")
+    }
+    assert calls["with-recipe"] > calls["baseline"] > 0, calls  # the planner counted the new strategy's requests
     predictions = pd.read_parquet(results / "predictions" / "demo" / "fake" / f"{name}.parquet")
     budgets = entry["budgets"]["demo"] if isinstance(entry["budgets"], dict) else entry["budgets"]
     assert set(predictions["budget"]) == set(budgets) and predictions["utt_id"].nunique() == 8
