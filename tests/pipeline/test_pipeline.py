@@ -29,6 +29,7 @@ FIGURES = [
     "fig4_compute_curves",
     "fig5_reliability",
     "fig6_ambiguity_distribution",
+    "fig7_annotators",
 ]
 
 
