@@ -105,7 +105,8 @@ def preflight(params: dict[str, Any], key: str, clips: dict[str, np.ndarray] | N
     """Run the checks against model ``key``'s live server (see the module docstring)."""
     from ambiemo.inference.run import model_spec
     from ambiemo.models import load_model
-    from ambiemo.models.api.client import ApiModel, ConfigurationError
+    from ambiemo.models.api.client import ApiModel
+    from ambiemo.models.api.faults import ConfigurationError
     from ambiemo.models.base import AudioRequest, GenerationConfig
     from ambiemo.strategies import strategy_settings
     from ambiemo.strategies.prompts import PromptBook

@@ -33,12 +33,12 @@ model, one strategy, no ambiguity variation, too few rows) drop the terms that a
 identifiable, or return a one-row table, and say so in a ``note`` column instead of raising.
 
 
-Modules: ``bootstrap``, ``paired``, ``regression``; every name is importable from here as before."""
+Modules: ``bootstrap``, ``paired``, ``regression``; their public names are exported here."""
 
 from __future__ import annotations
 
+from ambiemo.scoring.gains import HIGHER_IS_BETTER
 from ambiemo.stats.bootstrap import (
-    HIGHER_IS_BETTER,
     MEAN_COLUMNS,
     SET_METRICS,
     bootstrap_ci,

@@ -12,20 +12,8 @@ import pandas as pd
 from ambiemo.core.config import settings
 from ambiemo.scoring import KEYS, labels_of, scoring_params
 from ambiemo.scoring import metrics as M
-from ambiemo.scoring.gains import HIGHER_IS_BETTER  # noqa: F401  (one table of directions, offered here as before)
+from ambiemo.stats.cluster_sums import MEAN_COLUMNS  # per-utterance columns whose group value is their mean
 
-# Per-utterance score columns whose group value is their mean (NaN rows left out).
-MEAN_COLUMNS = {
-    "js": "js",
-    "bc": "bc",
-    "kl": "kl",
-    "tv": "tv",
-    "brier": "brier",
-    "accuracy": "correct",
-    "plausible_accuracy": "plausible",
-    "oracle_js": "oracle_js",
-    "pass_at_n": "pass_at_n",
-}
 SET_METRICS = ("r2", "ece", "entropy_spearman", "f1_weighted", "uar")
 
 

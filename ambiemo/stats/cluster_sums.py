@@ -31,6 +31,7 @@ from scipy import stats as sps
 
 from ambiemo.scoring import metrics as M
 
+# Per-utterance score columns whose group value is their mean (NaN rows left out), by metric name.
 MEAN_COLUMNS = {
     "js": "js",
     "bc": "bc",

@@ -40,9 +40,9 @@ def requests() -> list[AudioRequest]:
 
 def test_one_scrubber_is_imported_wherever_secrets_are_scrubbed(monkeypatch):
     from ambiemo.inference import run
-    from ambiemo.models.api import client
+    from ambiemo.models.api import faults
 
-    assert client.scrub is secrets.scrub and run.redact_secrets is secrets.redact_secrets
+    assert faults.scrub is secrets.scrub and run.redact_secrets is secrets.redact_secrets
     monkeypatch.setenv("SERVICE_API_KEY", "sk-0123456789abcdef")
     monkeypatch.setenv("SHORT_TOKEN", "abc")  # too short to be a secret: ordinary words stay
     text = "rejected sk-0123456789abcdef for abc"

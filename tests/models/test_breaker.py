@@ -13,7 +13,7 @@ import pytest
 from fake_api import fake_servers, set_api_env
 
 from ambiemo.models import load_model
-from ambiemo.models.api.client import CircuitOpen, ConfigurationError, failure_signature
+from ambiemo.models.api.faults import CircuitOpen, ConfigurationError, failure_signature
 from ambiemo.models.base import AudioRequest, GenerationConfig, Message
 
 pytest.importorskip("openai")

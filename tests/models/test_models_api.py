@@ -31,7 +31,9 @@ from scipy.special import logsumexp
 from ambiemo.core.provenance import provenance
 from ambiemo.inference.cache import CachedModel, GenerationCache
 from ambiemo.models import load_model
-from ambiemo.models.api.client import ConfigurationError, RetryPolicy, option_logprobs_from_top, request_seed
+from ambiemo.models.api.client import request_seed
+from ambiemo.models.api.faults import ConfigurationError, RetryPolicy
+from ambiemo.models.api.labels import option_logprobs_from_top
 from ambiemo.models.base import AudioRequest, CapabilityError, GenerationConfig, Message
 
 pytest.importorskip("openai")

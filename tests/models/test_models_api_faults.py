@@ -28,7 +28,7 @@ from fake_api import (
 
 from ambiemo.inference.cache import CachedModel, GenerationCache
 from ambiemo.models import load_model
-from ambiemo.models.api.client import ConfigurationError, RetryPolicy, call_with_retries, is_retryable
+from ambiemo.models.api.faults import ConfigurationError, RetryPolicy, call_with_retries, is_retryable
 from ambiemo.models.base import GenerationConfig
 
 pytest.importorskip("openai")
@@ -160,7 +160,7 @@ def test_total_time_bounds_the_retries():
         calls.append(t.now)
         raise RateLimited("slow down")
 
-    from ambiemo.models.api.client import RequestFailed
+    from ambiemo.models.api.faults import RequestFailed
 
     policy = RetryPolicy(max_attempts=100, max_total_s=10.0)
     with pytest.raises(RequestFailed) as err:

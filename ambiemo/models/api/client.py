@@ -36,26 +36,15 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from ambiemo.models.api.faults import (
-    FATAL_STATUS,
-    RETRY_STATUS,
-    CircuitOpen,
-    ConfigurationError,
-    MalformedResponse,
     ModelMismatch,
     RequestFailed,
     RetryPolicy,
     call_with_retries,
-    describe,
     failure_signature,
     is_endpoint_down,
-    is_malformed,
-    is_retryable,
-    is_transport_error,
-    retry_after_s,
     scrub,
-    status_code,
 )
-from ambiemo.models.api.keys import api_key_from_env, api_key_names, cost_usd
+from ambiemo.models.api.keys import api_key_names, cost_usd
 from ambiemo.models.api.labels import option_logprobs_from_top
 from ambiemo.models.api.pool import EndpointPool, run_concurrently
 from ambiemo.models.api.spec import check_api_spec
@@ -68,36 +57,6 @@ from ambiemo.models.base import (
     GenerationConfig,
     OptionScores,
 )
-
-__all__ = [  # re-exported: the routes and tests import them from here
-    "FATAL_STATUS",
-    "RETRY_STATUS",
-    "ApiModel",
-    "CallUsage",
-    "CircuitOpen",
-    "ConfigurationError",
-    "MalformedResponse",
-    "ModelMismatch",
-    "RequestFailed",
-    "RetryPolicy",
-    "api_key_from_env",
-    "api_key_names",
-    "call_with_retries",
-    "cost_usd",
-    "describe",
-    "is_endpoint_down",
-    "is_malformed",
-    "is_retryable",
-    "is_transport_error",
-    "option_logprobs_from_top",
-    "request_seed",
-    "request_wav",
-    "retry_after_s",
-    "run_concurrently",
-    "scrub",
-    "status_code",
-    "wav_bytes",
-]
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")

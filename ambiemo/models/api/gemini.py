@@ -28,14 +28,9 @@ from __future__ import annotations
 from typing import Any
 
 from ambiemo.models import register_model
-from ambiemo.models.api.client import (
-    ApiModel,
-    CallUsage,
-    MalformedResponse,
-    RequestFailed,
-    api_key_from_env,
-    request_wav,
-)
+from ambiemo.models.api.client import ApiModel, CallUsage, request_wav
+from ambiemo.models.api.faults import MalformedResponse, RequestFailed
+from ambiemo.models.api.keys import api_key_from_env
 from ambiemo.models.base import AudioRequest, Candidate, GenerationConfig
 
 

@@ -30,15 +30,9 @@ import os
 from typing import Any
 
 from ambiemo.models import register_model
-from ambiemo.models.api.client import (
-    ApiModel,
-    CallUsage,
-    ConfigurationError,
-    MalformedResponse,
-    RequestFailed,
-    api_key_from_env,
-    request_wav,
-)
+from ambiemo.models.api.client import ApiModel, CallUsage, request_wav
+from ambiemo.models.api.faults import ConfigurationError, MalformedResponse, RequestFailed
+from ambiemo.models.api.keys import api_key_from_env
 from ambiemo.models.base import AudioRequest, Candidate, Capabilities, GenerationConfig
 
 
