@@ -31,12 +31,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from ambiemo.models.identity import (  # noqa: F401  (re-exported: adapters and tests import them from here)
-    COMMIT_HASH,
-    COSMETIC_KEYS,
-    IDENTITY_KEYS,
-    RemoteCodeRefused,
-    check_remote_code,
+from ambiemo.models.identity import (
     output_settings,
     settings_sha256,
 )

@@ -36,7 +36,6 @@ import numpy as np
 from ambiemo.core.errors import ModelCallError
 from ambiemo.models import register_model
 from ambiemo.models.base import (
-    COSMETIC_KEYS,
     AudioLanguageModel,
     AudioRequest,
     Candidate,
@@ -44,6 +43,7 @@ from ambiemo.models.base import (
     GenerationConfig,
     OptionScores,
 )
+from ambiemo.models.identity import COSMETIC_KEYS
 
 DEFAULT_LABELS = ("neutral", "happy", "angry", "sad")
 

@@ -382,16 +382,3 @@ def plausible_accuracy(p, y_pred) -> float:
 def argmax_label(q) -> np.ndarray:
     """The model's top label per utterance (the first in label order on a tie)."""
     return check_distributions(q, "q (model)").argmax(axis=1)
-
-
-# The conventions of the literature moved to ``ambiemo.scoring.literature``; their old names here
-# are read from there on first use (PEP 562), so that the two modules do not import each other.
-_MOVED = ("CONVENTIONS", "conventions_table", "js_divergence_bits", "r2_label_mean", "r2_utterance_mean")
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        import importlib  # the package's own ``conventions`` name is the summary function
-
-        return getattr(importlib.import_module("ambiemo.scoring.literature"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

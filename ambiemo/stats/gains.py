@@ -26,13 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ambiemo.scoring.gains import (  # noqa: F401  (offered here too)
-    HIGHER_IS_BETTER,
-    KEY_COLUMNS,
-    PairedCell,
+from ambiemo.scoring.gains import (
     direction,
     paired_cells,
-    without_references,
 )
 
 GAIN_COLUMNS = [

@@ -17,8 +17,9 @@ import pandas as pd
 from scipy import stats as sps
 
 from ambiemo.scoring import scoring_params
+from ambiemo.scoring.gains import HIGHER_IS_BETTER, PairedCell, direction, paired_cells
 from ambiemo.stats.bootstrap import _seed, clusters, stats_params
-from ambiemo.stats.gains import HIGHER_IS_BETTER, PairedCell, direction, gain_interval, paired_cells
+from ambiemo.stats.gains import gain_interval
 from ambiemo.stats.permutation import holm, paired_test, rank_biserial
 
 PAIRED_COLUMNS = [

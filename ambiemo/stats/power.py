@@ -32,7 +32,8 @@ import pandas as pd
 from scipy import optimize
 from scipy import stats as sps
 
-from ambiemo.stats.gains import KEY_COLUMNS, paired_differences
+from ambiemo.scoring.gains import KEY_COLUMNS
+from ambiemo.stats.gains import paired_differences
 
 POWER = 0.8
 ALPHA = 0.05

@@ -21,11 +21,12 @@ from typing import Any
 import pandas as pd
 
 from ambiemo.core.layout import Layout
+from ambiemo.scoring.gains import without_references
 from ambiemo.scoring.results import params_subset, write_result
 from ambiemo.scoring.run import empty_cells_note, unanswered_table
 from ambiemo.scoring.schema import score_chunks, scores_meta
 from ambiemo.stats.bootstrap import stats_params
-from ambiemo.stats.gains import gain_table, without_references
+from ambiemo.stats.gains import gain_table
 
 
 def stats_params_with_power(params: Mapping[str, Any] | None) -> dict[str, Any]:

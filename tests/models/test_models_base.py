@@ -9,7 +9,6 @@ import pytest
 
 from ambiemo.models import load_model
 from ambiemo.models.base import (
-    COSMETIC_KEYS,
     AudioLanguageModel,
     AudioRequest,
     Candidate,
@@ -17,9 +16,8 @@ from ambiemo.models.base import (
     GenerationConfig,
     Message,
     OptionScores,
-    RemoteCodeRefused,
-    check_remote_code,
 )
+from ambiemo.models.identity import COSMETIC_KEYS, RemoteCodeRefused, check_remote_code
 
 
 def _request(*messages: Message) -> AudioRequest:

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from ambiemo.models import load_model
-from ambiemo.models.base import AudioRequest, GenerationConfig, Message, RemoteCodeRefused
+from ambiemo.models.base import AudioRequest, GenerationConfig, Message
+from ambiemo.models.identity import RemoteCodeRefused
 from ambiemo.models.upstream.audio_flamingo2 import UpstreamCodeMissing, clap_windows, import_upstream
 
 PIN = "5b3a5929d7d20f1e8971a18f637e7c8556b5a743"

@@ -15,7 +15,7 @@ from synthetic import PARAMS, cells, manifest_df
 
 from ambiemo import scoring
 from ambiemo.report import paper, paper_tables
-from ambiemo.scoring import metrics as M
+from ambiemo.scoring import literature as L
 from ambiemo.stats import power
 
 STRATEGIES = ["baseline", "cot", "bon"]
@@ -109,7 +109,7 @@ def test_conventions_table_places_each_convention_in_its_column(run, tmp_path):
     rows = []
     for (model, strategy, budget), g in s.groupby(["model", "strategy", "budget"]):
         p, q = g[[f"true_{x}" for x in labels]].to_numpy(), g[[f"p_{x}" for x in labels]].to_numpy()
-        t = M.conventions_table(p, q)
+        t = L.conventions_table(p, q)
         rows.append(t.assign(dataset="demo", model=model, strategy=strategy, budget=budget))
         # The independent references: scipy's JS (base e and base 2, squared) and sklearn's r2_score.
         row = t.set_index("convention")["value"]

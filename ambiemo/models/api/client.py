@@ -1,8 +1,7 @@
 """The base of the API routes (``openai``, ``gemini``): ``ApiModel``, with audio encoding, seeds,
 and label scoring from top log-probabilities. Its parts live beside it: the faults and the retry
 loop in ``faults`` (every call goes through ``call_with_retries``), the endpoint pool, its circuit
-breaker and bounded concurrency in ``pool``, keys and prices in ``keys``; the names are
-re-exported here.
+breaker and bounded concurrency in ``pool``, keys and prices in ``keys``.
 
 A request that fails for good does not stop the run: ``generate`` returns its candidates with
 ``meta["error"]`` (the reason, keys scrubbed) and empty text, ``score_options`` an array of NaN;

@@ -10,12 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from ambiemo.models.base import (
-    AudioRequest,
-    check_remote_code,
-)
+from ambiemo.models.base import AudioRequest
 from ambiemo.models.hf.engine import TransformersALM
 from ambiemo.models.hf.parts import DEFAULT_BATCH_SIZE, Encoded, _resolve_cache_root
+from ambiemo.models.identity import check_remote_code
 
 log = logging.getLogger(__name__)
 

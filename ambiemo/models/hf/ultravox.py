@@ -22,9 +22,10 @@ from __future__ import annotations
 from typing import Any
 
 from ambiemo.models import register_model
-from ambiemo.models.base import AudioRequest, Capabilities, check_remote_code
+from ambiemo.models.base import AudioRequest, Capabilities
 from ambiemo.models.hf.engine import TransformersALM
 from ambiemo.models.hf.parts import Encoded
+from ambiemo.models.identity import check_remote_code
 
 AUDIO_PLACEHOLDER = "<|audio|>"
 
