@@ -46,7 +46,8 @@ STAGES = ("score", "aggregate", "stats")
 
 def ladder_budgets() -> dict[str, list[int]]:
     """Every strategy of the ladder profile and its budgets, from params.yaml."""
-    from ambiemo.core.config import by_profile, load_params, strategy_settings
+    from ambiemo.core.config import by_profile, load_params
+    from ambiemo.strategies import strategy_settings
 
     params = load_params(ROOT / "params.yaml")
     params["run"] = {**params["run"], "profile": "ladder"}

@@ -103,6 +103,7 @@ class Stats(_Strict):
     mixed_model_metric: str = "js"
     budget: Literal["max", "min"] = "max"
     speaker_component_max_utterances: PositiveInt = 1000
+    grouped_fit_min_rows: PositiveInt = 100_000  # ambiemo.stats.grouped_fit: at this size, no per-group loops
     family_term: Literal["fixed", "none"] = "fixed"  # ambiemo.stats.regression: the family term
     power: Annotated[float, Field(gt=0, lt=1)] = 0.8
     power_gains: dict[str, Annotated[float, Field(gt=0)]] = {"js": 0.02}

@@ -49,7 +49,8 @@ from ambiemo.stats.bootstrap import (
     weighted_metrics,
 )
 from ambiemo.stats.paired import PAIRED_COLUMNS, holm, paired_comparisons, rank_biserial
-from ambiemo.stats.regression import TABLE_COLUMNS, correctness_model, families, interaction_model, model_frame
+from ambiemo.stats.families import families
+from ambiemo.stats.regression import TABLE_COLUMNS, correctness_model, interaction_model, model_frame
 
 __all__ = [
     "HIGHER_IS_BETTER",

@@ -37,6 +37,8 @@ import pandas as pd
 
 from ambiemo.scoring.references import MODEL as REFERENCE_MODEL  # the model name of the reference rows
 from ambiemo.stats.bootstrap import stats_params
+from ambiemo.stats.families import FAMILY_TERMS, family_term
+from ambiemo.stats.grouped_fit import design, gee_exchangeable_logit, reml_intercept
 
 # --------------------------------------------------------------------------- interaction models
 
@@ -45,7 +47,6 @@ _TERM_NAMES = (
     (re.compile(r"C\(dataset\)\[T\.([^\]]*)\]"), r"dataset[\1]"),
     (re.compile(r"C\(family\)\[T\.([^\]]*)\]"), r"family[\1]"),
 )
-FAMILY_TERMS = ("fixed", "none")
 TABLE_COLUMNS = [
     "term",
     "estimate",
@@ -65,60 +66,6 @@ def _term(name: str) -> str:
     for pattern, repl in _TERM_NAMES:
         name = pattern.sub(repl, name)
     return name.replace(":", " × ")
-
-
-def families(models: pd.Series, params: Mapping[str, Any] | None) -> pd.Series:
-    """Each row's model family: params ``models.<key>.family``, else the model key itself (a model
-    without a family, or not in params, is its own family)."""
-    specs = dict((params or {}).get("models") or {})
-
-    def family(key: Any) -> str:
-        spec = specs.get(str(key))
-        named = spec.get("family") if isinstance(spec, Mapping) else None
-        return str(named) if named else str(key)
-
-    lookup = {key: family(key) for key in pd.unique(models)}
-    return models.map(lookup).astype(str)
-
-
-def _family_term(d: pd.DataFrame, cap: pd.Series, params: Mapping[str, Any] | None, asked: str) -> tuple[bool, str]:
-    """Whether the family fixed effects enter (and ``d["log10_capacity"]`` is centred within
-    families), and the note that says which family specification was used and why."""
-    d["family"] = families(d["model"], params)
-    ladders = d.groupby("family")["params_b"].nunique()
-    with_ladder = sorted(ladders[ladders >= 2].index)
-    alone = sorted(m for m in set(d["model"].astype(str)) if not _named_family(m, params))
-    if asked == "none":
-        return False, "family term: none (params stats.family_term)"
-    if d["log10_capacity"].nunique() < 2:
-        return False, "family term: none (one capacity only)"
-    if len(ladders) == 1:
-        return False, f"family term: none (one family only, {ladders.index[0]}: the capacity slope is within it)"
-    if not with_ladder:
-        message = (
-            f"family term: none, within-family capacity slope not identified: no family has two capacities "
-            f"({len(ladders)} families, one capacity each); fitted without a family term, so the capacity "
-            "terms mix differences within and between families"
-        )
-        warnings.warn(message, UserWarning, stacklevel=4)
-        return False, message
-    d["log10_capacity"] = cap - cap.groupby(d["family"]).transform("mean")
-    single = sorted(set(ladders.index) - set(with_ladder))
-    note = (
-        f"family term: fixed (family intercepts, one capacity slope shared by the families, log10 capacity "
-        f"centred within each family); {len(ladders)} families, {len(with_ladder)} with two or more "
-        f"capacities ({', '.join(with_ladder)})"
-    )
-    if single:
-        note += f"; families with one capacity inform their intercept only ({', '.join(single)})"
-    if alone:
-        note += f"; models without a params family are their own family ({', '.join(alone)})"
-    return True, note
-
-
-def _named_family(model: str, params: Mapping[str, Any] | None) -> bool:
-    spec = dict((params or {}).get("models") or {}).get(model)
-    return isinstance(spec, Mapping) and bool(spec.get("family"))
 
 
 def _rows(scores: pd.DataFrame, outcome: str, budget: str, notes: list[str]) -> pd.DataFrame:
@@ -171,7 +118,7 @@ def model_frame(
     cap = np.log10(d["params_b"].astype(float))
     d["log10_capacity"] = cap - cap.mean() if len(d) else cap
     d["entropy"] = d["entropy_bits"] - d["entropy_bits"].mean() if len(d) else d["entropy_bits"]
-    with_family, family_note = _family_term(d, cap, params, asked) if len(d) else (False, "")
+    with_family, family_note = family_term(d, cap, params, asked) if len(d) else (False, "")
     terms = []
     if d["log10_capacity"].nunique() >= 2:
         terms.append("log10_capacity")
@@ -278,6 +225,12 @@ def _tidy(result, kind: str, outcome: str, n_obs: int, n_groups: int, notes: lis
     return table[TABLE_COLUMNS]
 
 
+_GROUPED_NOTE = (
+    "fitted from per-utterance sums (params stats.grouped_fit_min_rows; ambiemo.stats.grouped_fit: "
+    "the same estimator as statsmodels')"
+)
+
+
 def _fit_mixedlm(model):
     """REML by L-BFGS, then Powell where L-BFGS does not converge. statsmodels passes on to the next
     method only when one does not converge, not when it raises: L-BFGS can step onto a singular
@@ -334,6 +287,12 @@ def interaction_model(
             return _fit_mixedlm(
                 smf.mixedlm(formula, d, groups="group", re_formula="1", vc_formula={"utterance": "0 + C(utt_key)"})
             )
+    elif len(d) >= int(st["grouped_fit_min_rows"]):
+        groups = d["utt_key"].nunique()
+        notes.append(_GROUPED_NOTE)
+
+        def build(formula):
+            return reml_intercept(*design(formula, d), d["utt_key"].to_numpy())
     else:
         groups = d["utt_key"].nunique()
 
@@ -386,9 +345,15 @@ def correctness_model(
         )
 
     def build(formula):
+        if grouped:
+            return gee_exchangeable_logit(*design(formula, d), d["utt_key"].to_numpy(), maxiter=200)
         return smf.gee(
             formula, groups="utt_key", data=d, family=sm.families.Binomial(), cov_struct=sm.cov_struct.Exchangeable()
         ).fit(maxiter=200)
+
+    grouped = len(d) >= int(st["grouped_fit_min_rows"])
+    if grouped:
+        notes.append(_GROUPED_NOTE)
 
     result = _fit_ladder(build, ladder, notes)
     if result is None:
