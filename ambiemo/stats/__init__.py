@@ -48,8 +48,8 @@ from ambiemo.stats.bootstrap import (
     stats_params,
     weighted_metrics,
 )
-from ambiemo.stats.paired import PAIRED_COLUMNS, holm, paired_comparisons, rank_biserial
 from ambiemo.stats.families import families
+from ambiemo.stats.paired import PAIRED_COLUMNS, holm, paired_comparisons, rank_biserial
 from ambiemo.stats.regression import TABLE_COLUMNS, correctness_model, interaction_model, model_frame
 
 __all__ = [

@@ -185,16 +185,14 @@ def gee_exchangeable_logit(
     g = _Groups(groups)
     N, p = X.shape
     beta = _logit_irls(y, X)
-    alpha = 0.0
-    updates, score_norm = 0, np.inf
-    for _ in range(maxiter):
+    alpha, score_norm = 0.0, np.inf
+    for step in range(maxiter):
         bmat, score, _ = _gee_terms(y, X, g, beta, alpha)
         beta = beta + _solve(bmat, score)
         score_norm = float(np.sqrt(np.sum(score**2)))
-        if score_norm < ctol and updates > 0:
+        if score_norm < ctol and step > 0:  # not before the correlation was updated once
             break
         alpha = _exchangeable_alpha(y, X, g, beta, p)
-        updates += 1
     bmat, _, cmat = _gee_terms(y, X, g, beta, alpha)
     try:
         bmati = np.linalg.inv(bmat)
