@@ -16,7 +16,11 @@ every answer), and are fitted to minimise the mean headline metric (the JS dista
 Cross-fitting: the speakers are shuffled (params ``seed``) and dealt into ``folds`` groups; each
 group's utterances are calibrated with the parameters fitted on the other groups' utterances, so no
 utterance's own speaker is in its fit. Without speakers each utterance is its own group (counted in
-``note``). A cell needs at least two speaker groups; else it is reported with NaN and a note.
+``note``). A cell needs at least two speaker groups; else it is reported with NaN and a note. A fold's
+two parameters are fitted on at most params ``scoring.calibration_fit_rows`` of the other folds'
+utterances (a uniform draw without replacement, seeded by params ``seed`` and the fold; all of them
+in a smaller cell): two parameters are pinned by a few thousand answers, and a fit on every row of a
+study-size cell would cost minutes per cell. The draw is counted in ``note``.
 
 ``calibration_table`` has one row per cell × method × ambiguity (``all``, then each bin): ``js_raw``,
 ``js_calibrated``, the fitted parameters (``T``, ``w``: the mean over folds, with ``T_min``/``T_max``),
@@ -47,26 +51,30 @@ LOG_T_BOUNDS = (np.log(0.05), np.log(50.0))  # T from 1/20 (sharper) to 50 (near
 _TINY = 1e-300  # q^(1/T) of a zero stays zero; this only guards 0/0 in the renormalisation
 
 
-def temperature_scale(q: np.ndarray, t: float) -> np.ndarray:
-    """``q^(1/T)`` renormalised per row; zeros stay zero."""
-    with np.errstate(divide="ignore"):
-        logq = np.where(q > 0, np.log(np.where(q > 0, q, 1.0)), -np.inf)
-    z = logq / t
+def temperature_scale(q: np.ndarray, t: float, logq: np.ndarray | None = None) -> np.ndarray:
+    """``q^(1/T)`` renormalised per row; zeros stay zero. ``logq``: ``_log(q)``, where a fit has it."""
+    z = (_log(q) if logq is None else logq) / t
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / np.maximum(e.sum(axis=1, keepdims=True), _TINY)
 
 
-def apply(q: np.ndarray, t: float, w: float, prior: np.ndarray) -> np.ndarray:
-    return (1.0 - w) * temperature_scale(q, t) + w * prior
+def _log(q: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.where(q > 0, np.log(np.where(q > 0, q, 1.0)), -np.inf)
+
+
+def apply(q: np.ndarray, t: float, w: float, prior: np.ndarray, logq: np.ndarray | None = None) -> np.ndarray:
+    return (1.0 - w) * temperature_scale(q, t, logq) + w * prior
 
 
 def fit(p: np.ndarray, q: np.ndarray, method: str, base: Any = "e") -> tuple[float, float, np.ndarray]:
     """``(T, w, prior)`` minimising the mean JS distance of ``apply(q, …)`` to ``p``."""
     prior = p.mean(axis=0)
+    logq = _log(q)  # once per fit, not once per step of the search
 
     def loss(t: float, w: float) -> float:
-        return float(M.js_distance(p, apply(q, t, w, prior), base=base).mean())
+        return float(M.js_distance(p, apply(q, t, w, prior, logq), base=base).mean())
 
     if method == "temperature":
         res = optimize.minimize_scalar(lambda lt: loss(np.exp(lt), 0.0), bounds=LOG_T_BOUNDS, method="bounded")
@@ -101,20 +109,35 @@ def speaker_folds(speakers: Sequence[str], folds: int, seed: int) -> tuple[np.nd
 
 
 def cross_fit(
-    p: np.ndarray, q: np.ndarray, speakers: Sequence[str], method: str, folds: int = FOLDS, seed: int = 0, base="e"
+    p: np.ndarray,
+    q: np.ndarray,
+    speakers: Sequence[str],
+    method: str,
+    folds: int = FOLDS,
+    seed: int = 0,
+    base="e",
+    fit_rows: int | None = None,
 ) -> tuple[np.ndarray, list[tuple[float, float]], str]:
-    """The calibrated answers, each from a fit on the other folds' speakers; the per-fold ``(T, w)``."""
+    """The calibrated answers, each from a fit on the other folds' speakers (at most ``fit_rows`` of
+    them, a draw seeded by ``seed`` and the fold); the per-fold ``(T, w)``."""
     fold, note = speaker_folds(speakers, folds, seed)
     out = np.full_like(q, np.nan)
     fitted = []
     present = np.unique(fold)
     if len(present) < 2:
         return out, fitted, (note + "; " if note else "") + "fewer than two speaker groups: not calibrated"
+    drawn = 0
     for f in present:
         test = fold == f
-        t, w, prior = fit(p[~test], q[~test], method, base)
+        train = np.flatnonzero(~test)
+        if fit_rows is not None and len(train) > fit_rows:
+            train = np.sort(np.random.default_rng([seed, int(f)]).choice(train, fit_rows, replace=False))
+            drawn += 1
+        t, w, prior = fit(p[train], q[train], method, base)
         out[test] = apply(q[test], t, w, prior)
         fitted.append((t, w))
+    if drawn:
+        note = (note + "; " if note else "") + f"{drawn} fold fit(s) on a draw of {fit_rows} utterances"
     return out, fitted, note
 
 
@@ -154,7 +177,9 @@ def calibration_table(
         raw_utt = M.js_distance(p, q, base=base)
         levels = sub["ambiguity"].astype(str).to_numpy() if "ambiguity" in sub else np.full(len(sub), ALL)
         for method in METHODS:
-            cal, fitted, note = cross_fit(p, q, sub["speaker"].astype(str).tolist(), method, folds, seed, base)
+            cal, fitted, note = cross_fit(
+                p, q, sub["speaker"].astype(str).tolist(), method, folds, seed, base, int(sp["calibration_fit_rows"])
+            )
             ok = np.isfinite(cal).all(axis=1)
             js = np.full(len(p), np.nan)
             js[ok] = M.js_distance(p[ok], cal[ok], base=base)

@@ -26,6 +26,7 @@ result (``model.exog_names``, ``params``, ``bse``, ``pvalues``, ``conf_int``, ``
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -59,15 +60,46 @@ class GroupedFit:
         return pd.DataFrame({0: self.params - z * self.bse, 1: self.params + z * self.bse}, index=self.exog_names)
 
 
+BLOCK_ROWS = 250_000  # rows per block of the design and of every sum over rows: bounded temporaries
+
+
 def design(formula: str, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``y``, ``X`` and the column names of ``formula`` on ``data``, built by the formula engine
-    statsmodels itself uses, so that columns and names are the ones its models would fit."""
+    statsmodels itself uses, so that columns and names are the ones its models would fit. Built
+    ``BLOCK_ROWS`` rows at a time into one array, with the coding (factor levels) of the whole data,
+    so that the engine's temporaries stay the size of a block."""
     from statsmodels.formula._manager import FormulaManager
 
-    endog, exog = FormulaManager().get_matrices(formula, data, pandas=True)
-    if len(exog) != len(data):
-        raise ValueError(f"{len(data) - len(exog)} rows with missing values in {formula!r}")
-    return endog.to_numpy(dtype=float).ravel(), exog.to_numpy(dtype=float), list(exog.columns)
+    manager = FormulaManager()
+    if len(data) <= BLOCK_ROWS or manager.engine != "patsy":
+        endog, exog = manager.get_matrices(formula, data, pandas=True)
+        _no_missing(len(data) - len(exog), formula)
+        return endog.to_numpy(dtype=float).ravel(), exog.to_numpy(dtype=float), list(exog.columns)
+    # every level of every factor, in a small frame, fixes the coding (patsy's DesignInfo) the blocks share
+    factors = [
+        c
+        for c in data.columns
+        if not pd.api.types.is_numeric_dtype(data[c]) and re.search(rf"\b{re.escape(str(c))}\b", formula)
+    ]
+    levels = data.drop_duplicates(factors) if factors else data.iloc[:1]
+    _, spec = manager.get_matrices(formula, levels, pandas=True)
+    outcome = formula.split("~")[0].strip()
+    y, X = data[outcome].to_numpy(dtype=float), np.empty((len(data), spec.shape[1]))
+    for rows in _blocks(len(data)):
+        exog = manager.get_matrices(spec.design_info, data.iloc[rows], pandas=True)
+        _no_missing(len(data.iloc[rows]) - len(exog), formula)
+        X[rows] = exog.to_numpy(dtype=float)
+    _no_missing(int(np.isnan(y).sum()), formula)
+    return y, X, list(spec.columns)
+
+
+def _no_missing(dropped: int, formula: str) -> None:
+    if dropped:
+        raise ValueError(f"{dropped} rows with missing values in {formula!r}")
+
+
+def _blocks(n: int):
+    return (slice(start, start + BLOCK_ROWS) for start in range(0, n, BLOCK_ROWS))
 
 
 class _Groups:
@@ -80,11 +112,17 @@ class _Groups:
         self.k = len(uniques)
         self.n = np.bincount(self.codes, minlength=self.k).astype(float)
 
-    def sum(self, values: np.ndarray) -> np.ndarray:
-        """Per-group sums of a vector (``k``) or of each column of a matrix (``k × p``)."""
+    def sum(self, values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """Per-group sums of a vector (``k``) or of each column of a matrix (``k × p``), each row
+        times ``weights`` where given (one column at a time: no weighted copy of the matrix)."""
         if values.ndim == 1:
-            return np.bincount(self.codes, weights=values, minlength=self.k)
-        return np.column_stack([np.bincount(self.codes, weights=col, minlength=self.k) for col in values.T])
+            return np.bincount(self.codes, weights=values if weights is None else values * weights, minlength=self.k)
+        return np.column_stack(
+            [
+                np.bincount(self.codes, weights=col if weights is None else col * weights, minlength=self.k)
+                for col in values.T
+            ]
+        )
 
 
 def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -213,16 +251,17 @@ def _mean(X: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _gee_terms(y, X, g: _Groups, beta, alpha):
-    """``Σ DᵀV⁻¹D``, ``Σ DᵀV⁻¹(y - μ)`` and ``Σ uuᵀ`` with ``u = DᵀV⁻¹(y - μ)`` per group."""
+    """``Σ DᵀV⁻¹D``, ``Σ DᵀV⁻¹(y - μ)`` and ``Σ uuᵀ`` with ``u = DᵀV⁻¹(y - μ)`` per group.
+    ``D / sdev`` is ``a·x`` (for the logit link ``dμ/dη`` is the variance), the residuals are
+    Pearson's; the cross-product is summed over row blocks."""
     mu, v = _mean(X, beta)
     a = np.sqrt(v)
-    c = alpha / (1 - alpha) / (1 + alpha * (g.n - 1))  # per group
-    ax = X * a[:, None]  # D / sdev: dμ/dη · x / sqrt(var) = a · x
     pr = (y - mu) / a  # Pearson residuals
-    sax, spr = g.sum(ax), g.sum(pr)
-    bmat = (ax.T @ ax) / (1 - alpha) - (sax * c[:, None]).T @ sax
-    u_rows = ax * (pr / (1 - alpha))[:, None]
-    u = g.sum(u_rows) - sax * (c * spr)[:, None]
+    c = alpha / (1 - alpha) / (1 + alpha * (g.n - 1))  # per group
+    sax, spr = g.sum(X, a), g.sum(pr)
+    xtax = sum(X[b].T @ (X[b] * v[b, None]) for b in _blocks(len(y)))
+    bmat = xtax / (1 - alpha) - (sax * c[:, None]).T @ sax
+    u = g.sum(X, a * pr / (1 - alpha)) - sax * (c * spr)[:, None]
     return bmat, u.sum(axis=0), u.T @ u
 
 
@@ -249,7 +288,8 @@ def _logit_irls(y: np.ndarray, X: np.ndarray, tol: float = 1e-8, maxiter: int = 
     for _ in range(maxiter):
         w = mu * (1 - mu)
         z = eta + (y - mu) / w
-        beta = _solve(X.T @ (X * w[:, None]), X.T @ (w * z))
+        xtwx = sum(X[b].T @ (X[b] * w[b, None]) for b in _blocks(len(y)))
+        beta = _solve(xtwx, X.T @ (w * z))
         eta = X @ beta
         mu = 1 / (1 + np.exp(-eta))
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -112,3 +112,30 @@ def test_a_cell_with_one_speaker_is_reported_not_calibrated():
     p, q, _ = planted(n=30, seed=5)
     cal, fitted, note = CAL.cross_fit(p, q, ["s0"] * 30, "temperature", folds=5, seed=0)
     assert np.isnan(cal).all() and not fitted and "fewer than two" in note
+
+
+def test_a_fold_fit_reads_at_most_fit_rows_of_the_other_speakers(monkeypatch):
+    """Above ``scoring.calibration_fit_rows`` a fold is fitted on a seeded draw of the other folds'
+    utterances (never its own speakers'), said in the note; at or below it, on all of them."""
+    p, q, spk = planted(n=900, speakers=45, power=2.0, seed=4)
+    sizes, real_fit = [], CAL.fit
+
+    def spy(pp, qq, method, base="e"):
+        sizes.append(len(pp))
+        return real_fit(pp, qq, method, base)
+
+    monkeypatch.setattr(CAL, "fit", spy)
+    full, fitted_full, note_full = CAL.cross_fit(p, q, spk, "temperature", folds=3, seed=1)
+    assert sizes == [600, 600, 600] and note_full == ""
+    sizes.clear()
+    same, _, note_same = CAL.cross_fit(p, q, spk, "temperature", folds=3, seed=1, fit_rows=600)
+    assert sizes == [600, 600, 600] and note_same == ""
+    np.testing.assert_array_equal(same, full)
+    sizes.clear()
+    drawn, fitted, note = CAL.cross_fit(p, q, spk, "temperature", folds=3, seed=1, fit_rows=150)
+    assert sizes == [150, 150, 150] and note == "3 fold fit(s) on a draw of 150 utterances"
+    again, _, _ = CAL.cross_fit(p, q, spk, "temperature", folds=3, seed=1, fit_rows=150)
+    np.testing.assert_array_equal(again, drawn)  # the draw is seeded
+    for (t, _), (t_full, _) in zip(fitted, fitted_full, strict=True):
+        assert t == pytest.approx(t_full, rel=0.05)  # a planted power 2 is pinned by 150 answers
+        assert t == pytest.approx(2.0, rel=0.05)

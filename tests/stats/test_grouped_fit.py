@@ -105,3 +105,22 @@ def test_the_stage_tables_are_the_same_either_way(scored, fit):
         np.testing.assert_allclose(fast.loc[coef, col], slow.loc[coef, col], rtol=2e-3, atol=1e-6, err_msg=col)
     np.testing.assert_allclose(fast["estimate"], slow["estimate"], rtol=2e-2, atol=1e-6)  # variances too
     assert (fast[["n_obs", "n_groups"]].to_numpy() == slow[["n_obs", "n_groups"]].to_numpy()).all()
+
+
+def test_blocks_give_the_same_design_and_fits(monkeypatch):
+    """The design built block by block (each block's own rows, the whole data's factor levels) is
+    the design built at once, even where a block lacks a level; so are the fits summed by block."""
+    import ambiemo.stats.grouped_fit as GF
+
+    d = _planted(n_utts=80, seed=5)
+    d.loc[d.index[:150], "strategy"] = "baseline"  # the first block sees one strategy only
+    whole = design("c" + FORMULA, d)
+    gee_whole = gee_exchangeable_logit(*whole, d["utt_key"].to_numpy())
+    monkeypatch.setattr(GF, "BLOCK_ROWS", 150)
+    blocked = design("c" + FORMULA, d)
+    assert blocked[2] == whole[2]
+    np.testing.assert_array_equal(blocked[0], whole[0])
+    np.testing.assert_array_equal(blocked[1], whole[1])
+    gee_blocked = gee_exchangeable_logit(*blocked, d["utt_key"].to_numpy())
+    np.testing.assert_allclose(gee_blocked.params, gee_whole.params, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(gee_blocked.bse, gee_whole.bse, rtol=1e-10)
