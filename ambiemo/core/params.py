@@ -92,7 +92,7 @@ class Scoring(_Strict):
     ci_level: Annotated[float, Field(gt=0, lt=1)] = 0.95
     compute_multiples: list[Annotated[float, Field(gt=0)]] = [1, 2, 4, 8]
     calibration_folds: Annotated[int, Field(ge=2)] = 5  # ambiemo.scoring.calibration
-    calibration_fit_rows: PositiveInt = 2000  # ambiemo.scoring.calibration: the most utterances one fold's fit reads
+    calibration_fit_rows: PositiveInt = 500  # ambiemo.scoring.calibration: the most utterances one fold's fit reads
 
 
 class Stats(_Strict):

@@ -32,12 +32,13 @@ calibration closes. ``calibrated_scores`` gives the per-utterance calibrated JS 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import optimize
+from scipy import optimize, special
 
 from ambiemo.core.params import Scoring
 from ambiemo.scoring import metrics as M
@@ -71,10 +72,17 @@ def apply(q: np.ndarray, t: float, w: float, prior: np.ndarray, logq: np.ndarray
 def fit(p: np.ndarray, q: np.ndarray, method: str, base: Any = "e") -> tuple[float, float, np.ndarray]:
     """``(T, w, prior)`` minimising the mean JS distance of ``apply(q, …)`` to ``p``."""
     prior = p.mean(axis=0)
-    logq = _log(q)  # once per fit, not once per step of the search
+    p, q = M.check_distributions(p, "p (human)"), M.check_distributions(q, "q (model)")
+    logq, scale = _log(q), math.log(M.log_base(base))  # once per fit, not once per step of the search
 
     def loss(t: float, w: float) -> float:
-        return float(M.js_distance(p, apply(q, t, w, prior, logq), base=base).mean())
+        # ``M.js_distance(p, apply(...), base)``, the same arithmetic in the same order, without
+        # checking ``p`` and the reshaped ``q`` again at every step (checked once above)
+        r = apply(q, t, w, prior, logq)
+        m = 0.5 * (p + r)
+        div = 0.5 * (special.rel_entr(p, m).sum(axis=1) + special.rel_entr(r, m).sum(axis=1))
+        div /= scale
+        return float(np.sqrt(np.clip(div, 0.0, None)).mean())
 
     if method == "temperature":
         res = optimize.minimize_scalar(lambda lt: loss(np.exp(lt), 0.0), bounds=LOG_T_BOUNDS, method="bounded")

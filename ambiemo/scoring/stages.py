@@ -24,7 +24,7 @@ from ambiemo.core.layout import Layout
 from ambiemo.scoring.references import CEILING_METRICS
 from ambiemo.scoring.results import params_subset, write_result
 from ambiemo.scoring.run import empty_cells_note, unanswered_table
-from ambiemo.scoring.schema import score_chunks, scores_meta, scoring_params
+from ambiemo.scoring.schema import ALL, score_chunks, scores_meta, scoring_params
 from ambiemo.scoring.summaries import (
     compute_matched,
     compute_table,
@@ -65,8 +65,9 @@ def aggregate_tables(
         scores = scores.copy(deep=False)
         scores.attrs = {}  # pandas deep-copies attrs on every operation: per cell, that dominated
         parts["calibration"].append(calibration_table(scores, params, ceiling)[0])
-        parts["summary"].append(summarise(scores, params=params, per_bin=False))
-        parts["by_ambiguity"].append(summarise(scores, params=params))
+        by_bin = summarise(scores, params=params)
+        parts["by_ambiguity"].append(by_bin)
+        parts["summary"].append(by_bin[by_bin["ambiguity"] == ALL].reset_index(drop=True))  # the "all" rows
         parts["ci"].append(ci_table(scores, params))
         parts["compute"].append(compute_table(scores, params=params))
         parts["conventions"].append(conventions(scores))
