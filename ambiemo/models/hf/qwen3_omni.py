@@ -150,7 +150,7 @@ def build_tiny_qwen3_omni(folder: Path) -> None:
         QWEN3_OMNI_TEMPLATE,
         {"extra_special_tokens": QWEN3_OMNI_SPECIALS},
     )
-    ids = tokenizer.convert_tokens_to_ids
+    special = {name: tokenizer.convert_tokens_to_ids(token) for name, token in QWEN3_OMNI_SPECIALS.items()}
     config = Qwen3OmniMoeThinkerConfig(
         audio_config=dict(**_audio_encoder(), n_window=N_WINDOW, output_dim=64, downsample_hidden_size=32),
         vision_config=_omni_vision_tower(deepstack_visual_indexes=[0], num_position_embeddings=64),
@@ -163,11 +163,11 @@ def build_tiny_qwen3_omni(folder: Path) -> None:
             num_experts_per_tok=2,
             rope_parameters=OMNI_ROPE,
         ),
-        audio_token_id=ids("<|audio_pad|>"),
-        image_token_id=ids("<|image_pad|>"),
-        video_token_id=ids("<|video_pad|>"),
-        audio_start_token_id=ids("<|audio_start|>"),
-        vision_start_token_id=ids("<|vision_start|>"),
-        user_token_id=ids("<|im_start|>"),
+        audio_token_id=special["audio_token"],
+        image_token_id=special["image_token"],
+        video_token_id=special["video_token"],
+        audio_start_token_id=special["audio_bos_token"],
+        vision_start_token_id=special["vision_bos_token"],
+        user_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
     )
     save_tiny(folder, Qwen3OmniMoeThinkerForConditionalGeneration(config), tokenizer)
