@@ -59,21 +59,13 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
     """The last commit that changed the pipeline's inputs (``PIPELINE_PATHS``), with ``-dirty`` if one
     of them has uncommitted changes; None outside a git work tree."""
     paths = [f":(top){name}" for name in PIPELINE_PATHS]  # from any folder of the tree
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args, "--", *paths], cwd=cwd, capture_output=True, text=True, check=True).stdout
+
     try:
-        sha = subprocess.run(
-            ["git", "log", "-1", "--format=%H", "--", *paths],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", *paths],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        sha = git("log", "-1", "--format=%H").strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no").strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     if not sha:

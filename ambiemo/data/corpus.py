@@ -106,5 +106,15 @@ class DataError(ValueError):
     """A corpus or a params entry that cannot be turned into a manifest as it is."""
 
 
+def check_exclusions(
+    dataset: str, exclude: set[str], utterances: list[Utterance], excluded: list[str], where: str
+) -> None:
+    """Refuse params ``datasets.<dataset>.exclude`` ids that name no utterance the loader met (kept
+    or excluded): a typo would otherwise exclude nothing, silently. ``where``: what was searched."""
+    unknown = sorted(exclude - {u.utt_id for u in utterances} - set(excluded))
+    if unknown:
+        raise DataError(f"params datasets.{dataset}.exclude names {where}: {unknown[:5]}")
+
+
 def _first(ids: list[str], n: int = 5) -> str:
     return ", ".join(ids[:n]) + (f" ... ({len(ids)} in all)" if len(ids) > n else "")

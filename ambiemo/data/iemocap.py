@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from ambiemo.data import Corpus, DataError, Rating, Utterance, register_dataset
+from ambiemo.data.corpus import check_exclusions
 
 CATEGORIES = {
     "neutral": "neutral",
@@ -210,9 +211,7 @@ def load_iemocap(root: Path, spec: Mapping[str, Any]) -> Corpus:
                     extra={"consensus": t["consensus"]},
                 )
             )
-    unknown = sorted(exclude - {u.utt_id for u in utterances} - set(excluded))
-    if unknown:
-        raise DataError(f"params datasets.iemocap.exclude names utterance(s) not in {root}: {unknown[:5]}")
+    check_exclusions("iemocap", exclude, utterances, excluded, f"utterance(s) not in {root}")
     return Corpus(
         utterances,
         vocabulary=frozenset(CATEGORIES.values()),

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ambiemo.data import Corpus, DataError, Rating, Utterance, register_dataset
+from ambiemo.data.corpus import check_exclusions
 
 EVALUATION_FILE = "Evaluation.txt"
 CATEGORIES = {"angry": "angry", "happy": "happy", "sad": "sad", "neutral": "neutral", "other": "other"}
@@ -123,9 +124,7 @@ def load_msp_improv(root: Path, spec: Mapping[str, Any]) -> Corpus:
                 extra={"consensus": t["consensus"], "recording": m["type"]},
             )
         )
-    unknown = sorted(exclude - {u.utt_id for u in utterances} - set(excluded))
-    if unknown:
-        raise DataError(f"params datasets.msp-improv.exclude names turn(s) not in {path}: {unknown[:5]}")
+    check_exclusions("msp-improv", exclude, utterances, excluded, f"turn(s) not in {path}")
     return Corpus(
         utterances,
         vocabulary=frozenset(CATEGORIES.values()),

@@ -49,6 +49,7 @@ from typing import Any
 import pandas as pd
 
 from ambiemo.data import Corpus, DataError, Rating, Utterance, register_dataset
+from ambiemo.data.corpus import check_exclusions
 
 LABEL_FOLDERS = ("Labels", "labels", "label")
 CONSENSUS_NAMES = ("labels_consensus.csv", "labels_concensus.csv")
@@ -269,11 +270,7 @@ def load_msp_podcast(root: Path, spec: Mapping[str, Any]) -> Corpus:
                 extra={"consensus": str(getattr(row, "EmoClass", ""))},
             )
         )
-    unknown_ex = sorted(exclude - {u.utt_id for u in utterances} - set(excluded))
-    if unknown_ex:
-        raise DataError(
-            f"params datasets.msp-podcast.exclude names segment(s) not in the selected splits: {unknown_ex[:5]}"
-        )
+    check_exclusions("msp-podcast", exclude, utterances, excluded, "segment(s) not in the selected splits")
     return Corpus(
         utterances,
         vocabulary=frozenset(CATEGORIES.values()),

@@ -240,6 +240,7 @@ class AudioLanguageModel:
         *,
         route: str | None = None,
         settings: dict[str, Any] | None = None,
+        needs: str = "",
     ) -> None:
         self.key = key
         self.model_id = model_id
@@ -247,6 +248,8 @@ class AudioLanguageModel:
         self.route = route or self.default_route or type(self).__name__
         self.settings = output_settings(settings or {}, self.setting_defaults)
         self.usage = Usage()
+        if needs:  # the params entry's own word on what it needs overrides the class's
+            self.capabilities = replace(type(self).capabilities, needs=needs)
 
     # ----------------------------------------------------------------------------- building
     @classmethod

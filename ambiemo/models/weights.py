@@ -136,8 +136,5 @@ def fetch(key: str, spec: Mapping[str, Any], dest: str | os.PathLike) -> Fetched
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -198,6 +198,28 @@ def latex_table(
     return _write(path, "".join(lines))
 
 
+def headed_table(
+    df: pd.DataFrame,
+    path: str | os.PathLike,
+    headers: Mapping[str, str],
+    *,
+    label: str,
+    caption: str,
+    digits: int | Mapping[str, int] = 3,
+    **kw: Any,
+) -> Path:
+    """A paper table: the columns of ``df`` that ``headers`` names, in its order, under their headers,
+    which may hold math (not escaped); ``digits`` for all columns or per header; ``kw`` (``italic``,
+    ``rules``) as for ``latex_table``."""
+    table = df[list(headers)].rename(columns=headers)
+    return latex_table(table, path, label=label, digits=digits, escape_headers=False, caption=caption, **kw)
+
+
+def note_table(path: str | os.PathLike, label: str, caption: str, note: str) -> Path:
+    """The table ``label`` as a one-line note (a table the run did not write, with the reason)."""
+    return latex_table(pd.DataFrame({"Note": [note]}), path, label=label, caption=caption)
+
+
 def macro_name(*parts: Any) -> str:
     """A LaTeX command name from parts such as ("demo", "w-bon", "js"): letters only, each part
     capitalised, digits spelled out ("qwen2-audio" -> "QwenTwoAudio")."""

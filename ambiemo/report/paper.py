@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ambiemo.report.latex import format_value, latex_escape, latex_table, write_macros
+from ambiemo.report.latex import format_value, headed_table, latex_escape, latex_table, write_macros
 from ambiemo.report.paper_tables import (
     budget_labels,
     compute_matched_tex,
@@ -354,12 +354,12 @@ def paper_outputs(
     }
     keep = {k: v for k, v in keep.items() if k in compute}
     written.append(
-        latex_table(
-            compute[list(keep)].rename(columns=keep),
+        headed_table(
+            compute,
             out / "tab_compute.tex",
+            keep,
             label="tab:compute",
             digits=2,
-            escape_headers=False,
             caption="Compute per utterance, per strategy and budget: model calls and verifier calls, the "
             "model's own prompt and generated tokens and seconds; where the run records them, the total "
             "tokens processed (prompt and generated, model and verifier) and an estimate of the FLOPs "

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from ambiemo.core.config import settings
-from ambiemo.report.latex import latex_escape, latex_table
+from ambiemo.report.latex import headed_table, latex_escape, latex_table, note_table
 from ambiemo.scoring.presets import PRESETS
 from ambiemo.stats.annotators import TAU_STABLE, stable_from
 
@@ -40,10 +40,6 @@ PRESET_COLUMNS = {
 }
 
 
-def _note(path: Path, label: str, caption: str, note: str) -> Path:
-    return latex_table(pd.DataFrame({"Note": [note]}), path, label=label, caption=caption)
-
-
 def _largest_budget(frame: pd.DataFrame) -> pd.DataFrame:
     top = frame.groupby(["dataset", "model", "strategy"])["budget"].transform("max")
     return frame[frame["budget"] == top]
@@ -59,7 +55,7 @@ def presets_tex(conventions: pd.DataFrame | None, path: Path) -> Path:
         f"divergence in bits, per-label $R^2$, ten ECE bins, failures dropped). Sources: {sources}."
     )
     if conventions is None or conventions.empty:
-        return _note(path, "tab:presets", caption, "not computed by this run")
+        return note_table(path, "tab:presets", caption, "not computed by this run")
     rows = _largest_budget(conventions[conventions["convention"].isin(PRESET_COLUMNS)])
     wide = rows.pivot_table(
         index=["dataset", "model", "strategy", "budget"], columns="convention", values="value", aggfunc="first"
@@ -68,14 +64,7 @@ def presets_tex(conventions: pd.DataFrame | None, path: Path) -> Path:
     multi = wide["dataset"].nunique() > 1
     keep = {**({"dataset": "Dataset"} if multi else {}), "model": "Model", "strategy": "Strategy"}
     keep.update({c: PRESET_COLUMNS[c] for c in cols})
-    return latex_table(
-        wide[list(keep)].rename(columns=keep),
-        path,
-        label="tab:presets",
-        digits=3,
-        escape_headers=False,
-        caption=caption,
-    )
+    return headed_table(wide, path, keep, label="tab:presets", caption=caption)
 
 
 def calibration_tex(calibration: pd.DataFrame | None, path: Path) -> Path:
@@ -87,7 +76,7 @@ def calibration_tex(calibration: pd.DataFrame | None, path: Path) -> Path:
         "gained by flattening its answer."
     )
     if calibration is None or calibration.empty:
-        return _note(path, "tab:calibration", caption, "not computed by this run")
+        return note_table(path, "tab:calibration", caption, "not computed by this run")
     t = _largest_budget(calibration[(calibration["ambiguity"] == "all")])
     t = t[t["method"] == "temperature+prior"].sort_values(["dataset", "model", "strategy"])
     multi = t["dataset"].nunique() > 1
@@ -101,14 +90,7 @@ def calibration_tex(calibration: pd.DataFrame | None, path: Path) -> Path:
         "js_calibrated": "JS cal.",
         "gap_closed": "Gap closed",
     }
-    return latex_table(
-        t[list(keep)].rename(columns=keep),
-        path,
-        label="tab:calibration",
-        digits=3,
-        escape_headers=False,
-        caption=caption,
-    )
+    return headed_table(t, path, keep, label="tab:calibration", caption=caption)
 
 
 def annotator_summary(annotators: pd.DataFrame, threshold: float = TAU_STABLE) -> pd.DataFrame:
@@ -138,7 +120,7 @@ def annotators_tex(annotators: pd.DataFrame | None, params: Mapping[str, Any], p
     )
     if annotators is None or annotators.empty:
         text.write_text("No corpus of this run has raters to redraw.\n")
-        return [_note(path, "tab:annotators", caption, "not computed by this run"), text]
+        return [note_table(path, "tab:annotators", caption, "not computed by this run"), text]
     s = annotator_summary(annotators, threshold)
     sentences = []
     for _, r in s.iterrows():

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ambiemo.report.latex import format_value, latex_table
+from ambiemo.report.latex import format_value, headed_table, note_table
 from ambiemo.scoring import at_largest_budget
 from ambiemo.scoring.references import MODEL as REFERENCE_MODEL  # the model name of the reference rows
 
@@ -71,14 +71,12 @@ def paired_tex(paired: pd.DataFrame | None, strategies: list[str], multi: bool, 
         + (" and Cohen's $d_z$." if paired is not None and "cohens_dz" in paired else ".")
     )
     if paired is None or paired.empty:
-        return _note_table(path, "tab:paired", caption, "no paired comparison (one strategy only)")
+        return note_table(path, "tab:paired", caption, "no paired comparison (one strategy only)")
     js = with_order(paired[(paired["metric"] == "js") & (paired["model"] != REFERENCE_MODEL)], strategies)
     keep = {**({"dataset": "Dataset"} if multi else {}), **{k: v for k, v in PAIRED_TABLE.items() if k in js}}
     if "n_clusters" in js:
         js = js.assign(n_clusters=js["n_clusters"].map(lambda v: None if pd.isna(v) else int(v)))
-    return latex_table(
-        js[list(keep)].rename(columns=keep), path, label="tab:paired", digits=3, escape_headers=False, caption=caption
-    )
+    return headed_table(js, path, keep, label="tab:paired", caption=caption)
 
 
 def compute_matched_tex(matched: pd.DataFrame | None, path: Path) -> Path:
@@ -90,7 +88,7 @@ def compute_matched_tex(matched: pd.DataFrame | None, path: Path) -> Path:
         "with the ratio it actually spent and its FLOPs estimate ($2 \\times$ parameters $\\times$ tokens)."
     )
     if matched is None or matched.empty:
-        return _note_table(path, "tab:compute-matched", caption, "not computed by this run")
+        return note_table(path, "tab:compute-matched", caption, "not computed by this run")
     names = {
         "dataset": "Dataset",
         "model": "Model",
@@ -108,14 +106,8 @@ def compute_matched_tex(matched: pd.DataFrame | None, path: Path) -> Path:
     table = table.assign(budget=table["budget"].map(lambda v: None if pd.isna(v) else int(v)))
     flops = {"flops_est": lambda v: None if pd.isna(v) else f"{float(v):.3g}"}
     table = table.assign(**{c: table[c].map(f) for c, f in flops.items() if c in table})
-    return latex_table(
-        table[list(names)].rename(columns=names),
-        path,
-        label="tab:compute-matched",
-        digits={"Multiple": 1, "Total tok.": 0, "Ratio": 2},
-        escape_headers=False,
-        caption=caption,
-    )
+    digits = {"Multiple": 1, "Total tok.": 0, "Ratio": 2}
+    return headed_table(table, path, names, label="tab:compute-matched", digits=digits, caption=caption)
 
 
 CONVENTION_COLUMNS = {
@@ -126,10 +118,6 @@ CONVENTION_COLUMNS = {
     "r2_label_mean": "$R^2_{\\mathrm{label}}$",
 }
 CELL_KEYS = ("dataset", "model", "strategy", "budget")
-
-
-def _note_table(path: Path, label: str, caption: str, note: str) -> Path:
-    return latex_table(pd.DataFrame({"Note": [note]}), path, label=label, caption=caption)
 
 
 def _cells_first(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[bool], list[int]]:
@@ -162,7 +150,7 @@ def conventions_tex(conventions: pd.DataFrame | None, params: Mapping[str, Any],
         f"headline of every other table is the JS {headline} (params scoring.js\\_base) and the pooled $R^2$."
     )
     if conventions is None or conventions.empty:
-        return _note_table(path, "tab:conventions", caption, "not computed by this run")
+        return note_table(path, "tab:conventions", caption, "not computed by this run")
     keys = [k for k in CELL_KEYS if k in conventions]
     if "convention" in conventions and "value" in conventions:
         wide = conventions.pivot_table(index=keys, columns="convention", values="value", aggfunc="first").reset_index()
@@ -174,16 +162,7 @@ def conventions_tex(conventions: pd.DataFrame | None, params: Mapping[str, Any],
     table["budget"] = budget_labels(table["budget"], italic)
     names = {**({"dataset": "Dataset"} if multi else {}), "model": "Model", "strategy": "Strategy", "budget": "$B$"}
     names.update({c: CONVENTION_COLUMNS[c] for c in cols})
-    return latex_table(
-        table[list(names)].rename(columns=names),
-        path,
-        label="tab:conventions",
-        digits=3,
-        escape_headers=False,
-        caption=caption,
-        italic=italic,
-        rules=rules,
-    )
+    return headed_table(table, path, names, label="tab:conventions", caption=caption, italic=italic, rules=rules)
 
 
 POWER_COLUMNS = {
@@ -212,7 +191,7 @@ def power_tex(power: pd.DataFrame | None, params: Mapping[str, Any], path: Path)
         "says nothing."
     )
     if power is None or power.empty or "mde" not in power:
-        return _note_table(path, "tab:power", caption, "not computed by this run")
+        return note_table(path, "tab:power", caption, "not computed by this run")
     table = at_largest_budget(power[power["model"] != REFERENCE_MODEL])
     table = table.sort_values(["dataset", "model", "strategy", "metric"]).reset_index(drop=True)
     multi = table["dataset"].nunique() > 1
@@ -227,11 +206,5 @@ def power_tex(power: pd.DataFrame | None, params: Mapping[str, Any], path: Path)
     first = table.get("power")
     if first is not None and first.notna().any():
         caption += f" Power {format_value(100 * float(first.dropna().iloc[0]), 0)}\\%."
-    return latex_table(
-        table[list(cols)].rename(columns=cols),
-        path,
-        label="tab:power",
-        digits={cols[c]: d for c, d in {"icc": 2, "design_effect": 2, "mde": 3, "gain": 3}.items() if c in cols},
-        escape_headers=False,
-        caption=caption,
-    )
+    digits = {cols[c]: d for c, d in {"icc": 2, "design_effect": 2, "mde": 3, "gain": 3}.items() if c in cols}
+    return headed_table(table, path, cols, label="tab:power", digits=digits, caption=caption)

@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 import wave
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -69,6 +69,14 @@ def request_seed(seed: int, request: AudioRequest, call: int) -> int:
     h.update(f"{seed}|{call}|{request.audio_sha1()}|".encode())
     h.update(json.dumps(request.conversation(), sort_keys=True).encode())
     return int.from_bytes(h.digest()[:4], "big") & 0x7FFFFFFF
+
+
+def share_gen_tokens(cands: Sequence[Candidate], gen_tokens: int, among: int) -> None:
+    """Candidates whose provider gave no per-candidate length: each gets an equal share of the call's
+    reported total of generated tokens (``among`` candidates made it), marked ``n_tokens_estimated``."""
+    for c in cands:
+        c.n_tokens = round(gen_tokens / among)
+        c.meta["n_tokens_estimated"] = True
 
 
 def wav_bytes(waveform: np.ndarray, sample_rate: int) -> bytes:

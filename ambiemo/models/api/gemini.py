@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from ambiemo.models import register_model
-from ambiemo.models.api.client import ApiModel, CallUsage, request_wav
+from ambiemo.models.api.client import ApiModel, CallUsage, request_wav, share_gen_tokens
 from ambiemo.models.api.faults import MalformedResponse, RequestFailed
 from ambiemo.models.api.keys import api_key_from_env
 from ambiemo.models.base import AudioRequest, Candidate, GenerationConfig
@@ -115,10 +115,7 @@ class GeminiModel(ApiModel):
             raise RequestFailed(f"asked for {n} candidates, Gemini returned {len(cands)}{why}", attempts=1)
         for c in cands:
             c.meta["served_model"] = getattr(response, "model_version", None)  # checked against model_id
-            if c.n_tokens == 0 and c.text:
-                # No per-candidate count: share the reported total.
-                c.n_tokens = round(u.gen_tokens / n)
-                c.meta["n_tokens_estimated"] = True
+        share_gen_tokens([c for c in cands if c.n_tokens == 0 and c.text], u.gen_tokens, n)
         return cands, u
 
     def _first_token_top(

@@ -30,7 +30,7 @@ import os
 from typing import Any
 
 from ambiemo.models import register_model
-from ambiemo.models.api.client import ApiModel, CallUsage, request_wav
+from ambiemo.models.api.client import ApiModel, CallUsage, request_wav, share_gen_tokens
 from ambiemo.models.api.faults import ConfigurationError, MalformedResponse, RequestFailed
 from ambiemo.models.api.keys import api_key_from_env
 from ambiemo.models.base import AudioRequest, Candidate, Capabilities, GenerationConfig
@@ -158,11 +158,8 @@ class OpenAIChatModel(ApiModel):
         if len(cands) != n:
             # Recorded as a failed request (see api), not a crash: the other utterances go on.
             raise RequestFailed(f"asked for {n} choices, the server returned {len(cands)}", attempts=1)
-        if any(c.token_logprobs is None for c in cands):
-            # Without log-probabilities the per-choice length is unknown: share the reported total.
-            for c in cands:
-                c.n_tokens = round(u.gen_tokens / n_returned)
-                c.meta["n_tokens_estimated"] = True
+        if any(c.token_logprobs is None for c in cands):  # without log-probabilities a choice's length is unknown
+            share_gen_tokens(cands, u.gen_tokens, n_returned)
         return cands, u
 
     def _first_token_top(

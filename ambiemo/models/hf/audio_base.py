@@ -32,6 +32,10 @@ class NativeAudioALM(TransformersALM):
     model_class: str = ""
     audio_placeholder: str = ""
     use_processor: bool = True  # load tokenizer, feature extractor and template via AutoProcessor
+    # The Omni models: a checkpoint whose config is of ``full_model_type`` holds thinker + talker;
+    # it is built as ``full_model_class`` without audio output and only its thinker is kept.
+    full_model_type: str = ""
+    full_model_class: str = ""
 
     def __init__(
         self,
@@ -117,6 +121,13 @@ class NativeAudioALM(TransformersALM):
     def _load_model(self, source: str, rev: dict[str, Any]):
         import transformers
 
+        if self.full_model_type and transformers.AutoConfig.from_pretrained(source, **rev).model_type == (
+            self.full_model_type
+        ):
+            full = getattr(transformers, self.full_model_class).from_pretrained(
+                source, enable_audio_output=False, **rev, **self._load_kwargs()
+            )
+            return full.thinker
         return getattr(transformers, self.model_class).from_pretrained(source, **rev, **self._load_kwargs())
 
     def _load(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +16,11 @@ from ambiemo.models.hf.tiny import (
     AF3_TEMPLATE,
     CHATML_SPECIALS,
     _audio_encoder,
-    _feature_extractor,
-    _generation_config,
     _text_config,
     _train_tokenizer,
     register_tiny,
+    save_tiny,
 )
-
-log = logging.getLogger(__name__)
 
 
 @register_model("hf-audio-flamingo-3")
@@ -68,7 +64,4 @@ def build_tiny_audio_flamingo_3(folder: Path) -> None:
         text_config=_text_config(tokenizer),
         audio_token_id=tokenizer.convert_tokens_to_ids("<sound>"),
     )
-    model = AudioFlamingo3ForConditionalGeneration(config)
-    model.generation_config = _generation_config(tokenizer)
-    model.save_pretrained(folder)
-    AudioFlamingo3Processor(_feature_extractor(), tokenizer, chat_template=AF3_TEMPLATE).save_pretrained(folder)
+    save_tiny(folder, AudioFlamingo3ForConditionalGeneration(config), tokenizer, AudioFlamingo3Processor)

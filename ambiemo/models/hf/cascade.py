@@ -109,11 +109,8 @@ def _pin(source: str, revision: str | None) -> str:
 
 
 def _sha1_file(path: Path) -> str:
-    h = hashlib.sha1()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha1").hexdigest()
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

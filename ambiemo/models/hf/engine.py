@@ -36,7 +36,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -81,7 +80,7 @@ class TransformersALM(AudioLanguageModel):
         route: str | None = None,
     ) -> None:
         settings = {**(settings or {}), "dtype": dtype, "device_map": device_map}
-        super().__init__(key, model_id, revision, route=route, settings=settings)
+        super().__init__(key, model_id, revision, route=route, settings=settings, needs=needs)
         if dtype not in DTYPES:
             raise ValueError(f"model {key!r}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
         if batch_size < 1:
@@ -89,8 +88,6 @@ class TransformersALM(AudioLanguageModel):
         self.dtype = dtype
         self.device_map = device_map
         self.batch_size = batch_size
-        if needs:
-            self.capabilities = replace(type(self).capabilities, needs=needs)
         self.model: Any = None
         self.tokenizer: Any = None
 

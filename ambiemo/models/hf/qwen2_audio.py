@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +14,16 @@ from ambiemo.models.base import (
 from ambiemo.models.hf.audio_base import NativeAudioALM, whisper_token_count
 from ambiemo.models.hf.tiny import (
     CHATML_SPECIALS,
+    OMNI_ROPE,
     QWEN2_AUDIO_TEMPLATE,
     QWEN_OMNI_TEMPLATE,
     _audio_encoder,
-    _feature_extractor,
-    _generation_config,
+    _omni_vision_tower,
     _text_config,
     _train_tokenizer,
     register_tiny,
+    save_tiny,
 )
-
-log = logging.getLogger(__name__)
 
 
 @register_model("hf-qwen2-audio")
@@ -60,10 +58,7 @@ def build_tiny_qwen2_audio(folder: Path) -> None:
         text_config=_text_config(tokenizer),
         audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
     )
-    model = Qwen2AudioForConditionalGeneration(config)
-    model.generation_config = _generation_config(tokenizer)
-    model.save_pretrained(folder)
-    Qwen2AudioProcessor(_feature_extractor(), tokenizer, chat_template=QWEN2_AUDIO_TEMPLATE).save_pretrained(folder)
+    save_tiny(folder, Qwen2AudioForConditionalGeneration(config), tokenizer, Qwen2AudioProcessor)
 
 
 @register_model("hf-qwen2.5-omni")
@@ -77,18 +72,8 @@ class Qwen25OmniALM(Qwen2AudioALM):
     # Its multimodal rotary offsets (rope_deltas) are set up inside generate() from the audio;
     # a prefill outside generate() would leave them sized for the unrepeated batch.
     shared_prefill = False
-
-    def _load_model(self, source: str, rev: dict[str, Any]):
-        import transformers
-
-        config = transformers.AutoConfig.from_pretrained(source, **rev)
-        if config.model_type == "qwen2_5_omni":
-            # The released checkpoint holds thinker + talker; build without the talker, keep the thinker.
-            full = transformers.Qwen2_5OmniForConditionalGeneration.from_pretrained(
-                source, enable_audio_output=False, **rev, **self._load_kwargs()
-            )
-            return full.thinker
-        return super()._load_model(source, rev)
+    full_model_type = "qwen2_5_omni"  # the released checkpoint: thinker + talker
+    full_model_class = "Qwen2_5OmniForConditionalGeneration"
 
 
 @register_tiny("qwen2.5-omni")
@@ -104,19 +89,8 @@ def build_tiny_qwen2_5_omni_thinker(folder: Path) -> None:
     head_dim = 16  # hidden 64 / 4 heads; mrope sections (temporal, height, width) must sum to head_dim / 2
     config = Qwen2_5OmniThinkerConfig(
         audio_config=dict(**_audio_encoder(), n_window=100, output_dim=64),
-        vision_config={
-            "depth": 1,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
-            "out_hidden_size": 64,
-            "fullatt_block_indexes": [0],
-        },
-        text_config=_text_config(
-            tokenizer,
-            model_type="qwen2_5_omni_text",
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-        ),
+        vision_config=_omni_vision_tower(fullatt_block_indexes=[0]),
+        text_config=_text_config(tokenizer, model_type="qwen2_5_omni_text", rope_parameters=OMNI_ROPE),
         audio_token_index=ids("<|AUDIO|>"),
         image_token_index=ids("<|IMAGE|>"),
         video_token_index=ids("<|VIDEO|>"),
@@ -127,10 +101,6 @@ def build_tiny_qwen2_5_omni_thinker(folder: Path) -> None:
         user_token_id=ids("<|im_start|>"),
     )
     assert config.text_config.hidden_size // config.text_config.num_attention_heads == head_dim
-    model = Qwen2_5OmniThinkerForConditionalGeneration(config)
-    model.generation_config = _generation_config(tokenizer)
-    model.save_pretrained(folder)
     # No Qwen2_5OmniProcessor: it insists on an image processor (torchvision). The adapter builds
-    # audio inputs from these two parts, exactly as it does for the released checkpoint.
-    tokenizer.save_pretrained(folder)
-    _feature_extractor().save_pretrained(folder)
+    # audio inputs from the tokenizer and feature extractor, exactly as it does for the released checkpoint.
+    save_tiny(folder, Qwen2_5OmniThinkerForConditionalGeneration(config), tokenizer)

@@ -69,6 +69,8 @@ class Qwen3OmniALM(NativeAudioALM):
     # Multimodal rotary offsets (rope_deltas) are set up inside generate() from the audio, as in
     # Qwen2.5-Omni: a prefill outside generate() would leave them sized for the unrepeated batch.
     shared_prefill = False
+    full_model_type = "qwen3_omni_moe"  # the released checkpoint: thinker + talker + code2wav
+    full_model_class = "Qwen3OmniMoeForConditionalGeneration"
 
     def _load_parts(self, source: str, rev: dict[str, Any]) -> None:
         """Tokenizer and feature extractor; the chat template from the tokenizer, else from the
@@ -83,18 +85,6 @@ class Qwen3OmniALM(NativeAudioALM):
                 f"model {self.key!r}: {source} ships no chat template (neither in its tokenizer nor in "
                 "chat_template.json); add one"
             )
-
-    def _load_model(self, source: str, rev: dict[str, Any]):
-        import transformers
-
-        config = transformers.AutoConfig.from_pretrained(source, **rev)
-        if config.model_type == "qwen3_omni_moe":
-            # The released checkpoint holds thinker + talker + code2wav; build without the talker.
-            full = transformers.Qwen3OmniMoeForConditionalGeneration.from_pretrained(
-                source, enable_audio_output=False, **rev, **self._load_kwargs()
-            )
-            return full.thinker
-        return super()._load_model(source, rev)
 
     def _audio_features(self, wav: np.ndarray) -> tuple[dict[str, Any], int]:
         fe = self.feature_extractor(
@@ -147,11 +137,12 @@ def build_tiny_qwen3_omni(folder: Path) -> None:
 
     from ambiemo.models.hf.tiny import (
         CHATML_SPECIALS,
+        OMNI_ROPE,
         _audio_encoder,
-        _feature_extractor,
-        _generation_config,
+        _omni_vision_tower,
         _text_config,
         _train_tokenizer,
+        save_tiny,
     )
 
     tokenizer = _train_tokenizer(
@@ -159,36 +150,24 @@ def build_tiny_qwen3_omni(folder: Path) -> None:
         QWEN3_OMNI_TEMPLATE,
         {"extra_special_tokens": QWEN3_OMNI_SPECIALS},
     )
-    ids = tokenizer.convert_tokens_to_ids
+    special = {name: tokenizer.convert_tokens_to_ids(token) for name, token in QWEN3_OMNI_SPECIALS.items()}
     config = Qwen3OmniMoeThinkerConfig(
         audio_config=dict(**_audio_encoder(), n_window=N_WINDOW, output_dim=64, downsample_hidden_size=32),
-        vision_config={
-            "depth": 1,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
-            "out_hidden_size": 64,
-            "deepstack_visual_indexes": [0],
-            "num_position_embeddings": 64,
-        },
+        vision_config=_omni_vision_tower(deepstack_visual_indexes=[0], num_position_embeddings=64),
         text_config=_text_config(
             tokenizer,
             model_type="qwen3_omni_moe_text",
-            head_dim=16,  # mrope sections (temporal, height, width) must sum to head_dim / 2
+            head_dim=16,  # OMNI_ROPE's sections sum to head_dim / 2
             moe_intermediate_size=32,
             num_experts=4,
             num_experts_per_tok=2,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+            rope_parameters=OMNI_ROPE,
         ),
-        audio_token_id=ids("<|audio_pad|>"),
-        image_token_id=ids("<|image_pad|>"),
-        video_token_id=ids("<|video_pad|>"),
-        audio_start_token_id=ids("<|audio_start|>"),
-        vision_start_token_id=ids("<|vision_start|>"),
-        user_token_id=ids("<|im_start|>"),
+        audio_token_id=special["audio_token"],
+        image_token_id=special["image_token"],
+        video_token_id=special["video_token"],
+        audio_start_token_id=special["audio_bos_token"],
+        vision_start_token_id=special["vision_bos_token"],
+        user_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
     )
-    model = Qwen3OmniMoeThinkerForConditionalGeneration(config)
-    model.generation_config = _generation_config(tokenizer)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    _feature_extractor().save_pretrained(folder)
+    save_tiny(folder, Qwen3OmniMoeThinkerForConditionalGeneration(config), tokenizer)

@@ -185,6 +185,16 @@ def _audio_encoder(**overrides: Any) -> dict[str, Any]:
     return cfg
 
 
+# The Omni thinkers' text models: multimodal rotary sections (temporal, height, width) summing to
+# head_dim / 2 (head_dim 16: hidden 64 over 4 heads).
+OMNI_ROPE = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
+
+
+def _omni_vision_tower(**overrides: Any) -> dict[str, Any]:
+    """The Omni thinkers' vision tower, one layer deep: built because the architecture has one, never fed."""
+    return {"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64, **overrides}
+
+
 def _feature_extractor():
     from transformers import WhisperFeatureExtractor
 
@@ -200,6 +210,19 @@ def _generation_config(tokenizer):
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
     )
+
+
+def save_tiny(folder: Path, model: Any, tokenizer: Any, processor: type | None = None) -> None:
+    """Write a built tiny ``model`` into ``folder`` with the shared generation config, and its inputs:
+    a ``processor`` (the model's transformers processor class) over the Whisper feature extractor and
+    ``tokenizer``, or, where the model ships none, the tokenizer and the feature extractor side by side."""
+    model.generation_config = _generation_config(tokenizer)
+    model.save_pretrained(folder)
+    if processor is not None:
+        processor(_feature_extractor(), tokenizer, chat_template=tokenizer.chat_template).save_pretrained(folder)
+    else:
+        tokenizer.save_pretrained(folder)
+        _feature_extractor().save_pretrained(folder)
 
 
 TINY: Registry[Callable[[Path], None]] = Registry("tiny model build")

@@ -29,7 +29,6 @@ from __future__ import annotations
 import importlib
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -122,12 +121,10 @@ class AudioFlamingo2ALM(AudioLanguageModel):
         settings: dict[str, Any] | None = None,
     ) -> None:
         settings = {**(settings or {}), "dtype": dtype, "code_dir": code_dir, "weights_dir": weights_dir}
-        super().__init__(key, model_id, revision, settings=settings)
+        super().__init__(key, model_id, revision, settings=settings, needs=needs)
         self.code_dir = code_dir
         self.weights_dir = weights_dir
         self.dtype = dtype
-        if needs:
-            self.capabilities = replace(type(self).capabilities, needs=needs)
         self.model: Any = None
         self.tokenizer: Any = None
         self.clap_config: dict[str, Any] = {}
