@@ -94,11 +94,43 @@ def run_cells(params: Mapping[str, Any]) -> list[tuple[str, str, str, Path]]:
     ]
 
 
+def score_cell(
+    manifest: Any,
+    cell: tuple[str, str, str],
+    path: Path,
+    params: Mapping[str, Any],
+    inputs: list[str],
+    skipped: list[dict],
+    unanswered: list[pd.DataFrame],
+) -> pd.DataFrame | None:
+    """One cell of the run (``cell``: dataset, model, strategy) scored from its predictions file,
+    which is named in an error where the infer stage has not written it. The file joins ``inputs``;
+    the cell joins ``skipped`` (no model could serve it: ``None``) or ``unanswered`` (its missing
+    utterances, every one where the run wrote nothing: then ``None`` too)."""
+    from ambiemo.inference.predictions import read_predictions
+
+    dataset, model, strategy = cell
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: no predictions for dataset {dataset}, model {model}, strategy {strategy}; "
+            "has the infer stage run for this cell?"
+        )
+    predictions = read_predictions(path)
+    inputs.append(str(path))
+    if predictions.meta.get("skipped"):
+        reason = predictions.meta["skipped"]
+        skipped.append({"dataset": dataset, "model": model, "strategy": strategy, "reason": reason})
+        return None
+    unanswered.append(_unanswered(predictions.df, predictions.meta, manifest.df, dataset, model, strategy))
+    if predictions.df.empty:  # a run that wrote nothing: a cell with every utterance missing
+        return None
+    return score_predictions(manifest, predictions, params)
+
+
 def score_run(params: Mapping[str, Any], *, references: bool = True) -> ScoreRun:
     """Score every cell of the active run and (unless ``references=False``) the reference
     predictors and human ceilings of each dataset; see the module docstring."""
     from ambiemo.data.manifest import read_manifest
-    from ambiemo.inference.predictions import read_predictions
 
     layout = Layout.from_params(params)
     frames, unanswered, skipped, inputs, ceilings = [], [], [], [], {}
@@ -107,24 +139,9 @@ def score_run(params: Mapping[str, Any], *, references: bool = True) -> ScoreRun
         if dataset not in manifests:
             manifests[dataset] = read_manifest(layout.manifest(dataset))
             inputs.append(str(layout.manifest(dataset)))
-        if not path.exists():
-            raise FileNotFoundError(
-                f"{path}: no predictions for dataset {dataset}, model {model}, strategy {strategy}; "
-                "has the infer stage run for this cell?"
-            )
-        predictions = read_predictions(path)
-        inputs.append(str(path))
-        if predictions.meta.get("skipped"):
-            skipped.append(
-                {"dataset": dataset, "model": model, "strategy": strategy, "reason": predictions.meta["skipped"]}
-            )
-            continue
-        unanswered.append(
-            _unanswered(predictions.df, predictions.meta, manifests[dataset].df, dataset, model, strategy)
-        )
-        if predictions.df.empty:  # a run that wrote nothing: a cell with every utterance missing
-            continue
-        frames.append(score_predictions(manifests[dataset], predictions, params))
+        scored = score_cell(manifests[dataset], (dataset, model, strategy), path, params, inputs, skipped, unanswered)
+        if scored is not None:
+            frames.append(scored)
     if not frames:
         empty = [f"{u['dataset']}/{u['model']}/{u['table']}" for f in unanswered for u in f.to_dict("records")]
         raise ScoringError(

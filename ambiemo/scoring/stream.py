@@ -27,10 +27,10 @@ from ambiemo.scoring.run import (
     SKIPPED_COLUMNS,
     UNANSWERED_COLUMNS,
     _records,
-    _unanswered,
     human_ceilings,
     n_cells,
     run_cells,
+    score_cell,
 )
 from ambiemo.scoring.schema import KEYS, ScoringError, scores_record
 from ambiemo.scoring.scores import score_predictions
@@ -85,7 +85,6 @@ def write_score_run(params: Mapping[str, Any], path: str | Path | None = None) -
     """Score every cell of the active run with its references and write the scores (module
     docstring); the same file as ``score_run(params).write(params, path)``."""
     from ambiemo.data.manifest import read_manifest
-    from ambiemo.inference.predictions import read_predictions
 
     layout = Layout.from_params(params)
     path = Path(path) if path is not None else layout.scores
@@ -102,24 +101,11 @@ def write_score_run(params: Mapping[str, Any], path: str | Path | None = None) -
             for model in dict.fromkeys(m for d, m, _, _ in cells if d == dataset):
                 frames = []
                 for _, _, strategy, file in (c for c in cells if c[0] == dataset and c[1] == model):
-                    if not file.exists():
-                        raise FileNotFoundError(
-                            f"{file}: no predictions for dataset {dataset}, model {model}, strategy {strategy}; "
-                            "has the infer stage run for this cell?"
-                        )
-                    predictions = read_predictions(file)
-                    inputs.append(str(file))
-                    if predictions.meta.get("skipped"):
-                        reason = predictions.meta["skipped"]
-                        skipped.append({"dataset": dataset, "model": model, "strategy": strategy, "reason": reason})
-                        continue
-                    unanswered.append(
-                        _unanswered(predictions.df, predictions.meta, manifest.df, dataset, model, strategy)
-                    )
-                    if predictions.df.empty:
-                        continue
-                    frames.append(score_predictions(manifest, predictions, params))
-                    asked |= set(frames[-1]["utt_id"].astype(str))
+                    cell = (dataset, model, strategy)
+                    scored = score_cell(manifest, cell, file, params, inputs, skipped, unanswered)
+                    if scored is not None:
+                        frames.append(scored)
+                        asked |= set(scored["utt_id"].astype(str))
                 if frames:
                     parts.put(dataset, model, frames)
             if asked:  # the references answer exactly the utterances the run's cells answer
