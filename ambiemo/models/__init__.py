@@ -10,17 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ambiemo.core.registry import Registry
-from ambiemo.models.base import (  # noqa: F401  (re-exported: the contract)
-    AudioLanguageModel,
-    AudioRequest,
-    Candidate,
-    Capabilities,
-    CapabilityError,
-    GenerationConfig,
-    Message,
-    OptionScores,
-    Usage,
-)
+from ambiemo.models.base import AudioLanguageModel
 
 MODELS: Registry[type[AudioLanguageModel]] = Registry("model adapter")
 

@@ -17,17 +17,13 @@ import pandas as pd
 from scipy import stats as sps
 
 from ambiemo.scoring import scoring_params
-from ambiemo.scoring.gains import HIGHER_IS_BETTER, PairedCell, direction, paired_cells
+from ambiemo.scoring.gains import HIGHER_IS_BETTER, KEY_COLUMNS, PairedCell, direction, paired_cells
 from ambiemo.stats.bootstrap import _seed, clusters, stats_params
 from ambiemo.stats.gains import gain_interval
 from ambiemo.stats.permutation import holm, paired_test, rank_biserial
 
 PAIRED_COLUMNS = [
-    "dataset",
-    "model",
-    "strategy",
-    "budget",
-    "metric",
+    *KEY_COLUMNS,
     "n_pairs",
     "n_dropped",
     "baseline_mean",

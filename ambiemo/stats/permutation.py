@@ -44,11 +44,7 @@ _TIE_RTOL = 1e-10
 
 
 COLUMNS = [
-    "dataset",
-    "model",
-    "strategy",
-    "budget",
-    "metric",
+    *KEY_COLUMNS,
     "n_pairs",
     "n_dropped",
     "n_clusters",

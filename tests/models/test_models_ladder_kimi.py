@@ -10,8 +10,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from ambiemo.models import CapabilityError, load_model
-from ambiemo.models.base import AudioRequest, GenerationConfig, Message
+from ambiemo.models import load_model
+from ambiemo.models.base import AudioRequest, CapabilityError, GenerationConfig, Message
 from ambiemo.models.upstream.kimi_audio import KimiCodeMissing, import_kimia
 
 torch = pytest.importorskip("torch")
