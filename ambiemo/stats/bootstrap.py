@@ -42,13 +42,28 @@ def clusters(frame: pd.DataFrame) -> tuple[np.ndarray, str]:
     cluster per utterance. Returns ``(codes, unit)`` with unit ``speaker``, ``utterance`` (no
     speaker known) or ``speaker+utterance`` (some known).
     """
+    codes, known = cluster_codes(frame)
+    return codes, cluster_unit(known)
+
+
+def cluster_codes(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``clusters``' codes (in the sorted order of the cluster keys) and which rows have a speaker."""
     speaker = frame["speaker"].fillna("").astype(str) if "speaker" in frame else pd.Series("", index=frame.index)
     known = speaker != ""
     dataset = frame["dataset"].astype(str) if "dataset" in frame else ""
     key = np.where(known, "spk:" + dataset + "/" + speaker, "utt:" + dataset + "/" + frame["utt_id"].astype(str))
-    codes = pd.factorize(pd.Series(key), sort=True)[0]
-    unit = "speaker" if known.all() else "utterance" if not known.any() else "speaker+utterance"
-    return codes, unit
+    return pd.factorize(pd.Series(key), sort=True)[0], np.asarray(known, dtype=bool)
+
+
+def cluster_unit(known: np.ndarray) -> str:
+    return "speaker" if known.all() else "utterance" if not known.any() else "speaker+utterance"
+
+
+def subset_clusters(codes: np.ndarray, known: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, str]:
+    """``clusters(frame.iloc[rows])`` from the whole frame's ``cluster_codes``, without building its
+    keys again: the codes are in the keys' sorted order, so renumbering the rows' codes in sorted
+    order gives the subset's own."""
+    return pd.factorize(np.asarray(codes)[rows], sort=True)[0], cluster_unit(np.asarray(known)[rows])
 
 
 def cluster_counts(n_clusters: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:

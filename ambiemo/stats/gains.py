@@ -70,15 +70,14 @@ def paired_differences(
 
 
 def gain_interval(
-    d: np.ndarray, frame: pd.DataFrame, sign: float, n_resamples: int, level: float, seed: int, key: tuple
+    d: np.ndarray, codes: np.ndarray, sign: float, n_resamples: int, level: float, seed: int, key: tuple
 ) -> dict[str, Any]:
-    """Mean gain ``sign · mean(d)`` with its speaker-clustered percentile interval (the clusters of
-    ``frame``'s rows, ``d`` aligned with them); NaN where there is no pair."""
-    from ambiemo.stats.bootstrap import _rng, cluster_mean_bootstrap, clusters
+    """Mean gain ``sign · mean(d)`` with its speaker-clustered percentile interval (``codes``: the
+    clusters of ``d``'s rows, ``ambiemo.stats.bootstrap.clusters``); NaN where there is no pair."""
+    from ambiemo.stats.bootstrap import _rng, cluster_mean_bootstrap
 
     if d.size == 0:
         return {"n_clusters": 0, "gain": np.nan, "ci_low": np.nan, "ci_high": np.nan}
-    codes, _ = clusters(frame)
     boots = cluster_mean_bootstrap(d, codes, n_resamples, _rng(seed, key))
     low, high = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
     if sign < 0:  # the interval of -mean(d) is minus the interval of mean(d), ends swapped
@@ -106,7 +105,7 @@ def gain_table(
     ``scoring.ci_level``, ``seed``). Columns: ``GAIN_COLUMNS``; ``n_dropped`` counts the pairs a
     NaN dropped in the whole cell."""
     from ambiemo.scoring.schema import scoring_params
-    from ambiemo.stats.bootstrap import _seed, stats_params
+    from ambiemo.stats.bootstrap import _seed, cluster_codes, stats_params, subset_clusters
 
     st, sp = stats_params(params), scoring_params(params)
     baseline = baseline or st["baseline"]
@@ -121,9 +120,10 @@ def gain_table(
         if pc is None:
             continue
         frame = pc.cell.reset_index()
+        whole, known = cluster_codes(frame)  # once per cell; each metric and bin takes its rows' share
         for metric in metrics:
             x, y, ok = pc.pairs(metric)
-            d, part = x[ok] - y[ok], frame[ok]
+            d, part, at = x[ok] - y[ok], frame[ok], np.flatnonzero(ok)
             levels = [("all", -1, np.ones(len(d), dtype=bool))]
             for b, rank in sorted(set(zip(part["ambiguity"], part["ambiguity_rank"], strict=True)), key=lambda t: t[1]):
                 levels.append((b, int(rank), (part["ambiguity"] == b).to_numpy()))
@@ -145,7 +145,15 @@ def gain_table(
                         "n_pairs": int(mask.sum()),
                         "n_dropped": int((~ok).sum()),
                         "n_resamples": n_resamples,
-                        **gain_interval(d[mask], sub, direction(metric), n_resamples, level, seed, key),
+                        **gain_interval(
+                            d[mask],
+                            subset_clusters(whole, known, at[mask])[0],
+                            direction(metric),
+                            n_resamples,
+                            level,
+                            seed,
+                            key,
+                        ),
                     }
                 )
     return pd.DataFrame(rows, columns=GAIN_COLUMNS)

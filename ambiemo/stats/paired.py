@@ -18,7 +18,7 @@ from scipy import stats as sps
 
 from ambiemo.scoring import scoring_params
 from ambiemo.scoring.gains import HIGHER_IS_BETTER, KEY_COLUMNS, PairedCell, direction, paired_cells
-from ambiemo.stats.bootstrap import _seed, clusters, stats_params
+from ambiemo.stats.bootstrap import _seed, cluster_codes, stats_params, subset_clusters
 from ambiemo.stats.gains import gain_interval
 from ambiemo.stats.permutation import holm, paired_test, rank_biserial
 
@@ -92,8 +92,10 @@ def paired_comparisons(
                 }
             )
             continue
+        whole = cluster_codes(pc.cell.reset_index())  # once per cell; each metric takes its pairs' share
         for metric in metrics:
-            rows.append(_paired_row(pc, metric, n_perm, seed, int(sp["bootstrap_resamples"]), float(sp["ci_level"])))
+            boot = (int(sp["bootstrap_resamples"]), float(sp["ci_level"]))
+            rows.append(_paired_row(pc, whole, metric, n_perm, seed, *boot))
     return holm_families(pd.DataFrame(rows), params)
 
 
@@ -117,7 +119,10 @@ def holm_families(out: pd.DataFrame, params: Mapping[str, Any] | None = None) ->
     return out.reindex(columns=PAIRED_COLUMNS)
 
 
-def _paired_row(pc: PairedCell, metric: str, n_perm: int, seed: int, n_boot: int, level: float) -> dict[str, Any]:
+def _paired_row(
+    pc: PairedCell, whole: tuple, metric: str, n_perm: int, seed: int, n_boot: int, level: float
+) -> dict[str, Any]:
+    """One strategy × budget × metric against the baseline; ``whole``: the cell's ``cluster_codes``."""
     dataset, model, strategy, budget = pc.dataset, pc.model, pc.strategy, pc.budget
     x, y, ok = pc.pairs(metric)
     d = x[ok] - y[ok]
@@ -156,10 +161,9 @@ def _paired_row(pc: PairedCell, metric: str, n_perm: int, seed: int, n_boot: int
         rank_biserial=rank_biserial(d),
     )
     # the interval of the mean difference is the gains table's "all" row, unsigned
-    frame = pc.cell.reset_index().loc[ok]
-    interval = gain_interval(d, frame, 1.0, n_boot, level, seed, (dataset, model, strategy, budget, metric))
+    codes, unit = subset_clusters(*whole, np.flatnonzero(ok))
+    interval = gain_interval(d, codes, 1.0, n_boot, level, seed, (dataset, model, strategy, budget, metric))
     row["diff_ci_low"], row["diff_ci_high"] = interval["ci_low"], interval["ci_high"]
-    codes, unit = clusters(frame)
     if not (d != 0).any():
         row.update(
             wilcoxon_stat=nan, p_wilcoxon=1.0, p_permutation=1.0, note="every pair is equal: no difference to test"

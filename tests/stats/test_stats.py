@@ -70,6 +70,26 @@ def test_clusters_fall_back_to_utterances():
     assert stats.clusters(frame.assign(speaker=""))[1] == "utterance"
 
 
+def test_a_subset_of_rows_gets_the_clusters_it_would_get_alone():
+    """The paired and gains tables take each metric's and bin's clusters from the cell's codes
+    (``subset_clusters``): the same codes and unit as ``clusters`` of those rows alone."""
+    from ambiemo.stats.bootstrap import cluster_codes, subset_clusters
+
+    rng = np.random.default_rng(3)
+    n = 60
+    speakers = rng.choice(["s09", "s1", "s10", "s2", "", None], n)
+    frame = pd.DataFrame({"dataset": "d", "utt_id": [f"u{i:02d}" for i in rng.permutation(n)], "speaker": speakers})
+    codes, known = cluster_codes(frame)
+    for _ in range(20):
+        rows = np.flatnonzero(rng.random(n) < rng.uniform(0.1, 0.9))
+        got_codes, got_unit = subset_clusters(codes, known, rows)
+        want_codes, want_unit = stats.clusters(frame.iloc[rows])
+        np.testing.assert_array_equal(got_codes, want_codes)
+        assert got_unit == want_unit
+    only_known = np.flatnonzero(np.asarray(known))
+    assert subset_clusters(codes, known, only_known)[1] == "speaker"
+
+
 def _speaker_frame(rng, n_speakers=10, per_speaker=6, speaker_sd=0.1, noise_sd=0.05, mean=0.4):
     spk = np.repeat(np.arange(n_speakers), per_speaker)
     js = mean + rng.normal(0, speaker_sd, n_speakers)[spk] + rng.normal(0, noise_sd, len(spk))
