@@ -22,9 +22,9 @@ def group_metrics(g: pd.DataFrame, labels: Sequence[str], ece_bins: int = M.ECE_
     q = g[[f"p_{x}" for x in labels]].to_numpy(dtype=float)
     has_q = np.isfinite(q).all(axis=1)  # rows a parse failure left without a distribution have no say
     p, q = p[has_q], q[has_q]
-    lookup = {x: j for j, x in enumerate(labels)}
-    y_true = g["majority_used"].map(lambda s: lookup.get(s, -1)).to_numpy(dtype=int)
-    y_pred = g["pred_label"].map(lambda s: lookup.get(s, -1)).to_numpy(dtype=int)
+    lookup = pd.Index(list(labels))  # label -> index, -1 for anything else ("" for a tie, NaN)
+    y_true = lookup.get_indexer(g["majority_used"]).astype(int)
+    y_pred = lookup.get_indexer(g["pred_label"]).astype(int)
     return {
         "js": float(g["js"].mean()),
         "bc": float(g["bc"].mean()),
