@@ -107,6 +107,17 @@ def infer_in_process(tmp: Path, name: str, manifest_path: Path, spec: dict[str, 
     return time.perf_counter() - t0
 
 
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: the commit, the cores and their other users (the load)."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True)
+    return {
+        "commit": commit.stdout.strip() + ("+changes" if dirty.stdout.strip() else ""),
+        "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],  # other users of a shared machine show here
+    }
+
+
 def spec_for(urls: list[str], concurrency: int, **extra: Any) -> dict[str, Any]:
     return {
         "adapter": "openai-compatible",
@@ -128,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     n_breaker = 40 if args.quick else 500
     n_conc, delay = (40, 0.1) if args.quick else (120, 0.4)
-    results: dict[str, Any] = {"quick": args.quick}
+    results: dict[str, Any] = {"quick": args.quick, "machine": machine()}
     with tempfile.TemporaryDirectory() as d, contextlib.ExitStack() as stack:
         tmp = Path(d)
         if "breaker" in args.only or "burst" in args.only:
@@ -183,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"one endpoint c48 vs c16 {results['in_process_one_c48_vs_c16']}x"
             )
             print(f"start-up (whole command minus in process): {results['start_up_s']}")
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(f"load average: {results['machine']['load_average']} at the start, {os.getloadavg()[0]:.2f} at the end")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     return 0
