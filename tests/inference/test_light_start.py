@@ -25,11 +25,12 @@ pytest.importorskip("openai")
 HEAVY = ("torch", "transformers", "accelerate", "matplotlib", "seaborn", "statsmodels", "scipy", "sklearn")
 HEAVY += ("librosa", "httpx", "papermill", "dvc")
 
-# Runs `python -m ambiemo ARGS` and writes the names of the modules loaded by its end to the first argument.
+# Runs `python -m ambiemo ARGS` and writes, at its end, to the first argument: how many objects the
+# collector no longer walks (gc.freeze), then the names of the modules loaded.
 PROBE = """
-import atexit, runpy, sys
+import atexit, gc, runpy, sys
 out = sys.argv.pop(1)
-atexit.register(lambda: open(out, "w").write("\\n".join(sorted(sys.modules))))
+atexit.register(lambda: open(out, "w").write("\\n".join([str(gc.get_freeze_count()), *sorted(sys.modules)])))
 sys.argv[0] = "ambiemo"
 runpy.run_module("ambiemo", run_name="__main__", alter_sys=True)
 """
@@ -50,6 +51,8 @@ def test_infer_on_a_served_route_imports_no_heavy_library(fake_api, manifest: Pa
     assert proc.returncode == 0, proc.stderr[-2000:]
     n = len(pd.read_parquet(manifest))
     assert len(pd.read_parquet(out)) == n and len(api.requests) == n  # the route really ran, over HTTP
-    loaded = {name.split(".")[0] for name in modules.read_text().split()}
+    frozen, *names = modules.read_text().split()
+    loaded = {name.split(".")[0] for name in names}
     assert "openai" in loaded  # the probe sees what the command imported
     assert sorted(loaded & set(HEAVY)) == []
+    assert int(frozen) > 0  # what the command built is out of the exit's collection (ambiemo.cli.main)
