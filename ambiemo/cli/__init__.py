@@ -66,12 +66,9 @@ app.command("plan")(plan.plan)
 
 
 def main() -> None:
-    # What the imports build lives as long as the process. Frozen (gc.freeze), it is no longer walked by
+    # What the imports built lives as long as the process. Frozen (gc.freeze), it is no longer walked by
     # the collections during the command nor by the one at its exit, which took 0.3-0.4 s of every
-    # command's end once pandas and the OpenAI SDK were loaded. Frozen again at the end, for what the
-    # command imported on its way (the SDK, at the first request) and built.
+    # command's end once pandas and the SDK were loaded. Only what exists now: what the command opens
+    # later (the generation cache's database) is still collected and closed at the exit.
     gc.freeze()
-    try:
-        app()
-    finally:
-        gc.freeze()
+    app()

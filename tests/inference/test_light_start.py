@@ -55,4 +55,4 @@ def test_infer_on_a_served_route_imports_no_heavy_library(fake_api, manifest: Pa
     loaded = {name.split(".")[0] for name in names}
     assert "openai" in loaded  # the probe sees what the command imported
     assert sorted(loaded & set(HEAVY)) == []
-    assert int(frozen) > 0  # what the command built is out of the exit's collection (ambiemo.cli.main)
+    assert int(frozen) > 0  # what the imports built is out of the collector's walks (ambiemo.cli.main)
