@@ -4,17 +4,29 @@ It answers every ``POST /v1/chat/completions`` after a fixed delay with a JSON d
 counts the requests it held at once (the concurrency the client really achieved). Bounded: it
 serves until stopped and never talks to any other address.
 
+With ``--capacity N`` it works on at most N requests at once and queues the rest, as one GPU does:
+a vLLM server batches up to its ``max_num_seqs`` sequences (and what its KV cache holds) and keeps
+the others waiting, so one endpoint's throughput is fixed and more requests in flight than it takes
+only queue. Without a capacity every request is answered after the delay however many arrive, which
+is no endpoint's behaviour: a pool of three such servers would then be no better than one server
+driven at three times the concurrency. Requests held (running or queued) are what ``max_in_flight``
+counts.
+
 It runs in its own process, as a real server does: in the client's process its handler threads
 (reading 200 kB JSON bodies of base64 audio) would compete for the client's interpreter lock and
 the benchmark would measure the two together. It keeps connections alive (HTTP/1.1), as vLLM's
-server does; an HTTP/1.0 server makes the client open a TCP connection per request.
+server does; an HTTP/1.0 server makes the client open a TCP connection per request. It sets
+TCP_NODELAY, as uvicorn (asyncio) under vLLM does: without it each kept-alive answer (headers and body
+written apart) waited for the client's delayed ACK, about 45 ms added to every request.
 
     python benchmarks/fake_server.py --delay 0.1      # prints its URL, serves until killed
+    python benchmarks/fake_server.py --delay 0.4 --capacity 16
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -26,14 +38,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 ANSWER = '{"neutral": 0.4, "happy": 0.3, "angry": 0.2, "sad": 0.1}'
 
 
-def make_server(delay_s: float, status: int = 200, fail_first: int = 0, fail_status: int = 429) -> ThreadingHTTPServer:
+def make_server(
+    delay_s: float, status: int = 200, fail_first: int = 0, fail_status: int = 429, capacity: int = 0
+) -> ThreadingHTTPServer:
     """``status``: answer every request with this HTTP error instead (503: a withdrawn model);
-    ``fail_first``: answer the first N requests with ``fail_status`` (a burst of rate limits)."""
+    ``fail_first``: answer the first N requests with ``fail_status`` (a burst of rate limits);
+    ``capacity``: work on at most this many requests at once, the rest queue (0: no limit)."""
     state = {"requests": 0, "in_flight": 0, "max_in_flight": 0}
     lock = threading.Lock()
+    slots = threading.BoundedSemaphore(capacity) if capacity > 0 else contextlib.nullcontext()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive
+        disable_nagle_algorithm = True  # TCP_NODELAY, as asyncio servers set it
 
         def log_message(self, *args) -> None:  # quiet
             pass
@@ -66,7 +83,8 @@ def make_server(delay_s: float, status: int = 200, fail_first: int = 0, fail_sta
                 self._send({"error": {"message": f"fake server answers {failing}", "code": failing}}, failing)
                 return
             try:
-                time.sleep(delay_s)
+                with slots:  # the endpoint's capacity: a request beyond it waits for a slot
+                    time.sleep(delay_s)
                 n = int(body.get("n", 1))
                 choices = [
                     {
@@ -153,7 +171,8 @@ if __name__ == "__main__":
     ap.add_argument("--status", type=int, default=200, help="answer every request with this status")
     ap.add_argument("--fail-first", type=int, default=0, help="answer the first N requests with --fail-status")
     ap.add_argument("--fail-status", type=int, default=429)
+    ap.add_argument("--capacity", type=int, default=0, help="requests worked on at once, the rest queue (0: all)")
     args = ap.parse_args()
-    server = make_server(args.delay, args.status, args.fail_first, args.fail_status)
+    server = make_server(args.delay, args.status, args.fail_first, args.fail_status, args.capacity)
     print(f"http://127.0.0.1:{server.server_address[1]}/v1", flush=True)
     server.serve_forever()

@@ -68,3 +68,27 @@ def test_label_scoring_scores_a_batch_in_one_call(manifest: Path, tmp_path: Path
     model = Counting("fake")
     run_inference(params, "fake", "label-scoring", manifest, tmp_path / "a.parquet", model=model)
     assert model.many_calls == [4, TINY_N - 4]
+
+
+def test_a_served_route_gets_several_rounds_of_its_capacity_per_batch(manifest: Path, tmp_path: Path) -> None:
+    """A route that takes two requests at once (``preferred_batch``) gets four rounds of them per
+    strategy batch, more than ``strategies.batch_size``: a batch waits for its slowest request, so fewer
+    batches keep the route's slots busier; the answers are those of batches of one."""
+    from ambiemo.inference.run.single import ROUNDS_PER_BATCH
+
+    class Served(Counting):
+        preferred_batch = 2
+
+    params = tiny_params(tmp_path)
+    params["strategies"]["batch_size"] = 1
+    served = Served("fake")
+    df = run_inference(params, "fake", "baseline", manifest, tmp_path / "a.parquet", model=served)
+    rounds = ROUNDS_PER_BATCH * 2
+    assert served.generate_calls == [min(rounds, TINY_N - i) for i in range(0, TINY_N, rounds)]
+
+    params["paths"]["cache_dir"] = str(tmp_path / "other-cache")
+    alone = Counting("fake")
+    ref = run_inference(params, "fake", "baseline", manifest, tmp_path / "b.parquet", model=alone)
+    assert alone.generate_calls == [1] * TINY_N
+    cols = ["utt_id"] + [c for c in df.columns if c.startswith("p_")]
+    assert df[cols].equals(ref[cols])

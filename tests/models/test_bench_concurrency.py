@@ -38,6 +38,17 @@ def test_fake_server_runs_apart_and_counts_requests_in_flight() -> None:
         assert server.max_in_flight == 1
 
 
+def test_fake_server_with_a_capacity_queues_what_it_cannot_take() -> None:
+    with FakeChatServer(0.3, "--capacity", "2") as server:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: _post(server.url), range(4)))
+        wall = time.perf_counter() - t0
+        assert [len(a["choices"]) for a in answers] == [2, 2, 2, 2]
+        assert server.max_in_flight == 4  # all four were held ...
+        assert wall >= 2 * 0.3  # ... but worked on two at a time: two rounds of the delay, at least
+
+
 def test_pool_builds_one_client_per_endpoint_for_threads_that_start_together() -> None:
     built = []
     lock = threading.Lock()

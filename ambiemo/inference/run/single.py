@@ -27,6 +27,12 @@ from ambiemo.strategies.prompts import PromptBook
 
 log = logging.getLogger(__name__)
 
+# Rounds of a served route's capacity per batch. A batch waits for its slowest request before the next
+# one starts, and each batch's first requests queue for the client's CPU while its slots stand idle; in
+# batches of one round that cost 0.5 s of 4.3 s (120 requests at 400 ms, concurrency 16,
+# benchmarks/serving.py), paid once per four rounds here. More rounds hold more clips in memory at once.
+ROUNDS_PER_BATCH = 4
+
 
 def run_inference(
     params: dict[str, Any],
@@ -125,9 +131,9 @@ def _infer(
             df,
             budgets,
             model.sample_rate,
-            # A served or API route gets at least its capacity (concurrency x endpoints) per batch, so that
-            # every slot is busy; the answers do not depend on the batch.
-            max(int(settings["batch_size"]), int(getattr(model, "preferred_batch", 0) or 0)),
+            # A served or API route gets several rounds of its capacity (concurrency x endpoints) per batch,
+            # so that every slot is busy; the answers do not depend on the batch.
+            max(int(settings["batch_size"]), ROUNDS_PER_BATCH * int(getattr(model, "preferred_batch", 0) or 0)),
             name,
             getattr(model.capabilities, "max_audio_s", None),
             bar,
