@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from ambiemo.core.blas import one_blas_thread
 from ambiemo.core.layout import Layout
 from ambiemo.scoring.references import CEILING_METRICS
 from ambiemo.scoring.results import params_subset, write_result
@@ -83,6 +84,7 @@ def aggregate_tables(
     return {k: tables[k] for k in order}
 
 
+@one_blas_thread
 def aggregate_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     """The aggregate stage (module docstring), one dataset × model of the scores at a time."""
     layout = Layout.from_params(params)

@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from ambiemo.core.blas import one_blas_thread
 from ambiemo.core.layout import Layout
 from ambiemo.scoring import references as R
 from ambiemo.scoring.run import (
@@ -81,6 +82,7 @@ class _Parts:
         self.files[(dataset, model)] = path
 
 
+@one_blas_thread
 def write_score_run(params: Mapping[str, Any], path: str | Path | None = None) -> WrittenScores:
     """Score every cell of the active run with its references and write the scores (module
     docstring); the same file as ``score_run(params).write(params, path)``."""

@@ -34,6 +34,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from ambiemo.core.blas import one_blas_thread
+
 
 @dataclass
 class GroupedFit:
@@ -135,6 +137,7 @@ def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- mixed model (REML)
 
 
+@one_blas_thread  # ambiemo.core.blas: small products, many of them
 def reml_intercept(y: np.ndarray, X: np.ndarray, names: list[str], groups: np.ndarray) -> GroupedFit:
     """REML fit of ``y = Xβ + u_group + e`` with ``u ~ N(0, σ²γ)``, ``e ~ N(0, σ²)`` (module docstring).
 
@@ -212,6 +215,7 @@ def _reml_hessian(g: _Groups, S, resid, X, xvx, rvr, gamma, fac) -> np.ndarray:
 # --------------------------------------------------------------------------- GEE (binomial, exchangeable)
 
 
+@one_blas_thread  # ambiemo.core.blas: small products, many of them
 def gee_exchangeable_logit(
     y: np.ndarray, X: np.ndarray, names: list[str], groups: np.ndarray, maxiter: int = 200, ctol: float = 1e-6
 ) -> GroupedFit:

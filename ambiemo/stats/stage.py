@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from ambiemo.core.blas import one_blas_thread
 from ambiemo.core.layout import Layout
 from ambiemo.scoring.gains import without_references
 from ambiemo.scoring.results import params_subset, write_result
@@ -89,6 +90,7 @@ def _stack(parts: list[pd.DataFrame]) -> pd.DataFrame:
 REGRESSION_COLUMNS = ("dataset", "model", "strategy", "budget", "utt_id", "speaker", "params_b", "entropy_bits")
 
 
+@one_blas_thread
 def stats_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     """The stats stage (module docstring): the scores one dataset × model at a time, and the
     regression models on the columns they fit."""
