@@ -25,6 +25,6 @@ def test_scale_benchmark_writes_its_table(tmp_path: Path) -> None:
     for table in (result["stages"], result["small"]):
         for stage in table.values():
             assert stage["rows"] > 0 and stage["wall_s"] > 0 and 0 < stage["peak_gb"] < 24
-    # every readout of the ladder profile, one model, three corpora of at least 8 utterances each
-    assert result["stages"]["score"]["rows"] == result["small"]["score"]["rows"] >= 3 * 8 * 31
+    # every readout of the ladder profile (31), one model, three corpora of at least 8 utterances each
+    assert result["stages"]["score"]["rows"] >= result["small"]["score"]["rows"] == 3 * 8 * 31
     assert result["growth_10x"] > 0 and result["models"] == 1
