@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, special
+from scipy import optimize
 
 from ambiemo.core.params import Scoring
 from ambiemo.scoring import metrics as M
@@ -75,14 +75,8 @@ def fit(p: np.ndarray, q: np.ndarray, method: str, base: Any = "e") -> tuple[flo
     p, q = M.check_distributions(p, "p (human)"), M.check_distributions(q, "q (model)")
     logq, scale = _log(q), math.log(M.log_base(base))  # once per fit, not once per step of the search
 
-    def loss(t: float, w: float) -> float:
-        # ``M.js_distance(p, apply(...), base)``, the same arithmetic in the same order, without
-        # checking ``p`` and the reshaped ``q`` again at every step (checked once above)
-        r = apply(q, t, w, prior, logq)
-        m = 0.5 * (p + r)
-        div = 0.5 * (special.rel_entr(p, m).sum(axis=1) + special.rel_entr(r, m).sum(axis=1))
-        div /= scale
-        return float(np.sqrt(np.clip(div, 0.0, None)).mean())
+    def loss(t: float, w: float) -> float:  # the inputs were checked once above, not at every step
+        return float(M.js_distance_checked(p, apply(q, t, w, prior, logq), scale).mean())
 
     if method == "temperature":
         res = optimize.minimize_scalar(lambda lt: loss(np.exp(lt), 0.0), bounds=LOG_T_BOUNDS, method="bounded")

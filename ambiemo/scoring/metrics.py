@@ -164,10 +164,16 @@ def _pair(p, q) -> tuple[np.ndarray, np.ndarray]:
 def js_distance(p, q, base: float | str = JS_BASE) -> np.ndarray:
     """Jensen–Shannon distance per utterance (square root of the divergence, log ``base``)."""
     p, q = _pair(p, q)
+    return js_distance_checked(p, q, math.log(log_base(base)))
+
+
+def js_distance_checked(p: np.ndarray, q: np.ndarray, log_of_base: float) -> np.ndarray:
+    """``js_distance`` of float arrays already checked as distributions, for a search that reshapes
+    checked answers at every step (``ambiemo.scoring.calibration``); ``log_of_base``: ln of the base."""
     m = 0.5 * (p + q)
     # rel_entr is 0 where p is 0, so disjoint supports need no special case.
     div = 0.5 * (special.rel_entr(p, m).sum(axis=1) + special.rel_entr(q, m).sum(axis=1))
-    div /= math.log(log_base(base))
+    div /= log_of_base
     return np.sqrt(np.clip(div, 0.0, None))  # rounding can leave -1e-17 for identical rows
 
 

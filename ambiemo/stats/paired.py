@@ -78,6 +78,7 @@ def paired_comparisons(
     unknown = [m for m in metrics if m not in scores.columns]
     if unknown:
         raise KeyError(f"paired_comparisons: no per-utterance column(s) {unknown} in the scores")
+    boot = (int(sp["bootstrap_resamples"]), float(sp["ci_level"]))
     rows = []
     for dataset, model, pc in paired_cells(scores, baseline):
         if pc is None:
@@ -94,7 +95,6 @@ def paired_comparisons(
             continue
         whole = cluster_codes(pc.cell.reset_index())  # once per cell; each metric takes its pairs' share
         for metric in metrics:
-            boot = (int(sp["bootstrap_resamples"]), float(sp["ci_level"]))
             rows.append(_paired_row(pc, whole, metric, n_perm, seed, *boot))
     return holm_families(pd.DataFrame(rows), params)
 
