@@ -14,24 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from ambiemo.models.base import (
-    AudioLanguageModel,
-    AudioRequest,
-    Candidate,
-    Capabilities,
-    GenerationConfig,
-    OptionScores,
-    Usage,
-)
+from ambiemo.models import base
 
 
-class ModelWrapper(AudioLanguageModel):
+class ModelWrapper(base.AudioLanguageModel):
     """Forwards the contract to ``self.model`` (see the module docstring)."""
 
     # Attributes of the wrapper itself: never looked up on the wrapped model.
     OWN: frozenset[str] = frozenset({"model"})
 
-    def __init__(self, model: AudioLanguageModel) -> None:
+    def __init__(self, model: base.AudioLanguageModel) -> None:
         # Deliberately no super().__init__: usage, identity and capabilities are the wrapped model's.
         self.model = model
 
@@ -41,11 +33,11 @@ class ModelWrapper(AudioLanguageModel):
     sample_rate = property(lambda self: self.model.sample_rate)  # type: ignore[assignment]
 
     @property  # type: ignore[override]
-    def usage(self) -> Usage:
+    def usage(self) -> base.Usage:
         return self.model.usage
 
     @property  # type: ignore[override]
-    def capabilities(self) -> Capabilities:
+    def capabilities(self) -> base.Capabilities:
         return self.model.capabilities
 
     @property
@@ -58,13 +50,15 @@ class ModelWrapper(AudioLanguageModel):
             raise AttributeError(name)
         return getattr(self.model, name)
 
-    def generate(self, requests: Sequence[AudioRequest], config: GenerationConfig) -> list[list[Candidate]]:
+    def generate(
+        self, requests: Sequence[base.AudioRequest], config: base.GenerationConfig
+    ) -> list[list[base.Candidate]]:
         return self.model.generate(requests, config)
 
-    def score_options(self, request: AudioRequest, options: Sequence[str], prefix: str = "") -> np.ndarray:
+    def score_options(self, request: base.AudioRequest, options: Sequence[str], prefix: str = "") -> np.ndarray:
         return self.score_options_many([request], options, prefix)[0].logprobs
 
     def score_options_many(
-        self, requests: Sequence[AudioRequest], options: Sequence[str], prefix: str = ""
-    ) -> list[OptionScores]:
+        self, requests: Sequence[base.AudioRequest], options: Sequence[str], prefix: str = ""
+    ) -> list[base.OptionScores]:
         return self.model.score_options_many(requests, options, prefix)

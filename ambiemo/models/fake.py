@@ -34,15 +34,7 @@ from typing import Any
 import numpy as np
 
 from ambiemo.core.errors import ModelCallError
-from ambiemo.models import register_model
-from ambiemo.models.base import (
-    AudioLanguageModel,
-    AudioRequest,
-    Candidate,
-    Capabilities,
-    GenerationConfig,
-    OptionScores,
-)
+from ambiemo.models import base, register_model
 from ambiemo.models.identity import COSMETIC_KEYS
 
 DEFAULT_LABELS = ("neutral", "happy", "angry", "sad")
@@ -63,7 +55,7 @@ def _pick(table: dict[str, list[Any]] | None, utt_id: str, index: int) -> Any:
 
 
 @register_model("fake")
-class FakeModel(AudioLanguageModel):
+class FakeModel(base.AudioLanguageModel):
     """A scripted model; see the module docstring for what can be set."""
 
     def __init__(
@@ -80,7 +72,7 @@ class FakeModel(AudioLanguageModel):
         beam_search: bool = True,
         option_scoring: bool = True,
         wall_s: float = 0.01,
-        script: Callable[[AudioRequest, GenerationConfig, int], Any] | None = None,
+        script: Callable[[base.AudioRequest, base.GenerationConfig, int], Any] | None = None,
         model_id: str = "fake",
         revision: str | None = None,
         sleep_s: float = 0.0,
@@ -110,13 +102,13 @@ class FakeModel(AudioLanguageModel):
         self.labels = tuple(labels)
         self.wall_s = float(wall_s)
         self.script = script
-        self.capabilities = Capabilities(
+        self.capabilities = base.Capabilities(
             logprobs=logprobs_available,
             beam_search=beam_search,
             option_scoring=option_scoring,
             needs="nothing (a test double)",
         )
-        self.requests_seen: list[tuple[str, str, GenerationConfig | None]] = []  # (kind, utt_id, config)
+        self.requests_seen: list[tuple[str, str, base.GenerationConfig | None]] = []  # (kind, utt_id, config)
 
     @classmethod
     def from_spec(cls, key: str, spec: dict[str, Any], **kwargs: Any) -> FakeModel:
@@ -127,8 +119,8 @@ class FakeModel(AudioLanguageModel):
         return cls(key, model_id=spec.get("id", "fake"), revision=spec.get("revision"), **options)
 
     @classmethod
-    def spec_capabilities(cls, spec: dict[str, Any]) -> Capabilities:
-        return Capabilities(
+    def spec_capabilities(cls, spec: dict[str, Any]) -> base.Capabilities:
+        return base.Capabilities(
             logprobs=bool(spec.get("logprobs_available", True)),
             beam_search=bool(spec.get("beam_search", True)),
             option_scoring=bool(spec.get("option_scoring", True)),
@@ -136,7 +128,7 @@ class FakeModel(AudioLanguageModel):
         )
 
     # -- generation -------------------------------------------------------------------------
-    def _default_answer(self, request: AudioRequest, config: GenerationConfig, index: int) -> str:
+    def _default_answer(self, request: base.AudioRequest, config: base.GenerationConfig, index: int) -> str:
         rng = _rng(request.audio_sha1(), request.conversation(), config.as_dict(), index)
         if any(m.role == "assistant" for m in request.messages):
             return str(int(rng.integers(0, 11)))
@@ -144,7 +136,9 @@ class FakeModel(AudioLanguageModel):
         p[-1] = round(1.0 - p[:-1].sum(), 2)
         return json.dumps({label: float(abs(v)) for label, v in zip(self.labels, p, strict=True)})
 
-    def _answer(self, request: AudioRequest, config: GenerationConfig, index: int) -> tuple[str, float, int | None]:
+    def _answer(
+        self, request: base.AudioRequest, config: base.GenerationConfig, index: int
+    ) -> tuple[str, float, int | None]:
         messages = request.messages
         if any(m.role == "assistant" for m in messages):  # a verifier request: rate the assistant's answer
             answer = [m.text for m in messages if m.role == "assistant"][-1]
@@ -163,7 +157,7 @@ class FakeModel(AudioLanguageModel):
             logprob = -float(_rng(text, index).uniform(0.5, 5.0))
         return text, float(logprob), n_tokens
 
-    def _generate(self, requests: list[AudioRequest], config: GenerationConfig) -> list[list[Candidate]]:
+    def _generate(self, requests: list[base.AudioRequest], config: base.GenerationConfig) -> list[list[base.Candidate]]:
         if self.sleep_s:
             time.sleep(self.sleep_s)
         out = []
@@ -177,7 +171,7 @@ class FakeModel(AudioLanguageModel):
                 text, logprob, n_tokens = self._answer(request, config, i)
                 n_tokens = n_tokens or max(1, len(text) // 4)
                 cands.append(
-                    Candidate(
+                    base.Candidate(
                         text=text,
                         logprob=logprob if self.capabilities.logprobs else None,
                         token_logprobs=[logprob / n_tokens] * n_tokens if self.capabilities.logprobs else None,
@@ -189,7 +183,7 @@ class FakeModel(AudioLanguageModel):
         return out
 
     # -- option scoring ---------------------------------------------------------------------
-    def _score_options(self, request: AudioRequest, options: list[str], prefix: str) -> OptionScores:
+    def _score_options(self, request: base.AudioRequest, options: list[str], prefix: str) -> base.OptionScores:
         self.requests_seen.append(("score_options", request.utt_id, None))
         if self.sleep_s:
             time.sleep(self.sleep_s)
@@ -201,4 +195,4 @@ class FakeModel(AudioLanguageModel):
         else:
             rng = _rng(request.audio_sha1(), request.conversation(), list(options), prefix)
             logprobs = -rng.uniform(0.1, 6.0, size=len(options))
-        return OptionScores(logprobs, prompt_tokens, self.wall_s)
+        return base.OptionScores(logprobs, prompt_tokens, self.wall_s)

@@ -46,7 +46,8 @@ aggregate stage (``aggregate_run``; not imported here, since it needs ``ambiemo.
 ``ambiemo.stats.stage`` the stats stage.
 
 Modules: ``schema``, ``scores``, ``summaries``, ``gains`` (the gain over the baseline), ``run``,
-``results`` (and ``stages``, the aggregate stage); every name is importable from here as before."""
+``results`` (and ``stages``, the aggregate stage). Their functions, and the schema names callers outside
+the package need, are importable from here; the table's column lists stay in ``schema``."""
 
 from __future__ import annotations
 
@@ -54,11 +55,7 @@ from ambiemo.scoring.gains import gain_over_baseline
 from ambiemo.scoring.results import params_subset, read_result, write_result
 from ambiemo.scoring.run import ScoreRun, run_cells, score_run, unanswered_table
 from ambiemo.scoring.schema import (
-    ALL,
-    COMPUTE_COLUMNS,
     KEYS,
-    PREDICTION_REQUIRED,
-    VERIFIER_COLUMNS,
     ScoringError,
     labels_of,
     levels,
@@ -82,11 +79,7 @@ from ambiemo.scoring.summaries import (
 )
 
 __all__ = [
-    "ALL",
-    "COMPUTE_COLUMNS",
     "KEYS",
-    "PREDICTION_REQUIRED",
-    "VERIFIER_COLUMNS",
     "ScoreRun",
     "ScoringError",
     "at_largest_budget",

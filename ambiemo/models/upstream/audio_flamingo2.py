@@ -34,15 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ambiemo.models import register_model
-from ambiemo.models.base import (
-    AudioLanguageModel,
-    AudioRequest,
-    Candidate,
-    Capabilities,
-    GenerationConfig,
-    OptionScores,
-)
+from ambiemo.models import base, register_model
 from ambiemo.models.hf.sampling import GumbelMaxSampler, sample_seed
 
 UPSTREAM = "https://github.com/NVIDIA/audio-flamingo (branch audio_flamingo_2)"
@@ -101,10 +93,10 @@ def clap_windows(wav: np.ndarray, window_s: float, overlap_s: float, max_windows
 
 
 @register_model("audio-flamingo-2")
-class AudioFlamingo2ALM(AudioLanguageModel):
+class AudioFlamingo2ALM(base.AudioLanguageModel):
     """Audio Flamingo 2 via its upstream code (see the module docstring)."""
 
-    capabilities = Capabilities(needs="GPU; upstream code", max_audio_s=120.0)  # 12 CLAP windows of 10 s
+    capabilities = base.Capabilities(needs="GPU; upstream code", max_audio_s=120.0)  # 12 CLAP windows of 10 s
     version = 2  # 2: per-candidate random streams
     setting_defaults = {"dtype": "float16", "code_dir": None, "weights_dir": None}
 
@@ -185,7 +177,7 @@ class AudioFlamingo2ALM(AudioLanguageModel):
             self._load()
 
     # ----------------------------------------------------------------------------- inputs
-    def prompt_text(self, request: AudioRequest) -> str:
+    def prompt_text(self, request: base.AudioRequest) -> str:
         if any(m.role == "assistant" for m in request.messages):
             raise ValueError(
                 f"utterance {request.utt_id!r}: Audio Flamingo 2 is single-turn; it cannot continue a "
@@ -194,7 +186,7 @@ class AudioFlamingo2ALM(AudioLanguageModel):
         instruction = "\n".join(m.text.strip() for m in request.messages if m.text.strip())
         return f"<audio>{instruction.lower()}{self.tokenizer.sep_token}"
 
-    def _audio(self, request: AudioRequest):
+    def _audio(self, request: base.AudioRequest):
         import torch
 
         wav = request.waveform_at(SAMPLE_RATE)
@@ -237,7 +229,7 @@ class AudioFlamingo2ALM(AudioLanguageModel):
         return [[float(logp[i, t, tok]) for t, tok in enumerate(c)] for i, c in enumerate(conts)]
 
     # ----------------------------------------------------------------------------- the contract
-    def _generate(self, requests: list[AudioRequest], config: GenerationConfig) -> list[list[Candidate]]:
+    def _generate(self, requests: list[base.AudioRequest], config: base.GenerationConfig) -> list[list[base.Candidate]]:
         import torch
         from transformers import LogitsProcessorList
 
@@ -282,7 +274,7 @@ class AudioFlamingo2ALM(AudioLanguageModel):
             for c, lp in zip(conts, lps, strict=True):
                 body = c[:-1] if c[-1] in stops else c
                 cands.append(
-                    Candidate(
+                    base.Candidate(
                         text=self.tokenizer.decode(body, skip_special_tokens=True).strip(),
                         logprob=float(np.sum(lp)),
                         token_logprobs=lp,
@@ -298,10 +290,10 @@ class AudioFlamingo2ALM(AudioLanguageModel):
             results.append(cands)
         return results
 
-    def _score_options(self, request: AudioRequest, options: list[str], prefix: str) -> OptionScores:
+    def _score_options(self, request: base.AudioRequest, options: list[str], prefix: str) -> base.OptionScores:
         self._ensure_loaded()
         t0 = time.perf_counter()
         prompt = self.tokenizer(self.prompt_text(request), add_special_tokens=False)["input_ids"]
         conts = [self.tokenizer(prefix + o, add_special_tokens=False)["input_ids"] for o in options]
         lps = self._continuation_logprobs(self._audio(request), prompt, conts)
-        return OptionScores(np.array([sum(lp) for lp in lps]), len(prompt), time.perf_counter() - t0)
+        return base.OptionScores(np.array([sum(lp) for lp in lps]), len(prompt), time.perf_counter() - t0)
