@@ -52,7 +52,13 @@ def gain_intervals(
 
     if metric not in scores.columns:
         raise KeyError(f"gain_intervals: the scores have no per-utterance column {metric!r}")
-    return gain_table(scores, params, metrics=[metric], baseline=baseline, n_resamples=n_resamples, seed=seed)
+    params = dict(params or {})  # the table reads every setting from params: these arguments override them
+    params["stats"] = {**(params.get("stats") or {}), "baseline": baseline}
+    if n_resamples is not None:
+        params["scoring"] = {**(params.get("scoring") or {}), "bootstrap_resamples": n_resamples}
+    if seed is not None:
+        params["seed"] = seed
+    return gain_table(scores, params, metrics=[metric])
 
 
 def model_families(params: Mapping[str, Any] | None, models: Sequence[str]) -> dict[str, str]:

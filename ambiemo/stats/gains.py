@@ -90,31 +90,38 @@ def gain_interval(
     }
 
 
+def paired_metrics(
+    scores: pd.DataFrame, params: Mapping[str, Any] | None, metrics: Sequence[str] | None, who: str
+) -> list[str]:
+    """The per-utterance metrics a paired table compares (``metrics``, else params
+    ``stats.paired_metrics``), each checked to be a column of ``scores``; ``who`` names the table."""
+    from ambiemo.stats.bootstrap import stats_params
+
+    metrics = list(metrics or stats_params(params)["paired_metrics"])
+    unknown = [m for m in metrics if m not in scores.columns]
+    if unknown:
+        raise KeyError(f"{who}: no per-utterance column(s) {unknown} in the scores")
+    return metrics
+
+
 def gain_table(
     scores: pd.DataFrame,
     params: Mapping[str, Any] | None = None,
     *,
     metrics: Sequence[str] | None = None,
-    baseline: str | None = None,
-    n_resamples: int | None = None,
-    seed: int | None = None,
 ) -> pd.DataFrame:
     """The mean paired gain of every strategy × budget over the baseline, per dataset × model ×
     ambiguity level (``"all"``, rank -1, and each bin) × metric (params ``stats.paired_metrics``),
     with a speaker-clustered bootstrap interval (params ``scoring.bootstrap_resamples``,
-    ``scoring.ci_level``, ``seed``). Columns: ``GAIN_COLUMNS``; ``n_dropped`` counts the pairs a
-    NaN dropped in the whole cell."""
+    ``scoring.ci_level``, ``seed``; the baseline is params ``stats.baseline``): every setting comes
+    from params, as the stats stage runs it. Columns: ``GAIN_COLUMNS``; ``n_dropped`` counts the
+    pairs a NaN dropped in the whole cell."""
     from ambiemo.scoring.schema import scoring_params
     from ambiemo.stats.bootstrap import _seed, cluster_codes, stats_params, subset_clusters
 
     st, sp = stats_params(params), scoring_params(params)
-    baseline = baseline or st["baseline"]
-    metrics = list(metrics or st["paired_metrics"])
-    unknown = [m for m in metrics if m not in scores.columns]
-    if unknown:
-        raise KeyError(f"gain_table: no per-utterance column(s) {unknown} in the scores")
-    n_resamples = int(n_resamples or sp["bootstrap_resamples"])
-    level, seed = float(sp["ci_level"]), _seed(params, seed)
+    baseline, metrics = st["baseline"], paired_metrics(scores, params, metrics, "gain_table")
+    n_resamples, level, seed = int(sp["bootstrap_resamples"]), float(sp["ci_level"]), _seed(params, None)
     rows = []
     for _, _, pc in paired_cells(scores, baseline):
         if pc is None:

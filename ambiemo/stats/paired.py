@@ -19,7 +19,7 @@ from scipy import stats as sps
 from ambiemo.scoring import scoring_params
 from ambiemo.scoring.gains import HIGHER_IS_BETTER, KEY_COLUMNS, PairedCell, direction, paired_cells
 from ambiemo.stats.bootstrap import _seed, cluster_codes, stats_params, subset_clusters
-from ambiemo.stats.gains import gain_interval
+from ambiemo.stats.gains import gain_interval, paired_metrics
 from ambiemo.stats.permutation import holm, paired_test, rank_biserial
 
 PAIRED_COLUMNS = [
@@ -72,12 +72,9 @@ def paired_comparisons(
     """
     st, sp = stats_params(params), scoring_params(params)
     baseline = baseline or st["baseline"]
-    metrics = list(metrics or st["paired_metrics"])
+    metrics = paired_metrics(scores, params, metrics, "paired_comparisons")
     n_perm = int(n_resamples or st["permutation_resamples"])
     seed = _seed(params, seed)
-    unknown = [m for m in metrics if m not in scores.columns]
-    if unknown:
-        raise KeyError(f"paired_comparisons: no per-utterance column(s) {unknown} in the scores")
     boot = (int(sp["bootstrap_resamples"]), float(sp["ci_level"]))
     rows = []
     for dataset, model, pc in paired_cells(scores, baseline):

@@ -48,7 +48,11 @@ def test_directions():
 
 
 def test_gain_table_is_the_hand_computed_paired_gain(scores):
-    table = gain_table(scores, PARAMS, metrics=["js", "correct"], n_resamples=200)
+    table = gain_table(
+        scores,
+        {**PARAMS, "scoring": {**PARAMS.get("scoring", {}), "bootstrap_resamples": 200}},
+        metrics=["js", "correct"],
+    )
     for row in table.itertuples():
         ref = _hand_gain(scores, row.model, row.budget, row.metric, row.ambiguity)
         assert row.gain == pytest.approx(ref, abs=1e-12)
