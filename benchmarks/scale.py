@@ -133,7 +133,7 @@ def synthesise(
     from ambiemo.core.layout import Layout
     from ambiemo.data import manifest as mm
     from ambiemo.data.labels import LabelSet
-    from ambiemo.inference.candidates import candidates_frame, write_candidates
+    from ambiemo.inference.candidates import candidates_frame
     from ambiemo.inference.predictions import write_predictions
 
     models = {f"m{i:02d}": {"params_b": float(2 ** (i % 4)), "family": f"f{i // 4}"} for i in range(n_models)}
@@ -157,8 +157,7 @@ def synthesise(
                 df = _cell(man, model, strategy, bs, min(0.9, 0.2 + 0.03 * mi + 0.02 * si), rng)
                 prov = {"model": model, "strategy": {"name": strategy, "budgets": bs}}
                 kw = {"labels": LABELS, "label_set": "four", "provenance": prov}
-                write_predictions(df, layout.predictions(name, model, strategy), **kw)
-                write_candidates(empty, layout.candidates(name, model, strategy), **kw)
+                write_predictions(df, layout.predictions(name, model, strategy), candidates=empty, **kw)
     (folder / "params.json").write_text(json.dumps(params))
     return params
 

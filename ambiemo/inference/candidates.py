@@ -171,22 +171,12 @@ def validate(df: pd.DataFrame, meta: Mapping[str, Any], where: str = "candidates
     )
 
 
-def write_candidates(
-    df: pd.DataFrame,
-    path: str | os.PathLike,
-    *,
-    labels: Sequence[str],
-    label_set: str,
-    provenance: Mapping[str, Any],
-    **meta: Any,
-) -> Path:
-    """Check ``df`` against the schema and write it atomically with its metadata."""
-    full_meta = {
-        "kind": "candidates",
-        "label_set": {"name": label_set, "labels": list(labels)},
-        "provenance": dict(provenance),
-        **meta,
-    }
+def write_candidates(df: pd.DataFrame, path: str | os.PathLike, meta: Mapping[str, Any]) -> Path:
+    """Check ``df`` against the schema and write it atomically with ``meta`` (its ``label_set``
+    {name, labels} and ``provenance``, those of the predictions table it belongs to), stamped
+    ``kind: candidates``. ``write_predictions(..., candidates=df)`` writes both tables of a cell."""
+    full_meta = {**meta, "kind": "candidates"}
+    labels = meta_labels(full_meta, str(path), CandidatesError)
     missing = [c for c in candidate_columns(labels) if c not in df.columns]
     if missing:
         raise CandidatesError(f"{path}: missing column(s) {missing} for label set {list(labels)}")

@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from ambiemo.core.tables import LabelledTable, meta_labels, read_table, row_check, write_table
-from ambiemo.inference.candidates import Candidates, candidates_path, read_candidates
+from ambiemo.inference.candidates import Candidates, candidates_path, read_candidates, write_candidates
 
 HEAD_COLUMNS = ("utt_id", "dataset", "model", "strategy", "budget")
 TAIL_COLUMNS = (
@@ -130,10 +130,18 @@ def write_predictions(
     labels: Sequence[str],
     label_set: str,
     provenance: Mapping[str, Any],
+    candidates: pd.DataFrame | None = None,
     **meta: Any,
 ) -> Path:
-    """Check ``df`` against the schema and write it atomically with its metadata."""
+    """Check ``df`` against the schema and write it atomically with its metadata.
+
+    With ``candidates``, the cell's candidates table is written first, beside it (``candidates_path``),
+    under the same label set and provenance (and a skipped cell's reason): so a predictions file that
+    exists always has its candidates beside it."""
     full_meta = {"label_set": {"name": label_set, "labels": list(labels)}, "provenance": dict(provenance), **meta}
+    if candidates is not None:
+        shared = {k: full_meta[k] for k in ("label_set", "provenance", "skipped") if k in full_meta}
+        write_candidates(candidates, candidates_path(path), {**shared, "predictions": Path(path).name})
     df = _coerce(df, labels)
     validate(df, full_meta, where=str(path))
     return write_table(df, path, full_meta)

@@ -30,6 +30,10 @@ from ambiemo.strategies import record
 from ambiemo.strategies.prompts import Prompt
 
 PROMPT = Prompt("distribution@1", (), ("sad", "neutral", "happy", "angry"))
+META = {
+    "label_set": {"name": "four", "labels": LABELS},
+    "provenance": {},
+}  # a predictions table's, as the writer gets it
 
 
 def _key(utt_id: str, strategy: str = "bon", budget: int = 3) -> dict:
@@ -55,7 +59,7 @@ def test_round_trip_keeps_values_dtypes_and_bytes(tmp_path: Path) -> None:
     ]
     frame = candidates_frame([(_key("u1"), recs), (_key("u2", "label-scoring", 1), options)], LABELS)
     assert list(frame.columns) == candidate_columns(LABELS) and len(CANDIDATE_COLUMNS) == len(frame.columns) - 3
-    path = write_candidates(frame, tmp_path / "bon.candidates.parquet", labels=LABELS, label_set="four", provenance={})
+    path = write_candidates(frame, tmp_path / "bon.candidates.parquet", META)
     got = read_candidates(path)
     dtypes = {c: str(t) for c, t in got.df.dtypes.items()}
     assert dtypes["budget"] == dtypes["index"] == "int64" and dtypes["n_tokens"] == "Int64"
@@ -71,7 +75,7 @@ def test_round_trip_keeps_values_dtypes_and_bytes(tmp_path: Path) -> None:
     assert df["verifier_score"].tolist()[:2] == [0.25, 0.25] and math.isnan(df["verifier_score"].iloc[2])
     assert df["weight"].iloc[0] == 1.0 and df["weight"].iloc[1:].isna().all()
     assert set(df["label_order"]) == {"sad,neutral,happy,angry"} and set(df["prompt"]) == {"distribution@1"}
-    again = write_candidates(got.df, tmp_path / "again.parquet", labels=LABELS, label_set="four", provenance={})
+    again = write_candidates(got.df, tmp_path / "again.parquet", META)
     assert again.read_bytes() == path.read_bytes()
 
 
@@ -79,7 +83,7 @@ def test_bad_tables_are_refused_naming_the_file_and_the_column(tmp_path: Path) -
     from ambiemo.core.tables import read_table, write_table
 
     frame = candidates_frame([(_key("u1"), _records([[0.2, 0.3, 0.5, 0.0]]))], LABELS)
-    good = write_candidates(frame, tmp_path / "x.candidates.parquet", labels=LABELS, label_set="four", provenance={})
+    good = write_candidates(frame, tmp_path / "x.candidates.parquet", META)
     df, meta = read_table(good)
     write_table(df.drop(columns=["weight"]), tmp_path / "y.candidates.parquet", meta)
     with pytest.raises(CandidatesError, match=r"y\.candidates\.parquet: missing column\(s\) \['weight'\]"):
@@ -88,18 +92,16 @@ def test_bad_tables_are_refused_naming_the_file_and_the_column(tmp_path: Path) -
     with pytest.raises(CandidatesError, match=r"f\.candidates\.parquet: column\(s\) of the wrong dtype.*n_tokens"):
         read_candidates(tmp_path / "f.candidates.parquet")
     with pytest.raises(CandidatesError, match=r"z\.parquet: missing column\(s\) \['weight'\]"):
-        write_candidates(
-            df.drop(columns=["weight"]), tmp_path / "z.parquet", labels=LABELS, label_set="4", provenance={}
-        )
+        write_candidates(df.drop(columns=["weight"]), tmp_path / "z.parquet", META)
     broken = df.copy()
     broken.loc[0, "p_sad"] = 0.4  # no longer sums to one
     with pytest.raises(
         CandidatesError, match=r"z\.parquet: 1 row\(s\) have p_\* that are not a distribution.*u1/bon/3/0"
     ):
-        write_candidates(broken, tmp_path / "z.parquet", labels=LABELS, label_set="four", provenance={})
+        write_candidates(broken, tmp_path / "z.parquet", META)
     unparsed = df.assign(parsed_ok=False)
     with pytest.raises(CandidatesError, match="parsed_ok that disagrees with p_"):
-        write_candidates(unparsed, tmp_path / "z.parquet", labels=LABELS, label_set="four", provenance={})
+        write_candidates(unparsed, tmp_path / "z.parquet", META)
     with pytest.raises(CandidatesError, match="distribution of 3 values for 4 labels"):
         candidates_frame([(_key("u1"), _records([[0.2, 0.3, 0.5]]))], LABELS)
     with pytest.raises(FileNotFoundError, match="no candidates table"):

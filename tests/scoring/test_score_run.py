@@ -18,7 +18,6 @@ from ambiemo import scoring
 from ambiemo.core.layout import Layout
 from ambiemo.data import manifest as mm
 from ambiemo.data.labels import LabelSet
-from ambiemo.inference.candidates import write_candidates
 from ambiemo.inference.predictions import write_predictions
 from ambiemo.scoring.stages import ci_table
 
@@ -57,14 +56,8 @@ def _layout(tmp_path, manifest, cells, datasets=("demo",), skipped=(), failures=
                 labels=LABELS,
                 label_set="four",
                 provenance=PROV,
+                candidates=candidates_table(df),  # beside each predictions table, as the infer stage writes it
                 **meta,
-            )
-            write_candidates(  # beside each predictions table, as the infer stage writes it
-                candidates_table(df),
-                layout.candidates(dataset, model, strategy),
-                labels=LABELS,
-                label_set="four",
-                provenance=PROV,
             )
     return params, layout
 

@@ -287,7 +287,7 @@ def test_cli_scores_and_summarises(manifest, tmp_path):
     for df in cells(manifest):
         path = pred_dir / f"{df['model'][0]}-{df['strategy'][0]}.parquet"
         write_table(df.drop(columns=["candidate_records"]), path, {"label_set": {"labels": list(LABELS)}})
-        write_candidates(candidates_table(df), candidates_path(path), labels=LABELS, label_set="four", provenance={})
+        write_candidates(candidates_table(df), candidates_path(path), {"label_set": {"name": "four", "labels": LABELS}})
     params_path = tmp_path / "params.yaml"
     # a params file the CLI accepts (the params schema wants an adapter per model)
     models = {k: {"adapter": "fake", **v} for k, v in PARAMS["models"].items()}

@@ -17,7 +17,6 @@ from ambiemo.core.layout import Layout  # noqa: E402
 from ambiemo.core.tables import read_meta  # noqa: E402
 from ambiemo.data import manifest as mm  # noqa: E402
 from ambiemo.data.labels import LabelSet  # noqa: E402
-from ambiemo.inference.candidates import write_candidates  # noqa: E402
 from ambiemo.inference.predictions import write_predictions  # noqa: E402
 from ambiemo.scoring.stream import write_score_run  # noqa: E402
 
@@ -46,8 +45,9 @@ def test_streamed_scores_are_the_whole_runs_file(tmp_path):
                 df = df.iloc[:0]  # a run that wrote nothing
             prov = {"model": model, "strategy": {"name": strategy, "budgets": [1 + i % 2]}}
             kw = {"labels": LABELS, "label_set": "four", "provenance": prov}
-            write_predictions(df, layout.predictions(dataset, model, strategy), **kw, **meta)
-            write_candidates(candidates_table(df), layout.candidates(dataset, model, strategy), **kw)
+            write_predictions(
+                df, layout.predictions(dataset, model, strategy), candidates=candidates_table(df), **kw, **meta
+            )
     whole = scoring.score_run(params)
     reference_path = whole.write(params, tmp_path / "whole.parquet")
     written = write_score_run(params, tmp_path / "streamed.parquet")

@@ -11,7 +11,6 @@ from ambiemo import scoring
 from ambiemo.core.layout import Layout
 from ambiemo.data import manifest as mm
 from ambiemo.data.labels import LabelSet
-from ambiemo.inference.candidates import write_candidates
 from ambiemo.inference.predictions import write_predictions
 
 BINS = {"method": "fixed", "edges": [1.0, 1.5], "bins": ["clear", "low", "medium", "high"]}
@@ -31,8 +30,7 @@ def test_stages_write_the_calibration_and_annotator_tables(tmp_path):
     for i, strategy in enumerate(("baseline", "w-bon")):
         df = predictions_df(man, "small", strategy, seed=i, fail_rate=0.0, quality=0.3 + 0.4 * i)
         kw = {"labels": LABELS, "label_set": "four", "provenance": {"model": "test"}}
-        write_predictions(df, layout.predictions("demo", "small", strategy), **kw)
-        write_candidates(candidates_table(df), layout.candidates("demo", "small", strategy), **kw)
+        write_predictions(df, layout.predictions("demo", "small", strategy), candidates=candidates_table(df), **kw)
     scoring.score_run(params).write(params)
 
     agg = aggregate_run(params)

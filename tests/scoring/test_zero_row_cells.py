@@ -19,7 +19,6 @@ from ambiemo import scoring  # noqa: E402
 from ambiemo.core.layout import Layout  # noqa: E402
 from ambiemo.data import manifest as mm  # noqa: E402
 from ambiemo.data.labels import LabelSet  # noqa: E402
-from ambiemo.inference.candidates import write_candidates  # noqa: E402
 from ambiemo.inference.predictions import write_predictions  # noqa: E402
 
 BINS = {"method": "fixed", "edges": [1.0, 1.5], "bins": ["clear", "low", "medium", "high"]}
@@ -43,14 +42,7 @@ def run_params(tmp_path):
             df = df.iloc[:0]  # the run wrote nothing
         prov = {"model": model, "strategy": {"name": strategy, "budgets": [2]}}
         path = layout.predictions("demo", model, strategy)
-        write_predictions(df, path, labels=LABELS, label_set="four", provenance=prov)
-        write_candidates(
-            candidates_table(df),
-            layout.candidates("demo", model, strategy),
-            labels=LABELS,
-            label_set="four",
-            provenance=prov,
-        )
+        write_predictions(df, path, labels=LABELS, label_set="four", provenance=prov, candidates=candidates_table(df))
     return params, layout
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from ambiemo.inference.candidates import candidate_columns, candidates_path, write_candidates
+from ambiemo.inference.candidates import candidate_columns
 from ambiemo.inference.predictions import prediction_columns, read_predictions, write_predictions
 from ambiemo.inference.run.outputs import InferenceFailures
 from ambiemo.inference.run.settings import build_model
@@ -100,21 +100,13 @@ def write_skipped(
         dataset=manifest.dataset,
     )
     empty = pd.DataFrame(columns=prediction_columns(manifest.labels))
-    write_candidates(
-        pd.DataFrame(columns=candidate_columns(manifest.labels)),
-        candidates_path(out_path),
-        labels=manifest.labels,
-        label_set=manifest.label_set,
-        provenance=prov,
-        predictions=Path(out_path).name,
-        skipped=reason,
-    )
     path = write_predictions(
         empty,
         out_path,
         labels=manifest.labels,
         label_set=manifest.label_set,
         provenance=prov,
+        candidates=pd.DataFrame(columns=candidate_columns(manifest.labels)),
         skipped=reason,
         parse_failures=0,
         n_utterances=0,

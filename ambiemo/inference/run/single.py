@@ -13,7 +13,7 @@ import pandas as pd
 from ambiemo.core.failures import apply_failure_policy
 from ambiemo.inference.cache.errors import CacheError
 from ambiemo.inference.cache.store import GenerationCache
-from ambiemo.inference.candidates import candidates_path, write_candidates
+from ambiemo.inference.candidates import candidates_path
 from ambiemo.inference.predictions import read_predictions, write_predictions
 from ambiemo.inference.run.guard import Guarded
 from ambiemo.inference.run.loop import run_batches
@@ -183,16 +183,9 @@ def _infer(
     }
     remove_stale_temporaries(Path(out_path))
     remove_stale_temporaries(candidates_path(out_path))
-    # The candidates first: a predictions file that exists always has its candidates beside it.
-    write_candidates(
-        cands,
-        candidates_path(out_path),
-        labels=labels,
-        label_set=manifest.label_set,
-        provenance=meta_prov,
-        predictions=Path(out_path).name,
+    path = write_predictions(
+        out, out_path, labels=labels, label_set=manifest.label_set, provenance=meta_prov, candidates=cands, **meta
     )
-    path = write_predictions(out, out_path, labels=labels, label_set=manifest.label_set, provenance=meta_prov, **meta)
     cache = getattr(model, "cache", None)
     lost = cache.check_present() if isinstance(cache, GenerationCache) else None
     check_failures(name, failures, len(df), max_share, path)
