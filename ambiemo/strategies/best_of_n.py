@@ -119,10 +119,15 @@ def one_hot(ok: list[int], best: int) -> np.ndarray:
     return np.array([1.0 if i == best else 0.0 for i in ok])
 
 
-@register_strategy("bon")
-class BestOfN(CandidateStrategy):
-    summary = "B beams (or samples ranked by likelihood); keep the most likely candidate"
+class _ByLikelihood(CandidateStrategy):
+    """Candidates weighed by their own likelihood under the model, so the route must return log-probabilities."""
+
     needs = ("logprobs",)
+
+
+@register_strategy("bon")
+class BestOfN(_ByLikelihood):
+    summary = "B beams (or samples ranked by likelihood); keep the most likely candidate"
     selection = "argmax likelihood among parsed candidates"
     selects = True
 
@@ -134,9 +139,8 @@ class BestOfN(CandidateStrategy):
 
 
 @register_strategy("w-bon")
-class WeightedBestOfN(CandidateStrategy):
+class WeightedBestOfN(_ByLikelihood):
     summary = "B beams; mixture of their distributions weighted by softmax(likelihood / T)"
-    needs = ("logprobs",)
     selection = "softmax(likelihood / temperature) over parsed candidates"
     Settings = WeightedSettings
 
