@@ -31,7 +31,9 @@ class WeightedSettings(BudgetSettings):
 class CandidateStrategy(Strategy):
     """Strategies that choose among, or combine, B candidates to the distribution prompt.
 
-    A subclass implements ``weights``; ``selects`` says whether they are a one-hot selection.
+    A subclass implements ``merit`` (a selection: the parsed candidate of most merit is the answer, a tie
+    going to the earliest) or ``weights`` (a mixture of the parsed candidates' distributions); ``selects``
+    says which, set from the class.
     """
 
     budget_name = "B"
@@ -40,7 +42,11 @@ class CandidateStrategy(Strategy):
     def requests(cls, settings: dict[str, Any], budgets: Sequence[int], route: Route) -> list[Request]:
         return planning.candidates(budgets, route)
 
-    selects: ClassVar[bool] = False  # True: one-hot weights, the chosen candidate's distribution is the answer
+    selects: ClassVar[bool] = False  # True: the class implements merit; set by __init_subclass__
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.selects = cls.merit is not CandidateStrategy.merit
 
     def candidate_source(self) -> str:
         return "beam" if self.ctx.model.capabilities.beam_search else "sampled"
@@ -87,7 +93,11 @@ class CandidateStrategy(Strategy):
         return {b: [[None] * len(cands) for cands, _ in rows] for b, rows in per_budget.items()}
 
     def weights(self, cands: list[Candidate], ok: list[int], scores: list[float | None]) -> np.ndarray:
-        """Weights of the parsed candidates ``ok`` (in that order); empty when none parsed."""
+        """A mixture's weights of the parsed candidates ``ok`` (in that order); empty when none parsed."""
+        raise NotImplementedError
+
+    def merit(self, cands: list[Candidate], scores: list[float | None]) -> list[float]:
+        """A selection's merit of every candidate, parsed or not (higher is better)."""
         raise NotImplementedError
 
     def combine(
@@ -100,12 +110,13 @@ class CandidateStrategy(Strategy):
         budget: int,
     ) -> Row:
         ok = [i for i, p in enumerate(dists) if p is not None]
-        w = self.weights(cands, ok, scores)
         if self.selects:
-            best = ok[int(np.argmax(w))] if ok else None
+            merit = self.merit(cands, scores)
+            best = max(ok, key=lambda i: (merit[i], -i)) if ok else None  # a tie goes to the earliest
             p = None if best is None else dists[best]
             chosen = {} if best is None else {best: None}  # a selection records no weight
         else:
+            w = self.weights(cands, ok, scores)
             p = weighted_mean([dists[i] for i in ok], w) if ok else None
             chosen = {i: float(x) for i, x in zip(ok, w, strict=True)}
         recs = [
@@ -113,10 +124,6 @@ class CandidateStrategy(Strategy):
             for i, (c, d, s) in enumerate(zip(cands, dists, scores, strict=True))
         ]
         return Row(self.name, budget, p, recs, cost)
-
-
-def one_hot(ok: list[int], best: int) -> np.ndarray:
-    return np.array([1.0 if i == best else 0.0 for i in ok])
 
 
 class _ByLikelihood(CandidateStrategy):
@@ -129,13 +136,9 @@ class _ByLikelihood(CandidateStrategy):
 class BestOfN(_ByLikelihood):
     summary = "B beams (or samples ranked by likelihood); keep the most likely candidate"
     selection = "argmax likelihood among parsed candidates"
-    selects = True
 
-    def weights(self, cands, ok, scores):
-        likelihood = [self.ctx.likelihood(c) for c in cands]  # every candidate: a missing log-prob fails loudly
-        if not ok:
-            return np.empty(0)
-        return one_hot(ok, max(ok, key=lambda i: (likelihood[i], -i)))  # a tie goes to the earliest
+    def merit(self, cands, scores):
+        return [self.ctx.likelihood(c) for c in cands]  # every candidate's: a missing log-prob fails loudly
 
 
 @register_strategy("w-bon")
@@ -226,12 +229,9 @@ class _Verified(CandidateStrategy):
 class VerifierBest(_Verified):
     summary = "B candidates; a verifier ALM scores each (p(Yes) or a 0-10 rating); keep the best"
     selection = "argmax verifier score among parsed candidates (no readable score: the first parsed)"
-    selects = True
 
-    def weights(self, cands, ok, scores):
-        if not ok:
-            return np.empty(0)
-        return one_hot(ok, max(ok, key=lambda i: (scores[i] if scores[i] is not None else -1.0, -i)))
+    def merit(self, cands, scores):
+        return [-1.0 if s is None else s for s in scores]  # an unreadable score is below every readable one
 
 
 @register_strategy("w-alm-v")
