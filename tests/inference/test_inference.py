@@ -299,9 +299,15 @@ def test_a_cell_the_model_cannot_serve_is_written_as_skipped(manifest: Path, tmp
     with pytest.raises(CapabilityError, match="logprobs"):
         run_inference(tiny_params(tmp_path), "fake", "w-bon", manifest, out, model=FakeModel(logprobs_available=False))
     assert not out.exists()
-    df = write_skipped(tiny_params(tmp_path), "fake", "w-bon", manifest, out, reason="needs logprobs")
+    params = tiny_params(tmp_path)
+    params["strategies"] = {**params.get("strategies", {}), "batch_size": 3}
+    df = write_skipped(params, manifest, out, "needs logprobs", model={"key": "fake"}, strategy={"name": "w-bon"})
     written = read_predictions(out)
     assert len(df) == 0 and len(written) == 0 and written.meta["skipped"] == "needs logprobs"
+    prov = written.meta["provenance"]
+    assert prov["model"] == {"key": "fake"} and prov["strategy"] == {"name": "w-bon"}
+    # recorded as a run records it: the batch size, which changes no number, is not in the file
+    assert "strategies" in prov["params"] and "batch_size" not in prov["params"]["strategies"]
     assert list(written.df.columns) == prediction_columns(written.labels)
     assert len(written.candidates) == 0 and written.candidates.meta["skipped"] == "needs logprobs"
 

@@ -14,7 +14,7 @@ import pandas as pd
 from ambiemo.inference.candidates import candidate_columns
 from ambiemo.inference.predictions import prediction_columns, read_predictions, write_predictions
 from ambiemo.inference.run.outputs import InferenceFailures
-from ambiemo.inference.run.settings import build_model
+from ambiemo.inference.run.settings import build_model, cell_provenance
 from ambiemo.inference.run.single import run_inference
 from ambiemo.models.base import CapabilityError
 from ambiemo.strategies import STRATEGIES, strategy_settings
@@ -63,7 +63,8 @@ def run_strategies(
                 progress=progress,
             )
         except CapabilityError as err:  # a cell the route cannot serve: recorded, the rest runs
-            out[strategy] = write_skipped(params, model_key, strategy, manifest_path, path, reason=str(err))
+            cell = {"model": {"key": model_key}, "strategy": {"name": strategy}}
+            out[strategy] = write_skipped(params, manifest_path, path, str(err), **cell)
         except InferenceFailures as err:
             failed.append(err)
     if failed:
@@ -74,31 +75,20 @@ def run_strategies(
 
 
 def write_skipped(
-    params: dict[str, Any],
-    model_key: str,
-    strategy: str,
-    manifest_path: str | os.PathLike,
-    out_path: str | os.PathLike,
-    reason: str,
+    params: dict[str, Any], manifest_path: str | os.PathLike, out_path: str | os.PathLike, reason: str, **parts: Any
 ) -> pd.DataFrame:
-    """Write an empty predictions table that records why this cell cannot run.
+    """Write an empty predictions table that records why this cell cannot run; ``parts`` name the
+    cell in its provenance (``model``, ``strategy``), recorded as a run records them (``cell_provenance``).
 
     A matrix of models × strategies contains cells a route cannot serve (W-BoN needs
     log-probabilities, which OpenAI's audio models do not return). The pipeline writes such a
     cell as skipped, with the reason in its metadata (``skipped``), instead of stopping; scoring
     lists the skipped cells beside the results.
     """
-    from ambiemo.core.provenance import provenance
     from ambiemo.data.manifest import read_manifest
 
     manifest = read_manifest(manifest_path)
-    prov = provenance(
-        {k: params[k] for k in ("seed", "strategies") if k in params},
-        params.get("seed"),
-        model={"key": model_key},
-        strategy={"name": strategy},
-        dataset=manifest.dataset,
-    )
+    prov = cell_provenance(params, manifest.dataset, manifest=Path(manifest_path).name, **parts)
     empty = pd.DataFrame(columns=prediction_columns(manifest.labels))
     path = write_predictions(
         empty,
@@ -111,5 +101,5 @@ def write_skipped(
         parse_failures=0,
         n_utterances=0,
     )
-    log.warning("%s/%s skipped: %s", model_key, strategy, reason)
+    log.warning("%s skipped: %s", out_path, reason)
     return read_predictions(path).df

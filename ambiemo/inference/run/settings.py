@@ -13,6 +13,18 @@ FAKE_SPEC = {"adapter": "fake"}
 RUN_ONLY_SETTINGS = frozenset({"batch_size"})
 
 
+def cell_provenance(params: dict[str, Any], dataset: str, **parts: Any) -> dict[str, Any]:
+    """A cell's provenance (``ambiemo.core.provenance``): the params that change its numbers (seed,
+    prompts, parsing, and strategies without their run-only settings), the dataset, and ``parts``
+    (model, strategy, ...). A run and a skipped cell record it alike."""
+    from ambiemo.core.provenance import provenance
+
+    relevant = {k: params[k] for k in ("seed", "prompts", "parsing", "strategies") if k in params}
+    if "strategies" in relevant:  # how utterances are batched changes no number, so not the files either
+        relevant["strategies"] = {k: v for k, v in relevant["strategies"].items() if k not in RUN_ONLY_SETTINGS}
+    return provenance(relevant, params.get("seed"), dataset=dataset, **parts)
+
+
 def inference_settings(params: dict[str, Any]) -> dict[str, Any]:
     """Params ``inference`` with the schema's defaults (``ambiemo.core.params.Inference``), per-profile
     values resolved for ``run.profile``."""

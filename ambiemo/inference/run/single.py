@@ -20,7 +20,7 @@ from ambiemo.inference.run.loop import run_batches
 from ambiemo.inference.run.outputs import OutputLock, check_failures, check_output, remove_stale_temporaries
 from ambiemo.inference.run.progress import Progress
 from ambiemo.inference.run.rows import delta, identical_answers, tables
-from ambiemo.inference.run.settings import RUN_ONLY_SETTINGS, build_model, inference_settings
+from ambiemo.inference.run.settings import build_model, cell_provenance, inference_settings
 from ambiemo.models.base import AudioLanguageModel, CapabilityError
 from ambiemo.strategies import STRATEGIES, Context, Strategy, strategy_settings
 from ambiemo.strategies.prompts import PromptBook
@@ -88,7 +88,6 @@ def _infer(
     verifier: AudioLanguageModel | None,
     progress: bool | None,
 ) -> pd.DataFrame:
-    from ambiemo.core.provenance import provenance
     from ambiemo.data.manifest import read_manifest
     from ambiemo.inference import run as package
 
@@ -155,17 +154,13 @@ def _infer(
             identical["answer"],
         )
 
-    relevant = {k: params[k] for k in ("seed", "prompts", "parsing", "strategies") if k in params}
-    if "strategies" in relevant:  # how utterances are batched changes no number, so not the files either
-        relevant["strategies"] = {k: v for k, v in relevant["strategies"].items() if k not in RUN_ONLY_SETTINGS}
-    meta_prov = provenance(
-        relevant,
-        params.get("seed"),
+    meta_prov = cell_provenance(
+        params,
+        manifest.dataset,
         model=model.identity,
         verifier=verifier.identity if verifier is not None else None,
         strategy={**strat.provenance(), "budgets": budgets},
         prompts=prompts.describe(),
-        dataset=manifest.dataset,
         manifest=Path(manifest_path).name,
         limit=limit or 0,
         parse_failure_policy=policy,
