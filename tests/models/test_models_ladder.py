@@ -376,6 +376,8 @@ LADDER_KEYS = {
     "qwen3-omni-30b-a3b": "hf-qwen3-omni",
     "phi4-multimodal": "hf-phi4-multimodal",
     "kimi-audio-7b": "kimi-audio",
+    "gemma-4-e2b": "hf-gemma4",
+    "gemma-4-e4b": "hf-gemma4",
 }
 
 
