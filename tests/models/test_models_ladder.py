@@ -7,7 +7,8 @@ What is checked against an independent reference:
   against the feature extractor called the way the processor calls it;
 - every candidate's per-token log-probabilities against a fresh forward pass over inputs built
   without the adapter's expansion code, followed by the candidate's tokens;
-- option scores against one forward pass per option.
+- option scores against one forward pass per option;
+- that the clip reaches the model: another clip moves the first token's log-probability and the scores.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ torch = pytest.importorskip("torch")
 ARCHS = {
     "qwen3-omni": "hf-qwen3-omni",
     "phi4-multimodal": "hf-phi4-multimodal",
+    "gemma4": "hf-gemma4",
 }
 # The Phi-4 tiny build carries a speech LoRA, made and merged with peft (the `ladder` extra).
 NEEDS_PEFT = pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="peft not installed (extra `ladder`)")
@@ -32,6 +34,7 @@ ARCH_PARAMS = [pytest.param(a, marks=NEEDS_PEFT) if a == "phi4-multimodal" else 
 SPEC_EXTRAS = {  # per architecture, beyond adapter and checkpoint
     "qwen3-omni": {"batch_size": 4},
     "phi4-multimodal": {"speech_adapter": "speech-lora"},  # the tiny build's random LoRA, as in the release
+    "gemma4": {"batch_size": 4},
 }
 SR = 16_000
 LABELS = ["neutral", "happy", "angry", "sad"]
@@ -111,7 +114,29 @@ def _phi4_inputs(model, request) -> dict:
     }
 
 
-REFERENCE_INPUTS = {"qwen3-omni": _qwen3_omni_inputs, "phi4-multimodal": _phi4_inputs}
+def _gemma4_inputs(model, request) -> dict:
+    """What Gemma4Processor does for one clip (its image and video processors need torchvision): the
+    feature extractor called as the processor calls it (a list of clips, its default kwargs), the
+    processor's own ``replace_audio_token`` for the markup that replaces ``<|audio|>``, the tokenizer."""
+    from types import SimpleNamespace
+
+    from transformers import Gemma4Processor
+
+    fe = model.feature_extractor([request.waveform], sampling_rate=SR, return_tensors="pt")
+    tok = model.tokenizer
+    processor = SimpleNamespace(audio_token=tok.audio_token, boa_token=tok.boa_token, eoa_token=tok.eoa_token)
+    markup = Gemma4Processor.replace_audio_token(processor, {"input_features_mask": fe["input_features_mask"]}, 0)
+    text = model.prompt_text(request).replace(tok.audio_token, markup)
+    ids = tok([text], add_special_tokens=False, return_tensors="pt")
+    return {
+        "input_ids": ids["input_ids"],
+        "attention_mask": ids["attention_mask"],
+        "input_features": fe["input_features"],
+        "input_features_mask": fe["input_features_mask"],
+    }
+
+
+REFERENCE_INPUTS = {"qwen3-omni": _qwen3_omni_inputs, "phi4-multimodal": _phi4_inputs, "gemma4": _gemma4_inputs}
 
 
 def _forward_logprobs(model, inputs: dict, continuation: list[int]) -> np.ndarray:
@@ -149,6 +174,13 @@ def test_encoding_matches_the_processor_rules(arch, seconds, models):
         # 2.5 s: (40000 - 400) // 160 + 1 = 248 -> 31.
         pytest.param("phi4-multimodal", 1.0, 13, "<|user|>{}Which emotion", marks=NEEDS_PEFT),
         pytest.param("phi4-multimodal", 2.5, 31, "<|user|>{}Which emotion", marks=NEEDS_PEFT),
+        # 20 ms windows every 10 ms after 160 samples of left padding, a frame valid when its window is all
+        # audio: 1 s: (16000 + 160 - 321) // 160 + 1 = 99 frames; two stride-2 convolutions keep every
+        # fourth: ceil(99 / 4) = 25 (one per 40 ms). 2.5 s (padded to 40064 samples): 249 valid of 250
+        # frames -> 63. 31 s: cut at 30 s (480000 samples): 2999 frames -> 750, the processor's cap.
+        ("gemma4", 1.0, 25, "<|turn>user\n<|audio>{}<audio|>Which emotion"),
+        ("gemma4", 2.5, 63, "<|turn>user\n<|audio>{}<audio|>Which emotion"),
+        ("gemma4", 31.0, 750, "<|audio>{}<audio|>Which emotion"),
     ],
 )
 def test_audio_placeholder_count_by_hand(arch, seconds, n_audio, markup, models):
@@ -156,7 +188,12 @@ def test_audio_placeholder_count_by_hand(arch, seconds, n_audio, markup, models)
     text = model.tokenizer.decode(model._encode(_request("u", seconds)).input_ids)
     assert text.count(model.audio_placeholder) == n_audio
     assert markup.format(model.audio_placeholder * n_audio) in text
-    assert text.endswith({"qwen3-omni": "<|im_start|>assistant\n", "phi4-multimodal": "<|end|><|assistant|>"}[arch])
+    ends = {
+        "qwen3-omni": "<|im_start|>assistant\n",
+        "phi4-multimodal": "<|end|><|assistant|>",
+        "gemma4": "<turn|>\n<|turn>model\n",
+    }
+    assert text.endswith(ends[arch])
 
 
 def test_qwen3_omni_reads_a_processor_chat_template(models, tmp_path):
@@ -201,6 +238,29 @@ def test_phi4_speech_lora_is_active(models, cache_root):
     )
     request = _request("lora", 1.2, seed=3)
     assert not np.allclose(with_lora.score_options(request, LABELS), base.score_options(request, LABELS), atol=1e-3)
+
+
+def test_gemma4_prompt_frame(models):
+    text = models["gemma4"].prompt_text(_request("u", 1.0))
+    assert text == (
+        "<bos><|turn>system\nYou are an expert in speech emotion recognition.<turn|>\n"
+        "<|turn>user\n<|audio|>Which emotion is this? Answer with one word.<turn|>\n<|turn>model\n"
+    )
+
+
+def test_gemma4_token_count_matches_the_processor_for_any_length(models):
+    """The adapter's count against Gemma4Processor's own length arithmetic (``_compute_audio_num_tokens``,
+    what vLLM checks the encoder against), from 10 ms to past the 30 s cap."""
+    from types import SimpleNamespace
+
+    from transformers import Gemma4Processor
+
+    model = models["gemma4"]
+    processor = SimpleNamespace(feature_extractor=model.feature_extractor, audio_seq_length=750)
+    for samples in [160, 321, 4000, 12_345, 16_000, 16_128, 40_000, 479_999, 480_000, 500_000]:
+        wav = np.zeros(samples, dtype=np.float32)
+        _, n = model._audio_features(wav)
+        assert n == Gemma4Processor._compute_audio_num_tokens(processor, wav, SR), samples
 
 
 def test_phi4_refuses_batches(cache_root):
@@ -279,6 +339,22 @@ def test_sampling_is_seeded(arch, models):
     assert len({tuple(t) for t in first}) > 1  # four samples, not four copies
 
 
+@pytest.mark.parametrize("arch", ARCH_PARAMS)
+def test_the_clip_reaches_the_model(arch, models):
+    """Another clip under the same prompt moves the first-token log-probability and the label scores.
+    The two clips have the same length, so the prompts are the same token for token and only the
+    encoder's output differs: a clip that never reached the model would leave both bit for bit the same.
+    (On the random tiny Qwen3-Omni the move is small, about 1e-5 on the first token.)"""
+    model = models[arch]
+    tone = _request("tone", 1.2, seed=1)
+    noise = AudioRequest("noise", 0.3 * np.random.default_rng(5).standard_normal(tone.waveform.size), SR, tone.messages)
+    greedy = CONFIGS["greedy"]
+    first = [model.generate([r], greedy)[0][0].token_logprobs[0] for r in (tone, noise)]
+    assert model._encode(tone).input_ids == model._encode(noise).input_ids
+    assert first[0] != first[1]
+    assert not np.array_equal(model.score_options(tone, LABELS), model.score_options(noise, LABELS))
+
+
 # ------------------------------------------------------------------------------- option scoring
 @pytest.mark.parametrize("arch", ARCH_PARAMS)
 @pytest.mark.parametrize("prefix", ["", '{"emotion": "'])
@@ -300,6 +376,8 @@ LADDER_KEYS = {
     "qwen3-omni-30b-a3b": "hf-qwen3-omni",
     "phi4-multimodal": "hf-phi4-multimodal",
     "kimi-audio-7b": "kimi-audio",
+    "gemma-4-e2b": "hf-gemma4",
+    "gemma-4-e4b": "hf-gemma4",
 }
 
 

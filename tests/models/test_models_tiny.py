@@ -86,6 +86,7 @@ def test_each_tiny_build_is_registered_beside_its_adapter():
         ("qwen2-audio", "hf-qwen2-audio"),
         ("qwen2.5-omni", "hf-qwen2.5-omni"),
         ("audio-flamingo-3", "hf-audio-flamingo-3"),
+        ("gemma4", "hf-gemma4"),
     ]:
         assert inspect.getmodule(builders.get(arch)) is inspect.getmodule(MODELS.get(adapter)), arch
     with pytest.raises(ValueError, match="registered twice"):

@@ -1,7 +1,8 @@
-"""The open ALMs of late 2026 as params.yaml writes them: each is served by vLLM (docs/serving.md);
-on a fake server on 127.0.0.1 each entry sends its own model id with the clip as a WAV part, asks for
-log-probabilities and reads back the candidates; each has a family ladder, a capacity, and a port of its own;
-and `ambiemo models list` shows the new ladders."""
+"""The open ALMs of late 2026 as params.yaml writes them: each served one (vLLM, docs/serving.md) on a
+fake server on 127.0.0.1 sends its own model id with the clip as a WAV part, asks for log-probabilities
+and reads back the candidates, and has a port of its own; Gemma 4 runs in process (`hf-gemma4`, its tiny
+instance in test_models_ladder.py); each has a family ladder and a capacity, and `ambiemo models list`
+shows the new ladders with their routes."""
 
 from __future__ import annotations
 
@@ -22,16 +23,16 @@ from ambiemo.models.base import AudioRequest, GenerationConfig, Message
 
 pytest.importorskip("openai")
 
-NEW = (
+SERVED = (
     "qwen3-omni-30b-a3b-thinking",
-    "gemma-4-e2b",
-    "gemma-4-e4b",
     "granite-speech-3.3-2b",
     "granite-speech-3.3-8b",
     "midashenglm-7b",
     "step-audio-2-mini",
     "audio-flamingo-next",
 )
+NATIVE = ("gemma-4-e2b", "gemma-4-e4b")  # transformers' Gemma4ForConditionalGeneration, in this process
+NEW = SERVED + NATIVE
 
 
 @pytest.fixture
@@ -66,8 +67,8 @@ def reply(i, path, body, headers):
     }
 
 
-@pytest.mark.parametrize("key", NEW)
-def test_each_new_entry_reaches_its_server_with_the_clip(key, fake_api, repo_root):
+@pytest.mark.parametrize("key", SERVED)
+def test_each_served_entry_reaches_its_server_with_the_clip(key, fake_api, repo_root):
     spec = dict(load_params(repo_root / "params.yaml")["models"][key])
     assert spec["adapter"] == "openai-compatible" and spec["family"]
     assert spec["params_b"] is None or spec["params_b"] > 0
@@ -100,6 +101,11 @@ def test_models_list_shows_the_new_ladders(repo_root):
     assert proc.returncode == 0, proc.stderr
     rows = {r["key"]: r for r in json.loads(proc.stdout)}
     assert rows["gemma-4-e2b"]["params_b"] < rows["gemma-4-e4b"]["params_b"]
+    for key in NATIVE:  # in process: every strategy, beams and label scoring included; the 30 s the encoder hears
+        assert rows[key]["route"] == "hf-gemma4" and rows[key]["model"].startswith("google/gemma-4-")
+        assert rows[key]["logprobs"] and rows[key]["beam_search"] and rows[key]["option_scoring"]
+        assert rows[key]["max_audio_s"] == 30.0
+    assert {rows[k]["route"] for k in SERVED} == {"openai-compatible"}
     assert rows["granite-speech-3.3-2b"]["params_b"] < rows["granite-speech-3.3-8b"]["params_b"]
     assert rows["qwen3-omni-30b-a3b-thinking"]["params_active_b"] == pytest.approx(3.3)
     assert {rows[k]["family"] for k in NEW} >= {

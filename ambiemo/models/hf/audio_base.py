@@ -195,9 +195,14 @@ class NativeAudioALM(TransformersALM):
             request.audio_sha1(), self._feature_settings, lambda: self._audio_features(self._waveform(request))
         )
 
+    def audio_run(self, n_audio: int) -> str:
+        """What the clip's one placeholder becomes: ``n_audio`` placeholders (a model whose processor
+        also writes markers around them, as Gemma 4's does, adds those here)."""
+        return self.audio_placeholder * n_audio
+
     def _encode(self, request: AudioRequest) -> Encoded:
         features, n_audio = self.features_for(request)
-        text = self.prompt_text(request).replace(self.audio_placeholder, self.audio_placeholder * n_audio)
+        text = self.prompt_text(request).replace(self.audio_placeholder, self.audio_run(n_audio))
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return Encoded(ids, features)
 

@@ -145,13 +145,9 @@ def _train_tokenizer(specials: list[str], template: str, extra: dict[str, Any] |
         show_progress=False,
     )
     tok.train_from_iterator(_corpus(), trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        chat_template=template,
-        **(extra or {}),
-    )
+    # ChatML's end and padding tokens unless ``extra`` names the model's own (Gemma 4: <turn|>, <pad>).
+    named = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", **(extra or {})}
+    return PreTrainedTokenizerFast(tokenizer_object=tok, chat_template=template, **named)
 
 
 def _text_config(tokenizer, **overrides: Any) -> dict[str, Any]:
