@@ -40,6 +40,15 @@ PRESET_COLUMNS = {
 }
 
 
+PRESETS_CAPTION = (
+    "The same answers under the peers' own code conventions, reproduced from the facts of that code "
+    "(roundings, epsilons, bin edges, tie rules, failure handling; docs/conventions.md). Left: AER-LLM "
+    "(truth rounded to two decimals, a failed answer as one-hot neutral, KL terms rounded to four "
+    "decimals, five ECE bins $(l, u]$, ties to the first label); right: scaling-ambiguity-SER (JS "
+    "divergence in bits, per-label $R^2$, ten ECE bins, failures dropped). Sources: {sources}."
+)
+
+
 def _largest_budget(frame: pd.DataFrame) -> pd.DataFrame:
     top = frame.groupby(["dataset", "model", "strategy"])["budget"].transform("max")
     return frame[frame["budget"] == top]
@@ -47,13 +56,7 @@ def _largest_budget(frame: pd.DataFrame) -> pd.DataFrame:
 
 def presets_tex(conventions: pd.DataFrame | None, path: Path) -> Path:
     sources = "; ".join(f"{name}: \\texttt{{{latex_escape(src.cite())}}}" for name, (src, _) in PRESETS.items())
-    caption = (
-        "The same answers under the peers' own code conventions, reproduced from the facts of that code "
-        "(roundings, epsilons, bin edges, tie rules, failure handling; docs/conventions.md). Left: AER-LLM "
-        "(truth rounded to two decimals, a failed answer as one-hot neutral, KL terms rounded to four "
-        "decimals, five ECE bins $(l, u]$, ties to the first label); right: scaling-ambiguity-SER (JS "
-        f"divergence in bits, per-label $R^2$, ten ECE bins, failures dropped). Sources: {sources}."
-    )
+    caption = PRESETS_CAPTION.format(sources=sources)
     if conventions is None or conventions.empty:
         return note_table(path, "tab:presets", caption, "not computed by this run")
     rows = _largest_budget(conventions[conventions["convention"].isin(PRESET_COLUMNS)])
