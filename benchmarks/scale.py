@@ -3,8 +3,8 @@
 The ladder profile's full size is IEMOCAP, MSP-Podcast and CREMA-D at their real sizes (about
 47,500 utterances), 16 models and every strategy at every budget of the profile (31 strategy ×
 budget readouts): about 23.6 M model score rows. This script writes manifests and predictions of
-that shape with the project's own writers (``write_manifest``, ``write_predictions``,
-``write_candidates``), then runs each stage function (``write_score_run``, ``aggregate_run``,
+that shape with the project's own writers (``write_manifest``, and ``write_predictions`` with each
+cell's candidates beside it), then runs each stage function (``write_score_run``, ``aggregate_run``,
 ``stats_run``) in a fresh process and records its wall time and peak resident memory. It does so
 at ``--scale`` and at a tenth of it, so that the growth ratio (time at 10× the rows over time at
 the rows) shows whether a stage's cost is linear in the rows (the target: at most 11).
