@@ -63,8 +63,9 @@ def run_strategies(
                 progress=progress,
             )
         except CapabilityError as err:  # a cell the route cannot serve: recorded, the rest runs
-            cell = {"model": {"key": model_key}, "strategy": {"name": strategy}}
-            out[strategy] = write_skipped(params, manifest_path, path, str(err), **cell)
+            out[strategy] = write_skipped(
+                params, manifest_path, path, str(err), model={"key": model_key}, strategy={"name": strategy}
+            )
         except InferenceFailures as err:
             failed.append(err)
     if failed:
