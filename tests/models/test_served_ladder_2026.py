@@ -20,8 +20,6 @@ from ambiemo.core.config import load_params
 from ambiemo.models import load_model
 from ambiemo.models.base import AudioRequest, GenerationConfig, Message
 
-pytest.importorskip("openai")
-
 NEW = (
     "qwen3-omni-30b-a3b-thinking",
     "gemma-4-e2b",
