@@ -55,4 +55,5 @@ def test_infer_on_a_served_route_imports_no_heavy_library(fake_api, manifest: Pa
     loaded = {name.split(".")[0] for name in names}
     assert "httpx" in loaded  # the probe sees what the command imported: the route's client
     assert sorted(loaded & set(HEAVY)) == []
+    assert "HTTP Request" not in proc.stderr  # httpx's line per request stays out of the command's log
     assert int(frozen) > 0  # what the imports built is out of the collector's walks (ambiemo.cli.main)

@@ -25,6 +25,7 @@ sees):
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from typing import Any
@@ -62,6 +63,11 @@ def import_httpx() -> Any:
     about 0.1 s, a third of httpx's import) whenever they are installed, and falls back to a stub
     when that import fails. No ambiemo process runs that client; the block is
     lifted once httpx is in, so a later ``import httpx._main`` works."""
+    # httpx logs every request at INFO, which ambiemo infer's logging prints: a line per request, where
+    # the SDK's client logged nothing. A level set by the user stands.
+    quiet = logging.getLogger("httpx")
+    if quiet.level == logging.NOTSET:
+        quiet.setLevel(logging.WARNING)
     if "httpx" in sys.modules:
         return sys.modules["httpx"]
     blocked = sys.modules.setdefault("httpx._main", None) is None
