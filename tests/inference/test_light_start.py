@@ -21,7 +21,9 @@ pytestmark = pytest.mark.usefixtures("api_env")
 
 # What a served route must not import. openai: the route talks plain HTTP (ambiemo.models.api.chat_http),
 # and the SDK's import was a second of start-up; aiohttp came with it. rich, click, pygments: httpx's
-# command-line client, which chat_http keeps out.
+# command-line client, which chat_http keeps out. And the native adapters' modules: load_model stops
+# importing adapters once the route is registered.
+NATIVE = ("ambiemo.models.hf", "ambiemo.models.upstream")
 HEAVY = ("torch", "transformers", "accelerate", "matplotlib", "seaborn", "statsmodels", "scipy", "sklearn")
 HEAVY += ("librosa", "papermill", "dvc", "openai", "aiohttp", "rich", "click", "pygments")
 
@@ -55,5 +57,6 @@ def test_infer_on_a_served_route_imports_no_heavy_library(fake_api, manifest: Pa
     loaded = {name.split(".")[0] for name in names}
     assert "httpx" in loaded  # the probe sees what the command imported: the route's client
     assert sorted(loaded & set(HEAVY)) == []
+    assert [name for name in names if name.startswith(NATIVE)] == []
     assert "HTTP Request" not in proc.stderr  # httpx's line per request stays out of the command's log
     assert int(frozen) > 0  # what the imports built is out of the collector's walks (ambiemo.cli.main)
