@@ -143,3 +143,11 @@ def test_a_body_that_is_not_json_is_malformed(fake_api):
 
 def test_the_key_is_not_in_the_clients_repr():
     assert OPENAI_KEY not in repr(ChatClient("http://127.0.0.1:9/v1", OPENAI_KEY, 1.0))
+
+
+def test_clients_share_one_tls_context_that_verifies():
+    import ssl
+
+    a, b = (ChatClient(f"http://127.0.0.1:{port}/v1", None, 1.0) for port in (8, 9))
+    [ctx] = {id(c.http._transport._pool._ssl_context): c.http._transport._pool._ssl_context for c in (a, b)}.values()
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname  # what httpx builds, not verify=False
