@@ -18,12 +18,14 @@ import yaml
 from fake_api import chat_response, vllm_spec
 
 pytestmark = pytest.mark.usefixtures("api_env")
-pytest.importorskip("openai")
 
-# What a served route must not import. httpx: the SDK brings its own HTTP client, and the health check
-# uses the standard library's.
+# What a served route must not import. openai: the route talks plain HTTP (ambiemo.models.api.chat_http),
+# and the SDK's import was a second of start-up; aiohttp came with it. rich, click, pygments: httpx's
+# command-line client, which chat_http keeps out. And the native adapters' modules: load_model stops
+# importing adapters once the route is registered.
+NATIVE = ("ambiemo.models.hf", "ambiemo.models.upstream")
 HEAVY = ("torch", "transformers", "accelerate", "matplotlib", "seaborn", "statsmodels", "scipy", "sklearn")
-HEAVY += ("librosa", "httpx", "papermill", "dvc")
+HEAVY += ("librosa", "papermill", "dvc", "openai", "aiohttp", "rich", "click", "pygments")
 
 # Runs `python -m ambiemo ARGS` and writes, at its end, to the first argument: how many objects the
 # collector no longer walks (gc.freeze), then the names of the modules loaded.
@@ -53,6 +55,8 @@ def test_infer_on_a_served_route_imports_no_heavy_library(fake_api, manifest: Pa
     assert len(pd.read_parquet(out)) == n and len(api.requests) == n  # the route really ran, over HTTP
     frozen, *names = modules.read_text().split()
     loaded = {name.split(".")[0] for name in names}
-    assert "openai" in loaded  # the probe sees what the command imported
+    assert "httpx" in loaded  # the probe sees what the command imported: the route's client
     assert sorted(loaded & set(HEAVY)) == []
+    assert [name for name in names if name.startswith(NATIVE)] == []
+    assert "HTTP Request" not in proc.stderr  # httpx's line per request stays out of the command's log
     assert int(frozen) > 0  # what the imports built is out of the collector's walks (ambiemo.cli.main)

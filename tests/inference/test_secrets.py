@@ -19,7 +19,6 @@ from ambiemo.core.tables import read_meta
 from ambiemo.data.labels import AmbiguityBins, LabelSet
 from ambiemo.data.manifest import build_manifest, write_manifest
 
-pytest.importorskip("openai")
 pytestmark = pytest.mark.e2e  # `ambiemo infer` in a subprocess
 
 KEY = "sk-test-planted-0123456789SECRETabcdef"

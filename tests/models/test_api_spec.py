@@ -9,8 +9,6 @@ import pytest
 from ambiemo.core.config import load_params
 from ambiemo.models import load_model
 
-pytest.importorskip("openai")
-
 
 def test_an_unknown_key_is_refused_naming_it():
     with pytest.raises(ValueError, match=r"models\.m\.concurency: unknown key"):

@@ -16,8 +16,6 @@ from ambiemo.models import load_model
 from ambiemo.models.api.faults import CircuitOpen, ConfigurationError, failure_signature
 from ambiemo.models.base import AudioRequest, GenerationConfig, Message
 
-pytest.importorskip("openai")
-
 BREAKER = {"max_attempts": 5, "base_delay_s": 0.01, "max_delay_s": 0.05, "breaker_after": 6, "breaker_window_s": 0.0}
 GREEDY = GenerationConfig(mode="greedy", n=1, max_new_tokens=8)
 

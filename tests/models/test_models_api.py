@@ -36,7 +36,6 @@ from ambiemo.models.api.faults import ConfigurationError, RetryPolicy
 from ambiemo.models.api.labels import option_logprobs_from_top
 from ambiemo.models.base import AudioRequest, CapabilityError, GenerationConfig, Message
 
-pytest.importorskip("openai")
 pytest.importorskip("google.genai")
 
 pytestmark = pytest.mark.usefixtures("api_env")  # fake keys, nothing routed off 127.0.0.1

@@ -31,7 +31,6 @@ from ambiemo.models import load_model
 from ambiemo.models.api.faults import ConfigurationError, RetryPolicy, call_with_retries, is_retryable
 from ambiemo.models.base import GenerationConfig
 
-pytest.importorskip("openai")
 pytest.importorskip("google.genai")
 
 

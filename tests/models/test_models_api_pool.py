@@ -16,9 +16,6 @@ from ambiemo.models.api.client import request_seed
 from ambiemo.models.api.pool import EndpointPool, NoEndpoint
 from ambiemo.models.base import GenerationConfig
 
-pytest.importorskip("openai")
-
-
 pytestmark = pytest.mark.usefixtures("api_env")  # fake keys, nothing routed off 127.0.0.1
 
 

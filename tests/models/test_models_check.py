@@ -18,8 +18,6 @@ from fake_api import fake_servers, set_api_env
 from ambiemo.core.config import load_params
 from ambiemo.models.check import preflight
 
-pytest.importorskip("openai")
-
 LABELS = ["neutral", "happy", "angry", "sad"]
 MODEL = "org/served-alm"
 

@@ -13,8 +13,6 @@ from ambiemo.core.config import load_params
 from ambiemo.models import load_model
 from ambiemo.models.base import GenerationConfig
 
-pytest.importorskip("openai")
-
 pytestmark = pytest.mark.usefixtures("api_env")  # fake keys, nothing routed off 127.0.0.1
 SERVED = ("voxtral-mini-3b", "voxtral-small-24b", "gemma-3n-e2b", "gemma-3n-e4b")
 

@@ -41,7 +41,9 @@ def recipe_module(repo_root, tmp_path, monkeypatch):
     path = tmp_path / folder / "my_alm.py"
     path.parent.mkdir(parents=True)
     path.write_text(code)
-    before_models, before_tiny = set(MODELS.names()), set(tiny_builders().names())
+    # tiny_builders() first: it imports every adapter, which load_model no longer does (it stops at the route).
+    before_tiny = set(tiny_builders().names())
+    before_models = set(MODELS.names())
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, module_name, module)

@@ -19,8 +19,6 @@ from ambiemo.data.labels import AmbiguityBins, LabelSet
 from ambiemo.data.manifest import build_manifest, write_manifest
 from ambiemo.inference.run import run_inference
 
-pytest.importorskip("openai")
-
 FOUR = ("neutral", "happy", "angry", "sad")
 N = 24
 

@@ -21,8 +21,6 @@ from ambiemo.core.config import load_params
 from ambiemo.models import load_model
 from ambiemo.models.base import AudioRequest, GenerationConfig, Message
 
-pytest.importorskip("openai")
-
 SERVED = (
     "qwen3-omni-30b-a3b-thinking",
     "granite-speech-3.3-2b",

@@ -95,7 +95,7 @@ def wav_bytes(waveform: np.ndarray, sample_rate: int) -> bytes:
 def request_wav(request: AudioRequest, *, as_base64: bool = False) -> bytes | str:
     """The request's clip as ``wav_bytes`` (or their base64 text), encoded once per clip and kept in
     ``ambiemo.data.audio.FEATURE_MEMO``: every candidate, retry, verifier turn and strategy that sends the
-    same clip reuses it, so the client's CPU per request is the SDK's, not the encoder's."""
+    same clip reuses it, so the client's CPU per request is the HTTP client's, not the encoder's."""
     from ambiemo.data.audio import FEATURE_MEMO
 
     def encode() -> bytes | str:
@@ -124,7 +124,7 @@ class ApiModel(AudioLanguageModel):
     ``_first_token_top(client, request, prefix)``.
 
     Spec fields shared by the routes (``params.yaml`` ``models.<key>``), with defaults:
-    ``model_id`` (required), ``revision`` (null), ``base_url`` (null: the SDK's, or its
+    ``model_id`` (required), ``revision`` (null), ``base_url`` (null: the provider's, or the route's
     environment variable; a list: a pool of servers, route ``openai-compatible``), ``api_key_env``
     (route default), ``logprobs`` (route default), ``top_logprobs: 20``,
     ``max_candidates_per_call: 8`` (more candidates take several calls), ``concurrency: 4`` (calls
@@ -216,7 +216,7 @@ class ApiModel(AudioLanguageModel):
     # -- shared ----------------------------------------------------------------------------
     @property
     def pool(self) -> EndpointPool:
-        """Built on the first real call: a fully cached rerun needs neither the SDK nor a key."""
+        """Built on the first real call: a fully cached rerun needs neither a client nor a key."""
         with self._lock:
             if self._pool is None:
                 self._secret = self._key()

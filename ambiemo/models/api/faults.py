@@ -5,7 +5,7 @@ Faults. What each becomes:
 =============================================  ==========================================
 HTTP 408, 429 (``Retry-After`` honoured), 5xx   retried
 timeout, refused or dropped connection          retried (on another endpoint of a pool first)
-a body that is not the JSON the SDK expects     retried (a proxy's error page, a cut stream)
+a body that is not the JSON the route expects   retried (a proxy's error page, a cut stream)
 400, 413, 422 (content policy, audio too long)  not retried: recorded with the server's reason
 401, 403, 404, 410 (key, access, model id)      ``ConfigurationError``: the run stops at once
 =============================================  ==========================================
@@ -14,7 +14,8 @@ Before retry ``k`` (1, 2, ...) the wait is drawn uniformly from ``[d/2, d]`` wit
 ``d = min(max_delay_s, base_delay_s * 2**(k-1))`` (jitter: concurrent requests that failed
 together do not come back together), or is the server's ``Retry-After`` where it sends one. A
 request gives up after ``max_attempts`` attempts, or earlier when the next wait would take it past
-``max_total_s`` since its first attempt. The SDKs' own retries are off, so this is the only loop.
+``max_total_s`` since its first attempt. The Gemini SDK's own retries are off and the OpenAI routes'
+client (``chat_http``) has none, so this is the only loop.
 
 Above the per-request loop sits the circuit breaker of each endpoint (``ambiemo.models.api.pool``):
 ``breaker_after`` consecutive failures with the same ``failure_signature`` and no success between
@@ -112,8 +113,8 @@ class RetryPolicy:
 
 # -- classifying what went wrong ------------------------------------------------------------------
 def status_code(exc: BaseException) -> int | None:
-    """The HTTP status of an SDK exception: openai's ``status_code``, google-genai's ``code``,
-    httpx's ``response.status_code``."""
+    """The HTTP status of a failed call: ``status_code`` (the OpenAI routes' ``chat_http.StatusError``),
+    google-genai's ``code``, httpx's ``response.status_code``."""
     for attr in ("status_code", "code"):
         v = getattr(exc, attr, None)
         if isinstance(v, int):
@@ -137,8 +138,9 @@ _TRANSPORT_NAMES = (
 
 
 def is_transport_error(exc: BaseException) -> bool:
-    """Timeouts and refused or dropped connections, recognised by class name so that openai's
-    wrappers, httpx and the standard library are all covered without importing them."""
+    """Timeouts and refused or dropped connections, recognised by class name so that httpx (the
+    OpenAI routes), google-genai's wrappers and the standard library are all covered without
+    importing them."""
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return True
     names = {c.__name__ for c in type(exc).__mro__}

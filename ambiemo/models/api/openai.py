@@ -22,18 +22,26 @@ names. Greedy decoding sends ``temperature: 0``; sampling sends ``n``,
 its per-token log-probabilities and their sum. Label scoring asks for one token with
 ``top_logprobs`` and reads each label's log-probability off the alternatives of that first
 token (``api.option_logprobs_from_top``).
+
+Both routes talk plain HTTP through ``chat_http.ChatClient`` (httpx), not the OpenAI SDK: the same
+requests, answers and faults, without the SDK's second of start-up (see that module).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ambiemo.models import register_model
 from ambiemo.models.api.client import ApiModel, CallUsage, request_wav, share_gen_tokens
 from ambiemo.models.api.faults import ConfigurationError, MalformedResponse, RequestFailed
 from ambiemo.models.api.keys import api_key_from_env
 from ambiemo.models.base import AudioRequest, Candidate, Capabilities, GenerationConfig
+
+if TYPE_CHECKING:  # imported with the first request: a fully cached rerun needs no HTTP client
+    from ambiemo.models.api.chat_http import ChatClient
+
+OPENAI_URL = "https://api.openai.com/v1"  # route openai-chat without base_url or OPENAI_BASE_URL (the SDK's default)
 
 
 @register_model("openai-chat")
@@ -65,10 +73,10 @@ class OpenAIChatModel(ApiModel):
         if served:
             urls = spec.get("base_url") or "OPENAI_BASE_URL"
             where = f"{len(urls)} vllm serve endpoints" if isinstance(urls, list) else f"a vllm serve endpoint ({urls})"
-            needs = f"{where}, extra: api"
+            needs = where  # no extra: the route talks plain HTTP (httpx, a core dependency)
         else:
             names = spec.get("api_key_env", list(cls.default_key_env))
-            needs = f"{' or '.join([names] if isinstance(names, str) else names)}, extra: api"
+            needs = " or ".join([names] if isinstance(names, str) else names)
         return Capabilities(logprobs=logprobs, beam_search=beam, option_scoring=logprobs, needs=needs)
 
     def _key(self) -> str | None:
@@ -79,27 +87,21 @@ class OpenAIChatModel(ApiModel):
                 f"model {self.key!r} ({self.route}) needs the server's URL: set base_url in "
                 "its params entry (e.g. http://localhost:8000/v1, or a list for a pool) or OPENAI_BASE_URL"
             )
-        # A vLLM server started without --api-key accepts any key; the SDK insists on one.
+        # A vLLM server started without --api-key accepts any key (the client then sends EMPTY).
         return next((os.environ[n] for n in self.key_names if os.environ.get(n)), None)
 
     def _url(self, base_url: str | None) -> str | None:
         return base_url or os.environ.get("OPENAI_BASE_URL") or None
 
-    def _make_client(self, base_url: str | None) -> Any:
-        try:
-            import openai
-        except ImportError as e:
-            raise ImportError(f"model {self.key!r} needs the openai package: pip install -e '.[api]'") from e
-        # max_retries=0: api.call_with_retries is the one retry loop.
-        return openai.OpenAI(
-            api_key=self._secret or "EMPTY", base_url=self._url(base_url), timeout=self.timeout_s, max_retries=0
-        )
+    def _make_client(self, base_url: str | None) -> ChatClient:
+        from ambiemo.models.api.chat_http import ChatClient
+
+        return ChatClient(self._url(base_url) or OPENAI_URL, self._secret, self.timeout_s)
 
     def _health(self, base_url: str) -> bool:
         """vLLM answers ``GET /health`` with 200 once the model is loaded; other OpenAI-compatible
         servers at least list their models at ``/v1/models``. The standard library's client, without
-        the environment's proxies: importing httpx for two GETs was 0.2 s of the command's start-up
-        (the SDK carries its own HTTP client)."""
+        the environment's proxies: two GETs need no connection pool."""
         import urllib.error
         import urllib.request
 
@@ -137,30 +139,31 @@ class OpenAIChatModel(ApiModel):
         return out
 
     def _generate_once(
-        self, client: Any, request: AudioRequest, config: GenerationConfig, n: int, seed: int
+        self, client: ChatClient, request: AudioRequest, config: GenerationConfig, n: int, seed: int
     ) -> tuple[list[Candidate], CallUsage]:
-        kwargs: dict[str, Any] = {
+        body: dict[str, Any] = {
             "model": self.model_id,
-            "messages": [],  # sent as is through extra_body (see _create)
+            "messages": self.messages(request),
             "max_completion_tokens": config.max_new_tokens,
             "seed": seed,
         }
         if config.mode == "greedy":
-            kwargs.update(temperature=0.0, n=1)
+            body.update(temperature=0.0, n=1)
         elif config.mode == "sample":
-            kwargs.update(temperature=config.temperature, top_p=config.top_p, n=n)
+            body.update(temperature=config.temperature, top_p=config.top_p, n=n)
         else:  # beam, on a vLLM server: it returns num_beams beams; the best n are kept
-            kwargs.update(temperature=0.0, n=config.num_beams, extra_body={"use_beam_search": True})
+            body.update(temperature=0.0, n=config.num_beams, use_beam_search=True)
         if self.capabilities.logprobs:
-            kwargs["logprobs"] = True
-        response = _create(client, kwargs, self.messages(request))
+            body["logprobs"] = True
+        response = client.create(body)
         try:
             u = _usage(response)
-            cands = [_candidate(choice) for choice in response.choices]
-        except (AttributeError, TypeError, ValueError) as e:
+            cands = [_candidate(choice) for choice in response["choices"]]
+            served = response.get("model")
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
             raise MalformedResponse(f"not a chat completion: {type(e).__name__}: {e}") from None
         for c in cands:  # the name the server answered under (ApiModel checks it against model_id)
-            c.meta["served_model"] = getattr(response, "model", None)
+            c.meta["served_model"] = served
         if config.mode == "beam":
             cands.sort(key=lambda c: -(c.logprob if c.logprob is not None else float("-inf")))
         n_returned = len(cands)
@@ -173,11 +176,11 @@ class OpenAIChatModel(ApiModel):
         return cands, u
 
     def _first_token_top(
-        self, client: Any, request: AudioRequest, prefix: str
+        self, client: ChatClient, request: AudioRequest, prefix: str
     ) -> tuple[list[tuple[str, float]], CallUsage]:
-        kwargs: dict[str, Any] = {
+        body: dict[str, Any] = {
             "model": self.model_id,
-            "messages": [],
+            "messages": self.messages(request, prefix),
             "max_completion_tokens": 1,
             "temperature": 0.0,
             "n": 1,
@@ -185,53 +188,49 @@ class OpenAIChatModel(ApiModel):
             "top_logprobs": self.top_logprobs,
         }
         if prefix:  # vLLM: continue the assistant turn instead of starting a new one
-            kwargs["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
-        response = _create(client, kwargs, self.messages(request, prefix))
+            body.update(continue_final_message=True, add_generation_prompt=False)
+        response = client.create(body)
         try:
-            content = response.choices[0].logprobs.content if response.choices[0].logprobs else None
+            logprobs = response["choices"][0].get("logprobs")
+            content = logprobs.get("content") if logprobs is not None else None
             u = _usage(response)
-        except (AttributeError, TypeError, IndexError) as e:
+        except (AttributeError, KeyError, TypeError, IndexError) as e:
             raise MalformedResponse(f"not a chat completion: {type(e).__name__}: {e}") from None
         if not content:
             raise ValueError(
                 f"{self._what(request)}: the server returned no log-probabilities although they were "
                 "requested; set logprobs: false in this model's params entry"
             )
-        return [(t.token, float(t.logprob)) for t in content[0].top_logprobs], u
+        return [(t["token"], float(t["logprob"])) for t in content[0]["top_logprobs"]], u
 
 
-def _create(client: Any, kwargs: dict[str, Any], messages: list[dict[str, Any]]) -> Any:
-    """``chat.completions.create`` with the messages merged into the body as they are. The SDK
-    otherwise walks them against its typed schema, which cost about 12 ms of CPU per request (most of
-    a request's client CPU), and at 48 requests in flight on a small machine that bounded a pool; the
-    JSON sent is the same."""
-    return client.chat.completions.create(
-        **{**kwargs, "extra_body": {**kwargs.get("extra_body", {}), "messages": messages}}
-    )
-
-
-def _candidate(choice: Any) -> Candidate:
-    content = choice.logprobs.content if choice.logprobs is not None else None
-    token_lps = [float(t.logprob) for t in content] if content else None
+# The answer is read as JSON, field by field, as the SDK's objects read it: a field the SDK typed as
+# optional may be missing or null, one it required raises (KeyError), and either way a body that is
+# no chat completion becomes a MalformedResponse above.
+def _candidate(choice: dict[str, Any]) -> Candidate:
+    logprobs = choice.get("logprobs")
+    content = logprobs.get("content") if logprobs is not None else None
+    token_lps = [float(t["logprob"]) for t in content] if content else None
+    message = choice["message"]
     cand = Candidate(
-        text=choice.message.content or "",
+        text=message.get("content") or "",
         logprob=sum(token_lps) if token_lps is not None else None,
         token_logprobs=token_lps,
         n_tokens=len(token_lps) if token_lps is not None else 0,
-        meta={"finish_reason": choice.finish_reason},
+        meta={"finish_reason": choice["finish_reason"]},
     )
-    refusal = getattr(choice.message, "refusal", None)
+    refusal = message.get("refusal")
     if refusal:  # the model declined: no content, a reason instead; it does not parse, like any non-answer
         cand.meta["refusal"] = refusal
     return cand
 
 
-def _usage(response: Any) -> CallUsage:
-    u = getattr(response, "usage", None)
+def _usage(response: dict[str, Any]) -> CallUsage:
+    u = response.get("usage")
     if u is None:
         return CallUsage()
-    details = getattr(u, "prompt_tokens_details", None)
-    audio = getattr(details, "audio_tokens", None) or 0
+    details = u.get("prompt_tokens_details")
+    audio = (details.get("audio_tokens") if details is not None else None) or 0
     return CallUsage(
-        prompt_tokens=int(u.prompt_tokens or 0), audio_tokens=int(audio), gen_tokens=int(u.completion_tokens or 0)
+        prompt_tokens=int(u["prompt_tokens"] or 0), audio_tokens=int(audio), gen_tokens=int(u["completion_tokens"] or 0)
     )

@@ -61,7 +61,7 @@ class Endpoint:
 
 
 class EndpointPool:
-    """Endpoints of one model. ``make_client(url)`` builds an SDK client for an endpoint (lazily);
+    """Endpoints of one model. ``make_client(url)`` builds a client for an endpoint (lazily);
     ``health(url)`` says whether a server answers (None: no health check, an endpoint is up until
     a call to it fails); ``is_down(exc)`` says whether an exception means the endpoint is gone."""
 
@@ -102,7 +102,7 @@ class EndpointPool:
         self.name, self.hint = name, hint  # the model, and what to do, for CircuitOpen's message
         self.open = threading.Event()  # set once every endpoint is broken
         self._cond = threading.Condition()
-        self._client_lock = threading.Lock()  # one SDK client per endpoint, however many threads start at once
+        self._client_lock = threading.Lock()  # one client per endpoint, however many threads start at once
 
     @property
     def slots(self) -> int:
@@ -147,7 +147,7 @@ class EndpointPool:
             return result
 
     def _client(self, ep: Endpoint) -> Any:
-        """The endpoint's SDK client, built by the first call that needs it. Threads that start
+        """The endpoint's client, built by the first call that needs it. Threads that start
         together wait for that one: each building its own (an HTTP connection pool, a TLS context)
         cost more CPU than the calls themselves at 16 in flight, and all but one were thrown away."""
         if ep.client is None:
