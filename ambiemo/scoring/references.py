@@ -276,20 +276,21 @@ def human_loo_counts(
     whole = np.isclose(counts, np.round(counts), rtol=0, atol=_WHOLE_VOTE_ATOL).all(axis=1)
     enough = n >= 2 - _WHOLE_VOTE_ATOL
     keep = whole & enough
-    L = len(labels)
-    rows = []
-    for i in np.flatnonzero(keep):
-        c = np.round(counts[i])
-        voted = np.flatnonzero(c > 0)
-        rest = _normalise(c[None, :] - np.eye(L)[voted])
-        scores = _metric_rows(rest, np.eye(L)[voted], js_base)
-        share = c[voted] / c.sum()
-        rows.append(
-            {
-                "utt_id": str(manifest["utt_id"].iloc[i]),
-                "n_raters": int(c.sum()),
-                **{k: float(share @ v) for k, v in scores.items()},
-            }
-        )
+    # Every kept utterance × label at once: the rest of the votes when one vote for that label is left
+    # out, scored against that vote. A label nobody chose leaves the whole count (a distribution all the
+    # same) and weighs nothing; a voted label weighs its share of the votes.
+    c = np.round(counts[keep])
+    m, L = c.shape
+    eye = np.eye(L)
+    rest = _normalise(c[:, None, :] - eye[None, :, :] * (c > 0)[:, :, None]).reshape(m * L, L)
+    scores = _metric_rows(rest, np.broadcast_to(eye, (m, L, L)).reshape(m * L, L), js_base)
+    share = c / c.sum(axis=1, keepdims=True)
+    out = pd.DataFrame(
+        {
+            "utt_id": manifest["utt_id"].to_numpy()[keep].astype(str),
+            "n_raters": c.sum(axis=1).astype(int),
+            **{k: np.einsum("ij,ij->i", share, v.reshape(m, L)) for k, v in scores.items()},
+        }
+    )
     excluded = {"fractional_votes": int((~whole).sum()), "fewer_than_2_votes": int((whole & ~enough).sum())}
-    return _ceiling_frame(rows, "human-loo-counts", excluded)
+    return _ceiling_frame(out, "human-loo-counts", excluded)

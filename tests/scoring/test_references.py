@@ -94,6 +94,32 @@ def test_human_loo_counts_equals_loo_for_whole_votes_and_counts_fractional():
     assert counts.attrs["excluded"] == {"fractional_votes": 1, "fewer_than_2_votes": 1}
 
 
+@pytest.mark.parametrize("js_base", ["e", 2])
+def test_human_loo_counts_equals_loo_over_one_rater_per_vote(js_base):
+    """The counts ceiling (all utterances and labels at once) against the per-rater one, each vote a
+    rater: many utterances with four labels, some labels unvoted, some utterances excluded."""
+    labels = ["angry", "sad", "happy", "neutral"]
+    rng = np.random.default_rng(7)
+    votes = rng.integers(0, 4, size=(300, len(labels)))
+    votes[::9] = 0
+    votes[::9, 0] = 1  # one vote: excluded from both
+    man = pd.DataFrame({"utt_id": [f"u{i:03d}" for i in range(len(votes))]})
+    for j, label in enumerate(labels):
+        man[f"votes_{label}"] = votes[:, j].astype(float)
+    rows = [
+        (utt, f"r{k}", label, 1.0)
+        for utt, row in zip(man["utt_id"], votes, strict=True)
+        for k, label in enumerate(label for label, v in zip(labels, row, strict=True) for _ in range(v))
+    ]
+    counts = R.human_loo_counts(man, labels, js_base=js_base).set_index("utt_id")
+    loo = R.human_loo(_ratings(rows), labels, js_base=js_base).set_index("utt_id")
+    assert list(counts.index) == list(loo.index) and len(counts) == int((votes.sum(axis=1) >= 2).sum())
+    for m in R.CEILING_METRICS:
+        np.testing.assert_allclose(counts[m], loo[m], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(counts["n_raters"], loo["n_raters"])
+    assert counts.attrs["excluded"] == {"fewer_than_2_votes": int((votes.sum(axis=1) < 2).sum())}
+
+
 def test_ratings_filters_are_counted():
     rows = [
         *THREE,
