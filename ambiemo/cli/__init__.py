@@ -68,7 +68,8 @@ app.command("plan")(plan.plan)
 def main() -> None:
     # What the imports built lives as long as the process. Frozen (gc.freeze), it is no longer walked by
     # the collections during the command nor by the one at its exit, which took 0.3-0.4 s of every
-    # command's end once pandas and the SDK were loaded. Only what exists now: what the command opens
-    # later (the generation cache's database) is still collected and closed at the exit.
+    # command's end once pandas and the OpenAI SDK (since replaced by httpx) were loaded. Only what
+    # exists now: what the command opens later (the generation cache's database) is still collected
+    # and closed at the exit.
     gc.freeze()
     app()

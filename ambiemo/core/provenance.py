@@ -24,7 +24,7 @@ TRACKED_PACKAGES = (
     "tokenizers",
     "opensmile",
     "ctranslate2",
-    "openai",
+    "httpx",
     "google-genai",
     "vllm",
 )

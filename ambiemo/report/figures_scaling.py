@@ -53,8 +53,9 @@ def gain_intervals(
     if metric not in scores.columns:
         raise KeyError(f"gain_intervals: the scores have no per-utterance column {metric!r}")
     params = dict(params or {})  # the table reads every setting from params: these arguments override them
-    params["stats"] = {**(params.get("stats") or {}), "baseline": baseline}
-    if n_resamples is not None:
+    if baseline:
+        params["stats"] = {**(params.get("stats") or {}), "baseline": baseline}
+    if n_resamples:
         params["scoring"] = {**(params.get("scoring") or {}), "bootstrap_resamples": n_resamples}
     if seed is not None:
         params["seed"] = seed

@@ -1,9 +1,9 @@
 """Candidate strategies: B candidates to the distribution prompt, one answer from them.
 
 Every candidate strategy goes through one ``combine``: parse each candidate, rate it (verifier
-strategies only), let the strategy give the weights over the parsed candidates, record, and write
-the row once. A selection (bon, alm-v) gives one-hot weights and answers with the chosen
-candidate's distribution; a mixture (w-bon, w-alm-v) answers with the weighted mean.
+strategies only), let the strategy weigh the parsed candidates, record, and write the row once. A
+selection (bon, alm-v) states each candidate's merit and answers with the distribution of the parsed
+candidate of most merit; a mixture (w-bon, w-alm-v) gives weights and answers with the weighted mean.
 """
 
 from __future__ import annotations
@@ -46,7 +46,18 @@ class CandidateStrategy(Strategy):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "selects" in own or ("merit" in own and "weights" in own):
+            raise TypeError(
+                f"{cls.__name__}: a candidate strategy implements merit (a selection) or weights (a mixture), "
+                "not both, and does not set selects, which follows from which one it implements"
+            )
         cls.selects = cls.merit is not CandidateStrategy.merit
+
+    def check(self) -> None:
+        super().check()
+        if self.merit.__func__ is CandidateStrategy.merit and self.weights.__func__ is CandidateStrategy.weights:
+            raise NotImplementedError(f"strategy {self.name!r} implements neither merit nor weights")
 
     def candidate_source(self) -> str:
         return "beam" if self.ctx.model.capabilities.beam_search else "sampled"

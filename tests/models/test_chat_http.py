@@ -3,20 +3,19 @@ replaced, each sending to the same fake server: the same request bodies and head
 fault (each error status, with and without a reason or Retry-After, a dropped or refused
 connection, a timeout) classified the same way by ambiemo.models.api.faults: retried or not, the
 endpoint down or not, the circuit breaker's signature, the recorded reason and the wait. The SDK is
-the reference here, so these tests need it installed; the routes themselves do not."""
+the reference here, so these tests need it (the `dev` extra installs it); the routes themselves do not."""
 
 from __future__ import annotations
 
 import socket
 import time
 
+import openai  # the reference, not the code under test
 import pytest
 from fake_api import DROP, OPENAI_KEY, chat_response
 
 from ambiemo.models.api import faults
 from ambiemo.models.api.chat_http import ChatClient, StatusError
-
-openai = pytest.importorskip("openai")
 
 pytestmark = pytest.mark.usefixtures("api_env")  # fake keys, nothing routed off 127.0.0.1
 
@@ -138,6 +137,13 @@ def test_a_body_that_is_not_json_is_malformed(fake_api):
     before, after = raised(lambda: sdk_call(url, BODY)), raised(lambda: http_call(url, BODY))
     assert classified(after) == classified(before)
     assert faults.describe(after) == faults.describe(before)
+    assert classified(after)["malformed"] and classified(after)["retryable"]
+
+
+def test_a_body_that_is_not_utf8_is_malformed_too(fake_api):
+    """A proxy's page in Latin-1 is retried as a malformed answer, not taken for a bug that stops the run."""
+    api = fake_api(lambda i, p, b, h: (200, b"<html>passerelle d\xe9faillante</html>"))
+    after = raised(lambda: http_call(api.url + "/v1", BODY))
     assert classified(after)["malformed"] and classified(after)["retryable"]
 
 

@@ -313,3 +313,36 @@ def test_an_unknown_token_count_stays_unknown() -> None:
     total = cost + Cost(model_calls=1, prompt_tokens=5, gen_tokens=2, wall_s=1.0)
     assert (total.prompt_tokens, total.gen_tokens, total.model_calls, total.verifier_calls) == (5, 2, 1, 2)
     assert total.verifier_prompt_tokens is None
+
+
+def test_a_candidate_strategy_is_a_selection_or_a_mixture_and_says_so_by_what_it_implements():
+    from ambiemo.strategies.best_of_n import CandidateStrategy
+
+    with pytest.raises(TypeError, match="merit .* or weights .* not both"):
+
+        class Both(CandidateStrategy):
+            def merit(self, cands, scores):
+                return []
+
+            def weights(self, cands, ok, scores):
+                return []
+
+    with pytest.raises(TypeError, match="does not set selects"):
+
+        class Says(CandidateStrategy):
+            selects = True
+
+    class Selects(CandidateStrategy):
+        def merit(self, cands, scores):
+            return []
+
+    class Mixes(CandidateStrategy):
+        def weights(self, cands, ok, scores):
+            return []
+
+    class Neither(CandidateStrategy):
+        name = "neither"
+
+    assert Selects.selects and not Mixes.selects and not Neither.selects
+    with pytest.raises(NotImplementedError, match="'neither' implements neither merit nor weights"):
+        Neither.check(Neither.__new__(Neither))

@@ -15,7 +15,7 @@ sees):
 * a request that gets no answer raises httpx's own transport error (timeout, refused or dropped
   connection); any other failure to get an answer (a redirect loop) becomes a ``ConnectionError``,
   as the SDK made every such failure its ``APIConnectionError``;
-* a 2xx whose body is not JSON raises ``json.JSONDecodeError`` (a malformed response);
+* a 2xx whose body is not JSON (or not UTF-8) raises ``json.JSONDecodeError`` (a malformed response);
 * the request: the key as a bearer token (``EMPTY`` without one, as the route gave the SDK),
   ``OpenAI-Organization`` and ``OpenAI-Project`` from ``OPENAI_ORG_ID`` and ``OPENAI_PROJECT_ID``,
   redirects followed, the environment's proxies, the SDK's connection limits, one timeout for
@@ -126,4 +126,7 @@ class ChatClient:
             raise ConnectionError(f"{type(e).__name__}: {e}") from e
         if not response.is_success:
             raise StatusError(status_message(response.status_code, response.text), response)
-        return response.json()
+        try:
+            return response.json()
+        except UnicodeDecodeError as e:  # a proxy's page in Latin-1: malformed like any non-JSON answer
+            raise json.JSONDecodeError(f"the answer is not UTF-8 ({e.reason})", repr(response.content[:80]), 0) from e
