@@ -67,6 +67,13 @@ def user_file_mode() -> int:
     return 0o666 & ~current_umask()
 
 
+def isin(values: Any, among: Any) -> np.ndarray:
+    """``values.isin(among)`` as a boolean array, by hashing ``among`` into an index: pandas 3's
+    ``isin`` on its arrow-backed strings makes a Python object of every value of ``among`` (200 ms
+    for 16,000 utterance ids, called once per scored cell), the index lookup 25 times faster."""
+    return pd.Index(among).unique().get_indexer(values) >= 0
+
+
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The ``ambiemo`` metadata of a parquet file ({} if it has none)."""
     md = pq.read_schema(path).metadata or {}

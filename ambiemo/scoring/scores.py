@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ambiemo.core.failures import failure_label_index
+from ambiemo.core.tables import isin
 from ambiemo.scoring import metrics as M
 from ambiemo.scoring.references import MODEL as REFERENCE_MODEL
 from ambiemo.scoring.schema import (
@@ -47,15 +48,15 @@ def score_predictions(
     preds = _prediction_frame(predictions)
     _check_predictions(preds, labels)
 
-    unknown = ~preds["utt_id"].isin(mdf["utt_id"])
+    unknown = ~isin(preds["utt_id"], mdf["utt_id"])
     if unknown.any():
         ids = preds.loc[unknown, "utt_id"].astype(str).unique().tolist()
         raise ScoringError(
             f"{len(ids)} predicted utterance(s) are not in the manifest: {ids[:5]}"
             f"{' ...' if len(ids) > 5 else ''}; were the predictions made from another manifest?"
         )
-    datasets = set(mdf["dataset"].astype(str))
-    other = sorted(set(preds["dataset"].astype(str)) - datasets)
+    datasets = set(mdf["dataset"].astype(str).unique())
+    other = sorted(set(preds["dataset"].astype(str).unique()) - datasets)
     if other:
         raise ScoringError(f"predictions name dataset(s) {other} but the manifest holds {sorted(datasets)}")
 
@@ -223,8 +224,7 @@ def _predicted_index(df: pd.DataFrame, labels: Sequence[str]) -> np.ndarray:
     q = df[[f"p_{x}" for x in labels]].to_numpy(dtype=float)
     idx = np.nan_to_num(q, nan=-1.0).argmax(axis=1)  # rows with NaN are failures, set to -1 below
     if "pred_label" in df.columns:
-        lookup = {x: j for j, x in enumerate(labels)}
-        given = df["pred_label"].fillna("").astype(str).map(lambda s: lookup.get(s, -2)).to_numpy(dtype=int)
+        given = pd.Index(list(labels)).get_indexer(df["pred_label"].fillna("").astype(str))  # -1: none of them
         idx = np.where(given >= 0, given, idx)
     idx[~df["parsed_ok"].astype(bool).to_numpy()] = -1
     return idx
@@ -235,12 +235,12 @@ def _ambiguity(df: pd.DataFrame, order: Sequence[str], source: str) -> tuple[np.
         h = np.round(df["entropy_bits"].to_numpy(dtype=float), 3)
         levels = np.unique(h)
         return np.array([f"{x:.3f}" for x in h], dtype=object), np.searchsorted(levels, h)
-    rank = {b: i for i, b in enumerate(order)}
     bins = df["ambiguity"].astype(str)
-    unknown = sorted(set(bins) - set(rank))
-    if unknown:
+    rank = pd.Index(list(order)).get_indexer(bins)
+    if (rank < 0).any():
+        unknown = sorted(bins[rank < 0].unique())
         raise ScoringError(f"ambiguity bin(s) {unknown} are not in the manifest's order {list(order)}")
-    return bins.to_numpy(dtype=object), bins.map(rank).to_numpy(dtype=int)
+    return bins.to_numpy(dtype=object), rank.astype(int)
 
 
 def _capacity(models: pd.Series, params: Mapping[str, Any] | None) -> np.ndarray:

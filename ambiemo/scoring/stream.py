@@ -23,6 +23,7 @@ import pandas as pd
 
 from ambiemo.core.blas import one_blas_thread
 from ambiemo.core.layout import Layout
+from ambiemo.core.tables import isin
 from ambiemo.scoring import references as R
 from ambiemo.scoring.run import (
     SKIPPED_COLUMNS,
@@ -107,11 +108,11 @@ def write_score_run(params: Mapping[str, Any], path: str | Path | None = None) -
                     scored = score_cell(manifest, cell, file, params, inputs, skipped, unanswered)
                     if scored is not None:
                         frames.append(scored)
-                        asked |= set(scored["utt_id"].astype(str))
+                        asked |= set(scored["utt_id"].astype(str).to_numpy(dtype=object))
                 if frames:
                     parts.put(dataset, model, frames)
             if asked:  # the references answer exactly the utterances the run's cells answer
-                keep = manifest.df["utt_id"].astype(str).isin(asked)
+                keep = isin(manifest.df["utt_id"].astype(str), list(asked))
                 sub = replace(manifest, df=manifest.df[keep].reset_index(drop=True))
                 refs = score_predictions(sub, R.reference_predictions(sub.df, sub.labels), params)
                 ceiling, source, used = human_ceilings(sub, layout.ratings(dataset), params)

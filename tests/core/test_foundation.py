@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -147,3 +148,14 @@ def test_every_stage_param_exists_in_params_yaml():
             key = key.replace("${item}", items["item"])
             key = key.replace("${item.model}", params["run"]["models"][0])
             section(params, *key.split("."))
+
+
+def test_isin_is_pandas_isin_on_arrow_strings_with_repeats_and_nulls():
+    from ambiemo.core.tables import isin
+
+    rng = np.random.default_rng(3)
+    values = pd.Series([f"u{i}" for i in rng.integers(0, 400, 1000)] + [None], dtype="str")
+    among = pd.Series([f"u{i}" for i in rng.integers(0, 400, 300)] + [None, "u1", "u1"], dtype="str")
+    for a, b in ((values, among), (values, among.dropna()), (values, among[:0]), (values[:0], among)):
+        np.testing.assert_array_equal(isin(a, b), a.isin(b).to_numpy())
+    np.testing.assert_array_equal(isin(values, list(among.dropna())), values.isin(list(among.dropna())).to_numpy())
