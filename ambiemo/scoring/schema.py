@@ -93,7 +93,7 @@ def write_scores(
         ambiguity_order=scores.attrs.get("ambiguity_order", levels(scores)),
         missing=scores.attrs.get("missing", {}),
         parse_failures=int((~scores["parsed_ok"]).sum()),
-        models=set(scores["model"]),
+        models=set(scores["model"].unique()),
         inputs=inputs,
         extra=extra,
     )

@@ -32,7 +32,7 @@ def family_term(d: pd.DataFrame, cap: pd.Series, params: Mapping[str, Any] | Non
     d["family"] = families(d["model"], params)
     ladders = d.groupby("family")["params_b"].nunique()
     with_ladder = sorted(ladders[ladders >= 2].index)
-    alone = sorted(m for m in set(d["model"].astype(str)) if not _named_family(m, params))
+    alone = sorted(m for m in d["model"].astype(str).unique() if not _named_family(m, params))
     if asked == "none":
         return False, "family term: none (params stats.family_term)"
     if d["log10_capacity"].nunique() < 2:

@@ -132,7 +132,8 @@ def gain_table(
             x, y, ok = pc.pairs(metric)
             d, part, at = x[ok] - y[ok], frame[ok], np.flatnonzero(ok)
             levels = [("all", -1, np.ones(len(d), dtype=bool))]
-            for b, rank in sorted(set(zip(part["ambiguity"], part["ambiguity_rank"], strict=True)), key=lambda t: t[1]):
+            bins = part[["ambiguity", "ambiguity_rank"]].drop_duplicates()  # not a Python object per row
+            for b, rank in sorted(zip(bins["ambiguity"], bins["ambiguity_rank"], strict=True), key=lambda t: t[1]):
                 levels.append((b, int(rank), (part["ambiguity"] == b).to_numpy()))
             for name, rank, mask in levels:
                 key = (pc.dataset, pc.model, pc.strategy, pc.budget, metric)
