@@ -4,6 +4,7 @@ of placeholder tokens in a chat prompt; each native adapter (``qwen2_audio``, ``
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,20 +19,35 @@ from ambiemo.models.identity import check_remote_code
 log = logging.getLogger(__name__)
 
 
+def processor_chat_template(source: str, rev: dict[str, Any]) -> str | None:
+    """The ``chat_template`` of a processor's ``chat_template.json`` in ``source`` (None where absent),
+    where multimodal checkpoints often keep it."""
+    from transformers.utils import cached_file
+
+    path = cached_file(source, "chat_template.json", _raise_exceptions_for_missing_entries=False, **rev)
+    if path is None:
+        return None
+    return json.loads(Path(path).read_text(encoding="utf-8")).get("chat_template")
+
+
 class NativeAudioALM(TransformersALM):
     """A transformers audio-language model: chat template with an audio placeholder, expanded to
     one placeholder token per audio frame the encoder emits, plus that clip's features.
 
     A new model is one subclass (README, "Extending it"): set ``model_class`` (its class in
     ``transformers``), ``audio_placeholder`` (the token the chat template writes once per clip) and
-    ``capabilities`` (with ``max_audio_s``), and implement ``_audio_features``. Where the model
-    differs further, override the hooks: ``_load_model`` (how the weights load), ``_load_parts``
+    ``capabilities`` (with ``max_audio_s``), and implement ``_audio_features``; without a processor
+    (``use_processor = False``), name its ``feature_extractor_class``. Where the model differs further,
+    override the hooks: ``_load_model`` (how the weights load), ``_load_parts``
     (tokenizer, feature extractor, template), ``hf_messages`` / ``prompt_text`` (the prompt).
     """
 
     model_class: str = ""
     audio_placeholder: str = ""
     use_processor: bool = True  # load tokenizer, feature extractor and template via AutoProcessor
+    # Without the processor: the tokenizer, this feature extractor class of transformers, and the chat
+    # template from the tokenizer or else from the processor's chat_template.json.
+    feature_extractor_class: str = "WhisperFeatureExtractor"
     # The Omni models: a checkpoint whose config is of ``full_model_type`` holds thinker + talker;
     # it is built as ``full_model_class`` without audio output and only its thinker is kept.
     full_model_type: str = ""
@@ -110,13 +126,17 @@ class NativeAudioALM(TransformersALM):
             self.feature_extractor = processor.feature_extractor
             self.chat_template = processor.chat_template
         else:
-            from transformers import AutoTokenizer, WhisperFeatureExtractor
+            import transformers
 
-            self.tokenizer = AutoTokenizer.from_pretrained(source, **rev)
-            self.feature_extractor = WhisperFeatureExtractor.from_pretrained(source, **rev)
-            self.chat_template = self.tokenizer.chat_template
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, **rev)
+            extractor = getattr(transformers, self.feature_extractor_class)
+            self.feature_extractor = extractor.from_pretrained(source, **rev)
+            self.chat_template = self.tokenizer.chat_template or processor_chat_template(source, rev)
         if not self.chat_template:
-            raise ValueError(f"model {self.key!r}: {source} ships no chat template; add one to its processor files")
+            raise ValueError(
+                f"model {self.key!r}: {source} ships no chat template (neither in its tokenizer nor in "
+                "chat_template.json); add one"
+            )
 
     def _load_model(self, source: str, rev: dict[str, Any]):
         import transformers

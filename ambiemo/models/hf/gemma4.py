@@ -26,7 +26,6 @@ from ambiemo.models.base import Capabilities
 from ambiemo.models.hf import tiny
 from ambiemo.models.hf.audio_base import NativeAudioALM
 from ambiemo.models.hf.parts import Encoded
-from ambiemo.models.hf.qwen3_omni import processor_chat_template
 
 AUDIO_START, AUDIO_END = "<|audio>", "<audio|>"  # around the soft tokens, as the processor writes them
 
@@ -64,22 +63,14 @@ class Gemma4ALM(NativeAudioALM):
     model_class = "Gemma4ForConditionalGeneration"
     audio_placeholder = "<|audio|>"
     use_processor = False
+    feature_extractor_class = "Gemma4AudioFeatureExtractor"
     # The feature extractor's default max_length: 480,000 samples at 16 kHz.
     capabilities = Capabilities(max_audio_s=30.0)
 
     def _load_parts(self, source: str, rev: dict[str, Any]) -> None:
-        """Tokenizer and feature extractor; the chat template from the tokenizer, else from the
-        processor's ``chat_template.json``."""
-        from transformers import AutoTokenizer, Gemma4AudioFeatureExtractor
-
-        self.tokenizer = AutoTokenizer.from_pretrained(source, **rev)
-        self.feature_extractor = Gemma4AudioFeatureExtractor.from_pretrained(source, **rev)
-        self.chat_template = self.tokenizer.chat_template or processor_chat_template(source, rev)
-        if not self.chat_template:
-            raise ValueError(
-                f"model {self.key!r}: {source} ships no chat template (neither in its tokenizer nor in "
-                "chat_template.json); add one"
-            )
+        """The base's parts (tokenizer, Gemma 4's feature extractor, the template), then the audio
+        markers the prompt needs."""
+        super()._load_parts(source, rev)
         for token in (AUDIO_START, AUDIO_END):
             if self.tokenizer.convert_tokens_to_ids(token) in (None, self.tokenizer.unk_token_id):
                 raise ValueError(f"model {self.key!r}: tokenizer of {source} has no {token!r} token")

@@ -32,6 +32,7 @@ class Phi4MultimodalALM(NativeAudioALM):
     model_class = "Phi4MultimodalForCausalLM"
     audio_placeholder = "<|audio|>"
     use_processor = False
+    feature_extractor_class = "Phi4MultimodalFeatureExtractor"
     speech_adapter: str | None = None  # the PEFT LoRA subfolder, set from the spec
 
     @classmethod
@@ -44,15 +45,6 @@ class Phi4MultimodalALM(NativeAudioALM):
         model = super().from_spec(key, {**spec, "batch_size": 1}, **kwargs)
         model.speech_adapter = spec.get("speech_adapter")
         return model
-
-    def _load_parts(self, source: str, rev: dict[str, Any]) -> None:
-        from transformers import AutoTokenizer, Phi4MultimodalFeatureExtractor
-
-        self.tokenizer = AutoTokenizer.from_pretrained(source, **rev)
-        self.feature_extractor = Phi4MultimodalFeatureExtractor.from_pretrained(source, **rev)
-        self.chat_template = self.tokenizer.chat_template
-        if not self.chat_template:
-            raise ValueError(f"model {self.key!r}: {source} ships no chat template; add one to its tokenizer files")
 
     def _load_model(self, source: str, rev: dict[str, Any]):
         model = super()._load_model(source, rev)

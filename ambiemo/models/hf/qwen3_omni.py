@@ -12,7 +12,6 @@ batch are right-padded to the longest; the feature mask keeps the padding out of
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,16 +48,6 @@ def pad_feature_rows(rows: Sequence[Encoded], names: Sequence[str]) -> list[Enco
     return out
 
 
-def processor_chat_template(source: str, rev: dict[str, Any]) -> str | None:
-    """The ``chat_template`` of a processor's ``chat_template.json`` in ``source`` (None where absent)."""
-    from transformers.utils import cached_file
-
-    path = cached_file(source, "chat_template.json", _raise_exceptions_for_missing_entries=False, **rev)
-    if path is None:
-        return None
-    return json.loads(Path(path).read_text(encoding="utf-8")).get("chat_template")
-
-
 @register_model("hf-qwen3-omni")
 class Qwen3OmniALM(NativeAudioALM):
     """The Qwen3-Omni-MoE thinker: ``<|audio_start|><|audio_pad|><|audio_end|>`` in the user turn."""
@@ -71,20 +60,6 @@ class Qwen3OmniALM(NativeAudioALM):
     shared_prefill = False
     full_model_type = "qwen3_omni_moe"  # the released checkpoint: thinker + talker + code2wav
     full_model_class = "Qwen3OmniMoeForConditionalGeneration"
-
-    def _load_parts(self, source: str, rev: dict[str, Any]) -> None:
-        """Tokenizer and feature extractor; the chat template from the tokenizer, else from the
-        processor's ``chat_template.json`` (where multimodal checkpoints often keep it)."""
-        from transformers import AutoTokenizer, WhisperFeatureExtractor
-
-        self.tokenizer = AutoTokenizer.from_pretrained(source, **rev)
-        self.feature_extractor = WhisperFeatureExtractor.from_pretrained(source, **rev)
-        self.chat_template = self.tokenizer.chat_template or processor_chat_template(source, rev)
-        if not self.chat_template:
-            raise ValueError(
-                f"model {self.key!r}: {source} ships no chat template (neither in its tokenizer nor in "
-                "chat_template.json); add one"
-            )
 
     def _audio_features(self, wav: np.ndarray) -> tuple[dict[str, Any], int]:
         fe = self.feature_extractor(
