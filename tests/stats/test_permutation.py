@@ -150,3 +150,14 @@ def test_power_clusters_like_the_paired_table_when_speakers_are_unknown():
     row = power_table(scores).iloc[0]
     assert row["n_clusters"] == paired["n_clusters"].iloc[0] == 40
     assert np.isfinite(row["mde"]) and row["icc"] == 0.0
+
+
+@pytest.mark.parametrize("shape", [(3, 2001), (4, 7), (1, 1), (2, 3), (0, 5), (131, 16000)])
+def test_sign_flips_are_choices_draws_and_leave_the_generator_where_choice_does(shape):
+    for seed in range(3):
+        ref, fast = np.random.default_rng(seed), np.random.default_rng(seed)
+        for _ in range(3):  # odd counts leave half a 64-bit output for the next call
+            expected = ref.choice((1.0, -1.0), size=shape) == -1.0
+            np.testing.assert_array_equal(P.sign_flips(fast, *shape), expected.astype(float))
+            assert fast.bit_generator.state == ref.bit_generator.state
+        assert fast.random() == ref.random()

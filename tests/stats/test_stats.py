@@ -160,6 +160,14 @@ def test_holm_matches_statsmodels_and_hand_computation():
     np.testing.assert_allclose(got[:4], [0.03, 0.06, 0.06, 0.02])
 
 
+def test_holm_equals_statsmodels_bit_for_bit_with_ties_and_large_families():
+    rng = np.random.default_rng(8)
+    for m in (1, 2, 3, 17, 400):
+        p = rng.uniform(0, 0.2, m).round(3)  # rounded: many ties
+        p[rng.random(m) < 0.1] = 1.0
+        np.testing.assert_array_equal(stats.holm(p), multipletests(p, method="holm")[1])
+
+
 def test_rank_biserial_hand_cases():
     assert stats.rank_biserial(np.array([1.0, 2, 3])) == 1
     assert stats.rank_biserial(np.array([-1.0, -2])) == -1
