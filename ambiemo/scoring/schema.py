@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import pandas as pd
 
 from ambiemo.core.config import settings
 from ambiemo.inference.predictions import HEAD_COLUMNS
+
+T = TypeVar("T")
 
 KEYS = ("dataset", "model", "strategy", "budget")
 ALL = "all"  # the ambiguity value of a summary row over every bin
@@ -154,30 +157,57 @@ def params_of(meta: Mapping[str, Any]) -> dict[str, Any]:
     return {"scoring": dict(meta.get("provenance", {}).get("params", {}).get("scoring", {}))}
 
 
-def score_chunks(path: Any, columns: Sequence[str] | None = None) -> Iterable[pd.DataFrame]:
-    """The scores table one dataset × model at a time, in the table's sort order, each as
-    ``read_scores`` would give its rows (without attrs: ``scores_meta`` has them). The aggregate and
-    stats stages reduce per cell, so no whole-table frame is held. ``columns``: read only those."""
-    import pyarrow.compute as pc
+def chunk_keys(path: Any) -> list[tuple[str, str]]:
+    """The (dataset, model) pairs of a scores table, in the table's sort order."""
     import pyarrow.parquet as pq
 
     scores_meta(path)  # checks that it is a scores table
     keys = pq.read_table(path, columns=["dataset", "model"])
     pairs = keys.group_by(["dataset", "model"]).aggregate([]).to_pandas()
-    pairs = pairs.sort_values(["dataset", "model"], kind="stable")
-    del keys
+    return [tuple(map(str, k)) for k in pairs.sort_values(["dataset", "model"], kind="stable").itertuples(index=False)]
+
+
+def read_chunk(path: Any, dataset: str, model: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The rows of one dataset × model, as ``read_scores`` would give them (without attrs: pandas
+    deep-copies them on every operation, which dominates a per-cell reduction; ``scores_meta`` has
+    them). Row groups whose statistics exclude the pair are skipped unread."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     source = pq.ParquetFile(path)
-    for dataset, model in pairs.itertuples(index=False):
-        parts = []
-        for i in range(source.num_row_groups):
-            stats = source.metadata.row_group(i)
-            if not _may_hold(stats, source.schema_arrow, dataset, model):
-                continue
-            group = source.read_row_group(i, columns=list(columns) if columns else None)
-            mask = pc.and_(pc.equal(group["dataset"], dataset), pc.equal(group["model"], model))
-            parts.append(group.filter(mask))
-        # no attrs: pandas deep-copies them on every operation, which dominates a per-cell reduction
-        yield pa_concat(parts).to_pandas()
+    parts = []
+    for i in range(source.num_row_groups):
+        if not _may_hold(source.metadata.row_group(i), source.schema_arrow, dataset, model):
+            continue
+        group = source.read_row_group(i, columns=list(columns) if columns else None)
+        parts.append(group.filter(pc.and_(pc.equal(group["dataset"], dataset), pc.equal(group["model"], model))))
+    return pa_concat(parts).to_pandas()
+
+
+def score_chunks(path: Any, columns: Sequence[str] | None = None) -> Iterable[pd.DataFrame]:
+    """The scores table one dataset × model at a time (``read_chunk``), in the table's sort order.
+    The aggregate and stats stages reduce per cell, so no whole-table frame is held. ``columns``:
+    read only those."""
+    for dataset, model in chunk_keys(path):
+        yield read_chunk(path, dataset, model, columns)
+
+
+def map_score_chunks(fn: Callable[[pd.DataFrame], T], path: Any, columns: Sequence[str] | None = None) -> list[T]:
+    """``[fn(chunk) for chunk in score_chunks(path, columns)]``, the chunks read and reduced in
+    ``ambiemo.core.workers`` processes where the table is large: the results, in the chunks' order,
+    are the same whatever the number of processes. ``fn`` must be picklable (a module-level function
+    or a ``functools.partial`` of one)."""
+    import pyarrow.parquet as pq
+
+    from ambiemo.core.workers import ordered_map, worker_count
+
+    keys = chunk_keys(path)
+    rows = pq.ParquetFile(path).metadata.num_rows
+    return ordered_map(functools.partial(_read_and_apply, fn, path, columns), keys, worker_count(rows, len(keys)))
+
+
+def _read_and_apply(fn: Callable[[pd.DataFrame], T], path: Any, columns: Sequence[str] | None, key: tuple) -> T:
+    return fn(read_chunk(path, *key, columns))
 
 
 def pa_concat(parts: list[Any]) -> Any:

@@ -13,6 +13,7 @@ The stats stage lives in ``ambiemo.stats.stage``.
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from collections.abc import Iterable, Mapping
@@ -25,7 +26,7 @@ from ambiemo.core.layout import Layout
 from ambiemo.scoring.references import CEILING_METRICS
 from ambiemo.scoring.results import params_subset, write_result
 from ambiemo.scoring.run import empty_cells_note, unanswered_table
-from ambiemo.scoring.schema import ALL, score_chunks, scores_meta, scoring_params
+from ambiemo.scoring.schema import ALL, map_score_chunks, scores_meta, scoring_params
 from ambiemo.scoring.summaries import (
     compute_matched,
     compute_table,
@@ -51,28 +52,40 @@ def ci_table(scores: pd.DataFrame, params: Mapping[str, Any] | None) -> pd.DataF
     )
 
 
+CHUNK_TABLES = ("summary", "by_ambiguity", "ci", "compute", "conventions", "calibration")
+
+
+def aggregate_chunk(scores: pd.DataFrame, params: Mapping[str, Any], ceiling: dict | None = None) -> dict:
+    """The per-cell tables (``CHUNK_TABLES``) of one chunk of the scores (a dataset × model, or the
+    whole table). ``ceiling``: the human ceilings (``calibration.ceilings`` of the reference rows),
+    where the chunk does not carry them."""
+    from ambiemo.scoring.calibration import calibration_table
+
+    scores = scores.copy(deep=False)
+    scores.attrs = {}  # pandas deep-copies attrs on every operation: per cell, that dominated
+    by_bin = summarise(scores, params=params)
+    return {
+        "summary": by_bin[by_bin["ambiguity"] == ALL].reset_index(drop=True),  # the "all" rows
+        "by_ambiguity": by_bin,
+        "ci": ci_table(scores, params),
+        "compute": compute_table(scores, params=params),
+        "conventions": conventions(scores),
+        "calibration": calibration_table(scores, params, ceiling)[0],
+    }
+
+
 def aggregate_tables(
     chunks: Iterable[pd.DataFrame], params: Mapping[str, Any], ceiling: dict | None = None
 ) -> dict[str, pd.DataFrame]:
-    """The per-cell summary tables of the scores given one dataset × model at a time (or whole):
-    every table is a reduction per cell, so the chunks' tables stacked are the whole table's.
-    ``ceiling``: the human ceilings (``calibration.ceilings`` of the reference rows), where the
-    chunks do not carry them."""
-    from ambiemo.scoring.calibration import calibration_table
+    """The summary tables of the scores given one dataset × model at a time (or whole): every table
+    is a reduction per cell, so the chunks' tables stacked are the whole table's."""
+    return combine_chunks([aggregate_chunk(c, params, ceiling) for c in chunks], params)
 
-    names = ("summary", "by_ambiguity", "ci", "compute", "conventions", "calibration")
-    parts: dict[str, list[pd.DataFrame]] = {k: [] for k in names}
-    for scores in chunks:
-        scores = scores.copy(deep=False)
-        scores.attrs = {}  # pandas deep-copies attrs on every operation: per cell, that dominated
-        parts["calibration"].append(calibration_table(scores, params, ceiling)[0])
-        by_bin = summarise(scores, params=params)
-        parts["by_ambiguity"].append(by_bin)
-        parts["summary"].append(by_bin[by_bin["ambiguity"] == ALL].reset_index(drop=True))  # the "all" rows
-        parts["ci"].append(ci_table(scores, params))
-        parts["compute"].append(compute_table(scores, params=params))
-        parts["conventions"].append(conventions(scores))
-    tables = {k: _stack(v) for k, v in parts.items()}
+
+def combine_chunks(parts: list[dict], params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """The chunks' tables (``aggregate_chunk``) stacked in the chunks' order, and the tables made
+    from the stacked ones."""
+    tables = {k: _stack([p[k] for p in parts]) for k in CHUNK_TABLES}
     tables["ci"] = (
         tables["ci"]
         .sort_values(["dataset", "model", "strategy", "budget", "ambiguity_rank"], kind="stable")
@@ -86,10 +99,12 @@ def aggregate_tables(
 
 @one_blas_thread
 def aggregate_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
-    """The aggregate stage (module docstring), one dataset × model of the scores at a time."""
+    """The aggregate stage (module docstring), one dataset × model of the scores at a time, in
+    several processes where the scores are large (``ambiemo.core.workers``)."""
     layout = Layout.from_params(params)
     meta = scores_meta(layout.scores)
-    tables = aggregate_tables(score_chunks(layout.scores), params, reference_ceilings(layout.scores))
+    chunk = functools.partial(aggregate_chunk, params=params, ceiling=reference_ceilings(layout.scores))
+    tables = combine_chunks(map_score_chunks(chunk, layout.scores), params)
     tables["unanswered"] = unanswered_table(meta)
     note = empty_cells_note(tables["unanswered"])
     if note:  # a cell the run expected and got nothing for: no summary row, said here and in unanswered

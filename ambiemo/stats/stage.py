@@ -14,6 +14,7 @@ after each answer is recalibrated (``ambiemo.scoring.calibration``: is a gain on
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -25,7 +26,7 @@ from ambiemo.core.layout import Layout
 from ambiemo.scoring.gains import without_references
 from ambiemo.scoring.results import params_subset, write_result
 from ambiemo.scoring.run import empty_cells_note, unanswered_table
-from ambiemo.scoring.schema import score_chunks, scores_meta
+from ambiemo.scoring.schema import map_score_chunks, scores_meta
 from ambiemo.stats.bootstrap import stats_params
 from ambiemo.stats.gains import gain_table
 
@@ -35,49 +36,70 @@ def stats_params_with_power(params: Mapping[str, Any] | None) -> dict[str, Any]:
     return stats_params(params)
 
 
-def stats_tables(chunks: Iterable[pd.DataFrame], params: Mapping[str, Any], models_frame: pd.DataFrame) -> dict:
-    """Every table of the stats stage (module docstring): the paired, gains and power tables from
-    the scores one dataset × model at a time (``chunks``; Holm's correction is applied to the rows
-    stacked, so a family may span chunks), the regression models from ``models_frame`` (the
-    columns they fit, every row)."""
+def stats_chunk(scores: pd.DataFrame, params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """The paired, calibrated paired, gains and power tables of one chunk of the scores (a dataset ×
+    model, or the whole table), before Holm's correction."""
     from ambiemo.scoring.calibration import calibrated_scores, calibration_table
-    from ambiemo.stats.paired import holm_families, paired_comparisons
+    from ambiemo.stats.paired import paired_comparisons
     from ambiemo.stats.power import power_table
-    from ambiemo.stats.regression import correctness_model, interaction_model
 
     st = stats_params_with_power(params)
-    parts: dict[str, list[pd.DataFrame]] = {"paired": [], "gains": [], "power": [], "paired_calibrated": []}
-    for scores in chunks:
-        scores = scores.copy(deep=False)
-        scores.attrs = {}  # pandas deep-copies attrs on every operation: per cell, that dominated
-        models = without_references(scores)
-        if models.empty:
-            continue
-        parts["paired"].append(paired_comparisons(models, params))
-        calibrated = calibrated_scores(models, calibration_table(models, params, ceiling={})[1])
-        parts["paired_calibrated"].append(paired_comparisons(calibrated, params, metrics=["js"]))
-        parts["gains"].append(gain_table(models, params))
-        parts["power"].append(
-            power_table(
-                models,
-                st["paired_metrics"],
-                baseline=st["baseline"],
-                gains=st["power_gains"],
-                power=float(st["power"]),
-                alpha=float(st["alpha"]),
-            )
-        )
+    scores = scores.copy(deep=False)
+    scores.attrs = {}  # pandas deep-copies attrs on every operation: per cell, that dominated
+    models = without_references(scores)
+    if models.empty:
+        return {}
+    calibrated = calibrated_scores(models, calibration_table(models, params, ceiling={})[1])
+    return {
+        "paired": paired_comparisons(models, params),
+        "paired_calibrated": paired_comparisons(calibrated, params, metrics=["js"]),
+        "gains": gain_table(models, params),
+        "power": power_table(
+            models,
+            st["paired_metrics"],
+            baseline=st["baseline"],
+            gains=st["power_gains"],
+            power=float(st["power"]),
+            alpha=float(st["alpha"]),
+        ),
+    }
+
+
+def stats_tables(chunks: Iterable[pd.DataFrame], params: Mapping[str, Any], models_frame: pd.DataFrame) -> dict:
+    """Every table of the stats stage (module docstring): the paired, gains and power tables from
+    the scores one dataset × model at a time (``chunks``), the regression models from
+    ``models_frame`` (the columns they fit, every row)."""
+    tables = combine_chunks([stats_chunk(c, params) for c in chunks], params)
+    return {**tables, **regression_tables(models_frame, params)}
+
+
+def combine_chunks(parts: list[dict], params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """The chunks' tables (``stats_chunk``) stacked in the chunks' order, Holm's correction applied
+    to the stacked rows (a family may span chunks)."""
+    from ambiemo.stats.paired import holm_families
+
+    def stacked(name: str) -> list[pd.DataFrame]:
+        return [p[name] for p in parts if name in p]
+
     paired, calibrated = (
-        pd.concat([p for p in parts[k] if len(p)] or [pd.DataFrame()]) for k in ("paired", "paired_calibrated")
+        pd.concat([p for p in stacked(k) if len(p)] or [pd.DataFrame()]) for k in ("paired", "paired_calibrated")
     )
     return {
         "paired": holm_families(paired.reset_index(drop=True), params),
-        "gains": _stack(parts["gains"]),
-        # the regression models leave the reference rows out themselves and say so in their note
+        "gains": _stack(stacked("gains")),
+        "power": _stack(stacked("power")),
+        "paired_calibrated": holm_families(calibrated.reset_index(drop=True), params),
+    }
+
+
+def regression_tables(models_frame: pd.DataFrame, params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """The interaction models on every row's regression columns; they leave the reference rows out
+    themselves and say so in their note."""
+    from ambiemo.stats.regression import correctness_model, interaction_model
+
+    return {
         "mixed_model": interaction_model(models_frame, params),
         "gee_correctness": correctness_model(models_frame, params),
-        "power": _stack(parts["power"]),
-        "paired_calibrated": holm_families(calibrated.reset_index(drop=True), params),
     }
 
 
@@ -86,6 +108,7 @@ def _stack(parts: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(full or parts[:1], ignore_index=True) if parts else pd.DataFrame()
 
 
+TABLES = ("paired", "gains", "mixed_model", "gee_correctness", "power", "paired_calibrated", "annotators")
 # The score columns the regression models read (``ambiemo.stats.regression.model_frame``).
 REGRESSION_COLUMNS = ("dataset", "model", "strategy", "budget", "utt_id", "speaker", "params_b", "entropy_bits")
 
@@ -103,9 +126,11 @@ def stats_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
         warnings.warn(f"stats: {note}", UserWarning, stacklevel=2)
     st = stats_params(params)
     columns = list(dict.fromkeys([*REGRESSION_COLUMNS, st["mixed_model_metric"], "correct"]))
-    models_frame = pq.read_table(layout.scores, columns=columns).to_pandas()
-    tables = stats_tables(score_chunks(layout.scores), params, models_frame)
+    tables = combine_chunks(map_score_chunks(functools.partial(stats_chunk, params=params), layout.scores), params)
+    # read after the chunks' processes have ended, so that their memory and this frame's do not add up
+    tables.update(regression_tables(pq.read_table(layout.scores, columns=columns).to_pandas(), params))
     tables["annotators"] = _annotators(layout, params)
+    tables = {k: tables[k] for k in TABLES}
     for name, table in tables.items():
         write_result(table, layout.stats(name), name, params_subset(params, "stats", "scoring"), [layout.scores])
     return tables

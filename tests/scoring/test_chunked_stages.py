@@ -69,3 +69,46 @@ def test_stats_by_chunks_equal_stats_of_the_whole(scores_path):
     assert by_chunk["paired"]["family"].nunique() == 2 * 3  # dataset × metric, every model in one family
     for name, table in at_once.items():
         pd.testing.assert_frame_equal(by_chunk[name], table, obj=name)
+
+
+def _results_params(scores_path: Path, results: Path) -> dict:
+    """PARAMS with the results folder at ``results``, holding a copy of the scores table there."""
+    from ambiemo.core.layout import Layout
+
+    params = {**copy.deepcopy(PARAMS), "paths": {"results": str(results)}}
+    layout = Layout.from_params(params)
+    layout.scores.parent.mkdir(parents=True, exist_ok=True)
+    layout.scores.write_bytes(scores_path.read_bytes())
+    return params
+
+
+def test_stages_in_two_processes_write_what_one_process_writes(scores_path, tmp_path, monkeypatch):
+    from ambiemo.scoring.stages import aggregate_run
+    from ambiemo.stats.stage import stats_run
+
+    runs = {}
+    for workers in ("1", "2"):
+        monkeypatch.setenv("AMBIEMO_WORKERS", workers)
+        params = _results_params(scores_path, tmp_path / workers)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            runs[workers] = {**aggregate_run(params), **stats_run(params)}
+        runs[workers]["warnings"] = sorted({str(w.message) for w in caught})
+    assert runs["1"]["warnings"] == runs["2"]["warnings"]  # a chunk's warnings come back from its process
+    for name, table in runs["1"].items():
+        if name != "warnings":
+            pd.testing.assert_frame_equal(runs["2"][name], table, obj=name)
+
+
+def test_workers_setting_is_checked(monkeypatch):
+    from ambiemo.core.workers import PARALLEL_MIN_ROWS, worker_count
+
+    monkeypatch.delenv("AMBIEMO_WORKERS", raising=False)
+    assert worker_count(PARALLEL_MIN_ROWS - 1, 10) == 1  # small tables: one process
+    assert 1 <= worker_count(PARALLEL_MIN_ROWS, 10) <= 10
+    monkeypatch.setenv("AMBIEMO_WORKERS", "3")
+    assert worker_count(10, 2) == 2  # never more than the chunks
+    for bad in ("0", "-2", "two", "1.5"):
+        monkeypatch.setenv("AMBIEMO_WORKERS", bad)
+        with pytest.raises(ValueError, match="AMBIEMO_WORKERS"):
+            worker_count(10, 2)
