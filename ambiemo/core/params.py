@@ -99,6 +99,9 @@ class Stats(_Strict):
     baseline: str = "baseline"
     paired_metrics: list[str] = ["js", "bc", "correct"]
     permutation_resamples: PositiveInt = 2000
+    sign_flip_normal_from: PositiveInt = (
+        5000  # ambiemo.stats.permutation: from this many clusters, the normal approximation
+    )
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
     holm_family: list[str] = ["dataset", "model"]
     mixed_model_metric: str = "js"

@@ -92,7 +92,7 @@ def paired_comparisons(
             continue
         whole = cluster_codes(pc.cell.reset_index())  # once per cell; each metric takes its pairs' share
         for metric in metrics:
-            rows.append(_paired_row(pc, whole, metric, n_perm, seed, *boot))
+            rows.append(_paired_row(pc, whole, metric, n_perm, seed, *boot, int(st["sign_flip_normal_from"])))
     return holm_families(pd.DataFrame(rows), params)
 
 
@@ -117,7 +117,7 @@ def holm_families(out: pd.DataFrame, params: Mapping[str, Any] | None = None) ->
 
 
 def _paired_row(
-    pc: PairedCell, whole: tuple, metric: str, n_perm: int, seed: int, n_boot: int, level: float
+    pc: PairedCell, whole: tuple, metric: str, n_perm: int, seed: int, n_boot: int, level: float, normal_from: int
 ) -> dict[str, Any]:
     """One strategy × budget × metric against the baseline; ``whole``: the cell's ``cluster_codes``."""
     dataset, model, strategy, budget = pc.dataset, pc.model, pc.strategy, pc.budget
@@ -170,7 +170,8 @@ def _paired_row(
         warnings.simplefilter("ignore")  # scipy notes when it falls back from the exact distribution
         res = sps.wilcoxon(d, zero_method="wilcox")
     row["wilcoxon_stat"], row["p_wilcoxon"] = float(res.statistic), float(res.pvalue)
-    test = paired_test(d, codes, n_resamples=n_perm, seed=seed, key=(dataset, model, strategy, budget, metric))
+    key = (dataset, model, strategy, budget, metric)
+    test = paired_test(d, codes, n_resamples=n_perm, seed=seed, key=key, normal_from=normal_from)
     row.update(
         n_clusters=test["n_clusters"],
         cohens_dz=test["cohens_dz"],
@@ -178,6 +179,8 @@ def _paired_row(
         p_permutation_unclustered=test["p_unclustered"],
         min_p=test["min_p"],
     )
-    if unit != "speaker":
-        row["note"] = f"bootstrap clusters: {unit}"
+    notes = [f"bootstrap clusters: {unit}"] if unit != "speaker" else []
+    if test["normal"]:
+        notes.append(f"{' and '.join(test['normal'])} sign-flip p by the normal approximation (≥ {normal_from} units)")
+    row["note"] = "; ".join(notes)
     return row

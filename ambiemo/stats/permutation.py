@@ -16,6 +16,19 @@ share of sign patterns with ``|T*| ≥ |T|``: over all ``2^C`` patterns when ``2
 ``2 / 2^C``: 5 speakers cannot show significance at 0.05, and the table says so (``min_p``).
 The unclustered test is the same with every utterance its own cluster.
 
+**Many clusters: the normal approximation.** From params ``stats.sign_flip_normal_from`` clusters
+(5,000; the unclustered test of a corpus at its real size, or a corpus without speakers), drawing
+``n_resamples`` patterns costs patterns × clusters random signs per comparison, which at the
+study's size was most of the stats stage. There the p-value comes from the sign-flip
+distribution's normal approximation instead: ``T*`` has mean 0 and variance ``V = Σ_c S_c²``
+exactly, and a sum of thousands of independent symmetric terms is normal to O(1/C) (the
+distribution is symmetric, so the skewness term of its Edgeworth expansion vanishes). ``p = 2 Φ̄((|T|
+− δ) / √V)`` with the continuity correction ``δ`` the smallest non-zero ``|S_c|`` (half the lattice
+step where the ``S_c`` take the values ``{−a, 0, a}``, as a difference of correctness does;
+negligible, and conservative, otherwise). ``tests/stats/test_permutation.py`` bounds it against
+the exact binomial distribution and against 40,000 random patterns. The paired table's note says
+which rows it served, and their ``min_p`` is 0 (no floor of 1 / (1 + n_resamples)).
+
 **Effect sizes**: the mean difference; Cohen's ``d_z`` (mean / SD of the differences); the
 matched-pairs rank-biserial correlation (Kerby 2014); and ``gain``, the mean difference signed so
 that positive means better (``ambiemo.scoring.metrics.METRICS`` says which way each metric points).
@@ -29,6 +42,7 @@ from __future__ import annotations
 import itertools
 import zlib
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -127,6 +141,20 @@ def sign_flips(rng: np.random.Generator, n_patterns: int, n_clusters: int) -> np
     return bits.reshape(n_patterns, n_clusters).astype(float)
 
 
+def sign_flip_normal(sums: np.ndarray) -> np.ndarray:
+    """Two-sided sign-flip p-values from the normal approximation (module docstring), per row of
+    ``sums`` (datasets × clusters, as ``sign_flip_pvalues`` takes them)."""
+    sums = np.atleast_2d(np.asarray(sums, dtype=float))
+    magnitude = np.abs(sums)
+    step = np.where(magnitude > 0, magnitude, np.inf).min(axis=1)
+    step = np.where(np.isfinite(step), step, 0.0)
+    variance = (sums**2).sum(axis=1)
+    excess = np.maximum(np.abs(sums.sum(axis=1)) - step, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(variance > 0, excess / np.sqrt(variance), 0.0)
+    return np.minimum(1.0, 2.0 * sps.norm.sf(z))
+
+
 def cluster_sums(d: np.ndarray, clusters: np.ndarray) -> np.ndarray:
     """Sum of ``d`` per cluster (clusters in sorted order, so that the sums, and the sign patterns
     drawn for them, do not depend on the order of the rows)."""
@@ -150,15 +178,34 @@ def _rng(seed: int, *key: object) -> np.random.Generator:
 
 
 def paired_test(
-    d: np.ndarray, clusters: np.ndarray, *, n_resamples: int = N_RESAMPLES, seed: int = 0, key: Sequence = ()
-) -> dict[str, float]:
-    """Clustered and unclustered sign-flip tests and effect sizes of one set of differences."""
+    d: np.ndarray,
+    clusters: np.ndarray,
+    *,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+    key: Sequence = (),
+    normal_from: int | None = None,
+) -> dict[str, Any]:
+    """Clustered and unclustered sign-flip tests and effect sizes of one set of differences;
+    a test over ``normal_from`` clusters or more takes the normal approximation (module docstring),
+    said in ``normal`` (the tests that did: ``clustered``, ``unclustered``)."""
     d = np.asarray(d, dtype=float)
     if d.size == 0:
         return {"n_pairs": 0, "n_clusters": 0}
     sums = cluster_sums(d, clusters)
-    p_c, exact = sign_flip_pvalues(sums[None, :], n_resamples, _rng(seed, "clustered", *key))
-    p_u, _ = sign_flip_pvalues(d[None, :], n_resamples, _rng(seed, "unclustered", *key))
+    normal = (
+        []
+        if normal_from is None
+        else [k for k, n in (("clustered", sums.size), ("unclustered", d.size)) if n >= normal_from]
+    )
+    if "clustered" in normal:
+        p_c, exact = sign_flip_normal(sums), False
+    else:
+        p_c, exact = sign_flip_pvalues(sums[None, :], n_resamples, _rng(seed, "clustered", *key))
+    if "unclustered" in normal:
+        p_u = sign_flip_normal(d)
+    else:
+        p_u, _ = sign_flip_pvalues(d[None, :], n_resamples, _rng(seed, "unclustered", *key))
     sd = d.std(ddof=1) if d.size > 1 else np.nan
     return {
         "n_pairs": int(d.size),
@@ -168,8 +215,9 @@ def paired_test(
         "rank_biserial": rank_biserial(d),
         "p_clustered": float(p_c[0]),
         "p_unclustered": float(p_u[0]),
-        "min_p": float(2.0 / 2**sums.size) if exact else 1.0 / (1 + n_resamples),
+        "min_p": float(2.0 / 2**sums.size) if exact else 0.0 if "clustered" in normal else 1.0 / (1 + n_resamples),
         "exact": bool(exact),
+        "normal": normal,
     }
 
 

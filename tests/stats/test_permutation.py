@@ -161,3 +161,43 @@ def test_sign_flips_are_choices_draws_and_leave_the_generator_where_choice_does(
             np.testing.assert_array_equal(P.sign_flips(fast, *shape), expected.astype(float))
             assert fast.bit_generator.state == ref.bit_generator.state
         assert fast.random() == ref.random()
+
+
+def test_normal_sign_flip_matches_the_exact_binomial_on_lattice_differences():
+    # differences of correctness: T* = 2K − m over the m non-zero pairs, K ~ Binomial(m, 1/2), exactly
+    rng = np.random.default_rng(3)
+    for shift in (0.0, 0.02, 0.04, 0.06):
+        d = rng.choice((-1.0, 0.0, 1.0), size=6000, p=(0.15 - shift / 2, 0.7, 0.15 + shift / 2))
+        m, t = int((d != 0).sum()), abs(d.sum())
+        exact = sps.binom.cdf((m - t) / 2, m, 0.5) + sps.binom.sf((m + t) / 2 - 1, m, 0.5)
+        assert P.sign_flip_normal(d)[0] == pytest.approx(min(1.0, exact), abs=0.003)
+
+
+@pytest.mark.parametrize("kind", ["normal", "skewed", "heavy"])
+def test_normal_sign_flip_agrees_with_many_random_patterns(kind):
+    rng = np.random.default_rng(5)
+    n = 5000
+    base = {
+        "normal": rng.normal(0, 1, n),
+        "skewed": rng.beta(0.5, 4, n) - rng.beta(0.5, 4, n),  # differences of JS-like distances
+        "heavy": rng.standard_t(3, n),
+    }[kind]
+    for effect in (0.0, 0.02, 0.035):
+        d = base + effect * base.std()
+        approx = P.sign_flip_normal(d)[0]
+        monte_carlo, _ = P.sign_flip_pvalues(d[None, :], 40_000, np.random.default_rng(7))
+        assert approx == pytest.approx(monte_carlo[0], abs=0.01)  # 4 standard errors of 40,000 draws
+
+
+def test_paired_test_takes_the_normal_approximation_from_the_stated_size():
+    rng = np.random.default_rng(2)
+    d, clusters = rng.normal(0.05, 1, 300), np.repeat(np.arange(30), 10)
+    drawn = P.paired_test(d, clusters, n_resamples=500, normal_from=301)
+    assert drawn["normal"] == [] and drawn["min_p"] == pytest.approx(1 / 501)
+    unclustered = P.paired_test(d, clusters, n_resamples=500, normal_from=300)
+    assert unclustered["normal"] == ["unclustered"]
+    assert unclustered["p_clustered"] == drawn["p_clustered"]
+    assert unclustered["p_unclustered"] == P.sign_flip_normal(d)[0]
+    both = P.paired_test(d, clusters, n_resamples=500, normal_from=30)
+    assert both["normal"] == ["clustered", "unclustered"] and both["min_p"] == 0.0
+    assert both["p_clustered"] == P.sign_flip_normal(P.cluster_sums(d, clusters))[0]

@@ -198,6 +198,16 @@ def test_paired_comparisons_against_scipy(scores):
     expected = np.mean(np.abs(flips @ sums) >= abs(sums.sum()) * (1 - 1e-10))
     assert row["n_clusters"] == len(sums) and row["p_permutation"] == pytest.approx(expected)
     assert row["min_p"] == pytest.approx(2 / 2 ** len(sums)) and row["p_permutation"] >= row["min_p"]
+
+
+def test_paired_comparisons_say_where_the_normal_approximation_served(scores):
+    params = {**PARAMS, "stats": {**PARAMS.get("stats", {}), "sign_flip_normal_from": 1}}
+    table = stats.paired_comparisons(scores, metrics=["js"], params=params)
+    tested = table[table["n_pairs"] > 0]
+    assert tested["note"].str.contains("clustered and unclustered sign-flip p by the normal approximation").all()
+    assert (tested["min_p"] == 0.0).all()
+    drawn = stats.paired_comparisons(scores, metrics=["js"], params=PARAMS)
+    assert not drawn["note"].str.contains("normal approximation").any()
     # Holm within a family never lowers a p-value
     assert (table["p_permutation_holm"] >= table["p_permutation"] - 1e-12).all()
     fam = table[table["family"] == "demo/small/js"]
