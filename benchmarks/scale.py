@@ -182,8 +182,24 @@ def run_stage(stage: str, params_path: Path) -> None:
 
         stats_run(params)
     wall = time.perf_counter() - start
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"wall_s": round(wall, 2), "peak_gb": round(peak_kb / 2**20, 3)}))
+    from ambiemo.core.layout import Layout
+    from ambiemo.core.workers import worker_count
+    from ambiemo.scoring.schema import chunk_keys
+
+    scores = Layout.from_params(params).scores
+    workers = 1 if stage == "score" else worker_count(model_rows_in(scores), len(chunk_keys(scores)))
+    # the stage's own peak, plus each chunk process at the largest one's peak: an upper bound of
+    # the memory held at once (the processes live side by side)
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20 if workers > 1 else 0.0
+    peak = own + workers * child
+    print(json.dumps({"wall_s": round(wall, 2), "peak_gb": round(peak, 3), "workers": workers}))
+
+
+def model_rows_in(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
 
 
 def measure(
