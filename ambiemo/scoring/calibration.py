@@ -69,8 +69,12 @@ def apply(q: np.ndarray, t: float, w: float, prior: np.ndarray, logq: np.ndarray
     return (1.0 - w) * temperature_scale(q, t, logq) + w * prior
 
 
-def fit(p: np.ndarray, q: np.ndarray, method: str, base: Any = "e") -> tuple[float, float, np.ndarray]:
-    """``(T, w, prior)`` minimising the mean JS distance of ``apply(q, …)`` to ``p``."""
+def fit(
+    p: np.ndarray, q: np.ndarray, method: str, base: Any = "e", t0: float | None = None
+) -> tuple[float, float, np.ndarray]:
+    """``(T, w, prior)`` minimising the mean JS distance of ``apply(q, …)`` to ``p``. The
+    ``temperature+prior`` search starts from the ``temperature`` fit's T: ``t0`` where the caller
+    has it (the same rows' fit), else fitted here."""
     prior = p.mean(axis=0)
     p, q = M.check_distributions(p, "p (human)"), M.check_distributions(q, "q (model)")
     logq, scale = _log(q), math.log(M.log_base(base))  # once per fit, not once per step of the search
@@ -82,7 +86,8 @@ def fit(p: np.ndarray, q: np.ndarray, method: str, base: Any = "e") -> tuple[flo
         res = optimize.minimize_scalar(lambda lt: loss(np.exp(lt), 0.0), bounds=LOG_T_BOUNDS, method="bounded")
         return float(np.exp(res.x)), 0.0, prior
     if method == "temperature+prior":
-        t0, _, _ = fit(p, q, "temperature", base)
+        if t0 is None:
+            t0, _, _ = fit(p, q, "temperature", base)
         res = optimize.minimize(
             lambda x: loss(np.exp(x[0]), x[1]),
             x0=[np.log(t0), 0.05],
@@ -119,9 +124,12 @@ def cross_fit(
     seed: int = 0,
     base="e",
     fit_rows: int | None = None,
+    temperatures: dict[int, float] | None = None,
 ) -> tuple[np.ndarray, list[tuple[float, float]], str]:
     """The calibrated answers, each from a fit on the other folds' speakers (at most ``fit_rows`` of
-    them, a draw seeded by ``seed`` and the fold); the per-fold ``(T, w)``."""
+    them, a draw seeded by ``seed`` and the fold); the per-fold ``(T, w)``. ``temperatures``: a
+    dict kept by the caller across methods on the same rows: the ``temperature`` fits put each
+    fold's T there and the ``temperature+prior`` fits start from it instead of fitting it again."""
     fold, note = speaker_folds(speakers, folds, seed)
     out = np.full_like(q, np.nan)
     fitted = []
@@ -135,7 +143,10 @@ def cross_fit(
         if fit_rows is not None and len(train) > fit_rows:
             train = np.sort(np.random.default_rng([seed, int(f)]).choice(train, fit_rows, replace=False))
             drawn += 1
-        t, w, prior = fit(p[train], q[train], method, base)
+        t0 = temperatures.get(int(f)) if temperatures is not None and method == "temperature+prior" else None
+        t, w, prior = fit(p[train], q[train], method, base, t0)
+        if temperatures is not None and method == "temperature":
+            temperatures[int(f)] = t
         out[test] = apply(q[test], t, w, prior)
         fitted.append((t, w))
     if drawn:
@@ -158,11 +169,15 @@ def ceilings(scores: pd.DataFrame) -> dict[tuple[str, str], float]:
 
 
 def calibration_table(
-    scores: pd.DataFrame, params: Mapping[str, Any] | None = None, ceiling: dict | None = None
+    scores: pd.DataFrame,
+    params: Mapping[str, Any] | None = None,
+    ceiling: dict | None = None,
+    methods: Sequence[str] = METHODS,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(table, calibrated)``: one row per cell × method (module docstring), and the per-utterance
     calibrated JS per cell × method (``KEYS``, ``utt_id``, ``speaker``, ``method``, ``js_calibrated``).
-    ``ceiling``: the human ceilings where ``scores`` holds no reference rows (a chunk of one model)."""
+    ``ceiling``: the human ceilings where ``scores`` holds no reference rows (a chunk of one model);
+    ``methods``: those of ``METHODS`` wanted (the stats stage's paired test needs one)."""
     sp = scoring_params(params)
     base = sp["js_base"]
     folds = int(sp["calibration_folds"])
@@ -178,10 +193,10 @@ def calibration_table(
         p, q, sub = p[has], q[has], g[has]
         raw_utt = M.js_distance(p, q, base=base)
         levels = sub["ambiguity"].astype(str).to_numpy() if "ambiguity" in sub else np.full(len(sub), ALL)
-        for method in METHODS:
-            cal, fitted, note = cross_fit(
-                p, q, sub["speaker"].astype(str).tolist(), method, folds, seed, base, int(sp["calibration_fit_rows"])
-            )
+        temperatures: dict[int, float] = {}  # each fold's temperature fit, the start of its temperature+prior fit
+        for method in methods:
+            speakers, fit_rows = sub["speaker"].astype(str).tolist(), int(sp["calibration_fit_rows"])
+            cal, fitted, note = cross_fit(p, q, speakers, method, folds, seed, base, fit_rows, temperatures)
             ok = np.isfinite(cal).all(axis=1)
             js = np.full(len(p), np.nan)
             js[ok] = M.js_distance(p[ok], cal[ok], base=base)

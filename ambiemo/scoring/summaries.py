@@ -139,7 +139,9 @@ def tokens_and_flops(scores: pd.DataFrame, params: Mapping[str, Any] | None = No
     ver_tok = sum(v.where(~(no_verifier & v.isna()), 0.0) for v in ver)
     specs = (params or {}).get("models") or {}
     verifier = _verifier_model(params)
-    model_b = scores["model"].map(lambda k: _active_b(specs, k)).astype(float)
+    models = pd.Index(pd.unique(scores["model"]))  # one lookup per model, not a Python call per row
+    per_model = np.array([_active_b(specs, k) for k in models], dtype=float)
+    model_b = pd.Series(per_model[models.get_indexer(scores["model"])], index=scores.index)
     ver_b = _active_b(specs, verifier) if verifier else np.nan
     ver_flops = (2e9 * ver_b * ver_tok).where(~no_verifier, 0.0)
     return pd.DataFrame(

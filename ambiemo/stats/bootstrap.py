@@ -49,10 +49,17 @@ def clusters(frame: pd.DataFrame) -> tuple[np.ndarray, str]:
 def cluster_codes(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """``clusters``' codes (in the sorted order of the cluster keys) and which rows have a speaker."""
     speaker = frame["speaker"].fillna("").astype(str) if "speaker" in frame else pd.Series("", index=frame.index)
-    known = speaker != ""
-    dataset = frame["dataset"].astype(str) if "dataset" in frame else ""
+    known = np.asarray(speaker != "", dtype=bool)
+    if "dataset" not in frame or frame["dataset"].nunique(dropna=False) <= 1:
+        # One dataset (a chunk of the stages): the keys share their prefix, so their sorted order is
+        # the speakers' names sorted, then the utterances' ids; no key string is built per row.
+        codes = np.empty(len(frame), dtype=np.intp)
+        codes[known], names = pd.factorize(speaker.to_numpy()[known], sort=True)
+        codes[~known] = pd.factorize(frame["utt_id"].astype(str).to_numpy()[~known], sort=True)[0] + len(names)
+        return codes, known
+    dataset = frame["dataset"].astype(str)
     key = np.where(known, "spk:" + dataset + "/" + speaker, "utt:" + dataset + "/" + frame["utt_id"].astype(str))
-    return pd.factorize(pd.Series(key), sort=True)[0], np.asarray(known, dtype=bool)
+    return pd.factorize(pd.Series(key), sort=True)[0], known
 
 
 def cluster_unit(known: np.ndarray) -> str:

@@ -49,7 +49,8 @@ def stats_chunk(scores: pd.DataFrame, params: Mapping[str, Any]) -> dict[str, pd
     models = without_references(scores)
     if models.empty:
         return {}
-    calibrated = calibrated_scores(models, calibration_table(models, params, ceiling={})[1])
+    method = "temperature+prior"  # the calibration the paired test on calibrated JS uses
+    calibrated = calibrated_scores(models, calibration_table(models, params, ceiling={}, methods=[method])[1], method)
     return {
         "paired": paired_comparisons(models, params),
         "paired_calibrated": paired_comparisons(calibrated, params, metrics=["js"]),

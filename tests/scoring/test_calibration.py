@@ -53,9 +53,9 @@ def test_no_utterance_speaker_is_in_its_own_fit(monkeypatch):
     seen = []
     real_fit = CAL.fit
 
-    def spy(pp, qq, method, base="e"):
+    def spy(pp, qq, method, base="e", t0=None):
         seen.append({spk[row_of[tuple(np.round(r, 12))]] for r in pp})
-        return real_fit(pp, qq, method, base)
+        return real_fit(pp, qq, method, base, t0)
 
     monkeypatch.setattr(CAL, "fit", spy)
     fold, _ = CAL.speaker_folds(spk, 4, seed=7)
@@ -120,9 +120,9 @@ def test_a_fold_fit_reads_at_most_fit_rows_of_the_other_speakers(monkeypatch):
     p, q, spk = planted(n=900, speakers=45, power=2.0, seed=4)
     sizes, real_fit = [], CAL.fit
 
-    def spy(pp, qq, method, base="e"):
+    def spy(pp, qq, method, base="e", t0=None):
         sizes.append(len(pp))
-        return real_fit(pp, qq, method, base)
+        return real_fit(pp, qq, method, base, t0)
 
     monkeypatch.setattr(CAL, "fit", spy)
     full, fitted_full, note_full = CAL.cross_fit(p, q, spk, "temperature", folds=3, seed=1)
@@ -139,3 +139,23 @@ def test_a_fold_fit_reads_at_most_fit_rows_of_the_other_speakers(monkeypatch):
     for (t, _), (t_full, _) in zip(fitted, fitted_full, strict=True):
         assert t == pytest.approx(t_full, rel=0.05)  # a planted power 2 is pinned by 150 answers
         assert t == pytest.approx(2.0, rel=0.05)
+
+
+def test_the_temperature_fit_is_reused_as_the_start_of_temperature_plus_prior(monkeypatch):
+    """calibration_table fits each fold's temperature once: the temperature+prior search starts from
+    the temperature method's fit of the same rows, as it would from its own, and gets the same answer."""
+    rng = np.random.default_rng(6)
+    n = 90
+    p = rng.dirichlet(np.ones(4), n)
+    q = rng.dirichlet(np.ones(4) * 0.5, n)
+    spk = [f"s{i % 9}" for i in range(n)]
+    alone, fitted_alone, _ = CAL.cross_fit(p, q, spk, "temperature+prior", folds=3, seed=2)
+    temperatures: dict[int, float] = {}
+    CAL.cross_fit(p, q, spk, "temperature", folds=3, seed=2, temperatures=temperatures)
+    calls = []
+    real_fit = CAL.fit
+    monkeypatch.setattr(CAL, "fit", lambda *a, **k: calls.append(a[2]) or real_fit(*a, **k))
+    shared, fitted_shared, _ = CAL.cross_fit(p, q, spk, "temperature+prior", folds=3, seed=2, temperatures=temperatures)
+    assert sorted(temperatures) == [0, 1, 2] and calls == ["temperature+prior"] * 3  # no temperature fit again
+    np.testing.assert_array_equal(shared, alone)
+    assert fitted_shared == fitted_alone

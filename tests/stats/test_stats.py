@@ -70,6 +70,23 @@ def test_clusters_fall_back_to_utterances():
     assert stats.clusters(frame.assign(speaker=""))[1] == "utterance"
 
 
+def test_cluster_codes_of_one_dataset_follow_the_sorted_keys():
+    """One dataset's codes (built without a key per row) number the clusters in the order of their
+    keys sorted as strings: "spk:<dataset>/<speaker>", then "utt:<dataset>/<utt_id>"."""
+    from ambiemo.stats.bootstrap import cluster_codes
+
+    rng = np.random.default_rng(4)
+    n = 80
+    speakers = rng.choice(["s09", "s1", "s10", "S2", "é", "a/b", "", None], n)
+    frame = pd.DataFrame({"dataset": "iemocap", "utt_id": [f"u{i}" for i in rng.permutation(n)], "speaker": speakers})
+    keys = [f"spk:iemocap/{s}" if s else f"utt:iemocap/{u}" for s, u in zip(speakers, frame["utt_id"], strict=True)]
+    order = {k: i for i, k in enumerate(sorted(set(keys)))}
+    for table in (frame, frame.astype({"speaker": "string[pyarrow]", "utt_id": "string[pyarrow]"})):
+        codes, known = cluster_codes(table)
+        np.testing.assert_array_equal(codes, [order[k] for k in keys])
+        np.testing.assert_array_equal(known, [bool(s) for s in speakers])
+
+
 def test_a_subset_of_rows_gets_the_clusters_it_would_get_alone():
     """The paired and gains tables take each metric's and bin's clusters from the cell's codes
     (``subset_clusters``): the same codes and unit as ``clusters`` of those rows alone."""
