@@ -23,15 +23,26 @@ def file_hashes(paths: Iterable[Any]) -> dict[str, str]:
     """SHA-256 of each existing input file (a folder or a missing path is recorded as None)."""
     out: dict[str, Any] = {}
     for path in map(Path, paths):
-        if path.is_file():
-            digest = hashlib.sha256()
-            with path.open("rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-            out[str(path)] = digest.hexdigest()
-        else:
-            out[str(path)] = None
+        out[str(path)] = _sha256(path) if path.is_file() else None
     return out
+
+
+# A stage writes several tables from the same input (the study's scores: gigabytes): each file is
+# read once per process, its digest kept under its identity and version (a rewritten file has
+# another size, modification time or inode, and is read again).
+_DIGESTS: dict[tuple, str] = {}
+
+
+def _sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
 def write_result(

@@ -157,7 +157,7 @@ def _join(parts: _Parts, path: Path, meta: Mapping[str, Any]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ambiemo.core.tables import META_KEY
+    from ambiemo.core.tables import META_KEY, user_file_mode
 
     like = pd.concat(parts.heads, ignore_index=True)  # the whole table's columns and types
     columns, dtypes = list(like.columns), like.dtypes
@@ -174,6 +174,7 @@ def _join(parts: _Parts, path: Path, meta: Mapping[str, Any]) -> None:
                 writer = pq.ParquetWriter(tmp, schema)
             writer.write_table(table.cast(writer.schema))
         writer.close()
+        os.chmod(tmp, user_file_mode())  # mkstemp's 0600 would outlive the rename
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

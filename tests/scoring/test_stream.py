@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import stat
 import sys
 from pathlib import Path
 
@@ -58,3 +59,27 @@ def test_streamed_scores_are_the_whole_runs_file(tmp_path):
     assert written.n_cells == whole.n_cells and written.n_rows == len(whole.scores)
     pd.testing.assert_frame_equal(written.unanswered, whole.unanswered)
     assert not list(tmp_path.glob(".streamed.parquet*"))  # the parts are gone
+    # the joined file gets the mode the whole run's file (and any plain open) gets, not mkstemp's 0600
+    assert stat.S_IMODE(written.path.stat().st_mode) == stat.S_IMODE(reference_path.stat().st_mode)
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    assert stat.S_IMODE(written.path.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+
+
+def test_an_input_is_hashed_once_per_version(tmp_path, monkeypatch):
+    """The stages record each input's SHA-256 in every table they write; a file read again for each
+    table is read once, and read again once it changes."""
+    import hashlib
+
+    from ambiemo.scoring import results
+
+    path = tmp_path / "scores.parquet"
+    path.write_bytes(b"first version")
+    opened = []
+    real_open = Path.open
+    monkeypatch.setattr(Path, "open", lambda self, *a, **k: opened.append(self) or real_open(self, *a, **k))
+    first = [results.file_hashes([path])[str(path)] for _ in range(3)]
+    assert first == [hashlib.sha256(b"first version").hexdigest()] * 3 and len(opened) == 1
+    path.write_bytes(b"second, longer version")
+    assert results.file_hashes([path])[str(path)] == hashlib.sha256(b"second, longer version").hexdigest()
+    assert results.file_hashes([tmp_path / "absent"]) == {str(tmp_path / "absent"): None}

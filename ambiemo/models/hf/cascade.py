@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from ambiemo.core.tables import user_file_mode
 from ambiemo.models import register_model
 from ambiemo.models.base import AudioRequest, Capabilities
 from ambiemo.models.hf.engine import TransformersALM
@@ -118,6 +119,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, user_file_mode())  # mkstemp's 0600 would outlive the rename
     os.replace(tmp, path)
 
 
