@@ -31,6 +31,7 @@ SUMMARY_TABLES = (
     "conventions",
     "unanswered",
     "calibration",
+    "calibration_folds",
 )
 STATS_TABLES = ("paired", "gains", "mixed_model", "gee_correctness", "power", "annotators", "paired_calibrated")
 

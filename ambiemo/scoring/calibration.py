@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -125,11 +125,15 @@ def cross_fit(
     base="e",
     fit_rows: int | None = None,
     temperatures: dict[int, float] | None = None,
+    fits: dict[int, tuple[float, float, np.ndarray]] | None = None,
 ) -> tuple[np.ndarray, list[tuple[float, float]], str]:
     """The calibrated answers, each from a fit on the other folds' speakers (at most ``fit_rows`` of
     them, a draw seeded by ``seed`` and the fold); the per-fold ``(T, w)``. ``temperatures``: a
     dict kept by the caller across methods on the same rows: the ``temperature`` fits put each
-    fold's T there and the ``temperature+prior`` fits start from it instead of fitting it again."""
+    fold's T there and the ``temperature+prior`` fits start from it instead of fitting it again.
+    ``fits``: each fold's ``(T, w, prior)``; a fold it holds (fitted before on the same rows with
+    the same settings: the aggregate stage's ``calibration_folds``) is applied, not fitted again,
+    and each fold fitted here is put there."""
     fold, note = speaker_folds(speakers, folds, seed)
     out = np.full_like(q, np.nan)
     fitted = []
@@ -140,11 +144,16 @@ def cross_fit(
     for f in present:
         test = fold == f
         train = np.flatnonzero(~test)
-        if fit_rows is not None and len(train) > fit_rows:
-            train = np.sort(np.random.default_rng([seed, int(f)]).choice(train, fit_rows, replace=False))
-            drawn += 1
-        t0 = temperatures.get(int(f)) if temperatures is not None and method == "temperature+prior" else None
-        t, w, prior = fit(p[train], q[train], method, base, t0)
+        drawn += int(fit_rows is not None and len(train) > fit_rows)
+        if fits is not None and int(f) in fits:
+            t, w, prior = fits[int(f)]
+        else:
+            if fit_rows is not None and len(train) > fit_rows:
+                train = np.sort(np.random.default_rng([seed, int(f)]).choice(train, fit_rows, replace=False))
+            t0 = temperatures.get(int(f)) if temperatures is not None and method == "temperature+prior" else None
+            t, w, prior = fit(p[train], q[train], method, base, t0)
+            if fits is not None:
+                fits[int(f)] = (t, w, prior)
         if temperatures is not None and method == "temperature":
             temperatures[int(f)] = t
         out[test] = apply(q[test], t, w, prior)
@@ -173,18 +182,23 @@ def calibration_table(
     params: Mapping[str, Any] | None = None,
     ceiling: dict | None = None,
     methods: Sequence[str] = METHODS,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(table, calibrated)``: one row per cell × method (module docstring), and the per-utterance
-    calibrated JS per cell × method (``KEYS``, ``utt_id``, ``speaker``, ``method``, ``js_calibrated``).
+    folds_table: pd.DataFrame | None = None,
+) -> Calibration:
+    """``(table, calibrated, folds)``: one row per cell × method (module docstring), the
+    per-utterance calibrated JS per cell × method (``KEYS``, ``utt_id``, ``speaker``, ``method``,
+    ``js_calibrated``), and each fold's fit (``FOLD_COLUMNS`` and ``prior_<label>``).
     ``ceiling``: the human ceilings where ``scores`` holds no reference rows (a chunk of one model);
-    ``methods``: those of ``METHODS`` wanted (the stats stage's paired test needs one)."""
+    ``methods``: those of ``METHODS`` wanted (the stats stage's paired test needs one);
+    ``folds_table``: an earlier ``folds`` of the same scores and settings, whose fits are applied
+    instead of fitted again (the stats stage reads the aggregate stage's)."""
     sp = scoring_params(params)
     base = sp["js_base"]
     folds = int(sp["calibration_folds"])
     seed = int((params or {}).get("seed", 0) or 0)
     ceiling = ceilings(scores) if ceiling is None else ceiling
     cells = scores[~scores["strategy"].isin(CEILING_REFERENCES) & (scores["model"] != "reference")]
-    rows, per_utt = [], []
+    rows, per_utt, fold_rows = [], [], []
+    known = _known_fits(folds_table)
     for key, g in cells.groupby(list(KEYS), sort=True):
         labels = [x for x in labels_of(g, "true_") if g[f"true_{x}"].notna().all()]
         p = g[[f"true_{x}" for x in labels]].to_numpy(dtype=float)
@@ -196,7 +210,16 @@ def calibration_table(
         temperatures: dict[int, float] = {}  # each fold's temperature fit, the start of its temperature+prior fit
         for method in methods:
             speakers, fit_rows = sub["speaker"].astype(str).tolist(), int(sp["calibration_fit_rows"])
-            cal, fitted, note = cross_fit(p, q, speakers, method, folds, seed, base, fit_rows, temperatures)
+            fits = {
+                f: (t, w, np.array([pr[f"prior_{x}"] for x in labels]))
+                for f, (t, w, pr) in known.get((*key, method), {}).items()
+            }
+            cal, fitted, note = cross_fit(p, q, speakers, method, folds, seed, base, fit_rows, temperatures, fits)
+            fold_rows += [
+                {**dict(zip(KEYS, key, strict=True)), "method": method, "fold": f, "T": t, "w": w}
+                | {f"prior_{x}": float(v) for x, v in zip(labels, prior, strict=True)}
+                for f, (t, w, prior) in sorted(fits.items())
+            ]
             ok = np.isfinite(cal).all(axis=1)
             js = np.full(len(p), np.nan)
             js[ok] = M.js_distance(p[ok], cal[ok], base=base)
@@ -226,7 +249,7 @@ def calibration_table(
             )
     table = pd.DataFrame(rows)
     calibrated = pd.concat(per_utt, ignore_index=True) if per_utt else pd.DataFrame()
-    return table, calibrated
+    return Calibration(table, calibrated, pd.DataFrame(fold_rows, columns=_fold_columns(fold_rows)))
 
 
 def _gap(raw: np.ndarray, calibrated: np.ndarray, ceiling: float) -> dict[str, float]:
@@ -247,4 +270,34 @@ def calibrated_scores(
     out = scores.merge(cal, on=[*KEYS, "utt_id"], how="inner", validate="one_to_one")
     out["js"] = out.pop("js_calibrated")
     out.attrs = dict(scores.attrs)
+    return out
+
+
+class Calibration(NamedTuple):
+    """``calibration_table``'s three tables."""
+
+    table: pd.DataFrame
+    calibrated: pd.DataFrame
+    folds: pd.DataFrame
+
+
+FOLD_COLUMNS = [*KEYS, "method", "fold", "T", "w"]
+
+
+def _fold_columns(rows: list[dict]) -> list[str]:
+    priors = dict.fromkeys(k for r in rows for k in r if k.startswith("prior_"))
+    return [*FOLD_COLUMNS, *priors]
+
+
+def _known_fits(folds_table: pd.DataFrame | None) -> dict[tuple, dict[int, tuple[float, float, dict]]]:
+    """``{(*cell, method): {fold: (T, w, {prior column: value})}}`` from a ``folds`` table (a prior
+    has values in its cell's labels' columns only)."""
+    out: dict[tuple, dict[int, tuple[float, float, dict]]] = {}
+    if folds_table is None or folds_table.empty:
+        return out
+    priors = [c for c in folds_table.columns if c.startswith("prior_")]
+    values = folds_table[priors].to_numpy(dtype=float)
+    for i, row in enumerate(folds_table[FOLD_COLUMNS].itertuples(index=False)):
+        prior = {c: v for c, v in zip(priors, values[i], strict=True) if not np.isnan(v)}
+        out.setdefault(tuple(row[: len(KEYS) + 1]), {})[int(row.fold)] = (float(row.T), float(row.w), prior)
     return out

@@ -1,13 +1,15 @@
 """The aggregate stage as a function: read the scores, write every summary table of the layout.
 
 ``aggregate_run(params)`` writes ``summary/{summary, by_ambiguity, ci, compute, compute_matched,
-conventions, calibration, unanswered}.parquet`` (CSV beside each) and ``summary/metrics.json``. Each table is
-written with ``write_result``: its provenance holds the params sections it depends on, the scores
-file and its hash. It returns the tables by name, for the notebook to show. Reference rows
+conventions, calibration, calibration_folds, unanswered}.parquet`` (CSV beside each) and
+``summary/metrics.json``. Each table is written with ``write_result``: its provenance holds the
+params sections it depends on, the scores file and its hash. It returns the tables by name, for the
+notebook to show. Reference rows
 (``model == "reference"``) are in every summary, CI and by-bin table.
 
 The calibration yardstick (``ambiemo.scoring.calibration``) is fitted per cell, so it is reduced
 chunk by chunk like the rest; the human ceiling it measures the gap to comes from the reference rows.
+``calibration_folds`` keeps each fold's fit, which the stats stage applies instead of fitting again.
 The stats stage lives in ``ambiemo.stats.stage``.
 """
 
@@ -52,7 +54,7 @@ def ci_table(scores: pd.DataFrame, params: Mapping[str, Any] | None) -> pd.DataF
     )
 
 
-CHUNK_TABLES = ("summary", "by_ambiguity", "ci", "compute", "conventions", "calibration")
+CHUNK_TABLES = ("summary", "by_ambiguity", "ci", "compute", "conventions", "calibration", "calibration_folds")
 
 
 def aggregate_chunk(scores: pd.DataFrame, params: Mapping[str, Any], ceiling: dict | None = None) -> dict:
@@ -64,13 +66,15 @@ def aggregate_chunk(scores: pd.DataFrame, params: Mapping[str, Any], ceiling: di
     scores = scores.copy(deep=False)
     scores.attrs = {}  # pandas deep-copies attrs on every operation: per cell, that dominated
     by_bin = summarise(scores, params=params)
+    calibration = calibration_table(scores, params, ceiling)
     return {
         "summary": by_bin[by_bin["ambiguity"] == ALL].reset_index(drop=True),  # the "all" rows
         "by_ambiguity": by_bin,
         "ci": ci_table(scores, params),
         "compute": compute_table(scores, params=params),
         "conventions": conventions(scores),
-        "calibration": calibration_table(scores, params, ceiling)[0],
+        "calibration": calibration.table,
+        "calibration_folds": calibration.folds,
     }
 
 
@@ -93,7 +97,16 @@ def combine_chunks(parts: list[dict], params: Mapping[str, Any]) -> dict[str, pd
     )
     sp = scoring_params(params)
     tables["compute_matched"] = compute_matched(tables["compute"], sp["compute_multiples"], _baseline(params))
-    order = ("summary", "by_ambiguity", "ci", "compute", "compute_matched", "conventions", "calibration")
+    order = (
+        "summary",
+        "by_ambiguity",
+        "ci",
+        "compute",
+        "compute_matched",
+        "conventions",
+        "calibration",
+        "calibration_folds",
+    )
     return {k: tables[k] for k in order}
 
 

@@ -36,9 +36,12 @@ def stats_params_with_power(params: Mapping[str, Any] | None) -> dict[str, Any]:
     return stats_params(params)
 
 
-def stats_chunk(scores: pd.DataFrame, params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+def stats_chunk(
+    scores: pd.DataFrame, params: Mapping[str, Any], calibration_folds: pd.DataFrame | None = None
+) -> dict[str, pd.DataFrame]:
     """The paired, calibrated paired, gains and power tables of one chunk of the scores (a dataset ×
-    model, or the whole table), before Holm's correction."""
+    model, or the whole table), before Holm's correction. ``calibration_folds``: the aggregate
+    stage's fits of these scores (``fitted_calibration``), applied instead of fitted again."""
     from ambiemo.scoring.calibration import calibrated_scores, calibration_table
     from ambiemo.stats.paired import paired_comparisons
     from ambiemo.stats.power import power_table
@@ -50,7 +53,8 @@ def stats_chunk(scores: pd.DataFrame, params: Mapping[str, Any]) -> dict[str, pd
     if models.empty:
         return {}
     method = "temperature+prior"  # the calibration the paired test on calibrated JS uses
-    calibrated = calibrated_scores(models, calibration_table(models, params, ceiling={}, methods=[method])[1], method)
+    cal = calibration_table(models, params, ceiling={}, methods=[method], folds_table=calibration_folds)
+    calibrated = calibrated_scores(models, cal.calibrated, method)
     return {
         "paired": paired_comparisons(models, params),
         "paired_calibrated": paired_comparisons(calibrated, params, metrics=["js"]),
@@ -127,7 +131,8 @@ def stats_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
         warnings.warn(f"stats: {note}", UserWarning, stacklevel=2)
     st = stats_params(params)
     columns = list(dict.fromkeys([*REGRESSION_COLUMNS, st["mixed_model_metric"], "correct"]))
-    tables = combine_chunks(map_score_chunks(functools.partial(stats_chunk, params=params), layout.scores), params)
+    chunk = functools.partial(stats_chunk, params=params, calibration_folds=fitted_calibration(layout, params))
+    tables = combine_chunks(map_score_chunks(chunk, layout.scores), params)
     # read after the chunks' processes have ended, so that their memory and this frame's do not add up
     tables.update(regression_tables(pq.read_table(layout.scores, columns=columns).to_pandas(), params))
     tables["annotators"] = _annotators(layout, params)
@@ -135,6 +140,26 @@ def stats_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     for name, table in tables.items():
         write_result(table, layout.stats(name), name, params_subset(params, "stats", "scoring"), [layout.scores])
     return tables
+
+
+def fitted_calibration(layout: Layout, params: Mapping[str, Any]) -> pd.DataFrame | None:
+    """The aggregate stage's ``calibration_folds`` where they were fitted on these very scores (the
+    SHA-256 it recorded) with these settings (``seed`` and ``scoring``), else None (and the stats
+    stage fits them itself, to the same numbers: the fits are a function of both alone)."""
+    import json
+
+    from ambiemo.scoring.results import file_hashes, read_result
+
+    path = layout.summary("calibration_folds")
+    if not path.exists():
+        return None
+    table, meta = read_result(path, "calibration_folds")
+    same_scores = (
+        meta.get("input_hashes", {}).get(str(layout.scores)) == file_hashes([layout.scores])[str(layout.scores)]
+    )
+    recorded = meta.get("provenance", {}).get("params", {})
+    wanted = json.loads(json.dumps(params_subset(params, "scoring"), default=str))
+    return table if same_scores and recorded == wanted else None
 
 
 def _annotators(layout: Layout, params: Mapping[str, Any]) -> pd.DataFrame:

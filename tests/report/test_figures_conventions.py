@@ -25,7 +25,7 @@ def _scores():
 def test_figure2_markers_are_the_calibration_table(tmp_path):
     _, scores = _scores()
     by_amb = scoring.summarise(scores, params=PARAMS)
-    cal, _ = calibration_table(scores, {**PARAMS, "seed": 0})
+    cal = calibration_table(scores, {**PARAMS, "seed": 0}).table
     fig = FC.metric_vs_ambiguity_calibrated(by_amb, cal, "js")
     want = cal[(cal["method"] == "temperature+prior") & (cal["ambiguity"] != "all") & (cal["strategy"] == "cot")]
     dotted = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_linestyle() == ":"]

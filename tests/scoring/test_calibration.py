@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from scipy.spatial.distance import jensenshannon
 
@@ -96,7 +97,7 @@ def test_table_reports_parameters_calibrated_metric_and_gap_closed():
     ceiling = _scores(p, p, spk, "human-split-half").assign(model="reference")
     ceiling["js"] = 0.05  # a planted ceiling
     scores = pd.concat([_scores(p, q, spk, "baseline"), ceiling], ignore_index=True)
-    table, per_utt = CAL.calibration_table(scores, {"seed": 5, "scoring": {"calibration_folds": 3}})
+    table, per_utt, _ = CAL.calibration_table(scores, {"seed": 5, "scoring": {"calibration_folds": 3}})
     row = table.set_index("method").loc["temperature"]
     assert row["T"] == pytest.approx(3.0, rel=0.05) and row["folds"] == 3
     assert row["ceiling_js"] == pytest.approx(0.05)
@@ -159,3 +160,29 @@ def test_the_temperature_fit_is_reused_as_the_start_of_temperature_plus_prior(mo
     assert sorted(temperatures) == [0, 1, 2] and calls == ["temperature+prior"] * 3  # no temperature fit again
     np.testing.assert_array_equal(shared, alone)
     assert fitted_shared == fitted_alone
+
+
+def test_fold_fits_applied_from_the_table_give_the_fitted_answers():
+    """The stats stage applies the aggregate stage's fold fits (``calibration_folds``) instead of
+    fitting again: the calibrated answers and table are those of the fits, number for number, and
+    a fit it is given is used (a planted temperature changes the answers)."""
+    frames = []
+    for cell, (strategy, labels) in enumerate((("baseline", LABELS), ("bon", LABELS[:3]))):
+        p, q, spk = planted(n=90, speakers=9, seed=cell)
+        p, q = p[:, : len(labels)], q[:, : len(labels)]
+        p, q = p / p.sum(axis=1, keepdims=True), q / q.sum(axis=1, keepdims=True)
+        pad = np.full((len(p), len(LABELS) - len(labels)), np.nan)  # a cell of fewer labels: NaN in the others
+        frames.append(_scores(np.hstack([p, pad]), np.hstack([q, pad]), spk, strategy))
+    scores = pd.concat(frames, ignore_index=True)
+    params = {"seed": 5, "scoring": {"calibration_folds": 3}}
+    fitted = CAL.calibration_table(scores, params)
+    assert len(fitted.folds) == 2 * 2 * 3  # cells × methods × folds
+    assert fitted.folds.loc[fitted.folds["strategy"] == "bon", f"prior_{LABELS[3]}"].isna().all()
+    stored = pa.Table.from_pandas(fitted.folds).to_pandas()  # as the stats stage reads it back
+    applied = CAL.calibration_table(scores, params, folds_table=stored)
+    pd.testing.assert_frame_equal(applied.calibrated, fitted.calibrated)
+    pd.testing.assert_frame_equal(applied.table, fitted.table)
+    pd.testing.assert_frame_equal(applied.folds, fitted.folds)
+    planted_t = stored.assign(T=stored["T"] * 2)
+    moved = CAL.calibration_table(scores, params, folds_table=planted_t)
+    assert not np.allclose(moved.calibrated["js_calibrated"], fitted.calibrated["js_calibrated"])

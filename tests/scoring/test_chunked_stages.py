@@ -112,3 +112,26 @@ def test_workers_setting_is_checked(monkeypatch):
         monkeypatch.setenv("AMBIEMO_WORKERS", bad)
         with pytest.raises(ValueError, match="AMBIEMO_WORKERS"):
             worker_count(10, 2)
+
+
+def test_stats_apply_the_aggregate_stages_calibration_fits_only_to_the_scores_they_fit(scores_path, tmp_path):
+    from ambiemo.core.layout import Layout
+    from ambiemo.scoring.stages import aggregate_run
+    from ambiemo.stats.stage import fitted_calibration, stats_run
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fresh = stats_run(_results_params(scores_path, tmp_path / "alone"))  # no aggregate stage: fitted here
+        params = _results_params(scores_path, tmp_path / "after")
+        aggregate_run(params)
+        layout = Layout.from_params(params)
+        assert fitted_calibration(layout, params) is not None
+        after = stats_run(params)
+    for name, table in fresh.items():
+        pd.testing.assert_frame_equal(after[name], table, obj=name)
+    assert fitted_calibration(layout, {**params, "seed": 6}) is None  # other settings: fitted again
+    layout.scores.write_bytes(layout.scores.read_bytes())  # the same bytes: still these scores
+    assert fitted_calibration(layout, params) is not None
+    table = pq.read_table(layout.scores)
+    pq.write_table(table.slice(0, table.num_rows - 1), layout.scores)  # other scores: fitted again
+    assert fitted_calibration(layout, params) is None
