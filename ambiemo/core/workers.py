@@ -67,6 +67,11 @@ def ordered_map(fn: Callable[[Any], T], items: Sequence[Any], workers: int) -> l
     return [out for out, _ in done]
 
 
+def call(job: Callable[[], T]) -> T:
+    """``job()``: for ``ordered_map`` over jobs of different kinds (``functools.partial`` of each)."""
+    return job()
+
+
 def _call(job: tuple[Callable[[Any], T], Any]) -> tuple[T, list[tuple[str, type[Warning]]]]:
     fn, item = job
     with warnings.catch_warnings(record=True) as caught, threadpool_limits(limits=1, user_api="blas"):

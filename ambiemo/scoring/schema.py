@@ -203,10 +203,11 @@ def map_score_chunks(fn: Callable[[pd.DataFrame], T], path: Any, columns: Sequen
 
     keys = chunk_keys(path)
     rows = pq.ParquetFile(path).metadata.num_rows
-    return ordered_map(functools.partial(_read_and_apply, fn, path, columns), keys, worker_count(rows, len(keys)))
+    return ordered_map(functools.partial(apply_to_chunk, fn, path, columns), keys, worker_count(rows, len(keys)))
 
 
-def _read_and_apply(fn: Callable[[pd.DataFrame], T], path: Any, columns: Sequence[str] | None, key: tuple) -> T:
+def apply_to_chunk(fn: Callable[[pd.DataFrame], T], path: Any, columns: Sequence[str] | None, key: tuple) -> T:
+    """``fn`` of one dataset × model (``key``) of the scores, read in the process that reduces it."""
     return fn(read_chunk(path, *key, columns))
 
 

@@ -23,10 +23,11 @@ import pandas as pd
 
 from ambiemo.core.blas import one_blas_thread
 from ambiemo.core.layout import Layout
+from ambiemo.core.workers import call, ordered_map, worker_count
 from ambiemo.scoring.gains import without_references
 from ambiemo.scoring.results import params_subset, write_result
 from ambiemo.scoring.run import empty_cells_note, unanswered_table
-from ambiemo.scoring.schema import map_score_chunks, scores_meta
+from ambiemo.scoring.schema import apply_to_chunk, chunk_keys, scores_meta
 from ambiemo.stats.bootstrap import stats_params
 from ambiemo.stats.gains import gain_table
 
@@ -129,17 +130,31 @@ def stats_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     note = empty_cells_note(unanswered_table(meta))
     if note:  # a cell the run expected and got nothing for: no comparison row, said here
         warnings.warn(f"stats: {note}", UserWarning, stacklevel=2)
-    st = stats_params(params)
-    columns = list(dict.fromkeys([*REGRESSION_COLUMNS, st["mixed_model_metric"], "correct"]))
     chunk = functools.partial(stats_chunk, params=params, calibration_folds=fitted_calibration(layout, params))
-    tables = combine_chunks(map_score_chunks(chunk, layout.scores), params)
-    # read after the chunks' processes have ended, so that their memory and this frame's do not add up
-    tables.update(regression_tables(pq.read_table(layout.scores, columns=columns).to_pandas(), params))
-    tables["annotators"] = _annotators(layout, params)
+    keys = chunk_keys(layout.scores)
+    # The regression models (the longest job, on every row) and the annotator curves (per corpus)
+    # go first, so that in several processes (ambiemo.core.workers) the chunks run beside them.
+    jobs = [
+        functools.partial(_regression, layout.scores, params),
+        functools.partial(_annotators, layout, params),
+        *(functools.partial(apply_to_chunk, chunk, layout.scores, None, key) for key in keys),
+    ]
+    rows = pq.ParquetFile(layout.scores).metadata.num_rows
+    regression, annotators, *parts = ordered_map(call, jobs, worker_count(rows, len(jobs)))
+    tables = {**combine_chunks(parts, params), **regression, "annotators": annotators}
     tables = {k: tables[k] for k in TABLES}
     for name, table in tables.items():
         write_result(table, layout.stats(name), name, params_subset(params, "stats", "scoring"), [layout.scores])
     return tables
+
+
+def _regression(path: Any, params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """``regression_tables`` of the scores at ``path``, reading only the columns they fit."""
+    import pyarrow.parquet as pq
+
+    st = stats_params(params)
+    columns = list(dict.fromkeys([*REGRESSION_COLUMNS, st["mixed_model_metric"], "correct"]))
+    return regression_tables(pq.read_table(path, columns=columns).to_pandas(), params)
 
 
 def fitted_calibration(layout: Layout, params: Mapping[str, Any]) -> pd.DataFrame | None:
