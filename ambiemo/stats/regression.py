@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -68,18 +68,23 @@ def _term(name: str) -> str:
     return name.replace(":", " × ")
 
 
-def _rows(scores: pd.DataFrame, outcome: str, budget: str, notes: list[str]) -> pd.DataFrame:
+def _rows(
+    scores: pd.DataFrame, outcome: str, budget: str, notes: list[str], left_out: Mapping[str, Any] | None = None
+) -> pd.DataFrame:
     """The rows a model fits: no reference predictors, one budget per strategy, an outcome and a
-    capacity; every row left out is counted in ``notes``."""
+    capacity; every row left out is counted in ``notes``. ``left_out``: what a reader already
+    left out of ``scores`` (``regression_rows``), counted as if it were still there."""
     if outcome not in scores.columns:
         raise KeyError(f"no per-utterance column {outcome!r} in the scores")
+    left_out = left_out or {}
     is_reference = scores["model"].astype(str) == REFERENCE_MODEL
-    if is_reference.any():
-        notes.append(f"{int(is_reference.sum())} rows of reference predictors (model {REFERENCE_MODEL!r}) left out")
+    n_reference = int(is_reference.sum()) + int(left_out.get("reference", 0))
+    if n_reference:
+        notes.append(f"{n_reference} rows of reference predictors (model {REFERENCE_MODEL!r}) left out")
         scores = scores[~is_reference]
     pick = scores.groupby(["dataset", "model", "strategy"])["budget"].transform(budget)
     d = scores[scores["budget"] == pick]
-    if (scores["budget"] != pick).any():
+    if (scores["budget"] != pick).any() or left_out.get("other_budgets", 0):
         notes.append(f"one budget per strategy ({budget})")
     dropped_cap = int(d["params_b"].isna().sum())
     if dropped_cap:
@@ -91,7 +96,11 @@ def _rows(scores: pd.DataFrame, outcome: str, budget: str, notes: list[str]) -> 
 
 
 def model_frame(
-    scores: pd.DataFrame, outcome: str, params: Mapping[str, Any] | None = None, baseline: str | None = None
+    scores: pd.DataFrame,
+    outcome: str,
+    params: Mapping[str, Any] | None = None,
+    baseline: str | None = None,
+    left_out: Mapping[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, list[str], list[str]]:
     """The rows and formulas the interaction models fit, and notes on what was dropped.
 
@@ -112,7 +121,7 @@ def model_frame(
     if asked not in FAMILY_TERMS:
         raise ValueError(f"params stats.family_term is {asked!r}; use one of {', '.join(FAMILY_TERMS)}")
     notes: list[str] = []
-    d = _rows(scores, outcome, st["budget"], notes)
+    d = _rows(scores, outcome, st["budget"], notes, left_out)
     d["y"] = d[outcome].astype(float)
     d["utt_key"] = d["dataset"].astype(str) + "/" + d["utt_id"].astype(str)
     cap = np.log10(d["params_b"].astype(float))
@@ -149,7 +158,12 @@ def model_frame(
             f"y ~ {cap_t} * {ent_t} + {strat_t}{extra}",
             f"y ~ {cap_t} * {ent_t}{extra}",
         ]
-    return d, ladder, notes
+    # only what the formulas and the grouping read: at the study's size each column is 50 MB or more
+    return d[[c for c in FRAME_COLUMNS if c in d]], ladder, notes
+
+
+# The columns of model_frame's rows: the formulas' variables and the grouping (utterance, speaker).
+FRAME_COLUMNS = ("y", "log10_capacity", "strategy", "entropy", "dataset", "family", "utt_key", "speaker")
 
 
 def _usable(result) -> bool:
@@ -248,6 +262,7 @@ def interaction_model(
     *,
     metric: str | None = None,
     baseline: str | None = None,
+    left_out: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Linear mixed model of a per-utterance metric (params ``stats.mixed_model_metric``, JS
     distance by default) on log10 capacity × strategy × vote entropy.
@@ -261,7 +276,7 @@ def interaction_model(
     metric = metric or st["mixed_model_metric"]
     import statsmodels.formula.api as smf
 
-    d, ladder, notes = model_frame(scores, metric, params, baseline)
+    d, ladder, notes = model_frame(scores, metric, params, baseline, left_out)
     if len(d) < 3 or d["utt_key"].nunique() < 2:
         return _not_fitted("mixedlm", metric, len(d), "; ".join([*notes, "fewer than two utterances to fit"]))
     speaker = d["speaker"].fillna("").astype(str)
@@ -326,7 +341,11 @@ def interaction_model(
 
 
 def correctness_model(
-    scores: pd.DataFrame, params: Mapping[str, Any] | None = None, *, baseline: str | None = None
+    scores: pd.DataFrame,
+    params: Mapping[str, Any] | None = None,
+    *,
+    baseline: str | None = None,
+    left_out: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """GEE (binomial, logit link, exchangeable correlation within utterance) of correctness
     against the majority label on log10 capacity × strategy × vote entropy. Estimates are
@@ -335,7 +354,7 @@ def correctness_model(
     import statsmodels.formula.api as smf
 
     st = stats_params(params)
-    d, ladder, notes = model_frame(scores, "correct", params, baseline)
+    d, ladder, notes = model_frame(scores, "correct", params, baseline, left_out)
     if len(d) < 3 or d["utt_key"].nunique() < 2:
         return _not_fitted("gee", "correct", len(d), "; ".join([*notes, "fewer than two utterances to fit"]))
     if d["y"].nunique() < 2:
@@ -360,3 +379,39 @@ def correctness_model(
         return _not_fitted("gee", "correct", len(d), "; ".join([*notes, "no formula could be estimated"]))
     notes.append("estimates in log-odds")
     return _tidy(result, "gee", "correct", len(d), d["utt_key"].nunique(), notes, float(st["alpha"]))
+
+
+def regression_rows(path: Any, columns: Sequence[str], params: Mapping[str, Any] | None = None) -> tuple:
+    """``(frame, left_out)``: the rows of the scores at ``path`` the interaction models fit (not the
+    reference predictors; one budget per strategy, params ``stats.budget``), in the file's order,
+    read one row group at a time, and what was left out (``reference`` rows; ``other_budgets``),
+    for ``interaction_model`` and ``correctness_model``'s notes. The models would leave out the
+    same rows of the whole table; at the study's size the whole table of strings (23.6 M rows) was
+    several times the memory of the rows they fit."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    keys = pq.read_table(
+        path, columns=["dataset", "model", "strategy", "budget"], read_dictionary=["dataset", "model", "strategy"]
+    )
+    keys = keys.unify_dictionaries()  # each row group has its own dictionary
+    reference = pc.equal(keys["model"].cast(pa.string()), REFERENCE_MODEL)
+    models = keys.filter(pc.invert(reference))
+    how = "max" if stats_params(params)["budget"] == "max" else "min"
+    pick = models.group_by(["dataset", "model", "strategy"]).aggregate([("budget", how)])
+    cells = ["dataset", "model", "strategy"]
+    wanted = pick.to_pandas()
+    wanted[cells] = wanted[cells].astype(str)
+    index = pd.MultiIndex.from_frame(wanted[cells])
+    target = wanted[f"budget_{how}"].to_numpy(dtype=float)
+    source, parts, other = pq.ParquetFile(path), [], 0
+    for i in range(source.num_row_groups):
+        group = source.read_row_group(i, columns=list(columns)).to_pandas()
+        keep = (group["model"].astype(str) != REFERENCE_MODEL).to_numpy()
+        cell = index.get_indexer(pd.MultiIndex.from_frame(group[cells].astype(str)))
+        at = keep & (cell >= 0) & (group["budget"].to_numpy(dtype=float) == target[np.maximum(cell, 0)])
+        other += int((keep & ~at).sum())
+        parts.append(group[at])
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(columns))
+    return frame, {"reference": int(pc.sum(reference).as_py() or 0), "other_budgets": other}

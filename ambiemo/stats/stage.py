@@ -98,14 +98,16 @@ def combine_chunks(parts: list[dict], params: Mapping[str, Any]) -> dict[str, pd
     }
 
 
-def regression_tables(models_frame: pd.DataFrame, params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+def regression_tables(
+    models_frame: pd.DataFrame, params: Mapping[str, Any], left_out: Mapping[str, Any] | None = None
+) -> dict[str, pd.DataFrame]:
     """The interaction models on every row's regression columns; they leave the reference rows out
-    themselves and say so in their note."""
+    themselves and say so in their note (with those a reader left out before, ``left_out``)."""
     from ambiemo.stats.regression import correctness_model, interaction_model
 
     return {
-        "mixed_model": interaction_model(models_frame, params),
-        "gee_correctness": correctness_model(models_frame, params),
+        "mixed_model": interaction_model(models_frame, params, left_out=left_out),
+        "gee_correctness": correctness_model(models_frame, params, left_out=left_out),
     }
 
 
@@ -149,12 +151,14 @@ def stats_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
 
 
 def _regression(path: Any, params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
-    """``regression_tables`` of the scores at ``path``, reading only the columns they fit."""
-    import pyarrow.parquet as pq
+    """``regression_tables`` of the scores at ``path``, reading only the rows and columns they fit
+    (``ambiemo.stats.regression.regression_rows``)."""
+    from ambiemo.stats.regression import regression_rows
 
     st = stats_params(params)
     columns = list(dict.fromkeys([*REGRESSION_COLUMNS, st["mixed_model_metric"], "correct"]))
-    return regression_tables(pq.read_table(path, columns=columns).to_pandas(), params)
+    frame, left_out = regression_rows(path, columns, params)
+    return regression_tables(frame, params, left_out)
 
 
 def fitted_calibration(layout: Layout, params: Mapping[str, Any]) -> pd.DataFrame | None:

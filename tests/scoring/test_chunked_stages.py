@@ -8,6 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -135,3 +136,31 @@ def test_stats_apply_the_aggregate_stages_calibration_fits_only_to_the_scores_th
     table = pq.read_table(layout.scores)
     pq.write_table(table.slice(0, table.num_rows - 1), layout.scores)  # other scores: fitted again
     assert fitted_calibration(layout, params) is None
+
+
+def test_regression_rows_read_by_row_group_fit_what_the_whole_table_fits(scores_path, tmp_path):
+    """The stats stage reads only the rows the interaction models fit, row group by row group (37
+    rows each here, cut across the cells): the tables, notes and counts of rows left out included,
+    are those of the models given the whole table."""
+    from ambiemo.stats.regression import regression_rows
+    from ambiemo.stats.stage import REGRESSION_COLUMNS, _regression, regression_tables
+
+    whole, _ = read_scores(scores_path)
+    refs = whole[whole["strategy"] == "baseline"].assign(model="reference", strategy="uniform", params_b=np.nan)
+    whole = pd.concat([whole, refs], ignore_index=True).sort_values(["dataset", "model"], kind="stable")
+    whole.attrs = refs.attrs
+    scores_path = tmp_path / "with_references.parquet"
+    write_scores(whole.reset_index(drop=True), scores_path, PARAMS)
+    pq.write_table(pq.read_table(scores_path), scores_path, row_group_size=37)
+    whole, _ = read_scores(scores_path)
+    frame, left_out = regression_rows(scores_path, [*REGRESSION_COLUMNS, "js", "correct"], PARAMS)
+    assert left_out["reference"] == int((whole["model"] == "reference").sum()) > 0
+    assert left_out["other_budgets"] == int(((whole["strategy"] == "bon") & (whole["budget"] == 2)).sum()) > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        at_once = regression_tables(whole, PARAMS)
+        by_groups = _regression(scores_path, PARAMS)
+    for name, table in at_once.items():
+        assert "rows of reference predictors" in table["note"].iloc[0]
+        assert "one budget per strategy (max)" in table["note"].iloc[0]
+        pd.testing.assert_frame_equal(by_groups[name], table, obj=name)
