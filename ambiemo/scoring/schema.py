@@ -6,6 +6,7 @@ import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import numpy as np
 import pandas as pd
 
 from ambiemo.core.config import settings
@@ -209,6 +210,44 @@ def map_score_chunks(fn: Callable[[pd.DataFrame], T], path: Any, columns: Sequen
 def apply_to_chunk(fn: Callable[[pd.DataFrame], T], path: Any, columns: Sequence[str] | None, key: tuple) -> T:
     """``fn`` of one dataset × model (``key``) of the scores, read in the process that reduces it."""
     return fn(read_chunk(path, *key, columns))
+
+
+def rows_at_one_budget(
+    path: Any, columns: Sequence[str], how: str = "max", dataset: str | None = None
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """``(frame, left_out)``: the model rows of a scores table (not the reference predictors, model
+    ``reference``) at one budget per dataset × model × strategy (its largest, or its smallest where
+    ``how`` is ``"min"``), of ``dataset`` only where given, ``columns`` only, in the file's order;
+    read one row group at a time, so that no more than those rows and one row group are held. ``left_out``
+    counts the ``reference`` rows and the rows at ``other_budgets`` (of ``dataset`` where given)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from ambiemo.scoring.references import MODEL as REFERENCE
+
+    cells = ["dataset", "model", "strategy"]
+    keys = pq.read_table(path, columns=[*cells, "budget"], read_dictionary=cells)
+    keys = keys.unify_dictionaries()  # each row group has its own dictionary
+    if dataset is not None:
+        keys = keys.filter(pc.equal(keys["dataset"].cast(pa.string()), dataset))
+    reference = pc.equal(keys["model"].cast(pa.string()), REFERENCE)
+    pick = keys.filter(pc.invert(reference)).group_by(cells).aggregate([("budget", how)]).to_pandas()
+    pick[cells] = pick[cells].astype(str)
+    index, target = pd.MultiIndex.from_frame(pick[cells]), pick[f"budget_{how}"].to_numpy(dtype=float)
+    wanted = list(dict.fromkeys([*cells, "budget", *columns]))
+    source, parts, other = pq.ParquetFile(path), [], 0
+    for i in range(source.num_row_groups):
+        group = source.read_row_group(i, columns=wanted).to_pandas()
+        keep = (group["model"].astype(str) != REFERENCE).to_numpy()
+        if dataset is not None:
+            keep = keep & (group["dataset"].astype(str) == dataset).to_numpy()
+        cell = index.get_indexer(pd.MultiIndex.from_frame(group[cells].astype(str)))
+        at = keep & (cell >= 0) & (group["budget"].to_numpy(dtype=float) == target[np.maximum(cell, 0)])
+        other += int((keep & ~at).sum())
+        parts.append(group.loc[at, list(columns)])
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(columns))
+    return frame, {"reference": int(pc.sum(reference).as_py() or 0), "other_budgets": other}
 
 
 def pa_concat(parts: list[Any]) -> Any:

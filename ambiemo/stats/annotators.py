@@ -24,7 +24,7 @@ as the mean over repeats with a percentile interval (params ``stats.ci_level``-f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -221,9 +221,12 @@ def stable_from(table: pd.DataFrame, threshold: float = TAU_STABLE) -> dict[str,
     return out
 
 
-def annotators_table(scores: pd.DataFrame, params: Mapping[str, Any], layout: Any) -> pd.DataFrame:
-    """The stats stage's ``annotators`` table over every dataset of the scores whose prepared manifest
-    is there: raters from its ratings table where written, else from the manifest's vote counts."""
+def annotators_table(
+    scores: pd.DataFrame, params: Mapping[str, Any], layout: Any, datasets: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """The stats stage's ``annotators`` table over every dataset of the scores (or ``datasets``)
+    whose prepared manifest is there: raters from its ratings table where written, else from the
+    manifest's vote counts."""
     from ambiemo.data.manifest import read_manifest
     from ambiemo.data.ratings import read_ratings
 
@@ -232,7 +235,7 @@ def annotators_table(scores: pd.DataFrame, params: Mapping[str, Any], layout: An
     seed = int((params or {}).get("seed", 0) or 0)
     base = scoring_params(params)["js_base"]
     parts = []
-    for dataset in sorted(scores["dataset"].astype(str).unique()):
+    for dataset in sorted(scores["dataset"].astype(str).unique()) if datasets is None else datasets:
         path = layout.manifest(dataset)
         if not path.is_file():
             continue

@@ -384,34 +384,11 @@ def correctness_model(
 def regression_rows(path: Any, columns: Sequence[str], params: Mapping[str, Any] | None = None) -> tuple:
     """``(frame, left_out)``: the rows of the scores at ``path`` the interaction models fit (not the
     reference predictors; one budget per strategy, params ``stats.budget``), in the file's order,
-    read one row group at a time, and what was left out (``reference`` rows; ``other_budgets``),
-    for ``interaction_model`` and ``correctness_model``'s notes. The models would leave out the
-    same rows of the whole table; at the study's size the whole table of strings (23.6 M rows) was
-    several times the memory of the rows they fit."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+    and what was left out (``reference`` rows; ``other_budgets``), for ``interaction_model`` and
+    ``correctness_model``'s notes (``ambiemo.scoring.schema.rows_at_one_budget``). The models would
+    leave out the same rows of the whole table; at the study's size the whole table of strings
+    (23.6 M rows) was several times the memory of the rows they fit."""
+    from ambiemo.scoring.schema import rows_at_one_budget
 
-    keys = pq.read_table(
-        path, columns=["dataset", "model", "strategy", "budget"], read_dictionary=["dataset", "model", "strategy"]
-    )
-    keys = keys.unify_dictionaries()  # each row group has its own dictionary
-    reference = pc.equal(keys["model"].cast(pa.string()), REFERENCE_MODEL)
-    models = keys.filter(pc.invert(reference))
     how = "max" if stats_params(params)["budget"] == "max" else "min"
-    pick = models.group_by(["dataset", "model", "strategy"]).aggregate([("budget", how)])
-    cells = ["dataset", "model", "strategy"]
-    wanted = pick.to_pandas()
-    wanted[cells] = wanted[cells].astype(str)
-    index = pd.MultiIndex.from_frame(wanted[cells])
-    target = wanted[f"budget_{how}"].to_numpy(dtype=float)
-    source, parts, other = pq.ParquetFile(path), [], 0
-    for i in range(source.num_row_groups):
-        group = source.read_row_group(i, columns=list(columns)).to_pandas()
-        keep = (group["model"].astype(str) != REFERENCE_MODEL).to_numpy()
-        cell = index.get_indexer(pd.MultiIndex.from_frame(group[cells].astype(str)))
-        at = keep & (cell >= 0) & (group["budget"].to_numpy(dtype=float) == target[np.maximum(cell, 0)])
-        other += int((keep & ~at).sum())
-        parts.append(group[at])
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(columns))
-    return frame, {"reference": int(pc.sum(reference).as_py() or 0), "other_budgets": other}
+    return rows_at_one_budget(path, columns, how)

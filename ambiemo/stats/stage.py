@@ -27,7 +27,7 @@ from ambiemo.core.workers import call, ordered_map, worker_count
 from ambiemo.scoring.gains import without_references
 from ambiemo.scoring.results import params_subset, write_result
 from ambiemo.scoring.run import empty_cells_note, unanswered_table
-from ambiemo.scoring.schema import apply_to_chunk, chunk_keys, scores_meta
+from ambiemo.scoring.schema import apply_to_chunk, chunk_keys, rows_at_one_budget, scores_meta
 from ambiemo.stats.bootstrap import stats_params
 from ambiemo.stats.gains import gain_table
 
@@ -182,14 +182,18 @@ def fitted_calibration(layout: Layout, params: Mapping[str, Any]) -> pd.DataFram
 
 
 def _annotators(layout: Layout, params: Mapping[str, Any]) -> pd.DataFrame:
-    """The annotator-count table, one corpus of the scores at a time (``annotators_table``)."""
+    """The annotator-count table, one corpus of the scores at a time (``annotators_table``), each
+    read as the columns it uses of the rows it compares (every model's strategies at their largest
+    budget: ``rows_at_one_budget``), not every column of every row of the corpus."""
     import pyarrow.parquet as pq
 
     from ambiemo.stats.annotators import annotators_table
 
+    labels = scores_meta(layout.scores)["label_set"]["labels"]
+    columns = ["dataset", "model", "strategy", "budget", "utt_id", *(f"p_{x}" for x in labels)]
     datasets = sorted(pq.read_table(layout.scores, columns=["dataset"]).column("dataset").unique().to_pylist())
     parts = [
-        annotators_table(pq.read_table(layout.scores, filters=[("dataset", "==", d)]).to_pandas(), params, layout)
+        annotators_table(rows_at_one_budget(layout.scores, columns, "max", dataset=d)[0], params, layout, [d])
         for d in datasets
     ]
     return _stack(parts)
