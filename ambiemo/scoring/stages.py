@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from ambiemo.core.blas import one_blas_thread
-from ambiemo.core.layout import Layout
+from ambiemo.core.layout import SUMMARY_TABLES, Layout
 from ambiemo.scoring.references import CEILING_METRICS
 from ambiemo.scoring.results import params_subset, write_result
 from ambiemo.scoring.run import empty_cells_note, unanswered_table
@@ -97,17 +97,7 @@ def combine_chunks(parts: list[dict], params: Mapping[str, Any]) -> dict[str, pd
     )
     sp = scoring_params(params)
     tables["compute_matched"] = compute_matched(tables["compute"], sp["compute_multiples"], _baseline(params))
-    order = (
-        "summary",
-        "by_ambiguity",
-        "ci",
-        "compute",
-        "compute_matched",
-        "conventions",
-        "calibration",
-        "calibration_folds",
-    )
-    return {k: tables[k] for k in order}
+    return {k: tables[k] for k in SUMMARY_TABLES if k in tables}  # the layout's order
 
 
 @one_blas_thread
