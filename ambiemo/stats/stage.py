@@ -185,13 +185,11 @@ def _annotators(layout: Layout, params: Mapping[str, Any]) -> pd.DataFrame:
     """The annotator-count table, one corpus of the scores at a time (``annotators_table``), each
     read as the columns it uses of the rows it compares (every model's strategies at their largest
     budget: ``rows_at_one_budget``), not every column of every row of the corpus."""
-    import pyarrow.parquet as pq
-
     from ambiemo.stats.annotators import annotators_table
 
     labels = scores_meta(layout.scores)["label_set"]["labels"]
     columns = ["dataset", "model", "strategy", "budget", "utt_id", *(f"p_{x}" for x in labels)]
-    datasets = sorted(pq.read_table(layout.scores, columns=["dataset"]).column("dataset").unique().to_pylist())
+    datasets = sorted(dict.fromkeys(d for d, _ in chunk_keys(layout.scores)))
     parts = [
         annotators_table(rows_at_one_budget(layout.scores, columns, "max", dataset=d)[0], params, layout, [d])
         for d in datasets
