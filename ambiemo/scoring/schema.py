@@ -249,7 +249,10 @@ def rows_at_one_budget(
         other += int((keep & ~at).sum())
         parts.append(group.loc[at, list(columns)])
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(columns))
-    return frame, {"reference": int(pc.sum(reference).as_py() or 0), "other_budgets": other}
+    n_reference = int(pc.sum(reference).as_py() or 0)
+    del keys, reference, parts
+    pa.default_memory_pool().release_unused()  # the row groups' buffers, kept by arrow's allocator otherwise
+    return frame, {"reference": n_reference, "other_budgets": other}
 
 
 def pa_concat(parts: list[Any]) -> Any:
