@@ -160,14 +160,21 @@ def params_of(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 def chunk_keys(path: Any) -> list[tuple[str, str]]:
     """The (dataset, model) pairs of a scores table, in the table's sort order."""
+    return list(chunk_rows(path))
+
+
+def chunk_rows(path: Any) -> dict[tuple[str, str], int]:
+    """The rows of each (dataset, model) pair of a scores table, the pairs in the table's sort order."""
     import pyarrow.parquet as pq
 
     scores_meta(path)  # checks that it is a scores table
-    # dictionary-encoded: the study's 23.6 M rows of two string columns would be 700 MB, and a parent
-    # process's memory is copied into each of its chunk processes
+    # dictionary-encoded: the study's 23.6 M rows of two string columns would be 650 MB of buffers,
+    # and a parent process's memory is shared by each of its chunk processes
     keys = pq.read_table(path, columns=["dataset", "model"], read_dictionary=["dataset", "model"])
-    pairs = keys.unify_dictionaries().group_by(["dataset", "model"]).aggregate([]).to_pandas().astype(str)
-    return [tuple(map(str, k)) for k in pairs.sort_values(["dataset", "model"], kind="stable").itertuples(index=False)]
+    counts = keys.unify_dictionaries().group_by(["dataset", "model"]).aggregate([([], "count_all")]).to_pandas()
+    counts[["dataset", "model"]] = counts[["dataset", "model"]].astype(str)
+    counts = counts.sort_values(["dataset", "model"], kind="stable")
+    return {(d, m): int(n) for d, m, n in counts[["dataset", "model", "count_all"]].itertuples(index=False)}
 
 
 def read_chunk(path: Any, dataset: str, model: str, columns: Sequence[str] | None = None) -> pd.DataFrame:

@@ -27,7 +27,7 @@ from ambiemo.core.workers import call, ordered_map, worker_count
 from ambiemo.scoring.gains import without_references
 from ambiemo.scoring.results import params_subset, write_result
 from ambiemo.scoring.run import empty_cells_note, unanswered_table
-from ambiemo.scoring.schema import apply_to_chunk, chunk_keys, rows_at_one_budget, scores_meta
+from ambiemo.scoring.schema import apply_to_chunk, chunk_keys, chunk_rows, rows_at_one_budget, scores_meta
 from ambiemo.stats.bootstrap import stats_params
 from ambiemo.stats.gains import gain_table
 
@@ -125,7 +125,6 @@ REGRESSION_COLUMNS = ("dataset", "model", "strategy", "budget", "utt_id", "speak
 def stats_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     """The stats stage (module docstring): the scores one dataset × model at a time, and the
     regression models on the columns they fit."""
-    import pyarrow.parquet as pq
 
     layout = Layout.from_params(params)
     meta = scores_meta(layout.scores)
@@ -133,16 +132,19 @@ def stats_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     if note:  # a cell the run expected and got nothing for: no comparison row, said here
         warnings.warn(f"stats: {note}", UserWarning, stacklevel=2)
     chunk = functools.partial(stats_chunk, params=params, calibration_folds=fitted_calibration(layout, params))
-    keys = chunk_keys(layout.scores)
-    # The regression models (the longest job, on every row) and the annotator curves (per corpus)
-    # go first, so that in several processes (ambiemo.core.workers) the chunks run beside them.
+    sizes = chunk_rows(layout.scores)
+    keys = list(sizes)
+    # In several processes (ambiemo.core.workers) the jobs start in this order: the regression models
+    # first (the longest job and the largest memory, on every row), beside the smallest chunks; the
+    # annotator curves last. The chunks' tables are put back in the chunks' order.
+    order = sorted(range(len(keys)), key=lambda i: sizes[keys[i]])
     jobs = [
         functools.partial(_regression, layout.scores, params),
+        *(functools.partial(apply_to_chunk, chunk, layout.scores, None, keys[i]) for i in order),
         functools.partial(_annotators, layout, params),
-        *(functools.partial(apply_to_chunk, chunk, layout.scores, None, key) for key in keys),
     ]
-    rows = pq.ParquetFile(layout.scores).metadata.num_rows
-    regression, annotators, *parts = ordered_map(call, jobs, worker_count(rows, len(jobs)))
+    regression, *done, annotators = ordered_map(call, jobs, worker_count(sum(sizes.values()), len(jobs)))
+    parts = [done[order.index(i)] for i in range(len(keys))]
     tables = {**combine_chunks(parts, params), **regression, "annotators": annotators}
     tables = {k: tables[k] for k in TABLES}
     for name, table in tables.items():
