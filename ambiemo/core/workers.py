@@ -15,9 +15,11 @@ warnings a chunk raises are raised again in the parent.
 
 The processes are forked where the platform can (Linux, macOS): a ``spawn`` or ``forkserver``
 process imports the caller's main module again, which a script without an ``if __name__ ==
-"__main__"`` guard cannot survive. The parent holds no lock at that point (arrow's and BLAS's
-thread pools handle a fork; BLAS is on one thread), so Python's warning that forking a threaded
-process may deadlock is silenced for that call alone. Elsewhere (Windows) they are spawned.
+"__main__"`` guard cannot survive. Forking a process that has started threads can deadlock where a
+thread holds a lock at that moment; a stage's parent has only arrow's thread pool, idle between
+reads, and BLAS limited to one thread when it forks (the tests and the full-size benchmark fork it
+many times), so Python's warning about forking a threaded process is silenced for that call alone.
+Elsewhere (Windows) they are spawned.
 """
 
 from __future__ import annotations

@@ -124,8 +124,8 @@ REGRESSION_COLUMNS = ("dataset", "model", "strategy", "budget", "utt_id", "speak
 @one_blas_thread
 def stats_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     """The stats stage (module docstring): the scores one dataset × model at a time, and the
-    regression models on the columns they fit."""
-
+    regression models on the rows and columns they fit, in several processes where the scores are
+    large (``ambiemo.core.workers``)."""
     layout = Layout.from_params(params)
     meta = scores_meta(layout.scores)
     note = empty_cells_note(unanswered_table(meta))
@@ -144,7 +144,7 @@ def stats_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
         functools.partial(_annotators, layout, params),
     ]
     regression, *done, annotators = ordered_map(call, jobs, worker_count(sum(sizes.values()), len(jobs)))
-    parts = [done[order.index(i)] for i in range(len(keys))]
+    parts = [part for _, part in sorted(zip(order, done, strict=True), key=lambda t: t[0])]
     tables = {**combine_chunks(parts, params), **regression, "annotators": annotators}
     tables = {k: tables[k] for k in TABLES}
     for name, table in tables.items():
