@@ -134,17 +134,16 @@ def stats_run(params: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     chunk = functools.partial(stats_chunk, params=params, calibration_folds=fitted_calibration(layout, params))
     sizes = chunk_rows(layout.scores)
     keys = list(sizes)
-    # In several processes (ambiemo.core.workers) the jobs start in this order: the regression models
-    # first (the longest job and the largest memory, on every row), beside the smallest chunks; the
-    # annotator curves last. The chunks' tables are put back in the chunks' order.
-    order = sorted(range(len(keys)), key=lambda i: sizes[keys[i]])
+    # In several processes (ambiemo.core.workers) the regression models (the longest job, on every
+    # row) and the annotator curves go first, so that the chunks run beside them: at the study's
+    # size this order took 608 s where the smallest chunks first and the annotator curves last took
+    # 783 s (docs/scale.md).
     jobs = [
         functools.partial(_regression, layout.scores, params),
-        *(functools.partial(apply_to_chunk, chunk, layout.scores, None, keys[i]) for i in order),
         functools.partial(_annotators, layout, params),
+        *(functools.partial(apply_to_chunk, chunk, layout.scores, None, key) for key in keys),
     ]
-    regression, *done, annotators = ordered_map(call, jobs, worker_count(sum(sizes.values()), len(jobs)))
-    parts = [part for _, part in sorted(zip(order, done, strict=True), key=lambda t: t[0])]
+    regression, annotators, *parts = ordered_map(call, jobs, worker_count(sum(sizes.values()), len(jobs)))
     tables = {**combine_chunks(parts, params), **regression, "annotators": annotators}
     tables = {k: tables[k] for k in TABLES}
     for name, table in tables.items():
