@@ -124,16 +124,15 @@ def cross_fit(
     seed: int = 0,
     base="e",
     fit_rows: int | None = None,
-    temperatures: dict[int, float] | None = None,
     fits: dict[int, tuple[float, float, np.ndarray]] | None = None,
+    starts: Mapping[int, float] | None = None,
 ) -> tuple[np.ndarray, list[tuple[float, float]], str]:
     """The calibrated answers, each from a fit on the other folds' speakers (at most ``fit_rows`` of
-    them, a draw seeded by ``seed`` and the fold); the per-fold ``(T, w)``. ``temperatures``: a
-    dict kept by the caller across methods on the same rows: the ``temperature`` fits put each
-    fold's T there and the ``temperature+prior`` fits start from it instead of fitting it again.
-    ``fits``: each fold's ``(T, w, prior)``; a fold it holds (fitted before on the same rows with
-    the same settings: the aggregate stage's ``calibration_folds``) is applied, not fitted again,
-    and each fold fitted here is put there."""
+    them, a draw seeded by ``seed`` and the fold); the per-fold ``(T, w)``. ``fits``: each fold's
+    ``(T, w, prior)``; a fold it holds (fitted before on the same rows with the same settings: the
+    aggregate stage's ``calibration_folds``) is applied, not fitted again, and each fold fitted here
+    is put there. ``starts``: each fold's T to start a search from (``fit``'s ``t0``: the
+    ``temperature`` fits of the same rows, for ``temperature+prior``)."""
     fold, note = speaker_folds(speakers, folds, seed)
     out = np.full_like(q, np.nan)
     fitted = []
@@ -150,12 +149,9 @@ def cross_fit(
         else:
             if fit_rows is not None and len(train) > fit_rows:
                 train = np.sort(np.random.default_rng([seed, int(f)]).choice(train, fit_rows, replace=False))
-            t0 = temperatures.get(int(f)) if temperatures is not None and method == "temperature+prior" else None
-            t, w, prior = fit(p[train], q[train], method, base, t0)
+            t, w, prior = fit(p[train], q[train], method, base, (starts or {}).get(int(f)))
             if fits is not None:
                 fits[int(f)] = (t, w, prior)
-        if temperatures is not None and method == "temperature":
-            temperatures[int(f)] = t
         out[test] = apply(q[test], t, w, prior)
         fitted.append((t, w))
     if drawn:
@@ -207,14 +203,17 @@ def calibration_table(
         p, q, sub = p[has], q[has], g[has]
         raw_utt = M.js_distance(p, q, base=base)
         levels = sub["ambiguity"].astype(str).to_numpy() if "ambiguity" in sub else np.full(len(sub), ALL)
-        temperatures: dict[int, float] = {}  # each fold's temperature fit, the start of its temperature+prior fit
+        fitted_by: dict[str, dict] = {}  # per method, each fold's fit
         for method in methods:
             speakers, fit_rows = sub["speaker"].astype(str).tolist(), int(sp["calibration_fit_rows"])
             fits = {
                 f: (t, w, np.array([pr[f"prior_{x}"] for x in labels]))
                 for f, (t, w, pr) in known.get((*key, method), {}).items()
             }
-            cal, fitted, note = cross_fit(p, q, speakers, method, folds, seed, base, fit_rows, temperatures, fits)
+            # temperature+prior starts from each fold's temperature fit where that method ran first
+            starts = {f: t for f, (t, _, _) in fitted_by.get("temperature", {}).items()}
+            fitted_by[method] = fits
+            cal, fitted, note = cross_fit(p, q, speakers, method, folds, seed, base, fit_rows, fits, starts)
             fold_rows += [
                 {**dict(zip(KEYS, key, strict=True)), "method": method, "fold": f, "T": t, "w": w}
                 | {f"prior_{x}": float(v) for x, v in zip(labels, prior, strict=True)}

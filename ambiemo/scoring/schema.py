@@ -207,13 +207,11 @@ def map_score_chunks(fn: Callable[[pd.DataFrame], T], path: Any, columns: Sequen
     ``ambiemo.core.workers`` processes where the table is large: the results, in the chunks' order,
     are the same whatever the number of processes. ``fn`` must be picklable (a module-level function
     or a ``functools.partial`` of one)."""
-    import pyarrow.parquet as pq
-
     from ambiemo.core.workers import ordered_map, worker_count
 
-    keys = chunk_keys(path)
-    rows = pq.ParquetFile(path).metadata.num_rows
-    return ordered_map(functools.partial(apply_to_chunk, fn, path, columns), keys, worker_count(rows, len(keys)))
+    sizes = chunk_rows(path)
+    workers = worker_count(sum(sizes.values()), len(sizes))
+    return ordered_map(functools.partial(apply_to_chunk, fn, path, columns), list(sizes), workers)
 
 
 def apply_to_chunk(fn: Callable[[pd.DataFrame], T], path: Any, columns: Sequence[str] | None, key: tuple) -> T:

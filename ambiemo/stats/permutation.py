@@ -113,7 +113,8 @@ def sign_flip_pvalues(
 def sign_flips(rng: np.random.Generator, n_patterns: int, n_clusters: int) -> np.ndarray:
     """(patterns, clusters) float array, 1.0 where a sign is flipped: exactly the patterns
     ``rng.choice((1.0, -1.0), size=(n_patterns, n_clusters)) == -1.0`` draws, and the generator left
-    in the same state, at a tenth of its cost.
+    in the same state, without ``choice``'s index array (a 16,000-utterance test with 2,000 patterns:
+    0.26 s with ``choice``, 0.15 s with these).
 
     ``choice`` of two values draws ``integers(0, 2)``: for each sign one 32-bit output of the bit
     generator (the low half of a 64-bit output, then its high half, the high half kept for the next

@@ -390,5 +390,4 @@ def regression_rows(path: Any, columns: Sequence[str], params: Mapping[str, Any]
     (23.6 M rows) was several times the memory of the rows they fit."""
     from ambiemo.scoring.schema import rows_at_one_budget
 
-    how = "max" if stats_params(params)["budget"] == "max" else "min"
-    return rows_at_one_budget(path, columns, how)
+    return rows_at_one_budget(path, columns, stats_params(params)["budget"])

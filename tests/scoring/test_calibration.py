@@ -151,12 +151,13 @@ def test_the_temperature_fit_is_reused_as_the_start_of_temperature_plus_prior(mo
     q = rng.dirichlet(np.ones(4) * 0.5, n)
     spk = [f"s{i % 9}" for i in range(n)]
     alone, fitted_alone, _ = CAL.cross_fit(p, q, spk, "temperature+prior", folds=3, seed=2)
-    temperatures: dict[int, float] = {}
-    CAL.cross_fit(p, q, spk, "temperature", folds=3, seed=2, temperatures=temperatures)
+    fits: dict[int, tuple] = {}
+    CAL.cross_fit(p, q, spk, "temperature", folds=3, seed=2, fits=fits)
+    temperatures = {f: t for f, (t, _, _) in fits.items()}
     calls = []
     real_fit = CAL.fit
     monkeypatch.setattr(CAL, "fit", lambda *a, **k: calls.append(a[2]) or real_fit(*a, **k))
-    shared, fitted_shared, _ = CAL.cross_fit(p, q, spk, "temperature+prior", folds=3, seed=2, temperatures=temperatures)
+    shared, fitted_shared, _ = CAL.cross_fit(p, q, spk, "temperature+prior", folds=3, seed=2, starts=temperatures)
     assert sorted(temperatures) == [0, 1, 2] and calls == ["temperature+prior"] * 3  # no temperature fit again
     np.testing.assert_array_equal(shared, alone)
     assert fitted_shared == fitted_alone
